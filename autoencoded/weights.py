@@ -1,0 +1,143 @@
+"""The model weights file: safetensors with the ModelConfig in its metadata. Never pickle.
+
+Layout of a training run (written by training/, read by export/ and live/):
+
+    RUN/checkpoints/step-0000200.safetensors        weights (encoder./decoder./discriminator. keys)
+    RUN/checkpoints/step-0000200.json               sidecar: step, epoch, noise, losses, quality
+    RUN/checkpoints/step-0000200.state.safetensors  optimizer + RNG state (training only)
+    RUN/checkpoints/index.json                      {"latest": "step-...safetensors", "best": "..."}
+
+Weights metadata (all strings, as safetensors requires):
+    format = "autoencoded-weights", format_version = "1", config = ModelConfig JSON,
+    plus free-form keys (step, noise, ...).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save as st_save
+
+from training.model import ModelConfig
+
+from .errors import UserError
+
+FORMAT = "autoencoded-weights"
+FORMAT_VERSION = 1
+STEP_RE = re.compile(r"^step-(\d+)\.safetensors$")
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write to a temp file in the same folder, fsync, rename over `path`, fsync the folder.
+
+    A crash or a full disk at any point leaves either the old file or the new one, never a torn one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    try:
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+def save_weights(path: str | os.PathLike, cfg: ModelConfig, state: dict[str, torch.Tensor],
+                 metadata: dict[str, object] | None = None) -> None:
+    """Atomically write a weights file with the config embedded."""
+    meta = {k: (v if isinstance(v, str) else json.dumps(v)) for k, v in (metadata or {}).items()}
+    meta.update(format=FORMAT, format_version=str(FORMAT_VERSION), config=cfg.to_json())
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+    atomic_write_bytes(path, st_save(tensors, metadata=meta))
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such checkpoint file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise UserError(f"{path}: not a safetensors weights file ({_short(exc)}); "
+                        "only .safetensors checkpoints are loaded, never pickles") from None
+
+
+def load_weights(path: str | os.PathLike, device: str = "cpu") -> tuple[ModelConfig, dict[str, torch.Tensor], dict]:
+    """Read a weights file: (config, state dict, metadata). Bad files raise UserError with one line."""
+    path = Path(path)
+    meta = read_metadata(path)
+    if meta.get("format") != FORMAT:
+        raise UserError(f"{path}: safetensors file without autoencoded metadata (not a checkpoint of this tool)")
+    try:
+        version = int(meta.get("format_version", "0"))
+    except ValueError:
+        version = 0
+    if version > FORMAT_VERSION or version < 1:
+        raise UserError(f"{path}: weights format version {meta.get('format_version')!r} is not supported "
+                        f"(this tool reads up to {FORMAT_VERSION})")
+    try:
+        cfg = ModelConfig.from_json(meta["config"])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise UserError(f"{path}: bad model config in checkpoint ({_short(exc)})") from None
+    try:
+        state: dict[str, torch.Tensor] = {}
+        with safe_open(str(path), framework="pt", device=device) as f:
+            for k in f.keys():
+                state[k] = f.get_tensor(k)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise UserError(f"{path}: corrupt checkpoint ({_short(exc)})") from None
+    return cfg, state, meta
+
+
+def resolve_checkpoint(path: str | os.PathLike, which: str = "best") -> Path:
+    """A run folder, its checkpoints/ folder, or a .safetensors file -> the weights file to load.
+
+    `which` is "best" or "latest"; index.json names them, else the highest step wins.
+    """
+    p = Path(path)
+    if p.is_file():
+        if p.name.endswith(".state.safetensors"):
+            raise UserError(f"{p}: this is optimizer state, not model weights; pass the step-*.safetensors beside it")
+        return p
+    if not p.exists():
+        raise UserError(f"{p}: no such run folder or checkpoint")
+    ckdir = p / "checkpoints" if (p / "checkpoints").is_dir() else p
+    index = ckdir / "index.json"
+    if index.is_file():
+        try:
+            name = json.loads(index.read_text()).get(which) or json.loads(index.read_text()).get("latest")
+        except (ValueError, OSError):
+            name = None
+        if name and (ckdir / name).is_file():
+            return ckdir / name
+    steps = sorted((int(m.group(1)), f) for f in ckdir.iterdir() if (m := STEP_RE.match(f.name)))
+    if not steps:
+        raise UserError(f"{p}: no checkpoints found (expected checkpoints/step-*.safetensors)")
+    return steps[-1][1]
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]

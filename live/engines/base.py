@@ -1,0 +1,43 @@
+"""The one small interface every inference backend implements (tensorrt, onnxruntime, torch).
+
+Frames in and out are uint8 N x H x W x 3 RGB at the model's size; latents are float32 N x z_dim
+numpy arrays, so the live latent effects work the same whatever the backend. Pre- and
+post-processing go through live.frames.to_model_input / from_model_output (or their torch twins in
+training.model), never through private copies.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+
+class Engine(ABC):
+    #: e.g. "onnxruntime (CPUExecutionProvider, 2 threads)", "tensorrt fp16", "torch cpu"
+    name: str = "engine"
+    width: int
+    height: int
+    z_dim: int
+
+    @abstractmethod
+    def encode(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 (N,H,W,3) RGB at the model size -> (mu, log_sigma), float32 (N, z_dim) each."""
+
+    @abstractmethod
+    def decode(self, z: np.ndarray) -> np.ndarray:
+        """float32 (N, z_dim) -> uint8 (N,H,W,3) RGB."""
+
+    def reconstruct(self, frames: np.ndarray) -> np.ndarray:
+        """Fused encode -> decode of the mean (noise 0). Backends may override with one graph call."""
+        mu, _ = self.encode(frames)
+        return self.decode(mu)
+
+    def close(self) -> None:  # noqa: B027
+        """Release device memory, sessions and threads. Safe to call twice."""
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,84 @@
+"""training.model: shapes, budgets and the config round trip, on real tiny and full-size networks."""
+
+import pytest
+import torch
+
+from training.model import (
+    ARCHS,
+    AutoEncoder,
+    ModelConfig,
+    autoencoder_from_state,
+    build,
+    count_flops,
+    count_params,
+    frames_to_input,
+    output_to_frames,
+)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_shapes_at_256x144(arch):
+    cfg = ModelConfig.preset(arch)
+    m = build(cfg).eval()
+    x = torch.rand(2, 3, 144, 256) * 2 - 1
+    with torch.no_grad():
+        mu, log_sigma = m.encoder(x)
+        y = m.decoder(mu)
+        logits, feats = m.discriminator(x)
+    assert mu.shape == log_sigma.shape == (2, cfg.z_dim)
+    assert y.shape == x.shape and y.abs().max() <= 1
+    assert logits.shape == (2,) and len(feats) == 4
+    assert feats[-1].shape[-2:] == (9, 16)
+
+
+def test_broad2016_is_faithful_to_the_film():
+    cfg = ModelConfig.preset("broad2016")
+    assert cfg.enc_channels == (80, 160, 320, 640) and cfg.enc_kernel == 5 and cfg.z_dim == 200
+    m = build(cfg)
+    convs = [mod for mod in m.encoder.convs.modules() if isinstance(mod, torch.nn.Conv2d)]
+    assert [c.kernel_size for c in convs] == [(5, 5)] * 4 and all(c.stride == (2, 2) for c in convs)
+    assert m.encoder.fc.in_features == 640 * 9 * 16
+
+
+def test_lite_budget():
+    cfg = ModelConfig.preset("lite")
+    ae = AutoEncoder(cfg)
+    flops = count_flops(ae, torch.zeros(1, 3, 144, 256))
+    assert flops <= 1.5e9
+    assert count_params(ae) <= 10e6
+
+
+@pytest.mark.parametrize("size", [(96, 64), (160, 96), (512, 288)])
+def test_any_size_divisible_by_16(size):
+    w, h = size
+    cfg = ModelConfig.preset("lite", width=w, height=h)
+    ae = AutoEncoder(cfg).eval()
+    with torch.no_grad():
+        assert ae(torch.zeros(1, 3, h, w)).shape == (1, 3, h, w)
+
+
+def test_bad_size_is_refused():
+    with pytest.raises(ValueError, match="divisible by 16"):
+        ModelConfig.preset("lite", width=250, height=144)
+
+
+def test_config_round_trip_and_rebuild():
+    cfg = ModelConfig.preset("lite", width=96, height=64, z_dim=32)
+    assert ModelConfig.from_json(cfg.to_json()) == cfg
+    with pytest.raises(ValueError, match="unknown model config keys"):
+        ModelConfig.from_dict({**cfg.to_dict(), "bogus": 1})
+    full = build(cfg)
+    ae = autoencoder_from_state(ModelConfig.from_json(cfg.to_json()), full.state_dict())
+    x = torch.rand(1, 3, 64, 96) * 2 - 1
+    full.eval()
+    with torch.no_grad():
+        assert torch.equal(ae(x), full.decoder(full.encoder(x)[0]))
+
+
+def test_frame_conversion_round_trip():
+    frames = torch.randint(0, 256, (3, 64, 96, 3), dtype=torch.uint8)
+    x = frames_to_input(frames)
+    assert x.shape == (3, 3, 64, 96) and x.min() >= -1 and x.max() <= 1
+    assert torch.equal(output_to_frames(x), frames)
+    nan = torch.full((1, 3, 4, 4), float("nan"))
+    assert output_to_frames(nan).dtype == torch.uint8

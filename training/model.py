@@ -1,0 +1,319 @@
+"""The VAE-GAN of "Blade Runner - Autoencoded" (Broad 2016) after Larsen et al. 2016.
+
+Encoder, Decoder and Discriminator, rebuilt from a ModelConfig that every checkpoint carries.
+This module imports only torch: export/ and live/ import it, and nothing else from training/.
+
+Conventions shared by the whole project:
+- images are float tensors N x 3 x H x W in [-1, 1] (RGB); uint8 frames map by x / 127.5 - 1;
+- the encoder returns (mu, log_sigma), each N x z_dim; z = mu + sigma * eps;
+- the decoder maps z to an image through tanh;
+- the discriminator returns (logits N, [feature maps of each conv layer]).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+ARCHS = ("broad2016", "lite")
+CONFIG_VERSION = 1
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild the three networks. Stored as JSON in every checkpoint."""
+
+    arch: str = "lite"
+    width: int = 256
+    height: int = 144
+    z_dim: int = 128
+    enc_channels: tuple[int, ...] = (32, 64, 128, 256)
+    enc_kernel: int = 4
+    dec_kernel: int = 4
+    # channels of the 1x1 "squeeze" before the FC bottleneck (0 = none): keeps the FC small
+    bottleneck_channels: int = 32
+    disc_channels: tuple[int, ...] = (32, 64, 128, 256)
+    disc_kernel: int = 4
+    disc_fc: int = 0  # hidden units of the discriminator head (0 = linear head)
+    # indices of discriminator conv layers whose features define the learned similarity
+    sim_layers: tuple[int, ...] = (0, 1, 2, 3)
+    # bounded latent as in the film's model: mu = tanh, log_sigma = 0.5 * tanh
+    bounded_latent: bool = True
+    version: int = CONFIG_VERSION
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.enc_channels = tuple(int(c) for c in self.enc_channels)
+        self.disc_channels = tuple(int(c) for c in self.disc_channels)
+        self.sim_layers = tuple(int(i) for i in self.sim_layers)
+        self.validate()
+
+    @property
+    def stages(self) -> int:
+        return len(self.enc_channels)
+
+    @property
+    def factor(self) -> int:
+        return 2 ** self.stages
+
+    @property
+    def bottom(self) -> tuple[int, int]:
+        """(height, width) of the smallest feature map."""
+        return self.height // self.factor, self.width // self.factor
+
+    def validate(self) -> None:
+        if self.arch not in ARCHS:
+            raise ValueError(f"unknown architecture {self.arch!r} (choose from {', '.join(ARCHS)})")
+        f = self.factor
+        if self.width <= 0 or self.height <= 0 or self.width % f or self.height % f:
+            raise ValueError(f"size {self.width}x{self.height}: both sides must be positive and divisible by {f}")
+        if self.z_dim <= 0:
+            raise ValueError("z_dim must be positive")
+        if len(self.disc_channels) != len(self.enc_channels):
+            raise ValueError("discriminator and encoder must have the same number of stages")
+        if not self.sim_layers or any(i < 0 or i >= len(self.disc_channels) for i in self.sim_layers):
+            raise ValueError(f"sim_layers {self.sim_layers} out of range")
+        if self.version > CONFIG_VERSION:
+            raise ValueError(f"model config version {self.version} is newer than this tool ({CONFIG_VERSION})")
+
+    @classmethod
+    def preset(cls, arch: str, width: int = 256, height: int = 144, **overrides) -> ModelConfig:
+        if arch == "broad2016":
+            base = dict(arch=arch, z_dim=200, enc_channels=(80, 160, 320, 640), enc_kernel=5, dec_kernel=4,
+                        bottleneck_channels=0, disc_channels=(80, 160, 320, 640), disc_kernel=5,
+                        disc_fc=0, sim_layers=(0, 1, 2, 3), bounded_latent=True)
+        elif arch == "lite":
+            base = dict(arch=arch, z_dim=128, enc_channels=(32, 64, 128, 256), enc_kernel=4, dec_kernel=4,
+                        bottleneck_channels=32, disc_channels=(32, 64, 128, 256), disc_kernel=4,
+                        disc_fc=0, sim_layers=(0, 1, 2, 3), bounded_latent=True)
+        else:
+            raise ValueError(f"unknown architecture {arch!r} (choose from {', '.join(ARCHS)})")
+        base.update(width=width, height=height)
+        base.update(overrides)
+        return cls(**base)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        for k in ("enc_channels", "disc_channels", "sim_layers"):
+            d[k] = list(d[k])
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown model config keys: {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+    @classmethod
+    def from_json(cls, s: str) -> ModelConfig:
+        return cls.from_dict(json.loads(s))
+
+
+def _pad(kernel: int) -> int:
+    # k4 s2 p1 and k5 s2 p2 both halve even sizes exactly
+    return 1 if kernel == 4 else kernel // 2
+
+
+def _down(cin: int, cout: int, kernel: int, bn: bool) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Conv2d(cin, cout, kernel, stride=2, padding=_pad(kernel), bias=not bn)]
+    if bn:
+        layers.append(nn.BatchNorm2d(cout))
+    layers.append(nn.LeakyReLU(0.2, inplace=True))
+    return nn.Sequential(*layers)
+
+
+def _up(cin: int, cout: int, kernel: int, last: bool) -> nn.Sequential:
+    # transposed conv k4 s2 p1 doubles exactly with no output_padding (TensorRT-friendly)
+    if kernel != 4:
+        raise ValueError("decoder kernel must be 4 (exact 2x upsampling without output_padding)")
+    layers: list[nn.Module] = [nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1, bias=last)]
+    if last:
+        layers.append(nn.Tanh())
+    else:
+        layers += [nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers)
+
+
+class Encoder(nn.Module):
+    """Image (N,3,H,W) in [-1,1] -> (mu, log_sigma), each (N, z_dim)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        chans = (3, *cfg.enc_channels)
+        self.convs = nn.Sequential(
+            *[_down(chans[i], chans[i + 1], cfg.enc_kernel, bn=i > 0) for i in range(cfg.stages)]
+        )
+        c = cfg.enc_channels[-1]
+        if cfg.bottleneck_channels:
+            self.squeeze: nn.Module = nn.Sequential(
+                nn.Conv2d(c, cfg.bottleneck_channels, 1, bias=False),
+                nn.BatchNorm2d(cfg.bottleneck_channels), nn.LeakyReLU(0.2, inplace=True))
+            c = cfg.bottleneck_channels
+        else:
+            self.squeeze = nn.Identity()
+        bh, bw = cfg.bottom
+        self.fc = nn.Linear(c * bh * bw, 2 * cfg.z_dim)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.squeeze(self.convs(x)).flatten(1)
+        mu, log_sigma = self.fc(h).chunk(2, dim=1)
+        if self.cfg.bounded_latent:
+            mu = torch.tanh(mu)
+            log_sigma = 0.5 * torch.tanh(log_sigma)
+        return mu, log_sigma
+
+
+class Decoder(nn.Module):
+    """Latent (N, z_dim) -> image (N,3,H,W) in [-1,1]."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        c = cfg.enc_channels[-1]
+        bh, bw = cfg.bottom
+        self.c0 = cfg.bottleneck_channels or c
+        self.fc = nn.Sequential(nn.Linear(cfg.z_dim, self.c0 * bh * bw, bias=False),
+                                nn.BatchNorm1d(self.c0 * bh * bw), nn.ReLU(inplace=True))
+        if cfg.bottleneck_channels:
+            self.expand: nn.Module = nn.Sequential(nn.Conv2d(self.c0, c, 1, bias=False),
+                                                   nn.BatchNorm2d(c), nn.ReLU(inplace=True))
+        else:
+            self.expand = nn.Identity()
+        chans = (*reversed(cfg.enc_channels), 3)
+        self.deconvs = nn.Sequential(
+            *[_up(chans[i], chans[i + 1], cfg.dec_kernel, last=i == cfg.stages - 1) for i in range(cfg.stages)]
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        bh, bw = self.cfg.bottom
+        h = self.fc(z).view(z.shape[0], self.c0, bh, bw)
+        return self.deconvs(self.expand(h))
+
+
+class Discriminator(nn.Module):
+    """Image -> (logits (N,), [features of each conv layer]). Mirrors the encoder; first layer has no BN."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        chans = (3, *cfg.disc_channels)
+        self.convs = nn.ModuleList(
+            [_down(chans[i], chans[i + 1], cfg.disc_kernel, bn=i > 0) for i in range(cfg.stages)]
+        )
+        bh, bw = cfg.bottom
+        flat = cfg.disc_channels[-1] * bh * bw
+        if cfg.disc_fc:
+            self.head: nn.Module = nn.Sequential(nn.Linear(flat, cfg.disc_fc), nn.LeakyReLU(0.2, inplace=True),
+                                                 nn.Linear(cfg.disc_fc, 1))
+        else:
+            self.head = nn.Linear(flat, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        feats = []
+        h = x
+        for conv in self.convs:
+            h = conv(h)
+            feats.append(h)
+        return self.head(h.flatten(1)).squeeze(1), feats
+
+
+class VAEGAN(nn.Module):
+    """The three networks together; state_dict keys are prefixed encoder./decoder./discriminator."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = Encoder(cfg)
+        self.decoder = Decoder(cfg)
+        self.discriminator = Discriminator(cfg)
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """Decode the mean: the film's render mode (noise 0)."""
+        mu, _ = self.encoder(x)
+        return self.decoder(mu)
+
+
+class AutoEncoder(nn.Module):
+    """Encoder + decoder only (what export and live need): forward decodes the mean."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = Encoder(cfg)
+        self.decoder = Decoder(cfg)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mu, _ = self.encoder(x)
+        return self.decoder(mu)
+
+
+def build(cfg: ModelConfig) -> VAEGAN:
+    return VAEGAN(cfg)
+
+
+def autoencoder_from_state(cfg: ModelConfig, state: dict[str, torch.Tensor]) -> AutoEncoder:
+    """Rebuild encoder + decoder from a (full VAEGAN or autoencoder-only) state dict, in eval mode."""
+    ae = AutoEncoder(cfg)
+    wanted = {k: v for k, v in state.items() if k.startswith(("encoder.", "decoder."))}
+    ae.load_state_dict(wanted, strict=True)
+    return ae.eval()
+
+
+def frames_to_input(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 (N,H,W,3) RGB -> float (N,3,H,W) in [-1,1]."""
+    return frames.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+
+
+def output_to_frames(images: torch.Tensor) -> torch.Tensor:
+    """float (N,3,H,W) in [-1,1] -> uint8 (N,H,W,3) RGB, NaN-safe."""
+    x = torch.nan_to_num(images, nan=0.0, posinf=1.0, neginf=-1.0)
+    return ((x.clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
+def count_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def count_flops(module: nn.Module, *inputs: torch.Tensor) -> int:
+    """Multiply-adds x 2 of convolutions and linear layers for one forward pass (batch as given)."""
+    total = 0
+
+    def conv_hook(m: nn.Module, inp, out) -> None:
+        nonlocal total
+        if isinstance(m, nn.ConvTranspose2d):
+            x = inp[0]
+            total += 2 * x.numel() * m.out_channels * m.kernel_size[0] * m.kernel_size[1] // m.groups
+        else:
+            total += 2 * out.numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
+
+    def linear_hook(m: nn.Module, inp, out) -> None:
+        nonlocal total
+        total += 2 * out.numel() * m.in_features
+
+    handles = []
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            handles.append(m.register_forward_hook(conv_hook))
+        elif isinstance(m, nn.Linear):
+            handles.append(m.register_forward_hook(linear_hook))
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            module(*inputs)
+    finally:
+        for h in handles:
+            h.remove()
+        module.train(was_training)
+    return total
