@@ -1,0 +1,141 @@
+"""The prepared dataset, read side: frames by memory map, never loaded whole.
+
+A dataset is a folder written by `autoencoded prepare` (training/prepare.py):
+
+    DATASET/frames.npy     uint8 N x H x W x 3, RGB, standard .npy (np.load(..., mmap_mode="r") opens it)
+    DATASET/dataset.json   {"format": "autoencoded-dataset", "version": 1, "complete": bool, "frames": N,
+                            "width": W, "height": H, "every": n, "dedupe": t|null, "crop": mode,
+                            "sources": [{"path", "fps", "frames_decoded", "frames_kept",
+                                         "frames_dropped_dedupe", "duration_s", "crop_box": [x, y, w, h],
+                                         "stopped_at": null|int, "error": null|str}],
+                            "created": iso time, "tool_version": str}
+
+dataset.json is written last, so a folder without it was never finished. `complete` is false when a
+source stopped early (truncated or corrupted mid-stream): those frames are usable, but only on request.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from autoencoded.errors import UserError
+
+FORMAT = "autoencoded-dataset"
+VERSION = 1
+FRAMES_FILE = "frames.npy"
+META_FILE = "dataset.json"
+
+
+class FrameDataset:
+    """Frames of a prepared dataset: `ds[i]` is one uint8 H x W x 3 RGB frame, `ds.batch(idx)` a stack."""
+
+    def __init__(self, path: Path, frames: np.memmap, meta: dict, allow_partial: bool) -> None:
+        self.path = path
+        self.frames = frames
+        self.meta = meta
+        self._allow_partial = allow_partial
+
+    @property
+    def width(self) -> int:
+        return int(self.meta["width"])
+
+    @property
+    def height(self) -> int:
+        return int(self.meta["height"])
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.meta["complete"])
+
+    def __len__(self) -> int:
+        return int(self.frames.shape[0])
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return np.asarray(self.frames[i])
+
+    def batch(self, indices) -> np.ndarray:
+        """uint8 B x H x W x 3 copy of the frames at `indices` (read from disk in ascending order)."""
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if idx.size and (idx.min() < -len(self) or idx.max() >= len(self)):
+            raise IndexError(f"frame index out of range for a dataset of {len(self)} frames")
+        idx = np.where(idx < 0, idx + len(self), idx)
+        order = np.argsort(idx, kind="stable")
+        out = np.empty((idx.size, *self.frames.shape[1:]), dtype=np.uint8)
+        out[order] = self.frames[idx[order]]
+        return out
+
+    # A memmap pickles as a full in-memory copy; DataLoader workers get the path and reopen instead.
+    def __getstate__(self) -> dict:
+        return {"path": str(self.path), "allow_partial": self._allow_partial}
+
+    def __setstate__(self, state: dict) -> None:
+        other = open_dataset(state["path"], allow_partial=state["allow_partial"])
+        self.__dict__.update(other.__dict__)
+
+    def __repr__(self) -> str:
+        state = "complete" if self.complete else "partial"
+        return f"FrameDataset({str(self.path)!r}, {len(self)} frames {self.width}x{self.height}, {state})"
+
+
+def read_meta(path: str | os.PathLike) -> dict:
+    """dataset.json of a dataset folder, checked for the fields the reader relies on."""
+    folder = Path(path)
+    if not folder.exists():
+        raise UserError(f"{folder}: no such dataset folder")
+    if not folder.is_dir():
+        raise UserError(f"{folder}: not a dataset folder (run 'autoencoded prepare VIDEO -o {folder}' first)")
+    meta_path = folder / META_FILE
+    if not meta_path.is_file():
+        raise UserError(f"{folder}: no {META_FILE} (not a dataset, or 'autoencoded prepare' did not finish)")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{meta_path}: unreadable or corrupt ({_short(exc)})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise UserError(f"{meta_path}: not an autoencoded dataset description")
+    if meta.get("version") != VERSION:
+        raise UserError(f"{meta_path}: dataset version {meta.get('version')!r} is not supported "
+                        f"(this tool reads version {VERSION}; prepare it again)")
+    for key in ("frames", "width", "height"):
+        value = meta.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise UserError(f"{meta_path}: corrupt (field {key!r} is {value!r})")
+    if not isinstance(meta.get("complete"), bool):
+        raise UserError(f"{meta_path}: corrupt (field 'complete' is {meta.get('complete')!r})")
+    return meta
+
+
+def open_dataset(path: str | os.PathLike, allow_partial: bool = False) -> FrameDataset:
+    """Open a prepared dataset for reading. Bad or partial datasets raise UserError with one line.
+
+    A partial dataset (a source stopped early) opens only with allow_partial=True; the caller warns.
+    """
+    folder = Path(path)
+    meta = read_meta(folder)
+    if not meta["complete"] and not allow_partial:
+        stopped = [s for s in meta.get("sources", []) if isinstance(s, dict) and s.get("stopped_at") is not None]
+        where = f" ({stopped[0].get('path')} stopped at frame {stopped[0].get('stopped_at')})" if stopped else ""
+        raise UserError(f"{folder}: dataset is partial{where}; open it with allow_partial (train --allow-partial) to use it anyway")
+    if meta["frames"] == 0:
+        raise UserError(f"{folder}: dataset has no frames")
+    frames_path = folder / FRAMES_FILE
+    if not frames_path.is_file():
+        raise UserError(f"{folder}: no {FRAMES_FILE}")
+    try:
+        frames = np.load(frames_path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise UserError(f"{frames_path}: unreadable or corrupt ({_short(exc)})") from None
+    expected = (meta["frames"], meta["height"], meta["width"], 3)
+    if not isinstance(frames, np.memmap) or frames.dtype != np.uint8 or tuple(frames.shape) != expected:
+        got = f"{getattr(frames, 'dtype', '?')} {tuple(getattr(frames, 'shape', ()))}"
+        raise UserError(f"{frames_path}: holds {got}, but {META_FILE} says uint8 {expected}")
+    return FrameDataset(folder, frames, meta, allow_partial)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
