@@ -1,0 +1,140 @@
+"""Open an inference engine for a model: `open_engine(model, backend)`.
+
+`model` is a model pack folder (model.json + ONNX), a .safetensors checkpoint, a run folder (with
+checkpoints/), or None for the bundled demo pack. `backend` is one of BACKENDS; "auto" picks the
+fastest that loads here (tensorrt on an NVIDIA GPU, then onnxruntime CUDA, then onnxruntime CPU for
+packs; torch for checkpoints) and logs one line saying which and why. An explicit backend that cannot
+load raises one UserError line saying why, never a silent substitute.
+
+Heavy or GPU-only imports (tensorrt, the engine builder) happen only inside the backend that needs them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from collections.abc import Callable
+from pathlib import Path
+
+from autoencoded.errors import UserError
+
+from ..pack import is_pack, read_pack
+from .base import Engine
+
+BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
+GPU_HINT = "pip install 'autoencoded[gpu]'"
+
+__all__ = ["BACKENDS", "Engine", "open_engine", "resolve_model", "tensorrt_unavailable"]
+
+
+def resolve_model(model: str | Path | None) -> tuple[str, Path]:
+    """-> ("pack", folder) or ("checkpoint", path). Bad paths raise UserError."""
+    if model is None:
+        from ..assets import DEMO_MODEL_DIR
+        if not is_pack(DEMO_MODEL_DIR):
+            raise UserError(f"the bundled demo model is not installed (expected a model pack at {DEMO_MODEL_DIR}); "
+                            "pass --model MODEL")
+        return "pack", DEMO_MODEL_DIR
+    p = Path(model).expanduser()
+    if not p.exists():
+        raise UserError(f"{p}: no such model pack, checkpoint or run folder")
+    if p.is_dir():
+        if is_pack(p):
+            return "pack", p
+        if (p / "checkpoints").is_dir() or any(p.glob("step-*.safetensors")):
+            return "checkpoint", p
+        raise UserError(f"{p}: neither a model pack (no model.json) nor a run folder (no checkpoints/)")
+    if p.name == "model.json":
+        return "pack", p.parent
+    return "checkpoint", p  # load_weights refuses anything that is not safetensors, without unpickling
+
+
+def tensorrt_unavailable() -> str | None:
+    """Why the TensorRT backend cannot run here, or None when it can."""
+    if importlib.util.find_spec("tensorrt") is None:
+        return f"tensorrt is not installed ({GPU_HINT})"
+    import torch
+    if not torch.cuda.is_available():
+        return "no CUDA GPU (torch.cuda.is_available() is False)"
+    return None
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _pack_checkpoint(pack_dir: Path) -> Path:
+    """The checkpoint a pack was exported from, when it is still there unchanged (for the torch backend)."""
+    from ..pack import read_meta
+    meta = read_meta(pack_dir)
+    src = meta.get("source_checkpoint")
+    if src and Path(src).is_file() and _sha256(Path(src)) == meta.get("source_sha256"):
+        return Path(src)
+    raise UserError(f"{pack_dir}: the torch backend runs checkpoints, and this pack's source checkpoint "
+                    f"{src or '(none recorded)'} is not available unchanged; use onnxruntime or tensorrt")
+
+
+def open_engine(model: str | Path | None = None, backend: str = "auto", log: Callable[[str], object] = print,
+                *, which: str = "best", max_batch: int = 16, precision: str = "fp16") -> Engine:
+    """Open `model` with `backend` (see module doc). `which` picks best/latest checkpoint of a run;
+    `max_batch` and `precision` apply to TensorRT."""
+    if backend not in BACKENDS:
+        raise UserError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
+    kind, path = resolve_model(model)
+
+    if kind == "checkpoint":
+        if backend in ("tensorrt", "onnxruntime"):
+            raise UserError(f"{path} is a training checkpoint; the {backend} backend runs a model pack: "
+                            f"autoencoded export {path} -o MODEL")
+        from .torch_backend import TorchEngine
+        engine = TorchEngine(path, which=which)
+        if backend == "auto":
+            log(f"engine: {engine.name} ({path} is a checkpoint; export it to a model pack for "
+                "onnxruntime or tensorrt)")
+        return engine
+
+    if backend == "torch":
+        from .torch_backend import TorchEngine
+        return TorchEngine(_pack_checkpoint(path))
+
+    pack = read_pack(path)
+    if backend == "tensorrt":
+        reason = tensorrt_unavailable()
+        if reason:
+            raise UserError(f"the tensorrt backend cannot run: {reason}")
+        from .tensorrt_backend import TensorRTEngine
+        return TensorRTEngine(pack, precision=precision, max_batch=max_batch, log=log)
+
+    from .ort_backend import OnnxRuntimeEngine, cuda_available
+    if backend == "onnxruntime":
+        return OnnxRuntimeEngine(pack)
+
+    # auto: fastest first, and say why each faster one was passed over
+    why: list[str] = []
+    reason = tensorrt_unavailable()
+    if reason is None:
+        try:
+            from .tensorrt_backend import TensorRTEngine
+            engine: Engine = TensorRTEngine(pack, precision=precision, max_batch=max_batch, log=log)
+            log(f"engine: {engine.name} (auto: NVIDIA GPU with TensorRT)")
+            return engine
+        except Exception as exc:  # fall back loudly, with the reason, never silently
+            why.append(f"tensorrt failed: {type(exc).__name__}: {str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ''}")
+    else:
+        why.append(reason)
+    if cuda_available():
+        try:
+            engine = OnnxRuntimeEngine(pack, device="cuda")
+            log(f"engine: {engine.name} (auto: {'; '.join(why)})")
+            return engine
+        except Exception as exc:
+            why.append(f"onnxruntime CUDA failed: {str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__}")
+    else:
+        why.append("onnxruntime has no CUDA provider")
+    engine = OnnxRuntimeEngine(pack, device="cpu")
+    log(f"engine: {engine.name} (auto: {'; '.join(why)})")
+    return engine

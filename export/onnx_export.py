@@ -1,0 +1,195 @@
+"""Checkpoint -> model pack (encoder.onnx, decoder.onnx, model.json), written whole or not at all.
+
+The torch.onnx dynamo exporter (opset 18) writes self-contained files (external_data=False) with a
+dynamic batch axis and fixed H x W; its optimiser folds eval-mode BatchNorm into the convs. The pack is
+built in a hidden temp folder beside the target, validated by reading it back (live.pack.read_pack),
+optionally verified against torch on real frames, and only then renamed into place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from autoencoded.errors import UserError
+from autoencoded.weights import atomic_write_bytes, load_weights, resolve_checkpoint
+from live import pack as packfmt
+from training.model import AutoEncoder, ModelConfig, autoencoder_from_state
+
+OPSET = 18
+MAX_EXPORT_BATCH = 1024
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def export_onnx(module: torch.nn.Module, example: torch.Tensor, path: Path, input_name: str,
+                output_names: list[str]) -> None:
+    """One module -> one self-contained ONNX file with a dynamic batch axis."""
+    batch = torch.export.Dim("batch", min=1, max=MAX_EXPORT_BATCH)
+    arg = "x" if input_name == "image" else "z"
+    quiet = logging.getLogger("torch.onnx")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # "torchvision is not installed. Skipping ..." is noise here
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (example,), str(path), input_names=[input_name], output_names=output_names,
+                          dynamic_shapes={arg: {0: batch}}, opset_version=OPSET, external_data=False,
+                          dynamo=True, optimize=True, verbose=False)
+    quiet.setLevel(level)
+    if not path.is_file():
+        raise RuntimeError(f"the ONNX exporter wrote no {path.name}")
+    stray = path.with_name(path.name + ".data")
+    if stray.exists():  # never leave weights outside the self-contained file
+        raise RuntimeError(f"the ONNX exporter wrote external data {stray.name} despite external_data=False")
+
+
+def _training_summary(weights: Path, meta: dict) -> dict | None:
+    sidecar = weights.with_name(weights.name.removesuffix(".safetensors") + ".json")
+    summary: dict = {}
+    if sidecar.is_file():
+        try:
+            data = json.loads(sidecar.read_text(encoding="utf-8"))
+            if isinstance(data, dict):
+                summary = {k: v for k, v in data.items() if len(json.dumps(v, default=str)) < 4096}
+        except (ValueError, OSError):
+            summary = {"sidecar_unreadable": sidecar.name}
+    for k, v in meta.items():
+        if k not in ("format", "format_version", "config"):
+            summary.setdefault(k, v)
+    return summary or None
+
+
+def write_pack(model: AutoEncoder, cfg: ModelConfig, out: Path, *, source: Path | None = None,
+               source_sha256: str | None = None, training: dict | None = None) -> packfmt.ModelPack:
+    """Export `model` into folder `out` (which must not exist or be empty) and read it back."""
+    model = model.eval().cpu()
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"encoder": "encoder.onnx", "decoder": "decoder.onnx"}
+    with torch.no_grad():
+        export_onnx(model.encoder, torch.zeros(1, 3, cfg.height, cfg.width), out / files["encoder"],
+                    "image", ["mu", "log_sigma"])
+        export_onnx(model.decoder, torch.zeros(1, cfg.z_dim), out / files["decoder"], "z", ["image"])
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        tool_version = version("autoencoded")
+    except PackageNotFoundError:
+        tool_version = "unknown"
+    meta = {
+        "format": packfmt.FORMAT, "format_version": packfmt.FORMAT_VERSION,
+        "arch": cfg.arch, "width": cfg.width, "height": cfg.height, "z_dim": cfg.z_dim,
+        "batch": "dynamic", "opset": OPSET,
+        "normalisation": dict(packfmt.NORMALISATION),
+        "config": cfg.to_dict(),
+        "source_checkpoint": str(source.resolve()) if source else None,
+        "source_sha256": source_sha256,
+        "model_hash": packfmt.hash_files(out, files),
+        "training": training,
+        "files": files,
+        "verify": None,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "tool_version": tool_version,
+    }
+    write_meta(out, meta)
+    return packfmt.read_pack(out)
+
+
+def write_meta(pack_dir: Path, meta: dict) -> None:
+    path = pack_dir / packfmt.META_FILE
+    atomic_write_bytes(path, (json.dumps(meta, indent=2, default=str) + "\n").encode())
+    os.chmod(path, 0o644)
+
+
+def update_meta(pack_dir: Path, **fields: object) -> None:
+    meta = json.loads((pack_dir / packfmt.META_FILE).read_text(encoding="utf-8"))
+    meta.update(fields)
+    write_meta(pack_dir, meta)
+
+
+def _prepare_target(out: Path, overwrite: bool) -> None:
+    if out.exists() or out.is_symlink():
+        if not overwrite:
+            raise UserError(f"{out} already exists; pass --overwrite to replace it")
+        if not out.is_dir() or out.is_symlink():
+            raise UserError(f"{out} exists and is not a folder; refusing to replace it")
+        if any(out.iterdir()) and not packfmt.is_pack(out):
+            raise UserError(f"{out} is a non-empty folder that is not a model pack; refusing to replace it")
+
+
+def export_checkpoint(source: str | Path, out: str | Path, *, which: str = "best", overwrite: bool = False,
+                      verify: bool = False, frames: str | Path | None = None,
+                      log: Callable[[str], object] = print) -> tuple[Path, dict | None]:
+    """Export a run folder or checkpoint to the model pack `out`. -> (pack folder, verify report or None).
+
+    Verification failure raises UserError and leaves no pack at `out` (an old one stays untouched).
+    """
+    out = Path(out)
+    _prepare_target(out, overwrite)
+    weights = resolve_checkpoint(source, which=which)
+    cfg, state, meta = load_weights(weights)
+    try:
+        model = autoencoder_from_state(cfg, state)
+    except RuntimeError as exc:
+        raise UserError(f"{weights}: weights do not match their config ({str(exc).splitlines()[0][:160]})") from None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        log(f"exporting {weights} ({cfg.arch}, {cfg.width}x{cfg.height}, z={cfg.z_dim})")
+        write_pack(model, cfg, tmp, source=weights, source_sha256=_sha256(weights),
+                   training=_training_summary(weights, meta))
+        report = None
+        if verify:
+            from .parity import load_frames, verify_pack
+            imgs, where = load_frames(frames, cfg.width, cfg.height)
+            report = verify_pack(model, tmp, imgs)
+            report["frames"] = where
+            update_meta(tmp, verify=report)
+            log(f"verify on {where}: image max abs error {report['image']['max_abs']:.2e}, "
+                f"PSNR {report['image']['psnr_db']:.1f} dB; latent max abs error {report['mu']['max_abs']:.2e}")
+            if not report["ok"]:
+                raise UserError(f"verification failed: {report['reason']} (pack not written)")
+        _replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out, report
+
+
+def _replace(tmp: Path, out: Path) -> None:
+    """Rename the finished temp pack into place; an old pack is moved aside first, then removed."""
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def random_pack(arch: str, out: Path, width: int = 256, height: int = 144, seed: int = 0) -> packfmt.ModelPack:
+    """A pack from a randomly initialised model (bench and tests): BatchNorm stats made non-trivial."""
+    torch.manual_seed(seed)
+    cfg = ModelConfig.preset(arch, width=width, height=height)
+    model = AutoEncoder(cfg)
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    return write_pack(model.eval(), cfg, out, training=None)

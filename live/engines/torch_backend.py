@@ -1,0 +1,65 @@
+"""The torch backend: runs a training checkpoint directly (no export needed), on CUDA when present.
+
+Weights load from safetensors only (autoencoded.weights), never from pickles.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from autoencoded.weights import load_weights, resolve_checkpoint
+from training.model import autoencoder_from_state, frames_to_input, output_to_frames
+
+from .base import Engine
+
+
+class TorchEngine(Engine):
+    """Encoder + decoder of a checkpoint in eval mode; uint8 frames in and out, float32 latents."""
+
+    def __init__(self, checkpoint: str | Path, which: str = "best", device: str | None = None) -> None:
+        path = resolve_checkpoint(checkpoint, which=which)
+        cfg, state, meta = load_weights(path)
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        self.model = autoencoder_from_state(cfg, state).to(self.device)
+        self.checkpoint = path
+        self.config = cfg
+        self.metadata = meta
+        self.width, self.height, self.z_dim = cfg.width, cfg.height, cfg.z_dim
+        threads = torch.get_num_threads() if self.device.type == "cpu" else 0
+        self.name = f"torch {self.device.type}" + (f" ({threads} threads)" if threads else "")
+
+    def _frames(self, frames: np.ndarray) -> torch.Tensor:
+        frames = np.asarray(frames)
+        if frames.ndim == 3:
+            frames = frames[None]
+        if frames.dtype != np.uint8 or frames.shape[1:] != (self.height, self.width, 3):
+            raise ValueError(f"expected uint8 frames N x {self.height} x {self.width} x 3, "
+                             f"got {frames.dtype} {frames.shape}")
+        return frames_to_input(torch.from_numpy(np.ascontiguousarray(frames)).to(self.device))
+
+    @torch.inference_mode()
+    def encode(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mu, log_sigma = self.model.encoder(self._frames(frames))
+        return (mu.float().cpu().numpy(), log_sigma.float().cpu().numpy())
+
+    @torch.inference_mode()
+    def decode(self, z: np.ndarray) -> np.ndarray:
+        z = np.asarray(z, dtype=np.float32)
+        if z.ndim == 1:
+            z = z[None]
+        if z.shape[1] != self.z_dim:
+            raise ValueError(f"expected latents N x {self.z_dim}, got {z.shape}")
+        out = self.model.decoder(torch.from_numpy(np.ascontiguousarray(z)).to(self.device))
+        return output_to_frames(out).cpu().numpy()
+
+    @torch.inference_mode()
+    def reconstruct(self, frames: np.ndarray) -> np.ndarray:
+        return output_to_frames(self.model(self._frames(frames))).cpu().numpy()
+
+    def close(self) -> None:
+        self.model = None  # type: ignore[assignment]

@@ -1,0 +1,191 @@
+"""The model pack: the exported, runtime-only form of a trained model (written by `autoencoded export`).
+
+    MODEL/encoder.onnx   input "image" float32 N x 3 x H x W in [-1,1] -> "mu", "log_sigma" (N x z_dim)
+    MODEL/decoder.onnx   input "z" float32 N x z_dim -> "image" N x 3 x H x W in [-1,1] (tanh)
+    MODEL/model.json     {"format": "autoencoded-model", "format_version": 1, "arch", "width", "height",
+                          "z_dim", "batch": "dynamic", "normalisation": {"input": "x/127.5-1",
+                          "output": "(y+1)*127.5"}, "config": ModelConfig dict, "source_checkpoint",
+                          "source_sha256", "model_hash", "training": {...} | null, "files": {...},
+                          "opset", "verify": {...} | null, "created", "tool_version"}
+
+The batch axis N is dynamic (1 for live, larger for render); H and W are fixed. model_hash is the
+sha256 over the ONNX files (and any external data they use), recomputed on every read: it keys the
+TensorRT engine cache, so a stale engine can never match changed files.
+
+Reading is defensive: every problem is a UserError with one line, and external-data paths that
+leave the pack (`../`, absolute, symlinks out) are refused before any runtime opens the files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx
+from onnx import external_data_helper
+
+from autoencoded.errors import UserError
+
+FORMAT = "autoencoded-model"
+FORMAT_VERSION = 1
+META_FILE = "model.json"
+ROLES = ("encoder", "decoder")
+NORMALISATION = {"input": "x/127.5-1", "output": "(y+1)*127.5"}
+# role -> (input names, output names)
+IO_NAMES = {"encoder": (["image"], ["mu", "log_sigma"]), "decoder": (["z"], ["image"])}
+
+
+@dataclass
+class ModelPack:
+    path: Path
+    meta: dict
+    width: int
+    height: int
+    z_dim: int
+    arch: str
+    model_hash: str
+    #: role -> ONNX model with any external data already loaded into it (validated, in memory)
+    models: dict[str, onnx.ModelProto] = field(repr=False, default_factory=dict)
+
+    def model_bytes(self, role: str) -> bytes:
+        return self.models[role].SerializeToString()
+
+
+def is_pack(path: str | os.PathLike) -> bool:
+    return Path(path).is_dir() and (Path(path) / META_FILE).is_file()
+
+
+def safe_member(pack_dir: Path, name: object, what: str) -> Path:
+    """A file name inside the pack: plain relative path, no '..', not absolute, resolving inside it."""
+    if not isinstance(name, str) or not name or "\x00" in name:
+        raise UserError(f"{pack_dir}: {what} has an invalid file name {name!r}")
+    p = Path(name)
+    if p.is_absolute() or name.startswith(("/", "\\")) or ".." in p.parts or ".." in name.split("\\") \
+            or (len(name) > 1 and name[1] == ":"):
+        raise UserError(f"{pack_dir}: {what} path {name!r} leaves the model pack (refused)")
+    full = (pack_dir / p).resolve()
+    root = pack_dir.resolve()
+    if full != root and root not in full.parents:
+        raise UserError(f"{pack_dir}: {what} path {name!r} resolves outside the model pack (refused)")
+    return full
+
+
+def _load_onnx(pack_dir: Path, role: str, name: str, digest: hashlib._Hash) -> onnx.ModelProto:
+    path = safe_member(pack_dir, name, f"{role} file")
+    if not path.is_file():
+        raise UserError(f"{pack_dir}: {role} file {name} is missing")
+    data = path.read_bytes()
+    digest.update(role.encode() + b"\0" + data)
+    try:
+        model = onnx.load_from_string(data)
+    except Exception as exc:  # protobuf DecodeError and friends: the file is not an ONNX model
+        raise UserError(f"{path}: not a valid ONNX file (truncated or corrupt: {_short(exc)})") from None
+    if not model.graph.node or not model.graph.input:
+        raise UserError(f"{path}: not a valid ONNX file (empty graph)")
+    tensors = list(external_data_helper._get_all_tensors(model))
+    external = [t for t in tensors if external_data_helper.uses_external_data(t)]
+    locations = set()
+    for t in external:
+        info = {e.key: e.value for e in t.external_data}
+        loc = info.get("location")
+        target = safe_member(pack_dir, loc, f"external data of {name} ({t.name})")
+        if not target.is_file():
+            raise UserError(f"{path}: external data file {loc} is missing")
+        locations.add((loc, target))
+    for loc, target in sorted(locations):
+        digest.update(loc.encode() + b"\0" + target.read_bytes())
+    if external:
+        try:
+            external_data_helper.load_external_data_for_model(model, str(pack_dir))
+        except Exception as exc:
+            raise UserError(f"{path}: cannot read its external data ({_short(exc)})") from None
+    return model
+
+
+def _dims(vi: onnx.ValueInfoProto) -> list[int | str]:
+    return [d.dim_param or d.dim_value if d.HasField("dim_value") or d.dim_param else "?"
+            for d in vi.type.tensor_type.shape.dim]
+
+
+def _check_io(path: Path, role: str, model: onnx.ModelProto, width: int, height: int, z_dim: int) -> None:
+    init_names = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in init_names]
+    want_in, want_out = IO_NAMES[role]
+    got_in, got_out = [i.name for i in inputs], [o.name for o in model.graph.output]
+    if got_in != want_in or sorted(got_out) != sorted(want_out):
+        raise UserError(f"{path}: {role} has inputs {got_in} and outputs {got_out}, "
+                        f"expected {want_in} -> {want_out}")
+    image = inputs[0] if role == "encoder" else model.graph.output[0]
+    dims = _dims(image)
+    if len(dims) != 4 or dims[1:] != [3, height, width]:
+        raise UserError(f"{path}: model.json says {width}x{height} but the {role} image is "
+                        f"{'x'.join(map(str, dims))} (N x 3 x H x W)")
+    latents = list(model.graph.output) if role == "encoder" else inputs
+    for vi in latents:
+        d = _dims(vi)
+        if len(d) != 2 or d[1] != z_dim:
+            raise UserError(f"{path}: model.json says z_dim {z_dim} but {role} {vi.name} is "
+                            f"{'x'.join(map(str, d))}")
+
+
+def read_meta(pack_dir: str | os.PathLike) -> dict:
+    pack_dir = Path(pack_dir)
+    meta_path = pack_dir / META_FILE
+    if not pack_dir.is_dir():
+        raise UserError(f"{pack_dir}: no such model pack folder")
+    if not meta_path.is_file():
+        raise UserError(f"{pack_dir}: not a model pack (no {META_FILE}); create one with `autoencoded export`")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as exc:
+        raise UserError(f"{meta_path}: unreadable ({_short(exc)})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise UserError(f"{meta_path}: not an autoencoded model pack (format is not {FORMAT!r})")
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version < 1:
+        raise UserError(f"{meta_path}: bad format_version {version!r}")
+    if version > FORMAT_VERSION:
+        raise UserError(f"{meta_path}: model pack format version {version} is newer than this tool "
+                        f"(reads up to {FORMAT_VERSION}); upgrade autoencoded")
+    for key in ("width", "height", "z_dim"):
+        if not isinstance(meta.get(key), int) or meta[key] <= 0:
+            raise UserError(f"{meta_path}: missing or bad {key!r}")
+    if not isinstance(meta.get("files"), dict) or any(r not in meta["files"] for r in ROLES):
+        raise UserError(f"{meta_path}: 'files' must name the encoder and decoder ONNX files")
+    if meta.get("normalisation", NORMALISATION) != NORMALISATION:
+        raise UserError(f"{meta_path}: unsupported normalisation {meta.get('normalisation')!r}")
+    return meta
+
+
+def read_pack(pack_dir: str | os.PathLike) -> ModelPack:
+    """Validate a model pack folder and load its graphs. Every problem is one UserError line."""
+    pack_dir = Path(pack_dir)
+    meta = read_meta(pack_dir)
+    digest = hashlib.sha256()
+    models = {role: _load_onnx(pack_dir, role, meta["files"][role], digest) for role in ROLES}
+    w, h, z = meta["width"], meta["height"], meta["z_dim"]
+    for role in ROLES:
+        _check_io(pack_dir / meta["files"][role], role, models[role], w, h, z)
+    model_hash = digest.hexdigest()
+    recorded = meta.get("model_hash")
+    if recorded is not None and recorded != model_hash:
+        raise UserError(f"{pack_dir}: ONNX files do not match model_hash in {META_FILE} "
+                        "(changed after export; export again)")
+    return ModelPack(path=pack_dir, meta=meta, width=w, height=h, z_dim=z, arch=str(meta.get("arch", "?")),
+                     model_hash=model_hash, models=models)
+
+
+def hash_files(pack_dir: Path, files: dict[str, str]) -> str:
+    """model_hash of self-contained ONNX files, as read_pack computes it (used by export)."""
+    digest = hashlib.sha256()
+    for role in ROLES:
+        digest.update(role.encode() + b"\0" + (pack_dir / files[role]).read_bytes())
+    return digest.hexdigest()
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]
