@@ -182,7 +182,8 @@ def prepare(videos: Sequence[str | os.PathLike], out: str | os.PathLike, size: t
                               state, progress, total)
             sources.append(rec)
             if rec["stopped_at"] is not None:
-                summary.partial.append(f"{info.path}: stopped at frame {rec['stopped_at']} ({rec['error']})")
+                of = f" of {info.expected_frames}" if info.expected_frames else ""
+                summary.partial.append(f"{info.path}: stopped at frame {rec['stopped_at']}{of} ({rec['error']})")
         if summary.kept == 0:
             names = ", ".join(str(i.path) for i in infos)
             why = next((s["error"] for s in sources if s["error"]), None)

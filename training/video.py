@@ -53,6 +53,8 @@ class Decoded:
 
 
 def decoder_name() -> str:
+    # OpenCV's bundled FFmpeg prints decoder complaints straight to stderr; errors are reported here instead
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     forced = os.environ.get("AUTOENCODED_DECODER", "").strip().lower()
     if forced in ("opencv", "ffmpeg"):
         if forced == "ffmpeg" and not _have_ffmpeg():
@@ -278,8 +280,7 @@ def frames(info: VideoInfo, decoder: str, box: tuple[int, int, int, int], width:
     expected = info.expected_frames
     if state.stopped_at is None and expected and state.frames < expected - _tolerance(info):
         state.stopped_at = state.frames
-        why = _last_line("\n".join(state.messages))
-        state.error = f"ended after {state.frames} of {expected} frames" + (f" ({why})" if why else "")
+        state.error = _last_line("\n".join(state.messages)) or f"ended before its declared {expected} frames"
     if state.stopped_at is not None and state.error is None:
         state.error = "decoding failed"
 
@@ -350,10 +351,12 @@ def _frames_ffmpeg(info, box, inner, size, state: Decoded) -> Iterator[np.ndarra
 # ---------------------------------------------------------------- helpers
 
 def _last_line(text: str) -> str:
+    """The most telling line of ffmpeg's stderr: the last one from a decoder/demuxer, else the last."""
     lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
     if not lines:
         return ""
-    line = lines[-1]
+    tagged = [ln for ln in lines if ln.startswith("[") and " @ " in ln.split("]", 1)[0]]
+    line = tagged[-1] if tagged else lines[-1]
     # "[mjpeg @ 0x55...] overread 8" -> "mjpeg: overread 8"; "/path/f.avi: Invalid data" -> "Invalid data"
     if line.startswith("[") and "] " in line:
         tag, rest = line[1:].split("] ", 1)
