@@ -1,0 +1,556 @@
+"""The Trainer: Larsen VAE-GAN steps, noise annealing, balance, collapse guard with rollback, checkpoints.
+
+Determinism: model init uses the run seed; the data order of each epoch is a permutation seeded by
+(seed, epoch, rollbacks); the noise of each micro-batch comes from a generator seeded by
+(seed, step, micro-batch, rollbacks). So the data position and the random draws are functions of the
+step, and a resumed run (weights, optimizers, BN statistics, schedule, balance and guard state restored)
+repeats an uninterrupted run's losses exactly on the same machine.
+
+The equilibrium/margin decision for step s uses the discriminator costs measured at step s-1 (so every
+micro-batch and process knows it before computing gradients); that state is in the checkpoint too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from autoencoded.errors import UserError
+from training import distributed as dist_mod
+from training.checkpoints import Checkpoints, optimizer_from_flat, restore_rng
+from training.config import TrainConfig
+from training.guard import CollapseGuard
+from training.losses import balance, bce, kl_divergence, similarity
+from training.model import ModelConfig, build, frames_to_input, output_to_frames
+from training.samples import grid, write_png
+from training.schedules import lr_at, noise_at
+
+NETS = ("encoder", "decoder", "discriminator")
+_MASK = (1 << 63) - 1
+
+
+def _mix(*parts: int) -> int:
+    h = 1469598103934665603
+    for p in parts:
+        h = ((h ^ (int(p) & _MASK)) * 1099511628211) & _MASK
+    return h
+
+
+@contextlib.contextmanager
+def frozen_bn_stats(module: nn.Module):
+    """Train-mode BatchNorm that does not update running statistics (for the prior-sample pass), so the
+    decoder's eval-mode statistics describe reconstructions only: what export and live decode."""
+    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, mom in zip(bns, saved, strict=True):
+            m.momentum = mom
+
+
+class Collapse(Exception):
+    pass
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, dataset, resume: bool = False, console=None,
+                 progress: bool = True) -> None:
+        self.cfg = cfg
+        self.ds = dataset
+        self.console = console
+        self.show_progress = progress
+        self.device = self._pick_device(cfg.device)
+        self.dist = dist_mod.init(self.device.type)
+        if self.device.type == "cuda" and self.dist.active:
+            self.device = torch.device("cuda", self.dist.local_rank)
+        self.out = Path(cfg.out)
+        n = len(dataset)
+        gb = cfg.batch
+        if gb > n:
+            raise UserError(f"--batch {gb} is larger than the dataset ({n} frames)")
+        parts = self.dist.world * cfg.accum
+        if gb % parts:
+            raise UserError(f"--batch {gb} must divide by processes x --accum ({parts})")
+        self.micro = gb // parts
+        self.steps_per_epoch = n // gb
+        self.total = cfg.steps or max(1, math.ceil(cfg.epochs * self.steps_per_epoch))
+        self.model_cfg = self._model_config()
+        torch.manual_seed(cfg.seed)
+        self.model = build(self.model_cfg).to(self.device)
+        self.cuda = self.device.type == "cuda"
+        if self.cuda:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.nets = {k: getattr(self.model, k) for k in NETS}
+        self.fns = dict(self.nets)
+        if cfg.compile:
+            if not self.cuda:
+                raise UserError("--compile needs a CUDA device (torch.compile is only used on GPU)")
+            self.fns = {k: torch.compile(m) for k, m in self.nets.items()}
+        self.opts = {k: torch.optim.Adam(m.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+                     for k, m in self.nets.items()}
+        self.guard = CollapseGuard(cfg.sat_eps, cfg.sat_steps, cfg.spike_factor, cfg.spike_window,
+                                   cfg.spike_warmup, cfg.diversity_ratio)
+        self.ckpt = Checkpoints(self.out, cfg.keep)
+        self.step = 0
+        self.lr_scale = 1.0
+        self.rollbacks = 0
+        self.skips = {"dis": 0, "dec_gan": 0}
+        self.last_bce = (cfg.equilibrium, cfg.equilibrium)
+        self.first_eval: float | None = None
+        self.last_eval: dict = {}
+        self.last_losses: dict = {}
+        self.events: list[dict] = []
+        self._perm_cache: tuple[tuple[int, int], np.ndarray] | None = None
+        k = min(cfg.sample_count, n)
+        self.fixed_idx = np.linspace(0, n - 1, k).round().astype(np.int64)
+        g = torch.Generator().manual_seed(_mix(cfg.seed, 7777))
+        self.fixed_z = torch.randn(k, self.model_cfg.z_dim, generator=g)
+        self._stop = False
+        self._pool = ThreadPoolExecutor(1)
+        self._prefetch: dict[int, object] = {}
+        self.writer = None
+        self._metrics = None
+        if resume:
+            self._resume()
+
+    # ---- setup ---------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _pick_device(name: str) -> torch.device:
+        if name == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if name == "cuda" and not torch.cuda.is_available():
+            raise UserError("--device cuda: no CUDA device available (use --device cpu or auto)")
+        if name not in ("cpu", "cuda"):
+            raise UserError(f"--device {name!r}: choose auto, cpu or cuda")
+        return torch.device(name)
+
+    def _model_config(self) -> ModelConfig:
+        c = self.cfg
+        over = dict(c.model_overrides)
+        if c.z_dim:
+            over["z_dim"] = c.z_dim
+        try:
+            return ModelConfig.preset(c.arch, width=c.width, height=c.height, **over)
+        except (ValueError, TypeError) as exc:
+            raise UserError(f"model configuration: {exc}") from None
+
+    def _resume(self) -> None:
+        path = self.ckpt.latest()
+        if path is None:
+            raise UserError(f"{self.out}: no checkpoint to resume from")
+        cfg, _, _, _ = self.ckpt.load(path)
+        mine = self.model_cfg.to_dict()
+        theirs = cfg.to_dict()
+        diff = [k for k in mine if k != "extra" and mine[k] != theirs.get(k)]
+        if diff:
+            desc = ", ".join(f"{k}: checkpoint {theirs.get(k)} vs now {mine[k]}" for k in diff[:3])
+            raise UserError(f"--resume: checkpoint {path.name} is incompatible ({desc})")
+        self._load(path, restore_schedule=True)
+
+    def _load(self, path: Path, restore_schedule: bool) -> dict:
+        _, weights, tensors, state = self.ckpt.load(path, device=self.device)
+        try:
+            self.model.load_state_dict(weights, strict=True)
+        except RuntimeError as exc:
+            raise UserError(f"{path}: weights do not fit this model ({str(exc).splitlines()[0]})") from None
+        for k, opt in self.opts.items():
+            optimizer_from_flat(k, opt, tensors, state["optimizers"][k], self.device)
+        self.step = int(state["step"])
+        self.last_bce = tuple(state["last_bce"])
+        if restore_schedule:
+            restore_rng(tensors)
+            self.lr_scale = float(state["lr_scale"])
+            self.rollbacks = int(state["rollbacks"])
+            self.skips = dict(state["skips"])
+            self.guard.load_state(state["guard"])
+            self.first_eval = state.get("first_eval")
+        return state
+
+    def _open_logs(self) -> None:
+        if not self.dist.main or self.writer is not None:
+            return
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(str(self.out / "logs"))
+        self._metrics = open(self.out / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+
+    # ---- data ----------------------------------------------------------------------------------------
+
+    def _perm(self, epoch: int) -> np.ndarray:
+        key = (epoch, self.rollbacks)
+        if self._perm_cache is None or self._perm_cache[0] != key:
+            g = torch.Generator().manual_seed(_mix(self.cfg.seed, epoch, self.rollbacks, 1))
+            self._perm_cache = (key, torch.randperm(len(self.ds), generator=g).numpy())
+        return self._perm_cache[1]
+
+    def batch_indices(self, step: int) -> np.ndarray:
+        """The global batch of `step` (all processes), then each process takes its contiguous share."""
+        epoch, pos = divmod(step, self.steps_per_epoch)
+        gb = self.cfg.batch
+        return self._perm(epoch)[pos * gb:(pos + 1) * gb]
+
+    def _read(self, step: int) -> np.ndarray:
+        idx = self.batch_indices(step)
+        share = len(idx) // self.dist.world
+        return self.ds.batch(idx[self.dist.rank * share:(self.dist.rank + 1) * share])
+
+    def _frames(self, step: int) -> np.ndarray:
+        fut = self._prefetch.pop((step, self.rollbacks), None)
+        frames = fut.result() if fut is not None else self._read(step)
+        self._prefetch.clear()
+        if step + 1 < self.total:
+            self._prefetch[(step + 1, self.rollbacks)] = self._pool.submit(self._read, step + 1)
+        return frames
+
+    def _to_input(self, frames: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(frames)
+        if self.cuda:
+            t = t.pin_memory().to(self.device, non_blocking=True)
+        x = frames_to_input(t)
+        return x.contiguous(memory_format=torch.channels_last) if self.cuda else x
+
+    # ---- one step ------------------------------------------------------------------------------------
+
+    def _autocast(self):
+        if self.cuda and self.cfg.amp:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _micro(self, x: torch.Tensor, gen: torch.Generator, noise: float, train_dis: bool,
+               dec_gan: bool) -> tuple[dict[str, float], dict[str, list]]:
+        c = self.cfg
+        enc, dec, dis = self.fns["encoder"], self.fns["decoder"], self.fns["discriminator"]
+        b = x.shape[0]
+        zdim = self.model_cfg.z_dim
+        eps = torch.randn(b, zdim, generator=gen).to(self.device) * noise
+        zp = torch.randn(b, zdim, generator=gen).to(self.device) * noise
+        with self._autocast():
+            mu, log_sigma = enc(x)
+            z = mu + torch.exp(log_sigma) * eps
+            xr = dec(z)
+            with frozen_bn_stats(self.nets["decoder"]):
+                xp = dec(zp)
+            logits, feats = dis(torch.cat([x, xr, xp]))
+        lr_, lrec, lp = logits.float().split(b)
+        f_real = [f[:b] for f in feats]
+        f_rec = [f[b:2 * b] for f in feats]
+        kl = kl_divergence(mu, log_sigma, noise)
+        sim = similarity(f_real, f_rec, self.model_cfg.sim_layers)
+        pix = (xr.float() - x.float()).abs().mean()
+        b_real, b_rec, b_prior = bce(lr_, 1.0), bce(lrec, 0.0), bce(lp, 0.0)
+        gan_dec = (bce(lrec, 1.0) + bce(lp, 1.0)) / 2
+        enc_loss = c.kl_weight * kl + sim + c.pixel_weight * pix
+        dec_loss = c.gamma * sim + c.pixel_weight * pix
+        if dec_gan:
+            dec_loss = dec_loss + c.gan_weight * gan_dec
+        dis_loss = (b_real + b_rec + b_prior) / 3
+        params = {k: [p for p in m.parameters() if p.requires_grad] for k, m in self.nets.items()}
+        grads = {"encoder": torch.autograd.grad(enc_loss, params["encoder"], retain_graph=True)}
+        grads["decoder"] = torch.autograd.grad(dec_loss, params["decoder"], retain_graph=train_dis)
+        if train_dis:
+            grads["discriminator"] = torch.autograd.grad(dis_loss, params["discriminator"])
+        vals = {"kl": kl, "sim": sim, "pix": pix, "bce_real": b_real, "bce_recon": b_rec,
+                "bce_prior": b_prior, "gan_dec": gan_dec, "enc": enc_loss, "dec": dec_loss, "dis": dis_loss}
+        return {k: float(v.detach()) for k, v in vals.items()}, grads
+
+    def train_step(self) -> dict[str, float]:
+        """One optimisation step (all micro-batches). Raises Collapse before applying a bad update."""
+        c = self.cfg
+        step = self.step
+        noise = noise_at(step, self.total, c.noise_start, c.noise_end, c.noise_schedule, c.noise_stages)
+        lr = lr_at(c.lr, self.lr_scale)
+        for opt in self.opts.values():
+            for g in opt.param_groups:
+                g["lr"] = lr
+        bal = balance(self.last_bce[0], self.last_bce[1], c.equilibrium, c.margin, c.balance)
+        frames = self._frames(step)
+        sums: dict[str, float] = {}
+        acc: dict[str, list] = {}
+        for a in range(c.accum):
+            k = self.dist.rank * c.accum + a
+            gen = torch.Generator().manual_seed(_mix(c.seed, step, k, self.rollbacks, 2))
+            x = self._to_input(frames[a * self.micro:(a + 1) * self.micro])
+            vals, grads = self._micro(x, gen, noise, bal.train_dis, bal.train_dec_gan)
+            for key, v in vals.items():
+                sums[key] = sums.get(key, 0.0) + v / c.accum
+            for key, gs in grads.items():
+                if key not in acc:
+                    acc[key] = [g.detach().clone() / c.accum for g in gs]
+                else:
+                    for t, g in zip(acc[key], gs, strict=True):
+                        t.add_(g.detach() / c.accum)
+        keys = sorted(sums)
+        avg = dist_mod.average_values(torch.tensor([sums[k] for k in keys], dtype=torch.float64,
+                                                   device=self.device), self.dist).tolist()
+        losses = dict(zip(keys, avg, strict=True))
+        losses["rec"] = losses["sim"] + c.pixel_weight * losses["pix"]
+        norms = {}
+        for key in NETS:
+            if key not in acc:
+                continue
+            dist_mod.average_grads(acc[key], self.dist)
+            params = [p for p in self.nets[key].parameters() if p.requires_grad]
+            for p, g in zip(params, acc[key], strict=True):
+                p.grad = g
+            max_norm = c.clip_grad if c.clip_grad > 0 else float("inf")
+            norms[key] = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+        check = {**losses, **{f"grad_{k}": v for k, v in norms.items()}}
+        reason = self.guard.check_step(check) if c.guard else None
+        if reason is None and not c.guard:
+            bad = [k for k, v in check.items() if not math.isfinite(v)]
+            reason = f"non-finite values ({', '.join(bad)})" if bad else None
+        if reason:
+            for m in self.nets.values():
+                m.zero_grad(set_to_none=True)
+            raise Collapse(reason)
+        for key in acc:
+            self.opts[key].step()
+        for m in self.nets.values():
+            m.zero_grad(set_to_none=True)
+        if not bal.train_dis:
+            self.skips["dis"] += 1
+        if not bal.train_dec_gan:
+            self.skips["dec_gan"] += 1
+        self.last_bce = (losses["bce_real"], (losses["bce_recon"] + losses["bce_prior"]) / 2)
+        self.step += 1
+        losses.update(noise=noise, lr=lr, train_dis=float(bal.train_dis), train_dec_gan=float(bal.train_dec_gan))
+        losses.update({f"grad_norm_{k}": v for k, v in norms.items()})
+        self.last_losses = losses
+        return losses
+
+    # ---- evaluation, samples, checkpoints -------------------------------------------------------------
+
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        """Decode-the-mean reconstructions of the fixed batch (eval mode) and prior samples."""
+        self.model.eval()
+        try:
+            frames = self.ds.batch(self.fixed_idx)
+            x = self._to_input(frames)
+            with self._autocast():
+                mu, _ = self.nets["encoder"](x)
+                xr = self.nets["decoder"](mu).float()
+                noise = noise_at(self.step, self.total, self.cfg.noise_start, self.cfg.noise_end,
+                                 self.cfg.noise_schedule, self.cfg.noise_stages)
+                xp = self.nets["decoder"]((self.fixed_z * noise).to(self.device)).float()
+        finally:
+            self.model.train()
+        mse = float(((xr - x.float()) ** 2).mean())
+        diversity = float(xr.std(dim=0).mean()) if xr.shape[0] > 1 else 1.0
+        return {"recon_mse": mse, "diversity": diversity, "frames": frames,
+                "recon": output_to_frames(xr.cpu()).numpy(), "prior": output_to_frames(xp.cpu()).numpy()}
+
+    def _state(self) -> dict:
+        return {"step": self.step, "epoch": self.step / self.steps_per_epoch, "lr_scale": self.lr_scale,
+                "rollbacks": self.rollbacks, "skips": self.skips, "last_bce": list(self.last_bce),
+                "guard": self.guard.state(), "total_steps": self.total, "seed": self.cfg.seed,
+                "first_eval": self.first_eval,
+                "data_position": {"epoch": self.step // self.steps_per_epoch,
+                                  "batch": self.step % self.steps_per_epoch}}
+
+    def save(self, ev: dict | None = None) -> Path | None:
+        path = None
+        if self.dist.main:
+            ev = ev or self.evaluate()
+            noise = noise_at(self.step, self.total, self.cfg.noise_start, self.cfg.noise_end,
+                             self.cfg.noise_schedule, self.cfg.noise_stages)
+            side = {"epoch": self.step / self.steps_per_epoch, "noise": noise,
+                    "losses": {k: v for k, v in self.last_losses.items() if math.isfinite(v)},
+                    "eval": {"recon_mse": ev["recon_mse"], "diversity": ev["diversity"]},
+                    "lr_scale": self.lr_scale, "rollbacks": self.rollbacks, "time": time.time()}
+            try:
+                path = self.ckpt.save(self.step, self.model_cfg, self.model.state_dict(), self.opts,
+                                      self._state(), side, score=ev["recon_mse"])
+            except OSError as exc:
+                raise UserError(f"could not write checkpoint at step {self.step} in {self.ckpt.dir} "
+                                f"({exc.strerror or exc}); the previous checkpoint is intact") from None
+        dist_mod.barrier(self.dist)
+        return path
+
+    def write_samples(self, ev: dict) -> None:
+        if not self.dist.main:
+            return
+        img = grid([ev["frames"], ev["recon"], ev["prior"]])
+        write_png(self.out / "samples" / f"step-{self.step:07d}.png", img)
+
+    def rollback(self, reason: str) -> None:
+        self.rollbacks += 1
+        at = self.step
+        if self.rollbacks > self.cfg.max_rollbacks:
+            raise UserError(f"training collapsed {self.rollbacks} times (last: {reason} at step {at}); "
+                            "try a lower --lr or a smaller --noise-end")
+        path = self.ckpt.latest()
+        if path is None:
+            raise UserError(f"training collapsed ({reason}) before any checkpoint was written")
+        rollbacks, scale = self.rollbacks, self.lr_scale * self.cfg.rollback_lr_factor
+        self._load(path, restore_schedule=False)
+        self.rollbacks, self.lr_scale = rollbacks, scale
+        self.guard.reset_after_rollback()
+        self._prefetch.clear()
+        event = {"event": "rollback", "reason": reason, "at_step": at, "to_step": self.step,
+                 "checkpoint": path.name, "lr_scale": self.lr_scale, "rollbacks": self.rollbacks}
+        self.events.append(event)
+        if self.dist.main:
+            self._log_line(f"[yellow]collapse at step {at}: {reason}; rolled back to {path.name}, "
+                           f"lr x{self.lr_scale:g}[/]")
+            if self._metrics:
+                self._metrics.write(json.dumps(event) + "\n")
+                self._metrics.flush()
+            if self.writer:
+                self.writer.add_scalar("guard/rollbacks", self.rollbacks, at)
+                self.writer.add_text("guard/events", json.dumps(event), at)
+
+    # ---- the run -------------------------------------------------------------------------------------
+
+    def _log_line(self, text: str) -> None:
+        if self.console is not None:
+            self.console.print(text)
+
+    def _log_step(self, losses: dict, sps: float) -> None:
+        if not self.dist.main:
+            return
+        s = self.step
+        if self._metrics:
+            self._metrics.write(json.dumps({"step": s, **losses, "samples_per_s": sps}) + "\n")
+        w = self.writer
+        if w is None:
+            return
+        for k in ("kl", "sim", "pix", "bce_real", "bce_recon", "bce_prior", "gan_dec", "enc", "dec", "dis", "rec"):
+            w.add_scalar(f"loss/{k}", losses[k], s)
+        w.add_scalar("noise", losses["noise"], s)
+        for k in NETS:
+            w.add_scalar(f"lr/{k}", self.opts[k].param_groups[0]["lr"], s)
+            if f"grad_norm_{k}" in losses:
+                w.add_scalar(f"grad_norm/{k}", losses[f"grad_norm_{k}"], s)
+        w.add_scalar("balance/skip_dis", self.skips["dis"], s)
+        w.add_scalar("balance/skip_dec_gan", self.skips["dec_gan"], s)
+        w.add_scalar("guard/rollbacks", self.rollbacks, s)
+        w.add_scalar("speed/samples_per_s", sps, s)
+
+    def _on_sigint(self, signum, frame) -> None:
+        self._stop = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C aborts at once
+
+    def request_stop(self) -> None:
+        self._stop = True
+
+    def run(self) -> dict:
+        """Train to the end (or to Ctrl-C); returns a summary dict."""
+        c = self.cfg
+        self._open_logs()
+        if self.dist.main:
+            self.ckpt.clean_temps()
+        if self.ckpt.latest() is None:
+            ev = self.evaluate()
+            self.first_eval = ev["recon_mse"]
+            self.save(ev)
+            self.write_samples(ev)
+        old = None
+        if threading.current_thread() is threading.main_thread():
+            old = signal.signal(signal.SIGINT, self._on_sigint)
+        start_step, t0 = self.step, time.time()
+        sps, t_last = 0.0, time.time()
+        progress = self._make_progress()
+        interrupted = False
+        try:
+            task = progress.add_task("train", total=self.total, completed=self.step, info="") if progress else None
+            while self.step < self.total:
+                if self._stop:
+                    interrupted = True
+                    break
+                try:
+                    losses = self.train_step()
+                except Collapse as exc:
+                    self.rollback(str(exc))
+                    if progress:
+                        progress.update(task, completed=self.step)
+                    continue
+                now = time.time()
+                inst = c.batch / max(now - t_last, 1e-9)
+                sps = inst if sps == 0 else 0.9 * sps + 0.1 * inst
+                t_last = now
+                self._log_step(losses, sps)
+                if progress:
+                    progress.update(task, completed=self.step, info=f"{sps:6.1f} samples/s  rec {losses['rec']:.4f} "
+                                    f"dis {losses['dis']:.3f}  noise {losses['noise']:.3f}")
+                if self.dist.main and c.log_every and self.step % c.log_every == 0:
+                    self._log_line(f"step {self.step}/{self.total}  rec {losses['rec']:.4f}  kl {losses['kl']:.4f}  "
+                                   f"pix {losses['pix']:.4f}  dis {losses['dis']:.3f}  noise {losses['noise']:.3f}  "
+                                   f"{sps:.1f} samples/s")
+                do_ckpt = self.step % c.checkpoint_every == 0 or self.step == self.total
+                do_sample = self.step % c.sample_every == 0 or self.step == self.total
+                if do_ckpt or do_sample:
+                    if self._checkpoint(do_ckpt, do_sample):
+                        if progress:
+                            progress.update(task, completed=self.step)
+                        continue
+            if interrupted and self.step > 0:
+                self._checkpoint(True, False)
+        finally:
+            if progress:
+                progress.stop()
+            if old is not None:
+                signal.signal(signal.SIGINT, old)
+            self._pool.shutdown(wait=True)
+            if self.writer:
+                self.writer.flush()
+                self.writer.close()
+                self.writer = None
+            if self._metrics:
+                self._metrics.close()
+                self._metrics = None
+        elapsed = time.time() - t0
+        done = self.step - start_step
+        return {"interrupted": interrupted, "step": self.step, "total": self.total, "steps_run": done,
+                "seconds": elapsed, "samples_per_s": done * c.batch / elapsed if elapsed > 0 else 0.0,
+                "first_recon_mse": self.first_eval, "last_eval": {k: v for k, v in self.last_eval.items()},
+                "rollbacks": self.rollbacks, "skips": dict(self.skips), "events": self.events,
+                "latest": str(self.ckpt.latest()), "best": self.ckpt.index().get("best")}
+
+    def _checkpoint(self, do_ckpt: bool, do_sample: bool) -> bool:
+        """Evaluate, guard the diversity, write samples and/or a checkpoint. True if it rolled back."""
+        ev = self.evaluate() if self.dist.main else None
+        reason = None
+        if self.dist.main and self.cfg.guard:
+            reason = self.guard.check_diversity(ev["diversity"])
+        collapsed = dist_mod.broadcast_flag(reason is not None, self.dist, self.device)
+        if collapsed:
+            self.rollback(reason or "reconstruction diversity collapsed")
+            return True
+        if ev is not None:
+            self.last_eval = {"step": self.step, "recon_mse": ev["recon_mse"], "diversity": ev["diversity"]}
+            if self.writer:
+                self.writer.add_scalar("eval/recon_mse", ev["recon_mse"], self.step)
+                self.writer.add_scalar("eval/diversity", ev["diversity"], self.step)
+            self._log_line(f"step {self.step}: eval recon mse {ev['recon_mse']:.4f} diversity {ev['diversity']:.4f}")
+            if do_sample:
+                self.write_samples(ev)
+        if do_ckpt:
+            self.save(ev)
+            if self.writer:
+                self.writer.flush()
+        return False
+
+    def _make_progress(self):
+        if not (self.show_progress and self.dist.main):
+            return None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        p = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                     TextColumn("ETA"), TimeRemainingColumn(), console=self.console, transient=False)
+        p.start()
+        return p

@@ -1,0 +1,180 @@
+"""`autoencoded train DATASET -o RUN`: the command line of the trainer."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import click
+
+from autoencoded.errors import UserError
+
+RUN_ITEMS = ("checkpoints", "samples", "logs", "metrics.jsonl", "config.json")
+# CLI option name -> TrainConfig field
+FIELDS = {"arch": "arch", "steps": "steps", "epochs": "epochs", "batch": "batch", "accum": "accum", "lr": "lr",
+          "gamma": "gamma", "kl_weight": "kl_weight", "pixel_weight": "pixel_weight", "gan_weight": "gan_weight",
+          "clip_grad": "clip_grad", "noise_start": "noise_start", "noise_end": "noise_end",
+          "noise_schedule": "noise_schedule", "sample_every": "sample_every",
+          "checkpoint_every": "checkpoint_every", "log_every": "log_every", "keep": "keep", "z_dim": "z_dim",
+          "seed": "seed", "device": "device", "compile": "compile", "allow_partial": "allow_partial",
+          "balance": "balance", "guard": "guard"}
+# changing these on --resume would change the model: refused
+FIXED_ON_RESUME = ("arch", "z_dim")
+
+
+def _size(value: str | None) -> tuple[int, int] | None:
+    if not value:
+        return None
+    try:
+        w, h = (int(v) for v in value.lower().split("x"))
+    except ValueError:
+        raise UserError(f"--size {value!r}: expected WIDTHxHEIGHT, e.g. 256x144") from None
+    return w, h
+
+
+def _prepare_run(out: Path, resume: bool, overwrite: bool) -> None:
+    if resume and overwrite:
+        raise UserError("--resume and --overwrite exclude each other")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a folder")
+    if resume:
+        if not (out / "config.json").is_file():
+            raise UserError(f"{out}: no training run to resume (config.json missing)")
+        return
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise UserError(f"{out}: run folder exists; pass --resume to continue it or --overwrite to start over")
+        unknown = [p.name for p in out.iterdir() if p.name not in RUN_ITEMS]
+        if unknown:
+            raise UserError(f"{out}: --overwrite refused, the folder holds files that are not part of a run "
+                            f"({', '.join(sorted(unknown)[:3])})")
+        for name in RUN_ITEMS:
+            p = out / name
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+
+
+@click.command(name="train")
+@click.argument("dataset", type=click.Path(path_type=Path))
+@click.option("-o", "--out", required=True, type=click.Path(path_type=Path), help="Run folder to create.")
+@click.option("--arch", type=click.Choice(["lite", "broad2016"]), default="lite", show_default=True)
+@click.option("--steps", type=int, default=0, help="Total optimisation steps.")
+@click.option("--epochs", type=float, default=0.0, help="Total epochs (instead of --steps); default 1.")
+@click.option("--batch", type=int, default=0, help="Global batch (lite 8, broad2016 12).")
+@click.option("--accum", type=int, default=1, show_default=True, help="Micro-batches per step per process.")
+@click.option("--lr", type=float, default=0.0, help="Adam lr of all three nets (lite 3e-4, broad2016 2e-4).")
+@click.option("--gamma", type=float, default=0.0, help="Decoder weight of the similarity (lite 1, broad2016 2.5).")
+@click.option("--kl-weight", type=float, default=1.0, show_default=True)
+@click.option("--pixel-weight", type=float, default=-1.0, help="Pixel L1 weight (lite 1, broad2016 0).")
+@click.option("--gan-weight", type=float, default=-1.0, help="Decoder GAN weight (lite 0.1, broad2016 1).")
+@click.option("--clip-grad", type=float, default=0.0, help="Max gradient norm per network (0 = off).")
+@click.option("--noise-start", type=float, default=1.0, show_default=True, help="Prior std at the start.")
+@click.option("--noise-end", type=float, default=0.1, show_default=True, help="Prior std at the end.")
+@click.option("--noise-schedule", type=click.Choice(["linear", "cosine", "step"]), default="cosine",
+              show_default=True)
+@click.option("--sample-every", type=int, default=0, help="Steps between sample grids (default: as checkpoints).")
+@click.option("--checkpoint-every", type=int, default=0, help="Steps between checkpoints (default 100).")
+@click.option("--log-every", type=int, default=10, show_default=True)
+@click.option("--keep", type=int, default=3, show_default=True, help="Checkpoints kept (plus the best).")
+@click.option("--z-dim", type=int, default=0, help="Latent size (lite 128, broad2016 200).")
+@click.option("--size", "size", default=None, help="Expected WIDTHxHEIGHT (must match the dataset).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--compile", is_flag=True, help="torch.compile the networks (CUDA only).")
+@click.option("--balance/--no-balance", default=True, show_default=True, help="Equilibrium/margin rule.")
+@click.option("--guard/--no-guard", default=True, show_default=True, help="Collapse guard with rollback.")
+@click.option("--resume", is_flag=True, help="Continue the run in RUN from its latest checkpoint.")
+@click.option("--overwrite", is_flag=True, help="Delete an existing run in RUN and start over.")
+@click.option("--allow-partial", is_flag=True, help="Train on a dataset whose source stopped early (warns).")
+@click.option("--progress/--no-progress", default=True, help="Show the progress bar.")
+@click.pass_context
+def train(ctx: click.Context, dataset: Path, out: Path, size: str | None, resume: bool, overwrite: bool,
+          progress: bool, **opts) -> None:
+    """Train the VAE-GAN on a prepared DATASET; write checkpoints, samples and logs to RUN (-o)."""
+    from rich.console import Console
+
+    from training.config import NOISE_SCHEDULES, TrainConfig, resolve
+    from training.data import open_dataset
+
+    console = Console(stderr=True)
+    given = {k for k in opts if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
+    if opts["steps"] and opts["epochs"]:
+        raise UserError("give --steps or --epochs, not both")
+    for k in ("steps", "epochs", "batch", "accum", "keep", "sample_every", "checkpoint_every"):
+        if opts[k] < 0 or (k == "accum" and opts[k] < 1):
+            raise UserError(f"--{k.replace('_', '-')} must be positive")
+    if not (opts["noise_start"] >= 0 and opts["noise_end"] >= 0):
+        raise UserError("--noise-start and --noise-end must be >= 0")
+    assert opts["noise_schedule"] in NOISE_SCHEDULES
+    ds = open_dataset(dataset, allow_partial=opts["allow_partial"])
+    if not ds.complete:
+        console.print(f"[yellow]warning: {dataset} is partial (a source stopped early); training on its "
+                      f"{len(ds)} frames[/]")
+    if ds.width % 16 or ds.height % 16:
+        raise UserError(f"{dataset}: frames are {ds.width}x{ds.height}; both sides must divide by 16 "
+                        "(prepare it again with --size, e.g. 256x144)")
+    want = _size(size)
+    if want and want != (ds.width, ds.height):
+        raise UserError(f"--size {want[0]}x{want[1]} does not match the dataset ({ds.width}x{ds.height})")
+    _prepare_run(out, resume, overwrite)
+
+    fields = {FIELDS[k]: v for k, v in opts.items()}
+    if resume:
+        try:
+            saved = TrainConfig.from_dict(json.loads((out / "config.json").read_text()))
+        except (OSError, ValueError, TypeError) as exc:
+            raise UserError(f"{out / 'config.json'}: unreadable ({exc})") from None
+        for k in FIXED_ON_RESUME:
+            if k in given and fields[k] != getattr(saved, k) and not (k == "z_dim" and fields[k] == 0):
+                raise UserError(f"--resume: the run was trained with {k}={getattr(saved, k)}, "
+                                f"not {fields[k]} (incompatible checkpoint)")
+        changes = {FIELDS[k]: fields[FIELDS[k]] for k in given}
+        if "steps" in changes:
+            changes["epochs"] = 0.0
+        if "epochs" in changes:
+            changes["steps"] = 0
+        cfg = dataclasses.replace(saved, **changes, dataset=str(dataset), width=ds.width, height=ds.height)
+    else:
+        if not fields["steps"] and not fields["epochs"]:
+            fields["epochs"] = 1.0
+        cfg = TrainConfig(dataset=str(dataset), out=str(out), width=ds.width, height=ds.height, **fields)
+    cfg = resolve(cfg)
+
+    from training.loop import Trainer
+
+    trainer = Trainer(cfg, ds, resume=resume, console=console, progress=progress)
+    if trainer.dist.main:
+        cfg.save(out / "config.json")
+    summary = trainer.run()
+    if trainer.dist.main:
+        _print_summary(summary, out)
+    from training import distributed
+
+    distributed.shutdown(trainer.dist)
+    if summary["interrupted"]:
+        click.echo(f"interrupted at step {summary['step']}: checkpoint saved; continue with "
+                   f"'autoencoded train {dataset} -o {out} --resume'", err=True)
+        sys.exit(130)
+
+
+def _print_summary(s: dict, out: Path) -> None:
+    ev = s["last_eval"] or {}
+    first = s["first_recon_mse"]
+    lines = [f"trained {s['steps_run']} steps in {s['seconds']:.1f} s ({s['samples_per_s']:.1f} samples/s); "
+             f"step {s['step']}/{s['total']}"]
+    if ev:
+        start = f"{first:.4f} -> " if first is not None else ""
+        lines.append(f"reconstruction mse (fixed batch, decode the mean): {start}{ev['recon_mse']:.4f} "
+                     f"at step {ev['step']}")
+    lines.append(f"balance skips: discriminator {s['skips']['dis']}, decoder GAN {s['skips']['dec_gan']}; "
+                 f"rollbacks {s['rollbacks']}")
+    lines.append(f"checkpoints: {out / 'checkpoints'} (latest {Path(s['latest']).name}, best {s['best']})")
+    lines.append(f"samples: {out / 'samples'}   tensorboard --logdir {out / 'logs'}")
+    for line in lines:
+        click.echo(line)
