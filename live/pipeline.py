@@ -1,0 +1,357 @@
+"""The real-time loop: source thread -> engine thread -> sink thread, joined by one-slot latest-frame boxes.
+
+    Feed (source thread, watchdog) --LatestBox--> engine thread: fit to model size -> encode ->
+    latent effects -> decode -> upscale -> dry/wet --LatestBox--> sink thread -> every sink
+
+- Stale frames are dropped, never queued, so latency stays constant; the source is limited to the
+  target fps and the sink re-sends the last frame when nothing new came for 1.5 frame intervals, so a
+  virtual camera never starves.
+- Per-frame fault isolation: an engine that raises, returns non-finite latents, a wrong shape, or an
+  all-NaN image (which the NaN-safe post-processing turns into flat mid-grey) is bypassed for that frame
+  (passthrough of the input, or the last good frame), counted, and used again from the next frame.
+- `request_model(spec)` loads another model on a background thread and swaps it in between two frames;
+  a model that fails to load leaves the current one playing and is reported.
+- The pipeline owns its engine(s) and sinks: `stop()` releases devices and closes the engine.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+
+import cv2
+import numpy as np
+
+from .boxes import LatestBox, Packet
+from .engines.base import Engine
+from .frames import fit, upscale
+from .latent import LatentFX, dry_wet
+from .params import Params, ParamStore
+from .sinks import Sink
+from .sources import Feed, Source
+from .stats import LoopStats, status_line
+
+
+class EngineFault(RuntimeError):
+    """The engine returned something unusable (non-finite latents, wrong shape, a NaN image)."""
+
+
+def fused_ok(p: Params) -> bool:
+    """Whether this frame needs nothing between encode and decode (so reconstruct() may run fused)."""
+    return p.noise <= 0 and p.smooth <= 0 and not p.freeze and p.cue_recall < 0 and not p.cue_store
+
+
+def stylize(engine: Engine, fx: LatentFX, frames: np.ndarray, p: Params) -> np.ndarray:
+    """uint8 (N,h,w,3) at the model size -> the model's frames (N,h,w,3); raises EngineFault on bad output."""
+    n = frames.shape[0]
+    if fused_ok(p):
+        out = engine.reconstruct(frames)
+    else:
+        mu, log_sigma = engine.encode(frames)
+        mu = np.asarray(mu, dtype=np.float32)
+        log_sigma = np.asarray(log_sigma, dtype=np.float32)
+        if mu.shape != (n, engine.z_dim) or log_sigma.shape != mu.shape:
+            raise EngineFault(f"encoder returned latents of shape {mu.shape}, expected {(n, engine.z_dim)}")
+        if not (np.isfinite(mu).all() and np.isfinite(log_sigma).all()):
+            raise EngineFault("encoder returned NaN/Inf latents")
+        out = engine.decode(fx(mu, log_sigma, p))
+    out = np.asarray(out)
+    if out.dtype != np.uint8 or out.shape != frames.shape:
+        raise EngineFault(f"model returned {out.dtype} {out.shape}, expected uint8 {frames.shape}")
+    # from_model_output maps NaN to 0.0 -> 128: an image that is exactly 128 everywhere was all NaN
+    flat = out.reshape(n, -1)
+    bad = (flat.min(axis=1) == 128) & (flat.max(axis=1) == 128)
+    if bad.any():
+        raise EngineFault("model output is NaN (a flat mid-grey image)")
+    return out
+
+
+class Pipeline:
+    def __init__(self, source: Source, engine: Engine, sinks: list[Sink], params: ParamStore | None = None,
+                 fps: float = 30.0, size: tuple[int, int] = (1280, 720), overlay: bool = False,
+                 on_fault: str = "passthrough", backend: str = "auto", log: Callable[[str], object] = print,
+                 feed_options: dict | None = None) -> None:
+        if on_fault not in ("passthrough", "last"):
+            raise ValueError("on_fault must be 'passthrough' or 'last'")
+        if not sinks:
+            raise ValueError("a pipeline needs at least one sink")
+        self.source, self.engine, self.sinks = source, engine, list(sinks)
+        self.params: ParamStore = params if params is not None else ParamStore()
+        self.fps, self.size = float(fps), (int(size[0]), int(size[1]))
+        self.overlay, self.on_fault, self.backend, self.log = overlay, on_fault, backend, log
+        self.fx = LatentFX(engine.z_dim)
+        self._stats = LoopStats()
+        self.in_box, self.out_box = LatestBox(), LatestBox()
+        self.feed = Feed(source, self.in_box, fps=self.fps, stats=self._stats, log=log, **(feed_options or {}))
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._swap_lock = threading.Lock()
+        self._pending: tuple[Engine, Future] | None = None
+        self._loading = 0
+        self.model_error = ""
+        self._fault_streak = 0
+        self._last_good: np.ndarray | None = None
+        self._was_fused = False
+        self._max_frames: int | None = None
+        self._overlay_text = ""
+        self._started = False
+        self._closed = False
+        self.interrupted = False
+
+    # ------------------------------------------------------------------------------------ lifecycle
+    def start(self) -> Pipeline:
+        if self._started:
+            return self
+        self._started = True
+        opened: list[Sink] = []
+        try:
+            for s in self.sinks:
+                s.open(self.size[0], self.size[1], self.fps)
+                opened.append(s)
+        except BaseException:
+            for s in opened:
+                _quiet(s.close)
+            self.engine.close()
+            self._closed = True
+            raise
+        self._threads = [threading.Thread(target=self._engine_loop, name="engine", daemon=True),
+                         threading.Thread(target=self._sink_loop, name="sink", daemon=True)]
+        for t in self._threads:
+            t.start()
+        self.feed.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop every thread, release the source, the sinks and the engine. Returns within about 1 s."""
+        self._stop.set()
+        self.feed.stop(timeout=0.3)
+        self.in_box.close()
+        self.out_box.close()
+        deadline = time.monotonic() + 0.5
+        for t in self._threads:
+            if t is not threading.current_thread():
+                t.join(max(0.0, deadline - time.monotonic()))
+        if self._closed:
+            return
+        self._closed = True
+        for s in self.sinks:
+            try:
+                s.close()
+            except Exception as exc:
+                self.log(f"output {s.name}: closing failed ({_one_line(exc)})")
+        with self._swap_lock:
+            pending, self._pending = self._pending, None
+        if pending is not None:
+            _quiet(pending[0].close)
+            pending[1].cancel()
+        _quiet(self.engine.close)
+
+    def run(self, duration: float | None = None, max_frames: int | None = None,
+            status: Callable[[dict], object] | None = None, status_every: float = 1.0) -> dict:
+        """Start, run until `duration` s, `max_frames` output frames, a sink asks to stop, or Ctrl-C;
+        then stop. Returns the final stats."""
+        self._max_frames = max_frames
+        t_end = None if duration is None else time.perf_counter() + duration
+        self.start()
+        next_status = time.perf_counter() + status_every
+        try:
+            while not self._stop.wait(0.05):
+                now = time.perf_counter()
+                if t_end is not None and now >= t_end:
+                    break
+                if status is not None and now >= next_status:
+                    status(self.stats())
+                    next_status = now + status_every
+        except KeyboardInterrupt:
+            self.interrupted = True
+        finally:
+            self.stop()
+        return self.stats()
+
+    def __enter__(self) -> Pipeline:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._started and not self._stop.is_set()
+
+    # ---------------------------------------------------------------------------------------- stats
+    def stats(self) -> dict:
+        d = self._stats.snapshot()
+        d.update(dropped=self.in_box.dropped + self.out_box.dropped, model=self.engine.name,
+                 model_loading=self._loading > 0, model_error=self.model_error, source=self.source.name,
+                 sinks=[s.name for s in self.sinks], target_fps=self.fps, size=f"{self.size[0]}x{self.size[1]}",
+                 params_rejected=self.params.rejected)
+        return d
+
+    # ------------------------------------------------------------------------------------ hot swap
+    def request_model(self, spec: object, backend: str | None = None) -> Future:
+        """Load `spec` (anything live.engines.open_engine takes) in the background and swap it in between
+        two frames. The returned Future gives the new engine's name, or the load error; on error the
+        current model keeps playing and `model_error` says why."""
+        fut: Future = Future()
+        with self._swap_lock:
+            self._loading += 1
+
+        def load() -> None:
+            try:
+                from .engines import open_engine
+
+                engine = open_engine(spec, backend=backend or self.backend, log=self.log)
+            except BaseException as exc:  # noqa: BLE001 - any failure keeps the current model
+                self.model_error = f"{spec}: {_one_line(exc)}"
+                self.log(f"model: could not load {spec} ({_one_line(exc)}); still playing {self.engine.name}")
+                with self._swap_lock:
+                    self._loading -= 1
+                fut.set_exception(exc)
+                return
+            with self._swap_lock:
+                self._loading -= 1
+                superseded, self._pending = self._pending, (engine, fut)
+            if superseded is not None:
+                _quiet(superseded[0].close)
+                superseded[1].cancel()
+            if self._closed:
+                self._swap_in()
+
+        threading.Thread(target=load, name="model-loader", daemon=True).start()
+        return fut
+
+    def _swap_in(self) -> None:
+        with self._swap_lock:
+            pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        engine, fut = pending
+        if self._closed:
+            _quiet(engine.close)
+            fut.cancel()
+            return
+        old, self.engine = self.engine, engine
+        self.fx = LatentFX(engine.z_dim, seed=self.fx._seed)  # old cues and smoothing mean nothing here
+        self.model_error = ""
+        self._last_good = None
+        self.log(f"model: now playing {engine.name}")
+        fut.set_result(engine.name)
+        threading.Thread(target=_quiet, args=(old.close,), name="model-close", daemon=True).start()
+
+    # ------------------------------------------------------------------------------------- threads
+    def _engine_loop(self) -> None:
+        while not self._stop.is_set():
+            pkt = self.in_box.get(timeout=0.1)
+            if pkt is None:
+                continue
+            if self._pending is not None:
+                self._swap_in()
+            t0 = time.perf_counter()
+            out = self.process(pkt.frame)
+            self._stats.engine_ms.add((time.perf_counter() - t0) * 1000.0)
+            self._stats.frames_processed += 1
+            self.out_box.put(Packet(frame=out, t_capture=pkt.t_capture, index=pkt.index, held=pkt.held))
+
+    def process(self, frame: np.ndarray) -> np.ndarray:
+        """One input frame (any size) -> one output frame at the output size. Never raises for engine faults."""
+        w, h = self.size
+        p = self.params.snapshot()
+        engine = self.engine
+        full_in = None
+        try:
+            small = fit(frame, engine.width, engine.height)
+            fused = fused_ok(p)
+            if fused and not self._was_fused:
+                self.fx.reset()
+            self._was_fused = fused
+            out = upscale(stylize(engine, self.fx, small[None], p)[0], w, h)
+            if self._fault_streak:
+                self.log(f"engine: recovered after {self._fault_streak} faulty frame(s)")
+                self._fault_streak = 0
+            self._last_good = out
+        except Exception as exc:  # noqa: BLE001 - fault isolation: this frame only
+            self._stats.engine_faults += 1
+            self._stats.last_fault = _one_line(exc)
+            if self._fault_streak == 0:
+                self.log(f"engine: {_one_line(exc)}; passing frames through until it recovers")
+            self._fault_streak += 1
+            if self.on_fault == "last" and self._last_good is not None:
+                out = self._last_good
+            else:
+                out = full_in = fit(frame, w, h)
+        if p.mix < 1.0:
+            if full_in is None:
+                full_in = fit(frame, w, h)
+            out = dry_wet(out, full_in, p.mix)
+        return out
+
+    def _sink_loop(self) -> None:
+        interval = 1.0 / self.fps
+        last: Packet | None = None
+        last_write = time.perf_counter()
+        next_overlay = 0.0
+        while not self._stop.is_set():
+            wait = max(0.0, last_write + 1.5 * interval - time.perf_counter()) if last is not None else 0.1
+            pkt = self.out_box.get(timeout=min(wait, 0.1))
+            now = time.perf_counter()
+            if pkt is None:
+                if last is None or now - last_write < 1.5 * interval:
+                    continue
+                self._stats.frames_repeated += 1
+                pkt = last
+            elif not pkt.held:
+                self._stats.latency_ms.add((now - pkt.t_capture) * 1000.0)
+            frame = pkt.frame
+            if self.overlay:
+                if now >= next_overlay:
+                    self._overlay_text = status_line(self.stats())
+                    next_overlay = now + 0.5
+                frame = draw_overlay(frame, self._overlay_text)
+            self._write(frame)
+            last, last_write = pkt, now
+            self._stats.frames_out += 1
+            self._stats.fps_out.tick(now)
+            if self._max_frames is not None and self._stats.frames_out >= self._max_frames:
+                self._stop.set()
+
+    def _write(self, frame: np.ndarray) -> None:
+        for s in list(self.sinks):
+            try:
+                s.write(frame)
+            except Exception as exc:  # noqa: BLE001 - one failing output must not stop the others
+                self._stats.sink_errors += 1
+                self.log(f"output {s.name} failed ({_one_line(exc)}); dropping it")
+                self.sinks.remove(s)
+                _quiet(s.close)
+                if not self.sinks:
+                    self.log("no outputs left; stopping")
+                    self._stop.set()
+            if s.wants_stop:
+                self.log(f"output {s.name} closed; stopping")
+                self._stop.set()
+
+
+def draw_overlay(frame: np.ndarray, text: str) -> np.ndarray:
+    """The status text in a dark band along the top of a copy of `frame`."""
+    out = frame.copy()
+    h, w = out.shape[:2]
+    scale = max(0.35, min(1.0, w / 1600))
+    band = int(22 * scale / 0.5)
+    out[:band] = (out[:band].astype(np.uint16) * 2 // 5).astype(np.uint8)
+    cv2.putText(out, text, (6, band - int(6 * scale / 0.5)), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1,
+                cv2.LINE_AA)
+    return out
+
+
+def _quiet(fn: Callable[[], object]) -> None:
+    try:
+        fn()
+    except Exception:
+        pass
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:160]}" if text else type(exc).__name__

@@ -1,0 +1,152 @@
+"""Live-loop measurements: rates, percentiles, counters, and the compact console status line."""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+
+import numpy as np
+
+
+class RateMeter:
+    """Events per second over a sliding window (default 2 s)."""
+
+    def __init__(self, window: float = 2.0) -> None:
+        self.window = window
+        self._times: collections.deque[float] = collections.deque()
+        self._lock = threading.Lock()
+
+    def tick(self, now: float | None = None) -> None:
+        now = time.perf_counter() if now is None else now
+        with self._lock:
+            self._times.append(now)
+            self._trim(now)
+
+    def _trim(self, now: float) -> None:
+        while self._times and now - self._times[0] > self.window:
+            self._times.popleft()
+
+    def rate(self, now: float | None = None) -> float:
+        now = time.perf_counter() if now is None else now
+        with self._lock:
+            self._trim(now)
+            n = len(self._times)
+            if n < 2:
+                return 0.0
+            span = max(now - self._times[0], self._times[-1] - self._times[0])
+            return (n - 1) / span if span > 0 else 0.0
+
+
+class Percentiles:
+    """The last `size` samples (e.g. milliseconds) and their percentiles."""
+
+    def __init__(self, size: int = 600) -> None:
+        self._values: collections.deque[float] = collections.deque(maxlen=size)
+        self._lock = threading.Lock()
+
+    def add(self, value: float) -> None:
+        with self._lock:
+            self._values.append(float(value))
+
+    def percentile(self, q: float) -> float:
+        with self._lock:
+            if not self._values:
+                return 0.0
+            return float(np.percentile(np.fromiter(self._values, dtype=np.float64), q))
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+
+class RateLimiter:
+    """Token bucket: `allow()` lets through at most `fps` events per second on average.
+
+    Tolerant of jitter: a 30 fps camera limited to 30 fps keeps every frame even when one arrives a few
+    milliseconds early, while a 60 fps camera limited to 30 fps keeps every other frame.
+    """
+
+    def __init__(self, fps: float, burst: float = 1.5) -> None:
+        self.fps = fps
+        self.burst = burst
+        self._tokens = burst
+        self._last: float | None = None
+
+    def allow(self, now: float | None = None) -> bool:
+        now = time.perf_counter() if now is None else now
+        if self._last is not None:
+            self._tokens = min(self.burst, self._tokens + (now - self._last) * self.fps)
+        self._last = now
+        if self._tokens >= 0.5:
+            self._tokens -= 1.0
+            return True
+        return False
+
+
+class LoopStats:
+    """Counters and meters shared by the live loop's threads (each field is written by one thread)."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.fps_in = RateMeter()
+        self.fps_out = RateMeter()
+        self.engine_ms = Percentiles()
+        self.latency_ms = Percentiles()
+        self.frames_in = 0  # fresh frames from the source
+        self.frames_held = 0  # last good frame re-sent during a source outage
+        self.frames_skipped = 0  # source frames above the target fps, not used
+        self.frames_processed = 0
+        self.frames_out = 0  # frames written to the sinks (each written frame counts once)
+        self.frames_repeated = 0  # output frames re-sent because the engine had nothing new
+        self.engine_faults = 0
+        self.source_outages = 0
+        self.source_recoveries = 0
+        self.sink_errors = 0
+        self.source_state = "starting"
+        self.last_fault = ""
+        self.last_outage = ""
+
+    def snapshot(self, now: float | None = None) -> dict:
+        now = time.perf_counter() if now is None else now
+        return {
+            "uptime_s": round(now - self.started, 2),
+            "fps_in": round(self.fps_in.rate(now), 2),
+            "fps_out": round(self.fps_out.rate(now), 2),
+            "engine_ms_p50": round(self.engine_ms.percentile(50), 2),
+            "engine_ms_p99": round(self.engine_ms.percentile(99), 2),
+            "latency_ms_p50": round(self.latency_ms.percentile(50), 2),
+            "latency_ms_p99": round(self.latency_ms.percentile(99), 2),
+            "frames_in": self.frames_in,
+            "frames_held": self.frames_held,
+            "frames_skipped": self.frames_skipped,
+            "frames_processed": self.frames_processed,
+            "frames_out": self.frames_out,
+            "frames_repeated": self.frames_repeated,
+            "engine_faults": self.engine_faults,
+            "source_outages": self.source_outages,
+            "source_recoveries": self.source_recoveries,
+            "sink_errors": self.sink_errors,
+            "source_state": self.source_state,
+            "last_fault": self.last_fault,
+            "last_outage": self.last_outage,
+        }
+
+
+def status_line(s: dict) -> str:
+    """One compact console line from a stats() dict."""
+    parts = [
+        f"in {s['fps_in']:5.1f} fps",
+        f"out {s['fps_out']:5.1f} fps",
+        f"engine {s['engine_ms_p50']:5.1f}/{s['engine_ms_p99']:5.1f} ms",
+        f"latency {s['latency_ms_p50']:5.1f}/{s['latency_ms_p99']:5.1f} ms",
+        f"dropped {s.get('dropped', 0)}",
+    ]
+    if s["engine_faults"]:
+        parts.append(f"faults {s['engine_faults']}")
+    if s["source_outages"]:
+        parts.append(f"outages {s['source_outages']}")
+    if s["source_state"] != "ok":
+        parts.append(f"source {s['source_state']}")
+    if s.get("model_loading"):
+        parts.append("loading model...")
+    return " | ".join(parts)
