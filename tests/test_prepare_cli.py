@@ -1,0 +1,167 @@
+"""`autoencoded prepare` end to end through the real command: bad input gives exit 2 and one stderr line,
+and never a dataset.json that claims to be complete."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from training.data import open_dataset
+
+HAVE_FFMPEG = shutil.which("ffmpeg") is not None and shutil.which("ffprobe") is not None
+DECODERS = ["opencv", pytest.param("ffmpeg", marks=pytest.mark.skipif(not HAVE_FFMPEG,
+                                                                        reason="ffmpeg/ffprobe not on PATH"))]
+
+
+def run(*args: str, decoder: str | None = None, preexec=None) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    if decoder:
+        env["AUTOENCODED_DECODER"] = decoder
+    return subprocess.run([sys.executable, "-m", "autoencoded", "prepare", *map(str, args)], env=env,
+                          capture_output=True, text=True, timeout=120, preexec_fn=preexec)
+
+
+def assert_user_error(r: subprocess.CompletedProcess, *words: str) -> str:
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2, r.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    for w in words:
+        assert w in lines[0], lines[0]
+    return lines[0]
+
+
+def assert_not_complete(folder: Path) -> None:
+    meta = folder / "dataset.json"
+    assert not meta.exists() or json.loads(meta.read_text())["complete"] is False
+    assert not folder.exists() or not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_cli_success_prints_summary(make_video, tmp_path):
+    src = make_video("clip.avi", n_frames=12, fourcc="MJPG")
+    r = run(src, "-o", tmp_path / "ds", "--size", "64x48")
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert "12 frames 64x48 kept of 12 decoded" in r.stdout and "x real time" in r.stdout
+    assert len(open_dataset(tmp_path / "ds")) == 12
+
+
+def test_missing_file(tmp_path):
+    assert_user_error(run(tmp_path / "nope.mp4", "-o", tmp_path / "ds"), "nope.mp4", "no such file")
+    assert not (tmp_path / "ds").exists()
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_text_file_named_mp4(tmp_path, decoder):
+    fake = tmp_path / "film.mp4"
+    fake.write_text("this is not a video\n" * 50)
+    assert_user_error(run(fake, "-o", tmp_path / "ds", decoder=decoder), "film.mp4", "not a readable video")
+    assert not (tmp_path / "ds").exists()
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_zero_decodable_frames(make_video, tmp_path, decoder):
+    src = make_video("clip.avi", n_frames=24, fourcc="MJPG")
+    data = src.read_bytes()
+    head = tmp_path / "head.avi"  # the header (declaring 24 frames) and nothing of the first frame
+    head.write_bytes(data[:data.find(b"movi") + 104])
+    assert_user_error(run(head, "-o", tmp_path / "ds", decoder=decoder), "head.avi", "no decodable frames")
+    assert_not_complete(tmp_path / "ds")
+    assert not (tmp_path / "ds" / "dataset.json").exists()
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_truncated_avi_keeps_frames_and_marks_partial(make_video, tmp_path, decoder):
+    src = make_video("clip.avi", n_frames=48, fourcc="MJPG")
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(src.read_bytes()[:src.stat().st_size // 2])
+    line = assert_user_error(run(cut, "-o", tmp_path / "ds", "--size", "64x48", decoder=decoder),
+                             "cut.avi", "stopped at frame", "of 48", "partial")
+    k = int(line.split("stopped at frame ")[1].split()[0])
+    assert 15 <= k <= 30
+    meta = json.loads((tmp_path / "ds" / "dataset.json").read_text())
+    assert meta["complete"] is False and meta["frames"] == k and meta["sources"][0]["stopped_at"] == k
+    with pytest.raises(Exception, match="partial"):
+        open_dataset(tmp_path / "ds")
+    assert len(open_dataset(tmp_path / "ds", allow_partial=True)) == k
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_corrupted_mid_stream_marks_partial(make_video, tmp_path, decoder):
+    src = make_video("clip.avi", n_frames=48, fourcc="MJPG")
+    data = bytearray(src.read_bytes())
+    n = len(data)
+    data[n // 3:n // 3 + n // 8] = os.urandom(n // 8)
+    bad = tmp_path / "bad.avi"
+    bad.write_bytes(bytes(data))
+    assert_user_error(run(bad, "-o", tmp_path / "ds", "--size", "64x48", decoder=decoder),
+                      "bad.avi", "stopped at frame", "partial")
+    assert json.loads((tmp_path / "ds" / "dataset.json").read_text())["complete"] is False
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_truncated_mp4_does_not_open(make_video, tmp_path, decoder):
+    src = make_video("clip.mp4", n_frames=48)  # OpenCV writes the index (moov) at the end
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(src.read_bytes()[:src.stat().st_size // 2])
+    assert_user_error(run(cut, "-o", tmp_path / "ds", decoder=decoder), "cut.mp4", "not a readable video")
+    assert not (tmp_path / "ds").exists()
+
+
+def test_existing_output_needs_overwrite(make_video, tmp_path):
+    src = make_video("clip.avi", n_frames=6, fourcc="MJPG")
+    (tmp_path / "ds").mkdir()
+    (tmp_path / "ds" / "keep.txt").write_text("mine")
+    assert_user_error(run(src, "-o", tmp_path / "ds", "--size", "32x32"), "already exists", "--overwrite")
+    assert sorted(p.name for p in (tmp_path / "ds").iterdir()) == ["keep.txt"]
+
+
+def test_unwritable_output(make_video, tmp_path):
+    src = make_video("clip.avi", n_frames=6, fourcc="MJPG")
+    (tmp_path / "somefile").write_text("x")  # root ignores chmod; a path under a file fails for anyone
+    assert_user_error(run(src, "-o", tmp_path / "somefile" / "ds"), "cannot write")
+    assert_user_error(run(src, "-o", "/proc/autoencoded-ds"), "cannot write")
+
+
+@pytest.mark.parametrize("size", ["100x100", "256", "big"])
+def test_bad_size(make_video, tmp_path, size):
+    src = make_video("clip.avi", n_frames=3, fourcc="MJPG")
+    assert_user_error(run(src, "-o", tmp_path / "ds", "--size", size), "--size")
+    assert not (tmp_path / "ds").exists()
+
+
+def _limit_file_size():
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG instead of killing
+    resource.setrlimit(resource.RLIMIT_FSIZE, (600_000, 600_000))
+
+
+def test_file_size_limit_leaves_nothing_claiming_complete(make_video, tmp_path):
+    src = make_video("clip.avi", n_frames=24, fourcc="MJPG")  # 24 x 110 KB at 256x144 > 600 KB
+    assert_user_error(run(src, "-o", tmp_path / "ds", preexec=_limit_file_size), "cannot write", "File too large")
+    assert_not_complete(tmp_path / "ds")
+    assert not (tmp_path / "ds" / "frames.npy").exists()
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    mnt = tmp_path / f"tiny-{uuid.uuid4().hex[:6]}"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip("cannot mount a 1 MB tmpfs here (needs root); the RLIMIT_FSIZE test covers the same path")
+    yield mnt
+    subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_full_disk_leaves_nothing_claiming_complete(make_video, tmp_path, tiny_disk):
+    src = make_video("clip.avi", n_frames=24, fourcc="MJPG")
+    assert_user_error(run(src, "-o", tiny_disk / "ds"), "cannot write", "No space left")
+    assert_not_complete(tiny_disk / "ds")
+    assert list((tiny_disk / "ds").iterdir()) == []
