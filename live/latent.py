@@ -44,9 +44,11 @@ class LatentFX:
         mu = np.asarray(mu, dtype=np.float32)
         if mu.shape[-1] != self.z_dim:
             self.__init__(mu.shape[-1], self._seed)
+        # a sick encoder's log-sigma must not turn the noise into Inf (exp(89) overflows float32)
+        log_sigma = np.clip(np.nan_to_num(np.asarray(log_sigma, dtype=np.float32), nan=-30.0), -30.0, 10.0)
         out = np.empty_like(mu)
         for i in range(mu.shape[0]):
-            out[i] = self._one(mu[i], np.asarray(log_sigma[i], dtype=np.float32), p)
+            out[i] = self._one(mu[i], log_sigma[i], p)
         return out
 
     def _one(self, mu: np.ndarray, log_sigma: np.ndarray, p: Params) -> np.ndarray:

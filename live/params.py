@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import threading
+import time
 from dataclasses import dataclass
 
 N_CUES = 16
@@ -36,6 +37,28 @@ SPECS: dict[str, Spec] = {
     "cue/mix": Spec(float, 0.0, 1.0, 1.0, "how far to blend toward the recalled cue"),
     "mix": Spec(float, 0.0, 1.0, 1.0, "dry/wet: 0 the input, 1 the model's output"),
 }
+
+
+# one-shot actions beside the parameters, shared by OSC addresses and MIDI maps:
+#   cue/store/N, cue/recall/N (N in 0..15: fire on press), noise/reseed (seed + 1), freeze/toggle
+TRIGGERS = ("cue/store", "cue/recall", "noise/reseed", "freeze/toggle")
+
+
+def parse_target(target: str) -> tuple[str, int | None]:
+    """'noise' -> ('noise', None); 'cue/recall/3' -> ('cue/recall', 3). Raises ValueError on anything else.
+
+    A target is what a MIDI control or an OSC alias drives: a parameter (SPECS) or a trigger.
+    """
+    if not isinstance(target, str):
+        raise ValueError(f"a control target must be a string, got {type(target).__name__}")
+    t = target.strip().lstrip("/")
+    if t in SPECS or t in ("noise/reseed", "freeze/toggle", "cue/store", "cue/recall"):
+        return t, None
+    head, _, slot = t.rpartition("/")
+    if head in ("cue/store", "cue/recall") and slot.isdigit() and int(slot) < N_CUES:
+        return head, int(slot)
+    known = ", ".join([*SPECS, "cue/store/N", "cue/recall/N", "noise/reseed", "freeze/toggle"])
+    raise ValueError(f"unknown control {target!r} (known: {known}; N is 0..{N_CUES - 1})")
 
 
 @dataclass(frozen=True)
@@ -100,40 +123,67 @@ class ParamStore:
         self._lock = threading.Lock()
         self._p = Params()
         self._pending_cues: list[int] = []
+        # name -> time.perf_counter() of its last accepted write (for latency measurements)
+        self._stamps: dict[str, float] = {}
         self.rejected = 0
         for k, v in initial.items():
             self.set(k.replace("_", "/", 1) if k.startswith(("noise_", "cue_")) else k, v)
 
     def set(self, name: str, value: object) -> bool:
         """Set one control by OSC name. Returns False (and counts) when the value is refused."""
-        try:
-            v = coerce(name, value)
-        except ValueError:
-            with self._lock:
-                self.rejected += 1
-            return False
-        attr = _attr(name)
-        if attr == "freeze":
-            v = bool(v)
-        with self._lock:
-            self._p = dataclasses.replace(self._p, **{attr: v}, version=self._p.version + 1)
-        return True
+        return self.update({name: value}) == 0
 
     def update(self, values: dict[str, object]) -> int:
-        """Set several controls; returns how many were refused."""
-        return sum(0 if self.set(k, v) else 1 for k, v in values.items())
+        """Set several controls atomically (one snapshot sees all or none); returns how many were refused."""
+        changes: dict[str, object] = {}
+        refused = 0
+        for name, value in values.items():
+            try:
+                v = coerce(name, value)
+            except ValueError:
+                refused += 1
+                continue
+            attr = _attr(name)
+            changes[attr] = bool(v) if attr == "freeze" else v
+        now = time.perf_counter()
+        with self._lock:
+            self.rejected += refused
+            if changes:
+                self._p = dataclasses.replace(self._p, **changes, version=self._p.version + 1)
+                for attr in changes:
+                    self._stamps[attr] = now
+        return refused
+
+    def changed_at(self, name: str) -> float | None:
+        """time.perf_counter() when `name` last changed (None: never set since start)."""
+        with self._lock:
+            return self._stamps.get(_attr(name))
+
+    def reseed(self) -> int:
+        """Move to the next noise seed (a button's action); returns it."""
+        with self._lock:
+            seed = (self._p.noise_seed + 1) % (2**31)
+            self._p = dataclasses.replace(self._p, noise_seed=seed, version=self._p.version + 1)
+            self._stamps["noise_seed"] = time.perf_counter()
+        return seed
+
+    def toggle_freeze(self) -> bool:
+        with self._lock:
+            frozen = not self._p.freeze
+            self._p = dataclasses.replace(self._p, freeze=frozen, version=self._p.version + 1)
+            self._stamps["freeze"] = time.perf_counter()
+        return frozen
 
     def store_cue(self, slot: object) -> bool:
-        try:
-            n = coerce("cue/recall", slot)
-        except ValueError:
-            n = -1
-        if n < 0:
-            with self._lock:
-                self.rejected += 1
-            return False
+        """Store the next frame's latent into cue `slot` (0..15). Out-of-range slots are refused, not clamped."""
+        ok = not isinstance(slot, bool) and isinstance(slot, (int, float)) and math.isfinite(slot) \
+            and float(slot).is_integer() and 0 <= slot < N_CUES
         with self._lock:
-            self._pending_cues.append(int(n))
+            if not ok:
+                self.rejected += 1
+                return False
+            if int(slot) not in self._pending_cues:  # bounded: at most N_CUES pending, whatever the flood
+                self._pending_cues.append(int(slot))
         return True
 
     def snapshot(self) -> Params:

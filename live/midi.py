@@ -1,0 +1,233 @@
+"""MIDI control (the `midi` extra: mido + python-rtmidi): CC -> control maps from presets, MIDI learn, and
+an input that survives its device vanishing.
+
+CC values 0..127 map linearly onto a parameter's range (freeze: >= 64 is on); triggers (cue/store/N,
+cue/recall/N, noise/reseed, freeze/toggle) fire when a button goes from below 64 to 64 or more.
+
+Without a MIDI subsystem (no ALSA sequencer, as in containers) rtmidi raises an OSError subclass and ALSA
+prints to stderr: MidiInput says so in one line (ALSA's noise silenced) and the live loop keeps running.
+A vanished device raises nothing, so the port list is polled and the device reopened when it returns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import threading
+from collections.abc import Callable
+
+from .params import SPECS, ParamStore, parse_target
+
+
+def cc_to_value(name: str, value: int) -> float | int:
+    """Scale a CC value (0..127) onto the parameter's range."""
+    spec = SPECS[name]
+    x = min(max(int(value), 0), 127) / 127.0
+    v = spec.lo + x * (spec.hi - spec.lo)
+    return int(round(v)) if spec.kind is int else v
+
+
+class MidiMapper:
+    """Turns mido messages into ParamStore writes using a preset's CC map. Thread-safe to remap."""
+
+    def __init__(self, store: ParamStore, cc_map: dict[int, str] | None = None,
+                 channel: int | None = None) -> None:
+        self.store = store
+        self.counters = {"messages": 0, "applied": 0, "unmapped": 0, "other_channel": 0}
+        self._last: dict[tuple[int, int], int] = {}
+        self.set_map(cc_map or {}, channel)
+
+    def set_map(self, cc_map: dict[int, str], channel: int | None = None) -> None:
+        """channel is 1..16 as printed on devices (None: every channel)."""
+        parsed = {int(cc): parse_target(t) for cc, t in cc_map.items()}
+        self._map, self.channel = parsed, channel
+
+    @property
+    def cc_map(self) -> dict[int, str]:
+        return {cc: name if slot is None else f"{name}/{slot}" for cc, (name, slot) in self._map.items()}
+
+    def handle(self, msg) -> bool:
+        """Apply one mido message; returns True when it changed a control."""
+        self.counters["messages"] += 1
+        if getattr(msg, "type", None) != "control_change":
+            return False
+        if self.channel is not None and msg.channel != self.channel - 1:
+            self.counters["other_channel"] += 1
+            return False
+        target = self._map.get(msg.control)
+        key = (msg.channel, msg.control)
+        previous = self._last.get(key, 0)
+        self._last[key] = msg.value
+        if target is None:
+            self.counters["unmapped"] += 1
+            return False
+        name, slot = target
+        if name in SPECS and slot is None:
+            ok = self.store.set(name, cc_to_value(name, msg.value))
+        elif msg.value >= 64 > previous:  # a trigger fires on the press edge only
+            if name == "cue/store":
+                ok = self.store.store_cue(slot if slot is not None else 0)
+            elif name == "cue/recall":
+                ok = self.store.set("cue/recall", slot)
+            elif name == "noise/reseed":
+                self.store.reseed()
+                ok = True
+            else:
+                self.store.toggle_freeze()
+                ok = True
+        else:
+            return False
+        self.counters["applied"] += ok
+        return ok
+
+
+class MidiLearn:
+    """`--midi-learn PARAM`: the next control change binds its CC to PARAM, then `on_learned(cc, target)`."""
+
+    def __init__(self, target: str, on_learned: Callable[[int, str], None]) -> None:
+        name, slot = parse_target(target)  # ValueError for an unknown control
+        self.target = name if slot is None else f"{name}/{slot}"
+        self.on_learned = on_learned
+        self.done = False
+
+    def handle(self, msg) -> bool:
+        if self.done or getattr(msg, "type", None) != "control_change":
+            return False
+        self.done = True
+        self.on_learned(msg.control, self.target)
+        return True
+
+
+@contextlib.contextmanager
+def quiet_stderr():
+    """Silence C-level writes to stderr (ALSA's 'cannot open /dev/snd/seq' lines) for a moment."""
+    if not sys.platform.startswith("linux"):
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def pick_port(names: list[str], device: str) -> str | None:
+    """'auto': the first port that is not a software pass-through; else the first name containing `device`."""
+    if device == "auto":
+        real = [n for n in names if "through" not in n.lower() and "rtmidi" not in n.lower()]
+        return real[0] if real else None
+    for n in names:
+        if device.lower() in n.lower():
+            return n
+    return None
+
+
+class MidiInput:
+    """Listens on a MIDI input port from a background thread and feeds `handler(msg)`.
+
+    `backend` is mido (default) or anything with get_input_names() and open_input(name, callback=...):
+    the device boundary, so reconnection can be exercised without hardware.
+    """
+
+    def __init__(self, handler: Callable[[object], object], device: str = "auto", *,
+                 poll_s: float = 1.0, backend=None, log: Callable[[str], None] | None = None) -> None:
+        self.handler = handler
+        self.device = device
+        self.poll_s = poll_s
+        self.backend = backend
+        self.log = log or (lambda line: print(line, file=sys.stderr))
+        self.port_name: str | None = None
+        self.opens = 0
+        self.state = "starting"  # starting | waiting | open | unavailable | stopped
+        self._port = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> MidiInput:
+        self._thread = threading.Thread(target=self._run, name="midi-input", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        self._close()
+        self.state = "stopped"
+
+    def _backend(self):
+        if self.backend is None:
+            import mido  # the `midi` extra
+
+            self.backend = mido
+        return self.backend
+
+    def _on_message(self, msg) -> None:
+        try:
+            self.handler(msg)
+        except Exception as exc:  # a handler bug must not kill rtmidi's thread
+            self.log(f"midi: {type(exc).__name__}: {exc}")
+
+    def _close(self) -> None:
+        port, self._port = self._port, None
+        if port is not None:
+            with contextlib.suppress(Exception):
+                port.close()
+
+    def poll_once(self) -> None:
+        """One step of the device watch: open the device when it is there, drop it when it vanished."""
+        with quiet_stderr():
+            names = list(self._backend().get_input_names())
+        if self._port is not None:
+            if self.port_name in names:
+                return
+            self.log(f"midi: {self.port_name} disconnected; waiting for it to come back")
+            self._close()
+            self.state = "waiting"
+        name = pick_port(names, self.device)
+        if name is None:
+            if self.state != "waiting":
+                self.log(f"midi: no input matching {self.device!r} (ports: {', '.join(names) or 'none'}); "
+                         "waiting for it")
+            self.state = "waiting"
+            return
+        try:
+            with quiet_stderr():
+                self._port = self._backend().open_input(name, callback=self._on_message)
+        except Exception as exc:  # unplugged between listing and opening, or busy: try again next poll
+            if self.state != "waiting":
+                self.log(f"midi: cannot open {name} ({type(exc).__name__}: {exc}); retrying")
+            self.state = "waiting"
+            return
+        self.port_name = name
+        self.opens += 1
+        self.state = "open"
+        self.log(f"midi: listening on {name}")
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                self.poll_once()
+                self._stop.wait(self.poll_s)
+        except ImportError:
+            self.state = "unavailable"
+            self.log("midi: mido is not installed (pip install 'autoencoded[midi]'); MIDI control is off")
+        except OSError as exc:  # rtmidi.SystemError and friends: no MIDI subsystem on this machine
+            self.state = "unavailable"
+            self.log(f"midi: no MIDI subsystem ({type(exc).__name__}: {str(exc).strip()}); MIDI control is off")
+        except Exception as exc:
+            self.state = "unavailable"
+            self.log(f"midi: {type(exc).__name__}: {exc}; MIDI control is off")
+        finally:
+            self._close()
