@@ -106,7 +106,7 @@ def verify_pack(model, pack_dir: Path, frames: np.ndarray) -> dict:
 
     from live.engines.ort_backend import OnnxRuntimeEngine
     from live.frames import to_model_input
-    from live.pack import read_pack
+    from live.pack import FUSED_IN, FUSED_OUT, read_pack
 
     x = to_model_input(frames)
     with torch.no_grad():
@@ -118,7 +118,7 @@ def verify_pack(model, pack_dir: Path, frames: np.ndarray) -> dict:
     try:
         mu_o, _ = engine.enc.run(["mu", "log_sigma"], {"image": x})
         img_o = engine.dec.run(["image"], {"z": mu_o})[0]
-        fused_o = engine.fused.run(["dec/image"], {"enc/image": x})[0]
+        fused_o = engine.fused.run([FUSED_OUT], {FUSED_IN: x})[0]
     finally:
         engine.close()
     report = {"mu": compare(mu_t, mu_o), "image": compare(img_t, img_o), "fused": compare(img_t, fused_o),

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import onnx
-from onnx import external_data_helper
+from onnx import compose, external_data_helper
 
 from autoencoded.errors import UserError
 
@@ -35,6 +35,7 @@ META_FILE = "model.json"
 ROLES = ("encoder", "decoder")
 NORMALISATION = {"input": "x/127.5-1", "output": "(y+1)*127.5"}
 # role -> (input names, output names)
+FUSED_IN, FUSED_OUT = "enc/image", "dec/image"
 IO_NAMES = {"encoder": (["image"], ["mu", "log_sigma"]), "decoder": (["z"], ["image"])}
 
 
@@ -52,6 +53,12 @@ class ModelPack:
 
     def model_bytes(self, role: str) -> bytes:
         return self.models[role].SerializeToString()
+
+    def fused(self) -> onnx.ModelProto:
+        """One graph image -> image decoding the mean (encoder's mu wired to the decoder's z), in memory."""
+        enc = compose.add_prefix(self.models["encoder"], "enc/")
+        dec = compose.add_prefix(self.models["decoder"], "dec/")
+        return compose.merge_models(enc, dec, io_map=[("enc/mu", "dec/z")], outputs=[FUSED_OUT])
 
 
 def is_pack(path: str | os.PathLike) -> bool:

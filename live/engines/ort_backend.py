@@ -13,14 +13,12 @@ import os
 from pathlib import Path
 
 import numpy as np
-import onnx
 import onnxruntime as ort
-from onnx import compose
 
 from autoencoded.errors import UserError
 
 from ..frames import from_model_output, to_model_input
-from ..pack import ModelPack
+from ..pack import FUSED_IN, FUSED_OUT, ModelPack
 from .base import Engine
 
 CUDA_EP = "CUDAExecutionProvider"
@@ -48,14 +46,6 @@ def cuda_available() -> bool:
     return CUDA_EP in ort.get_available_providers()
 
 
-def fuse(encoder: onnx.ModelProto, decoder: onnx.ModelProto) -> onnx.ModelProto:
-    """One graph image -> image that decodes the mean: encoder's mu feeds decoder's z."""
-    enc = compose.add_prefix(encoder, "enc/")
-    dec = compose.add_prefix(decoder, "dec/")
-    merged = compose.merge_models(enc, dec, io_map=[("enc/mu", "dec/z")], outputs=["dec/image"])
-    return merged
-
-
 class OnnxRuntimeEngine(Engine):
     def __init__(self, pack: ModelPack, device: str = "auto", threads: int | None = None) -> None:
         if device not in ("auto", "cuda", "cpu"):
@@ -78,7 +68,7 @@ class OnnxRuntimeEngine(Engine):
         try:
             self.enc = self._session(pack.model_bytes("encoder"))
             self.dec = self._session(pack.model_bytes("decoder"))
-            self.fused = self._session(fuse(pack.models["encoder"], pack.models["decoder"]).SerializeToString())
+            self.fused = self._session(pack.fused().SerializeToString())
         except UserError:
             raise
         except Exception as exc:  # onnxruntime's own errors (InvalidGraph, Fail, ...) about the pack
@@ -115,7 +105,7 @@ class OnnxRuntimeEngine(Engine):
         return from_model_output(self.dec.run(["image"], {"z": z})[0])
 
     def reconstruct(self, frames: np.ndarray) -> np.ndarray:
-        return from_model_output(self.fused.run(["dec/image"], {"enc/image": self._input(frames)})[0])
+        return from_model_output(self.fused.run([FUSED_OUT], {FUSED_IN: self._input(frames)})[0])
 
     def close(self) -> None:
         self.enc = self.dec = self.fused = None  # type: ignore[assignment]

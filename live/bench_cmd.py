@@ -1,0 +1,151 @@
+"""`autoencoded bench`: inference speed of every available backend, as a table and a JSON file.
+
+With no --model, each architecture is exported on the fly (randomly initialised, 256x144 by default)
+into a temp folder: the speed of a network does not depend on its weights.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+from pathlib import Path
+
+import click
+
+from autoencoded.errors import UserError
+
+CHOICES = ("auto", "all", "tensorrt", "onnxruntime", "torch")
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise UserError(f"--size {text!r}: expected WIDTHxHEIGHT, e.g. 256x144") from None
+    return w, h
+
+
+def _machine() -> dict:
+    import torch
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"cpu": cpu, "cpu_count": os.cpu_count(), "gpu": gpu, "python": platform.python_version(),
+            "torch": torch.__version__}
+
+
+def _models(model: Path | None, archs: tuple[str, ...], size: tuple[int, int], tmp: Path, log) -> list[dict]:
+    """-> [{"arch", "pack", "checkpoint", "gflops"}]: what each backend can open."""
+    import torch
+
+    from autoencoded.weights import save_weights
+    from export.onnx_export import export_checkpoint
+    from training.model import AutoEncoder, ModelConfig, count_flops, count_params
+
+    from .engines import resolve_model
+    from .pack import read_meta
+
+    if model is not None:
+        kind, path = resolve_model(model)
+        if kind == "pack":
+            meta = read_meta(path)
+            src = meta.get("source_checkpoint")
+            return [{"arch": meta.get("arch", "?"), "pack": path, "checkpoint": None, "gflops": None,
+                     "params_m": None, "torch_source": bool(src and Path(src).is_file())}]
+        pack = tmp / "pack"
+        export_checkpoint(path, pack, log=lambda s: None)
+        meta = read_meta(pack)
+        return [{"arch": meta.get("arch", "?"), "pack": pack, "checkpoint": path, "gflops": None, "params_m": None}]
+    out = []
+    for arch in archs:
+        torch.manual_seed(0)
+        cfg = ModelConfig.preset(arch, width=size[0], height=size[1])
+        ae = AutoEncoder(cfg).eval()
+        flops = count_flops(ae, torch.zeros(1, 3, cfg.height, cfg.width))
+        ckpt = tmp / f"{arch}.safetensors"
+        save_weights(ckpt, cfg, ae.state_dict())
+        log(f"exporting a randomly initialised {arch} at {cfg.width}x{cfg.height} for the benchmark")
+        export_checkpoint(ckpt, tmp / f"{arch}-pack", log=lambda s: None)
+        out.append({"arch": arch, "pack": tmp / f"{arch}-pack", "checkpoint": ckpt, "gflops": flops / 1e9,
+                    "params_m": count_params(ae) / 1e6})
+    return out
+
+
+def _backends(choice: str) -> list[str]:
+    return ["tensorrt", "onnxruntime", "torch"] if choice == "all" else [choice]
+
+
+@click.command("bench")
+@click.option("--model", type=click.Path(path_type=Path), default=None,
+              help="Model pack, checkpoint or run folder (default: both architectures, random weights).")
+@click.option("--backend", type=click.Choice(CHOICES), default="all", show_default=True)
+@click.option("--arch", "archs", multiple=True, type=click.Choice(["lite", "broad2016"]),
+              help="Architectures to measure without --model (repeatable; default both).")
+@click.option("--size", default="256x144", show_default=True, help="Model size without --model.")
+@click.option("--seconds", type=click.FloatRange(0.05, 600), default=3.0, show_default=True,
+              help="Seconds per measurement.")
+@click.option("--max-batch", type=click.IntRange(1, 1024), default=64, show_default=True)
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Write results here.")
+def bench(model: Path | None, backend: str, archs: tuple[str, ...], size: str, seconds: float, max_batch: int,
+          json_path: Path | None) -> None:
+    """Measure inference speed of every available backend (latency at batch 1, throughput at the best batch)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .engines import open_engine
+    from .engines.bench import latency, throughput
+
+    console = Console(width=None if os.isatty(1) else 150)
+    size_wh = _size(size)
+    archs = archs or ("lite", "broad2016")
+    batches = tuple(b for b in (1, 4, 8, 16, 32, 64, 128, 256, 512, 1024) if b <= max_batch)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="autoencoded-bench-") as tmp:
+        for m in _models(model, archs, size_wh, Path(tmp), console.print):
+            for name in _backends(backend):
+                target = m["checkpoint"] if name == "torch" and m["checkpoint"] else m["pack"]
+                if name == "torch" and not m["checkpoint"] and not m.get("torch_source"):
+                    if backend != "all":
+                        raise UserError(f"{m['pack']}: the torch backend needs the source checkpoint, not found")
+                    results.append({"arch": m["arch"], "backend": name, "skipped": "no source checkpoint"})
+                    continue
+                try:
+                    engine = open_engine(target, "auto" if name == "auto" else name,
+                                         log=lambda s: console.print(s, highlight=False), max_batch=max_batch)
+                except UserError as exc:
+                    if backend != "all":
+                        raise
+                    results.append({"arch": m["arch"], "backend": name, "skipped": str(exc)})
+                    continue
+                with engine:
+                    console.print(f"measuring {m['arch']} on {engine.name} ...", highlight=False)
+                    lat = latency(engine, seconds)
+                    thr = throughput(engine, seconds, batches)
+                results.append({"arch": m["arch"], "backend": name, "engine": engine.name,
+                                "width": engine.width, "height": engine.height, "gflops": m["gflops"],
+                                "params_m": m["params_m"], "batch1": lat, "best": thr})
+    table = Table(title="autoencoded bench (reconstruct: preprocess + encode + decode + postprocess)")
+    for col in ("arch", "backend", "engine", "GFLOPs", "p50 ms", "p99 ms", "fps @1", "best batch", "fps @best"):
+        table.add_column(col, justify="left" if col in ("arch", "backend", "engine") else "right")
+    for r in results:
+        if "skipped" in r:
+            table.add_row(r["arch"], r["backend"], f"[dim]skipped: {r['skipped']}[/dim]", *[""] * 6)
+            continue
+        gf = f"{r['gflops']:.2f}" if r["gflops"] else "-"
+        table.add_row(r["arch"], r["backend"], r["engine"], gf, f"{r['batch1']['p50_ms']:.2f}",
+                      f"{r['batch1']['p99_ms']:.2f}", f"{r['batch1']['fps']:.1f}", str(r["best"]["best_batch"]),
+                      f"{r['best']['fps']:.1f}")
+    console.print(table)
+    if json_path is not None:
+        from autoencoded.weights import atomic_write_bytes
+        doc = {"machine": _machine(), "seconds": seconds, "results": results}
+        atomic_write_bytes(json_path, (json.dumps(doc, indent=2) + "\n").encode())
+        console.print(f"wrote {json_path}", highlight=False)
