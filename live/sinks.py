@@ -254,6 +254,9 @@ class RecorderSink(Sink):
         self.writer: VideoWriter | None = None
 
     def open(self, width: int, height: int, fps: float) -> None:
+        if self.writer is not None and (self.writer.width, self.writer.height) == (width, height):
+            return
+        self.close()
         self.writer = open_video_writer(self.path, width, height, fps)
 
     def write(self, frame: np.ndarray) -> None:
@@ -299,6 +302,9 @@ class VirtualCamSink(Sink):
         self.name = "vcam"
 
     def open(self, width: int, height: int, fps: float) -> None:
+        if self.cam is not None and (self.cam.width, self.cam.height) == (width, height):
+            return  # already opened (the live command probes the device before the loop starts)
+        self.close()
         try:
             import pyvirtualcam
         except ImportError:
@@ -308,8 +314,9 @@ class VirtualCamSink(Sink):
             self.cam = pyvirtualcam.Camera(width, height, fps, fmt=pyvirtualcam.PixelFormat.RGB,
                                            device=self.device)
         except (RuntimeError, OSError, ValueError) as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise UserError(f"no virtual camera available ({reason[:120]}): {vcam_help()}") from None
+            text = str(exc).strip()
+            reason = text.splitlines()[0].split(". ")[0].rstrip(".")[:140] if text else type(exc).__name__
+            raise UserError(f"no virtual camera ({reason}): {vcam_help()}") from None
         self.name = f"vcam {self.cam.device}"
         self.log(f"virtual camera: {self.cam.device} ({width}x{height} @ {fps:g} fps)")
 

@@ -260,9 +260,14 @@ def probe(source: Source, timeout: float = 2.0) -> bool:
             if reader is not None:
                 reader.close()
 
-    t = threading.Thread(target=attempt, name="probe-source", daemon=True)
-    t.start()
-    t.join(timeout)
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # "no camera" is an answer, not an error
+    try:
+        t = threading.Thread(target=attempt, name="probe-source", daemon=True)
+        t.start()
+        t.join(timeout)
+    finally:
+        cv2.utils.logging.setLogLevel(level)
     return bool(result and result[0])
 
 

@@ -1,0 +1,163 @@
+"""`autoencoded live`: a camera, clip or folder through the model in real time, out to a virtual camera,
+a window, a file or nowhere. The loop itself lives in live/pipeline.py.
+
+Structure (so that controls can be added in one place): parse options -> open the engine -> choose the
+input and outputs (one line says what was chosen when left to the defaults) -> build the Pipeline ->
+attach controls to pipeline.params / pipeline.request_model / pipeline.stats -> pipeline.run().
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from autoencoded.errors import UserError
+
+DEFAULT_RECORDING = "autoencoded-live.mp4"
+CAMERA_PROBE_S = 3.0
+
+
+class Console:
+    """Event lines and the live status line on stderr (rewritten in place on a terminal)."""
+
+    def __init__(self, stream=None, every_non_tty: float = 10.0) -> None:
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.every = every_non_tty
+        self._last = 0.0
+        self._dirty = False
+
+    def event(self, msg: str) -> None:
+        if self._dirty:
+            self.stream.write("\r\033[K")
+            self._dirty = False
+        self.stream.write(msg + "\n")
+        self.stream.flush()
+
+    def status(self, stats: dict) -> None:
+        from live.stats import status_line
+
+        line = status_line(stats)
+        if self.tty:
+            self.stream.write("\r\033[K" + line)
+            self.stream.flush()
+            self._dirty = True
+        elif time.monotonic() - self._last >= self.every:
+            self._last = time.monotonic()
+            self.event(line)
+
+
+def choose_input(spec: str | None, width: int, height: int, fps: float) -> tuple[object, str]:
+    """-> (Source, why it was chosen, '' when the user named it)."""
+    from live.sources import CameraSource, VideoFileSource, demo_clip, open_source, probe
+
+    if spec is not None:
+        return open_source(spec, width, height, fps), ""
+    cam = CameraSource(0, width, height, fps)
+    if probe(cam, timeout=CAMERA_PROBE_S):
+        return cam, "camera 0 found"
+    try:
+        clip = demo_clip()
+    except UserError:
+        raise UserError("no camera found (camera 0 did not open) and the demo clip is missing; "
+                        "pass --input FILE, FOLDER or camera:N") from None
+    return VideoFileSource(clip), "no camera found, playing the demo clip"
+
+
+def choose_outputs(specs: tuple[str, ...], width: int, height: int, fps: float, log) -> tuple[list, str]:
+    """-> (sinks, why they were chosen, '' when the user named them)."""
+    from live.sinks import RecorderSink, VirtualCamSink, WindowSink, open_sink
+    from live.sources import has_display
+
+    if specs:
+        sinks = [open_sink(s, log=log) for s in specs]
+        try:
+            for s in sinks:  # open now: a missing device fails before the camera and model start
+                s.open(width, height, fps)
+        except BaseException:
+            for s in sinks:
+                s.close()
+            raise
+        return sinks, ""
+    vcam = VirtualCamSink(log=log)
+    try:
+        vcam.open(width, height, fps)
+        return [vcam], "virtual camera found"
+    except UserError as exc:
+        why = str(exc)
+    if has_display():
+        return [WindowSink()], f"{why}; showing a window instead"
+    rec = RecorderSink(DEFAULT_RECORDING, log=log)
+    rec.open(width, height, fps)
+    return [rec], f"{why}; no display either, recording to ./{DEFAULT_RECORDING}"
+
+
+def _interrupt(signum, frame) -> None:  # SIGTERM stops like Ctrl-C: devices released, recording finished
+    raise KeyboardInterrupt
+
+
+@click.command("live")
+@click.option("--model", default=None, metavar="MODEL",
+              help="Model pack folder, .safetensors checkpoint or run folder (default: the bundled demo model).")
+@click.option("--backend", default="auto", show_default=True,
+              type=click.Choice(["auto", "tensorrt", "onnxruntime", "torch"]), help="Inference backend.")
+@click.option("--input", "input_spec", default=None, metavar="SOURCE",
+              help="camera:N, /dev/videoN, a video file (loops), a folder of images, or demo "
+                   "(default: camera 0 if it opens, else demo).")
+@click.option("--output", "outputs", multiple=True, metavar="SINK",
+              help="vcam, window, a video file (.mp4 .mkv .mov .avi) or null; repeat for several "
+                   "(default: vcam, else window, else ./autoencoded-live.mp4).")
+@click.option("--size", default="1280x720", show_default=True, metavar="WxH", help="Output size.")
+@click.option("--fps", default=30.0, show_default=True, type=click.FloatRange(1.0, 240.0), help="Target frame rate.")
+@click.option("--noise", default=0.0, show_default=True, type=click.FloatRange(0.0, 1.0), help="Latent noise amount.")
+@click.option("--mix", default=1.0, show_default=True, type=click.FloatRange(0.0, 1.0),
+              help="Dry/wet: 0 the input, 1 the model's output.")
+@click.option("--overlay", is_flag=True, help="Draw the status line onto the output.")
+@click.option("--duration", default=None, type=click.FloatRange(0.0, min_open=True), metavar="S",
+              help="Stop after S seconds.")
+@click.option("--max-frames", default=None, type=click.IntRange(1), metavar="N", help="Stop after N output frames.")
+def live(model: str | None, backend: str, input_spec: str | None, outputs: tuple[str, ...], size: str, fps: float,
+         noise: float, mix: float, overlay: bool, duration: float | None, max_frames: int | None) -> None:
+    """Run a camera or video through the model in real time. Ctrl-C stops."""
+    import cv2
+
+    from live.engines import open_engine
+    from live.params import ParamStore
+    from live.pipeline import Pipeline
+    from live.render import parse_size
+
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    console = Console()
+    width, height = parse_size(size, "--size")
+    for spec in outputs:
+        if Path(spec).suffix and input_spec and Path(spec).resolve() == Path(input_spec).resolve():
+            raise UserError(f"--output {spec}: would overwrite the input")
+    params = ParamStore(noise=noise, mix=mix)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    engine = sinks = None
+    try:
+        engine = open_engine(model, backend=backend, log=console.event)
+        sinks, out_why = choose_outputs(outputs, width, height, fps, console.event)
+        source, in_why = choose_input(input_spec, width, height, fps)
+        if in_why or out_why:
+            console.event(f"live: {source.name} -> {', '.join(s.name for s in sinks)} "
+                          f"({'; '.join(w for w in (in_why, out_why) if w)}; change with --input / --output)")
+        pipeline = Pipeline(source, engine, sinks, params=params, fps=fps, size=(width, height), overlay=overlay,
+                            backend=backend, log=console.event)
+        engine = sinks = None  # the pipeline owns them now
+        final = pipeline.run(duration=duration, max_frames=max_frames, status=console.status)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if engine is not None:
+            engine.close()
+        for s in sinks or ():
+            s.close()
+    console.event(f"stopped{' (interrupted)' if pipeline.interrupted else ''}: {final['frames_out']} frames out, "
+                  f"{final['frames_in']} in, engine p50 {final['engine_ms_p50']:.1f} ms, "
+                  f"latency p50/p99 {final['latency_ms_p50']:.0f}/{final['latency_ms_p99']:.0f} ms, "
+                  f"dropped {final['dropped']}, engine faults {final['engine_faults']}, "
+                  f"source outages {final['source_outages']}")

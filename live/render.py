@@ -1,0 +1,255 @@
+"""Offline render: every frame of a film through the model, in order, none dropped, with its sound.
+
+Frames are decoded on a reader thread (bounded queue: it waits, it never drops), run through the
+engine in batches, upscaled, optionally put beside the input, and piped to ffmpeg, which also copies
+the input's audio into the output. The output keeps the input's frame rate and frame count. It is
+written to a hidden `.NAME.*.partial` file and renamed only when complete.
+
+Without ffmpeg the video is written by OpenCV (mp4v) and the audio is left out, with one line saying so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from autoencoded.errors import UserError
+
+from .engines.base import Engine
+from .frames import fit, upscale
+from .latent import LatentFX
+from .params import Params
+from .pipeline import EngineFault, stylize
+from .sinks import check_output_path, ffmpeg_path, open_video_writer
+from .sources import demo_clip
+
+
+@dataclass
+class MediaInfo:
+    width: int
+    height: int
+    fps: float
+    rate: str  # exact frame rate for ffmpeg, e.g. "24000/1001"
+    frames: int | None  # as the container states it (for the progress bar only; may lie)
+    audio_codec: str | None
+
+
+def probe_media(path: Path) -> MediaInfo:
+    """Size, frame rate, frame count and audio codec of a video (ffprobe when present, else OpenCV)."""
+    cap = cv2.VideoCapture(str(path))
+    try:
+        if not cap.isOpened():
+            raise UserError(f"{path}: cannot open as a video")
+        ok, frame = cap.read()
+        if not ok:
+            raise UserError(f"{path}: cannot decode any frame (not a video, or damaged)")
+        h, w = frame.shape[:2]
+        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) or None
+    finally:
+        cap.release()
+    rate, audio = None, None
+    exe = shutil.which("ffprobe")
+    if exe:
+        try:
+            out = subprocess.run([exe, "-v", "error", "-show_entries", "stream=codec_type,codec_name,avg_frame_rate,"
+                                  "r_frame_rate,nb_frames", "-of", "json", str(path)],
+                                 capture_output=True, text=True, timeout=60)
+            streams = json.loads(out.stdout or "{}").get("streams", [])
+        except (OSError, subprocess.SubprocessError, ValueError):
+            streams = []
+        for s in streams:
+            if s.get("codec_type") == "video" and rate is None:
+                for key in ("avg_frame_rate", "r_frame_rate"):
+                    r = _rate(s.get(key))
+                    if r:
+                        rate = r
+                        break
+                if s.get("nb_frames", "").isdigit():
+                    count = int(s["nb_frames"])
+            elif s.get("codec_type") == "audio" and audio is None:
+                audio = s.get("codec_name") or "unknown"
+    if rate is None:
+        if not 1.0 <= fps <= 240.0:
+            raise UserError(f"{path}: the video does not state a usable frame rate ({fps:g})")
+        rate = str(Fraction(fps).limit_denominator(1001))
+    fps = float(Fraction(rate))
+    return MediaInfo(w, h, fps, rate, count, audio)
+
+
+def _rate(text: str | None) -> str | None:
+    try:
+        r = Fraction(text or "0/0")
+    except (ValueError, ZeroDivisionError):
+        return None
+    return f"{r.numerator}/{r.denominator}" if 1 <= r <= 240 else None
+
+
+def parse_size(text: str | None, option: str = "--upscale") -> tuple[int, int] | None:
+    """'1280x720' -> (1280, 720); even sides (H.264 4:2:0 needs them)."""
+    if text is None:
+        return None
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise UserError(f"{option} {text}: expected WIDTHxHEIGHT, e.g. 1280x720") from None
+    if not (16 <= w <= 7680 and 16 <= h <= 4320) or w % 2 or h % 2:
+        raise UserError(f"{option} {text}: sides must be even and between 16x16 and 7680x4320")
+    return w, h
+
+
+def _read_batches(cap, batch: int, out: queue.Queue, stop: threading.Event) -> None:
+    """Reader thread: lists of RGB frames, in order, then None (or the exception that ended reading)."""
+    try:
+        frames: list[np.ndarray] = []
+        while not stop.is_set():
+            ok, frame = cap.read()
+            if not ok:
+                break
+            frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+            if len(frames) == batch:
+                _put(out, frames, stop)
+                frames = []
+        if frames:
+            _put(out, frames, stop)
+        _put(out, None, stop)
+    except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+        _put(out, exc, stop)
+
+
+def _put(q: queue.Queue, item: object, stop: threading.Event) -> None:
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.1)
+            return
+        except queue.Full:
+            continue
+
+
+def render(input_path: str | os.PathLike, output_path: str | os.PathLike, engine: Engine, *, noise: float = 0.0,
+           seed: int = 0, batch: int = 8, side_by_side: bool = False, size: tuple[int, int] | None = None,
+           overwrite: bool = False, progress: bool = True, log: Callable[[str], object] = print) -> dict:
+    """Render `input_path` through `engine` into `output_path`. Returns a summary dict."""
+    src = demo_clip() if str(input_path) == "demo" else Path(input_path)
+    if not src.is_file():
+        raise UserError(f"{src}: no such video file")
+    out = check_output_path(output_path)
+    if out.exists() and out.resolve() == src.resolve():
+        raise UserError(f"{out}: the output would overwrite the input")
+    if out.exists() and not overwrite:
+        raise UserError(f"{out} exists; pass --overwrite to replace it")
+    if batch < 1:
+        raise UserError("--batch must be at least 1")
+    info = probe_media(src)
+    w, h = size or (engine.width, engine.height)
+    out_w = 2 * w if side_by_side else w
+
+    audio_from = None
+    if info.audio_codec:
+        if ffmpeg_path():
+            audio_from = src
+        else:
+            log("ffmpeg not found: writing the video without its audio (install ffmpeg to keep the sound)")
+
+    params = Params(noise=float(noise), noise_seed=int(seed))
+    fx = LatentFX(engine.z_dim, seed=int(seed))
+    cap = cv2.VideoCapture(str(src))
+    q: queue.Queue = queue.Queue(maxsize=3)
+    stop = threading.Event()
+    reader = threading.Thread(target=_read_batches, args=(cap, batch, q, stop), name="render-reader", daemon=True)
+    writer = open_video_writer(out, out_w, h, info.fps, rate=info.rate, audio_from=audio_from,
+                               audio_codec=info.audio_codec)
+    bar = _Progress(info.frames, enabled=progress)
+    frames_done, faults = 0, 0
+    t0 = time.perf_counter()
+    reader.start()
+    try:
+        while True:
+            item = q.get()
+            if item is None:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            small = np.stack([fit(f, engine.width, engine.height) for f in item])
+            try:
+                model_frames = stylize(engine, fx, small, params)
+            except (EngineFault, RuntimeError, ValueError) as exc:
+                faults += len(item)
+                if faults == len(item):
+                    log(f"warning: the model failed on frames {frames_done}-{frames_done + len(item) - 1} "
+                        f"({exc}); those frames show the input")
+                model_frames = small
+            for src_frame, mframe in zip(item, model_frames, strict=True):
+                frame = upscale(mframe, w, h)
+                if side_by_side:
+                    frame = np.concatenate([fit(src_frame, w, h), frame], axis=1)
+                writer.write(frame)
+            frames_done += len(item)
+            bar.update(frames_done)
+        writer.close()
+    except BaseException:
+        stop.set()
+        writer.abort()
+        raise
+    finally:
+        stop.set()
+        bar.close()
+        reader.join(timeout=2.0)
+        cap.release()
+    seconds = time.perf_counter() - t0
+    if frames_done == 0:
+        raise UserError(f"{src}: no frames could be decoded")
+    summary = {"input": str(src), "output": str(out), "frames": frames_done, "fps": info.fps, "rate": info.rate,
+               "size": f"{out_w}x{h}", "audio": audio_from is not None, "seconds": round(seconds, 2),
+               "render_fps": round(frames_done / seconds, 2) if seconds > 0 else 0.0,
+               "x_realtime": round(frames_done / info.fps / seconds, 3) if seconds > 0 else 0.0,
+               "faults": faults, "engine": engine.name, "writer": writer.backend}
+    return summary
+
+
+class _Progress:
+    """A rich progress bar on stderr: frames done of total, frames/s, elapsed and ETA."""
+
+    def __init__(self, total: int | None, enabled: bool) -> None:
+        self.bar = None
+        if not enabled:
+            return
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.bar = Progress(TextColumn("render"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[fps]}"),
+                            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                            console=Console(stderr=True), transient=False)
+        self.task = self.bar.add_task("render", total=total, fps="")
+        self.t0 = time.perf_counter()
+        self.bar.start()
+
+    def update(self, done: int) -> None:
+        if self.bar is not None:
+            dt = time.perf_counter() - self.t0
+            self.bar.update(self.task, completed=done, fps=f"{done / dt:6.1f} fps" if dt > 0 else "")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None

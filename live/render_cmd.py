@@ -1,0 +1,57 @@
+"""`autoencoded render INPUT OUTPUT`: the offline render (see live/render.py)."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import click
+
+from autoencoded.errors import UserError
+
+
+def _interrupt(signum, frame) -> None:  # SIGTERM behaves like Ctrl-C: the partial file is removed
+    raise KeyboardInterrupt
+
+
+@click.command("render")
+@click.argument("input", metavar="INPUT")
+@click.argument("output", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--model", "model", default=None, metavar="MODEL",
+              help="Model pack folder, .safetensors checkpoint or run folder (default: the bundled demo model).")
+@click.option("--backend", default="auto", show_default=True,
+              type=click.Choice(["auto", "tensorrt", "onnxruntime", "torch"]), help="Inference backend.")
+@click.option("--noise", default=0.0, show_default=True, type=click.FloatRange(0.0, 1.0),
+              help="Latent noise amount: 0 decodes the mean (the film's render), 1 the strongest dream.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**31 - 1), help="Noise seed.")
+@click.option("--batch", default=8, show_default=True, type=click.IntRange(1, 256), help="Frames per engine call.")
+@click.option("--side-by-side", is_flag=True, help="Put the input on the left, the model's frame on the right.")
+@click.option("--upscale", default=None, metavar="WxH", help="Output size (default: the model's own size).")
+@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
+def render(input: str, output: Path, model: str | None, backend: str, noise: float, seed: int, batch: int,
+           side_by_side: bool, upscale: str | None, overwrite: bool) -> None:
+    """Reconstruct every frame of INPUT (a video file, or 'demo') through the model into OUTPUT
+    (.mp4, .mkv, .mov or .avi), keeping its frame rate, frame count and audio."""
+    from live.engines import open_engine
+    from live.render import parse_size
+    from live.render import render as do_render
+
+    size = parse_size(upscale)
+    if input != "demo" and not Path(input).is_file():
+        raise UserError(f"{input}: no such video file")
+    if output.exists() and not overwrite:
+        raise UserError(f"{output} exists; pass --overwrite to replace it")
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        engine = open_engine(model, backend=backend, log=click.echo)
+        try:
+            s = do_render(input, output, engine, noise=noise, seed=seed, batch=batch, side_by_side=side_by_side,
+                          size=size, overwrite=overwrite, log=click.echo)
+        finally:
+            engine.close()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    audio = "with audio" if s["audio"] else "no audio"
+    faults = f", {s['faults']} frames passed through after model faults" if s["faults"] else ""
+    click.echo(f"wrote {s['output']}: {s['frames']} frames {s['size']} @ {s['rate']} fps, {audio}, "
+               f"{s['render_fps']:.1f} frames/s ({s['x_realtime']:.2f}x real time){faults}")
