@@ -27,11 +27,11 @@ def decoder(request, monkeypatch):
 
 
 def letterboxed(i: int, width: int, height: int) -> np.ndarray:
-    """A 2.39:1 picture inside black bars; most frames are a dark scene, every 6th a bright one."""
+    """A 2.39:1 picture inside black bars; every other frame is a dark scene (picture below the bar level)."""
     img = np.zeros((height, width, 3), np.uint8)
     ph = int(round(width / 2.39))
     y0 = (height - ph) // 2
-    level = 200 if i % 6 == 0 else 12  # dark scene: the picture is darker than BAR_LEVEL most of the time
+    level = 200 if i % 2 == 0 else 12
     yy, xx = np.mgrid[0:ph, 0:width]
     img[y0:y0 + ph] = (level * (0.5 + 0.5 * np.sin((xx + yy + i) / 9.0)))[..., None].astype(np.uint8)
     img[y0:y0 + ph, :, 0] = level
