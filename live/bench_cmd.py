@@ -67,7 +67,10 @@ def _models(model: Path | None, archs: tuple[str, ...], size: tuple[int, int], t
     out = []
     for arch in archs:
         torch.manual_seed(0)
-        cfg = ModelConfig.preset(arch, width=size[0], height=size[1])
+        try:
+            cfg = ModelConfig.preset(arch, width=size[0], height=size[1])
+        except ValueError as exc:
+            raise UserError(f"--size {size[0]}x{size[1]}: {exc}") from None
         ae = AutoEncoder(cfg).eval()
         flops = count_flops(ae, torch.zeros(1, 3, cfg.height, cfg.width))
         ckpt = tmp / f"{arch}.safetensors"
