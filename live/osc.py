@@ -43,7 +43,11 @@ _TAGS_OK = b"ihfdsbrmtTFN[]"  # the type tags python-osc parses (anything else i
 _PATTERN_CHARS = "*?[]{}"
 _BUNDLE = b"#bundle\x00"
 
-COUNTERS = ("received", "applied", "coalesced", "not_allowed", "not_osc", "malformed", "oversize",
+# every received datagram lands in exactly one of: not_allowed, oversize, coalesced (superseded by a later
+# value for the same address), not_osc, malformed, parsed; each message of a parsed datagram then in one
+# of: applied, bad_args, refused (NaN, bad cue slot, no callback), unknown_address, callback_errors
+# processed: datagrams whose handling has finished (received == processed once the server is idle)
+COUNTERS = ("received", "processed", "parsed", "applied", "coalesced", "not_allowed", "not_osc", "malformed", "oversize",
             "bad_args", "refused", "unknown_address", "callback_errors", "status_replies")
 
 
@@ -290,6 +294,7 @@ class OscServer(BlockingOSCUDPServer):
                 c["oversize"] += 1
             else:
                 batch.append((data, client))
+        n = c["received"]
         if len(batch) > 1:
             batch = self._coalesce(batch)
         for data, client in batch:
@@ -298,6 +303,7 @@ class OscServer(BlockingOSCUDPServer):
             except Exception as exc:  # a bug in a handler must not kill the server
                 c["callback_errors"] += 1
                 self._say("error", f"osc: {type(exc).__name__}: {exc}")
+        c["processed"] = n
 
     def _coalesce(self, batch):
         """Latest value wins: drop earlier parameter messages superseded by a later one in the batch."""
@@ -329,6 +335,7 @@ class OscServer(BlockingOSCUDPServer):
         except _Bad:
             c["malformed"] += 1
             return
+        c["parsed"] += 1
         for msg in messages:
             self.dispatch(msg.address, msg.params, client)
 

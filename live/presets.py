@@ -93,12 +93,13 @@ def find_preset(ref: str, allow_path: bool = True) -> Path:
     if not isinstance(ref, str) or not ref.strip():
         raise UserError("a preset needs a name or a .toml file")
     ref = ref.strip()
-    looks_like_path = ref.endswith(".toml") or "/" in ref or os.sep in ref
-    if allow_path and looks_like_path:
+    has_dir = "/" in ref or os.sep in ref
+    if allow_path and (has_dir or ref.endswith(".toml")):
         path = Path(ref).expanduser()
-        if not path.is_file():
+        if path.is_file():
+            return path
+        if has_dir:
             raise UserError(f"preset file {ref} does not exist")
-        return path
     name = ref[:-5] if ref.endswith(".toml") else ref
     if not NAME_RE.match(name):
         raise UserError(f"bad preset name {ref!r} (letters, digits, '-', '_' and '.' only)")

@@ -1,0 +1,412 @@
+"""The OSC server over real UDP sockets on loopback: every address, clamping, argument checks, aliases,
+patterns, the allow-list, /status replies, callbacks, a real third-party client (liblo's oscsend), and a
+fuzz run of malformed datagrams with exact bookkeeping of what the counters say."""
+
+from __future__ import annotations
+
+import math
+import random
+import shutil
+import socket
+import struct
+import subprocess
+import time
+
+import pytest
+from pythonosc.osc_message_builder import OscMessageBuilder
+from pythonosc.osc_packet import OscPacket
+
+from autoencoded.errors import UserError
+from live.osc import COUNTERS, OscServer, parse_allow, parse_hostport
+from live.params import ParamStore
+from live.presets import load_preset
+
+
+def msg(address: str, *args, tags: str | None = None) -> bytes:
+    b = OscMessageBuilder(address)
+    for i, a in enumerate(args):
+        b.add_arg(a, tags[i] if tags else None)
+    return b.build().dgram
+
+
+def osc_string(s: bytes) -> bytes:
+    s += b"\x00"
+    return s + b"\x00" * (-len(s) % 4)
+
+
+def bundle(*elements: bytes, timetag: float | None = None) -> bytes:
+    """A bundle of raw elements; timetag in seconds since 1970 (None: immediately)."""
+    if timetag is None:
+        tt = struct.pack(">Q", 1)
+    else:
+        secs = timetag + 2208988800  # NTP epoch
+        tt = struct.pack(">II", int(secs), int((secs % 1) * 2**32))
+    return b"#bundle\x00" + tt + b"".join(struct.pack(">i", len(e)) + e for e in elements)
+
+
+def sender(bind: str = "127.0.0.1") -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((bind, 0))
+    return s
+
+
+def wait_for(cond, what: str, timeout: float = 30.0) -> None:
+    """Poll until cond() is true. The timeout only guards against a hang; it is not a latency check."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.002)
+
+
+def settle(server, received: int, timeout: float = 30.0) -> None:
+    """Wait until the server has received and finished handling `received` datagrams in total."""
+    wait_for(lambda: server.counters["processed"] >= received, f"{received} datagrams handled", timeout)
+
+
+def non_loopback_ipv4() -> str | None:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.connect(("192.0.2.1", 9))  # UDP connect sends nothing; it only picks the source address
+        ip = s.getsockname()[0]
+    except OSError:
+        return None
+    finally:
+        s.close()
+    return None if ip.startswith("127.") else ip
+
+
+def fuzz_corpus(n: int, seed: int = 0) -> tuple[list[bytes], dict[str, int]]:
+    """n hostile datagrams: random bytes, invalid UTF-8 addresses, bad type tags, truncated arguments,
+    wrong argument types, NaN/Inf, unknown and pattern addresses, huge, oversize, deeply nested and broken
+    bundles, and a bundle timetagged an hour ahead. Returns the datagrams and how many of each kind."""
+    rng = random.Random(seed)
+    addresses = ["/noise", "/smooth", "/mix", "/cue/store", "/freeze", "/preset", "/zzz", "/cue/recall/3"]
+    now = time.time()
+
+    def random_bytes():
+        data = bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 300)))
+        return bytes([rng.choice(b"\x00abc\xff,")]) + data[1:]  # never starts like OSC ('/' or '#')
+
+    def bad_utf8():
+        return osc_string(b"/" + bytes(rng.randint(0x80, 0xFF) for _ in range(rng.randint(1, 12))) + b"\xff") \
+            + b",f\x00\x00" + struct.pack(">f", 0.5)
+
+    def bad_tag():
+        tag = "," + "".join(rng.choice("fiqxZ@!%") for _ in range(rng.randint(1, 4)))
+        if all(c in "fi" for c in tag[1:]):
+            tag += "q"
+        return osc_string(rng.choice(addresses).encode()) + osc_string(tag.encode()) + b"\x00" * 8
+
+    def no_comma():
+        return osc_string(rng.choice(addresses).encode()) + b"f\x00\x00\x00" + b"\x00" * 4
+
+    def truncated():
+        d = msg(rng.choice(addresses), rng.random(), "some text", rng.randint(0, 9))
+        return d[:rng.randint(len(d) // 2, len(d) - 1)]
+
+    def wrong_args():
+        return rng.choice([msg("/noise", "loud"), msg("/noise", 0.1, 0.2), msg("/noise"), msg("/mix", b"blob"),
+                           msg("/preset", 1.0), msg("/model", 3), msg("/cue/store", "x"), msg("/freeze/toggle", "x")])
+
+    def nan_inf():
+        return msg(rng.choice(["/noise", "/smooth", "/cue/mix"]), rng.choice([math.nan, math.inf, -math.inf, 1e30]))
+
+    def unknown_or_pattern():
+        return msg(rng.choice(["/what", "/noise/x/y", "/[", "/{a,b", "/*/*/*/*/*", "/[!a-z]*", "/cue/*/*"]), 1.0)
+
+    def huge_bundle():
+        return bundle(*[msg("/zz", i) for i in range(600)])
+
+    def oversize():
+        return bundle(msg("/zz", "x" * 20000))
+
+    def deep_bundle():
+        b = msg("/noise", 0.5)
+        for _ in range(rng.randint(9, 40)):
+            b = bundle(b)
+        return b
+
+    def broken_bundle():
+        return rng.choice([b"#bundle\x00\x00\x00", bundle(msg("/noise", 0.5))[:-3],
+                           b"#bundle\x00" + b"\x00" * 8 + struct.pack(">i", 100000) + msg("/noise", 0.5),
+                           b"#bundle\x00" + b"\x00" * 8 + struct.pack(">i", -4) + msg("/noise", 0.5),
+                           bundle(b"garbage!")])
+
+    def future_bundle():
+        return bundle(msg("/noise/drift", 0.25), timetag=now + 3600)
+
+    kinds = {"random": random_bytes, "bad_utf8": bad_utf8, "bad_tag": bad_tag, "no_comma": no_comma,
+             "truncated": truncated, "wrong_args": wrong_args, "nan_inf": nan_inf,
+             "unknown_or_pattern": unknown_or_pattern, "huge_bundle": huge_bundle, "oversize": oversize,
+             "deep_bundle": deep_bundle, "broken_bundle": broken_bundle}
+    names = list(kinds)
+    weights = [30, 10, 10, 5, 10, 10, 5, 8, 1, 1, 2, 3]
+    out, counts = [], dict.fromkeys([*names, "future_bundle"], 0)
+    for _ in range(n - 1):
+        k = rng.choices(names, weights)[0]
+        counts[k] += 1
+        out.append(kinds[k]())
+    out.insert(rng.randrange(len(out)), future_bundle())
+    counts["future_bundle"] += 1
+    return out, counts
+
+
+@pytest.fixture
+def store():
+    return ParamStore()
+
+
+@pytest.fixture
+def server(store):
+    srv = OscServer(store, "127.0.0.1", 0).start()
+    yield srv
+    srv.stop()
+
+
+def send(server, *datagrams: bytes) -> None:
+    s = sender()
+    start = server.counters["received"]
+    for d in datagrams:
+        s.sendto(d, ("127.0.0.1", server.port))
+    s.close()
+    settle(server, start + len(datagrams))
+
+
+def test_every_control_address(server, store):
+    send(server, msg("/noise", 0.7), msg("/noise/max", 2.5), msg("/noise/drift", 0.2), msg("/noise/seed", 42),
+         msg("/smooth", 0.3), msg("/freeze", 1), msg("/cue/recall", 4), msg("/cue/mix", 0.6), msg("/mix", 0.8))
+    p = store.snapshot()
+    assert (p.noise, p.noise_max, p.noise_drift, p.noise_seed, p.smooth, p.freeze, p.cue_recall, p.cue_mix,
+            p.mix) == (pytest.approx(0.7), 2.5, pytest.approx(0.2), 42, pytest.approx(0.3), True, 4,
+                       pytest.approx(0.6), pytest.approx(0.8))
+    assert server.counters["applied"] == 9
+
+
+def test_touchosc_style_floats_and_osc_booleans_for_toggles(server, store):
+    send(server, msg("/freeze", 1.0))
+    assert store.peek().freeze
+    send(server, msg("/freeze", 0.0))
+    assert not store.peek().freeze
+    send(server, msg("/freeze", True, tags="T"))
+    assert store.peek().freeze
+    send(server, msg("/freeze", False, tags="F"), msg("/noise/seed", 7.0))
+    assert not store.peek().freeze and store.peek().noise_seed == 7
+
+
+def test_values_are_clamped_and_nan_refused(server, store):
+    send(server, msg("/noise", 5.0), msg("/mix", -2.0), msg("/noise/max", math.inf), msg("/smooth", -math.inf))
+    p = store.snapshot()
+    assert (p.noise, p.mix, p.noise_max, p.smooth) == (1.0, 0.0, 4.0, 0.0)
+    send(server, msg("/noise", math.nan))
+    assert store.peek().noise == 1.0
+    assert server.counters["refused"] == 1 and store.rejected == 1
+
+
+@pytest.mark.parametrize("datagram", [
+    msg("/noise", "loud"), msg("/noise", 0.1, 0.2), msg("/noise"), msg("/mix", b"\x01\x02"),
+    msg("/cue/store"), msg("/preset", 3), msg("/model"), msg("/noise/reseed", "x"), msg("/cue/recall/2", 1, 2),
+])
+def test_wrong_argument_types_and_counts_are_ignored_and_counted(server, store, datagram):
+    before = store.peek()
+    send(server, datagram)
+    assert server.counters["bad_args"] == 1 and server.counters["applied"] == 0
+    assert store.peek() == before
+
+
+def test_cue_store_recall_and_buttons(server, store):
+    send(server, msg("/cue/store", 2), msg("/cue/store", 99), msg("/cue/store", 2.5))
+    assert store.snapshot().cue_store == (2,)
+    assert server.counters["refused"] == 2
+    # TouchOSC push buttons: 1.0 on press, 0.0 on release; one press = one action
+    send(server, msg("/cue/store/4", 1.0), msg("/cue/store/4", 0.0), msg("/cue/recall/3", 1.0),
+         msg("/cue/recall/3", 0.0))
+    p = store.snapshot()
+    assert p.cue_store == (4,) and p.cue_recall == 3
+    send(server, msg("/noise/reseed"), msg("/freeze/toggle", 1.0), msg("/freeze/toggle", 0.0))
+    p = store.snapshot()
+    assert p.noise_seed == 1 and p.freeze
+    send(server, msg("/cue/recall", -1))
+    assert store.peek().cue_recall == -1
+
+
+def test_patterns_and_unknown_addresses(server, store):
+    send(server, msg("/cue/store/[12]", 1.0), msg("/no*", 0.5), msg("/nothing/here", 1.0), msg("/{", 1.0))
+    p = store.snapshot()
+    assert sorted(p.cue_store) == [1, 2]
+    assert p.noise == 0.5 and p.mix == 1.0
+    assert server.counters["unknown_address"] == 2
+
+
+def test_patterns_never_reach_preset_model_or_status(store):
+    calls = []
+    srv = OscServer(store, "127.0.0.1", 0, on_preset=calls.append, on_model=calls.append).start()
+    try:
+        send(srv, msg("/*", "default"), msg("/pre*", "default"), msg("/mod?l", "x"))
+        assert calls == [] and srv.counters["status_replies"] == 0
+    finally:
+        srv.stop()
+
+
+def test_aliases_from_a_preset_and_live_swap(server, store):
+    server.set_aliases(load_preset("touchosc").osc_aliases)
+    send(server, msg("/1/fader1", 0.4), msg("/1/fader5", 0.2), msg("/2/push9", 1.0), msg("/1/toggle1", 1.0))
+    p = store.snapshot()
+    assert p.noise == pytest.approx(0.4) and p.mix == pytest.approx(0.2) and p.cue_store == (0,) and p.freeze
+    server.set_aliases({"/my/knob": "smooth"})
+    send(server, msg("/my/knob", 0.9), msg("/1/fader1", 0.1))
+    assert store.peek().smooth == pytest.approx(0.9) and store.peek().noise == pytest.approx(0.4)
+    assert server.counters["unknown_address"] == 1
+
+
+def test_latest_value_wins_in_a_burst(server, store):
+    values = [i / 2000 for i in range(2000)]
+    send(server, *[msg("/noise", v) for v in values])
+    assert store.peek().noise == pytest.approx(values[-1])
+    c = server.counters
+    assert c["applied"] + c["coalesced"] == 2000
+
+
+def test_status_replies_to_the_sender(store):
+    stats = {"fps": 24.5, "latency_ms": 41.0, "model": "torch cpu", "model_loading": False, "nested": {"x": 1}}
+    srv = OscServer(store, "127.0.0.1", 0, status=lambda: stats,
+                    aliases={"/1/fader1": "noise"}).start()
+    try:
+        store.set("noise", 0.25)
+        client = sender()
+        client.settimeout(10)
+        client.sendto(msg("/status"), ("127.0.0.1", srv.port))
+        data, _ = client.recvfrom(65536)
+        got = {m.message.address: m.message.params for m in OscPacket(data).messages}
+        assert got["/status/fps"] == [pytest.approx(24.5)] and got["/status/model"] == ["torch cpu"]
+        assert got["/status/latency_ms"] == [41.0] and got["/status/model_loading"] == [0]
+        assert "/status/nested" not in got
+        assert got["/noise"] == [0.25] and got["/1/fader1"] == [0.25] and got["/noise/seed"] == [0]
+        assert "/status/osc/received" in got
+        client.close()
+    finally:
+        srv.stop()
+
+
+def test_status_goes_to_the_feedback_port_when_set(store):
+    listener = sender()
+    listener.settimeout(10)
+    srv = OscServer(store, "127.0.0.1", 0, feedback=listener.getsockname(), status=lambda: {"fps": 30}).start()
+    try:
+        s = sender()
+        s.sendto(msg("/status"), ("127.0.0.1", srv.port))
+        data, _ = listener.recvfrom(65536)
+        assert any(m.message.address == "/status/fps" for m in OscPacket(data).messages)
+        s.close()
+    finally:
+        srv.stop()
+        listener.close()
+
+
+def test_preset_and_model_callbacks_with_failures_kept_quiet(store, capfd):
+    presets, models, lines = [], [], []
+
+    def on_preset(name):
+        if name == "broken":
+            raise UserError("no preset named 'broken'")
+        presets.append(name)
+
+    srv = OscServer(store, "127.0.0.1", 0, on_preset=on_preset, on_model=models.append, log=lines.append).start()
+    try:
+        send(srv, msg("/preset", "noise-sweep"), msg("/model", "models/b"), *[msg("/preset", "broken")] * 50)
+    finally:
+        srv.stop()
+    assert presets == ["noise-sweep"] and models == ["models/b"]
+    assert srv.counters["callback_errors"] == 50
+    assert len(lines) == 1 and "broken" in lines[0]  # rate-limited: one line, not fifty
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_allow_list_drops_other_senders():
+    ip = non_loopback_ipv4()
+    if ip is None:
+        pytest.skip("no non-loopback IPv4 address on this machine")
+    store = ParamStore()
+    srv = OscServer(store, "0.0.0.0", 0, allow=parse_allow(["10.9.8.0/24"])).start()
+    try:
+        lan = sender(ip)
+        lan.sendto(msg("/noise", 0.9), (ip, srv.port))
+        wait_for(lambda: srv.counters["not_allowed"] == 1, "the drop")
+        assert store.peek().noise == 0.0
+        send(srv, msg("/noise", 0.3))  # loopback stays allowed (local apps)
+        assert store.peek().noise == pytest.approx(0.3)
+        srv._allow, srv._allowed_cache = parse_allow([ip]), {}
+        lan.sendto(msg("/noise", 0.9), (ip, srv.port))
+        wait_for(lambda: store.peek().noise > 0.5, "the allowed sender")
+        lan.close()
+    finally:
+        srv.stop()
+
+
+def test_parse_helpers():
+    assert parse_hostport("127.0.0.1:9001") == ("127.0.0.1", 9001)
+    assert parse_hostport("[::1]:9001") == ("::1", 9001)
+    for bad in ("9001", "host:", "host:99999", ":9"):
+        with pytest.raises(UserError):
+            parse_hostport(bad)
+    nets = parse_allow(["192.168.1.20", "10.0.0.0/8,172.16.0.0/12"])
+    assert len(nets) == 3
+    with pytest.raises(UserError, match="not an IP"):
+        parse_allow(["stage-laptop"])
+
+
+def test_port_in_use_is_one_line(server, store):
+    with pytest.raises(UserError, match="in use"):
+        OscServer(store, "127.0.0.1", server.port)
+
+
+def test_receive_buffer_is_enlarged(server):
+    assert server.rcvbuf >= 1 << 20
+
+
+@pytest.mark.skipif(shutil.which("oscsend") is None, reason="oscsend (liblo-tools) is not installed")
+def test_real_third_party_client_oscsend(server, store):
+    base = server.counters["received"]
+    for args in (["/noise", "f", "0.7"], ["/noise/seed", "i", "12"], ["/freeze", "T"], ["/preset", "s", "x"],
+                 ["/cue/store", "i", "3"]):
+        subprocess.run(["oscsend", "localhost", str(server.port), *args], check=True, timeout=30)
+    settle(server, base + 5)
+    p = store.snapshot()
+    assert p.noise == pytest.approx(0.7) and p.noise_seed == 12 and p.freeze and p.cue_store == (3,)
+    assert server.counters["refused"] == 1  # /preset with no callback
+
+
+N_FUZZ = 100_000
+
+
+def test_fuzz_survives_counts_and_still_applies(server, store, capfd):
+    corpus, kinds = fuzz_corpus(N_FUZZ, seed=1)
+    s = sender()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+    chunk = 500
+    for i in range(0, len(corpus), chunk):  # paced so the kernel never drops: the counters must add up
+        for d in corpus[i:i + chunk]:
+            s.sendto(d, ("127.0.0.1", server.port))
+        wait_for(lambda i=i: server.counters["received"] >= min(i + chunk, len(corpus)), "the fuzz chunk")
+    s.sendto(msg("/noise", 0.73), ("127.0.0.1", server.port))
+    wait_for(lambda: store.peek().noise == pytest.approx(0.73), "the valid message after the fuzz")
+    assert server._thread is not None and server._thread.is_alive()
+    c = server.counters
+    assert c["received"] == N_FUZZ + 1
+    assert c["not_osc"] == kinds["random"]
+    assert c["oversize"] == kinds["oversize"]
+    assert c["not_allowed"] == 0
+    assert c["received"] == sum(c[k] for k in ("not_allowed", "oversize", "coalesced", "not_osc", "malformed",
+                                               "parsed"))
+    # bundles are never coalesced, so each broken one is counted as malformed
+    always_malformed = kinds["bad_utf8"] + kinds["bad_tag"] + kinds["no_comma"] + kinds["huge_bundle"] \
+        + kinds["deep_bundle"] + kinds["broken_bundle"]
+    assert c["malformed"] + c["coalesced"] >= always_malformed
+    assert c["malformed"] >= kinds["huge_bundle"] + kinds["deep_bundle"] + kinds["broken_bundle"]
+    assert c["bad_args"] > 0 and c["refused"] > 0 and c["unknown_address"] > 0
+    # the bundle dated an hour ahead was applied at once (strict timing would have stalled the server)
+    assert store.peek().noise_drift == pytest.approx(0.25)
+    assert set(server.stats()) == set(COUNTERS)
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "WARNING" not in err and "Unhandled" not in err
+    s.close()

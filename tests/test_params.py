@@ -1,0 +1,133 @@
+"""ParamStore: clamping, refusal of NaN and wrong types, atomic updates, cues, per-frame snapshots."""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import pytest
+
+from live.params import N_CUES, SPECS, Params, ParamStore, coerce, parse_target
+
+
+def test_defaults_match_specs():
+    values = ParamStore().snapshot().values()
+    assert set(values) == set(SPECS)
+    for name, spec in SPECS.items():
+        assert values[name] == spec.default, name
+
+
+@pytest.mark.parametrize("name,value,expected", [
+    ("noise", 2.5, 1.0), ("noise", -3, 0.0), ("noise", math.inf, 1.0), ("noise", -math.inf, 0.0),
+    ("noise/max", 99.0, 4.0), ("smooth", 0.25, 0.25), ("mix", 7, 1.0),
+    ("noise/seed", 3.6, 4), ("noise/seed", -5, 0), ("noise/seed", math.inf, 2**31 - 1),
+    ("freeze", 1.0, 1), ("freeze", 0.2, 0), ("freeze", True, 1), ("freeze", 9, 1),
+    ("cue/recall", 99, N_CUES - 1), ("cue/recall", -7, -1),
+])
+def test_values_are_clamped(name, value, expected):
+    store = ParamStore()
+    assert store.set(name, value)
+    got = store.snapshot().values()[name]
+    assert got == expected and type(got) is type(expected)
+
+
+@pytest.mark.parametrize("name,value", [
+    ("noise", math.nan), ("noise", "0.5"), ("noise", None), ("noise", [0.5]), ("smooth", b"\x00"),
+    ("nosie", 0.5), ("noise/seed", math.nan),
+])
+def test_nan_wrong_types_and_unknown_names_are_refused_and_counted(name, value):
+    store = ParamStore(noise=0.3)
+    before = store.snapshot()
+    assert not store.set(name, value)
+    assert store.rejected == 1
+    after = store.snapshot()
+    assert after.noise == pytest.approx(0.3) and after.version == before.version
+
+
+def test_coerce_raises_for_unknown():
+    with pytest.raises(ValueError):
+        coerce("bogus", 1.0)
+
+
+def test_initial_keyword_values():
+    p = ParamStore(noise=0.5, noise_drift=0.0, cue_mix=0.25, mix=0.5).snapshot()
+    assert (p.noise, p.noise_drift, p.cue_mix, p.mix) == (0.5, 0.0, 0.25, 0.5)
+
+
+def test_update_is_atomic_and_counts_refusals():
+    store = ParamStore(mix=0.0)
+    seen: list[Params] = []
+    stop = threading.Event()
+
+    def reader():
+        while not stop.is_set():
+            seen.append(store.snapshot())
+
+    t = threading.Thread(target=reader)
+    t.start()
+    for i in range(300):
+        v = (i % 2) * 1.0
+        assert store.update({"noise": v, "smooth": v, "mix": v, "nosie": 1}) == 1
+    stop.set()
+    t.join()
+    # every snapshot saw the three values together, never half an update
+    assert all(p.noise == p.smooth == p.mix for p in seen)
+    assert store.rejected == 300
+
+
+def test_latest_value_wins_and_version_counts_changes():
+    store = ParamStore()
+    v0 = store.snapshot().version
+    for v in (0.1, 0.9, 0.4):
+        store.set("noise", v)
+    p = store.snapshot()
+    assert p.noise == pytest.approx(0.4) and p.version == v0 + 3
+
+
+def test_changed_at_stamps_accepted_writes_only():
+    store = ParamStore()
+    assert store.changed_at("noise") is None
+    store.set("noise", 0.5)
+    t1 = store.changed_at("noise")
+    assert t1 is not None
+    store.set("noise", math.nan)
+    assert store.changed_at("noise") == t1
+    store.set("noise/drift", 0.5)
+    assert store.changed_at("noise/drift") >= t1
+
+
+def test_cue_store_is_drained_by_one_snapshot_and_bounded():
+    store = ParamStore()
+    assert store.store_cue(3) and store.store_cue(3.0) and store.store_cue(7)
+    for _ in range(10_000):  # a flood of the same request holds one entry, not ten thousand
+        store.store_cue(3)
+    assert store.snapshot().cue_store == (3, 7)
+    assert store.snapshot().cue_store == ()
+
+
+@pytest.mark.parametrize("slot", [-1, N_CUES, 2.5, math.nan, math.inf, "3", None, True])
+def test_bad_cue_slots_are_refused(slot):
+    store = ParamStore()
+    assert not store.store_cue(slot)
+    assert store.rejected == 1 and store.snapshot().cue_store == ()
+
+
+def test_reseed_and_toggle():
+    store = ParamStore(noise_seed=2**31 - 1)
+    assert store.reseed() == 0 and store.snapshot().noise_seed == 0
+    assert store.reseed() == 1
+    assert store.toggle_freeze() is True and store.snapshot().freeze is True
+    assert store.toggle_freeze() is False and store.snapshot().freeze is False
+
+
+def test_parse_target():
+    assert parse_target("noise") == ("noise", None)
+    assert parse_target("/noise/drift") == ("noise/drift", None)
+    assert parse_target("cue/recall/15") == ("cue/recall", 15)
+    assert parse_target("cue/store/0") == ("cue/store", 0)
+    assert parse_target("noise/reseed") == ("noise/reseed", None)
+    for bad in ("cue/recall/16", "cue/store/-1", "cue/store/x", "noize", "", "mix/1"):
+        with pytest.raises(ValueError):
+            parse_target(bad)
+    with pytest.raises(ValueError):
+        parse_target(3)
