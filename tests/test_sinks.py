@@ -1,0 +1,144 @@
+"""Sinks: real video files written and read back, the real pyvirtualcam error path, the window's guard."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from autoencoded.errors import UserError
+from live import sinks
+from live.sinks import (
+    NullSink,
+    RecorderSink,
+    VirtualCamSink,
+    WindowSink,
+    open_sink,
+    open_video_writer,
+    vcam_help,
+)
+
+
+def ffprobe(path) -> dict:
+    out = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-show_entries",
+                          "stream=codec_type,codec_name,width,height,r_frame_rate,nb_read_frames", "-of", "json",
+                          str(path)], capture_output=True, text=True, check=True).stdout
+    return {s["codec_type"]: s for s in json.loads(out)["streams"]}
+
+
+def frames(n: int, w: int = 64, h: int = 48) -> list[np.ndarray]:
+    return [np.full((h, w, 3), (i * 20) % 256, np.uint8) for i in range(n)]
+
+
+needs_ffmpeg = pytest.mark.skipif(sinks.ffmpeg_path() is None, reason="ffmpeg is not installed")
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("name, codec", [("rec.mp4", "h264"), ("rec.mkv", "h264"), ("rec.avi", "mjpeg")])
+def test_recorder_writes_partial_then_renames(tmp_path, name, codec):
+    out = tmp_path / name
+    rec = RecorderSink(out, log=lambda m: None)
+    rec.open(64, 48, 25)
+    for f in frames(12):
+        rec.write(f)
+    assert not out.exists(), "nothing at the target name until the file is complete"
+    partial = [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
+    assert len(partial) == 1 and partial[0].name.startswith(f".{name}.")
+    rec.close()
+    assert out.is_file() and not any(p.name.endswith(".partial") for p in tmp_path.iterdir())
+    v = ffprobe(out)["video"]
+    assert (v["codec_name"], v["width"], v["height"], v["r_frame_rate"], int(v["nb_read_frames"])) == \
+        (codec, 64, 48, "25/1", 12)
+    rec.close()  # twice is fine
+
+
+@needs_ffmpeg
+def test_recorder_with_no_frames_leaves_nothing(tmp_path):
+    logs = []
+    rec = RecorderSink(tmp_path / "empty.mp4", log=logs.append)
+    rec.open(32, 32, 30)
+    rec.close()
+    assert list(tmp_path.iterdir()) == [] and "no frames" in logs[0]
+
+
+@needs_ffmpeg
+def test_writer_abort_removes_partial_and_rejects_wrong_frames(tmp_path):
+    w = open_video_writer(tmp_path / "a.mp4", 64, 48, 30)
+    w.write(frames(1)[0])
+    with pytest.raises(ValueError, match="does not match"):
+        w.write(np.zeros((10, 10, 3), np.uint8))
+    w.abort()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_opencv_writer_when_ffmpeg_is_missing(tmp_path, monkeypatch):
+    monkeypatch.setattr(sinks, "ffmpeg_path", lambda: None)
+    out = tmp_path / "cv.mp4"
+    w = open_video_writer(out, 64, 48, 24)
+    assert w.backend == "opencv mp4v"
+    for f in frames(9):
+        w.write(f)
+    w.close()
+    cap = cv2.VideoCapture(str(out))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    cap.release()
+    assert n == 9 and [p.name for p in tmp_path.iterdir()] == ["cv.mp4"]
+
+
+def test_output_path_checks(tmp_path):
+    with pytest.raises(UserError, match="unsupported video file type"):
+        open_sink(str(tmp_path / "x.gif"))
+    with pytest.raises(UserError, match="no such folder"):
+        open_sink(str(tmp_path / "nope" / "x.mp4"))
+    with pytest.raises(UserError, match="expected vcam, window, null"):
+        open_sink("speakers")
+    assert isinstance(open_sink("null"), NullSink)
+    assert isinstance(open_sink("window"), WindowSink)
+    assert isinstance(open_sink("vcam"), VirtualCamSink)
+    assert open_sink("vcam:/dev/video9").device == "/dev/video9"
+
+
+def _loopback_present() -> bool:
+    import glob
+    return any(open(p).read().strip().lower().startswith(("dummy", "autoencoded", "v4l2 loopback"))
+               for p in glob.glob("/sys/class/video4linux/*/name"))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or _loopback_present(),
+                    reason="needs Linux without a v4l2loopback device (the real no-device path)")
+def test_vcam_without_device_says_what_to_do():
+    pytest.importorskip("pyvirtualcam")
+    sink = VirtualCamSink(log=lambda m: None)
+    with pytest.raises(UserError) as err:
+        sink.open(64, 48, 30)
+    msg = str(err.value)
+    assert "\n" not in msg and "no virtual camera" in msg
+    assert "modprobe v4l2loopback" in msg and "exclusive_caps=1" in msg
+    sink.close()
+
+
+def test_vcam_without_pyvirtualcam(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pyvirtualcam", None)  # what `import pyvirtualcam` sees when absent
+    with pytest.raises(UserError, match=r"pip install 'autoencoded\[vcam\]'"):
+        VirtualCamSink(log=lambda m: None).open(64, 48, 30)
+
+
+def test_vcam_help_per_os():
+    assert "modprobe v4l2loopback" in vcam_help("linux")
+    assert "OBS" in vcam_help("win32") and "Start Virtual Camera" in vcam_help("win32")
+    assert "OBS" in vcam_help("darwin") and "system extension" in vcam_help("darwin")
+
+
+def test_window_needs_a_display(monkeypatch):
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the display check applies to Linux")
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    with pytest.raises(UserError, match="no display"):
+        WindowSink().open(64, 48, 30)
