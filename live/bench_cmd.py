@@ -101,6 +101,7 @@ def bench(model: Path | None, backend: str, archs: tuple[str, ...], size: str, s
           json_path: Path | None) -> None:
     """Measure inference speed of every available backend (latency at batch 1, throughput at the best batch)."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from .engines import open_engine
@@ -122,14 +123,14 @@ def bench(model: Path | None, backend: str, archs: tuple[str, ...], size: str, s
                     continue
                 try:
                     engine = open_engine(target, "auto" if name == "auto" else name,
-                                         log=lambda s: console.print(s, highlight=False), max_batch=max_batch)
+                                         log=lambda s: console.print(escape(s), highlight=False), max_batch=max_batch)
                 except UserError as exc:
                     if backend != "all":
                         raise
                     results.append({"arch": m["arch"], "backend": name, "skipped": str(exc)})
                     continue
                 with engine:
-                    console.print(f"measuring {m['arch']} on {engine.name} ...", highlight=False)
+                    console.print(f"measuring {m['arch']} on {escape(engine.name)} ...", highlight=False)
                     lat = latency(engine, seconds)
                     thr = throughput(engine, seconds, batches)
                 results.append({"arch": m["arch"], "backend": name, "engine": engine.name,
@@ -140,10 +141,10 @@ def bench(model: Path | None, backend: str, archs: tuple[str, ...], size: str, s
         table.add_column(col, justify="left" if col in ("arch", "backend", "engine") else "right")
     for r in results:
         if "skipped" in r:
-            table.add_row(r["arch"], r["backend"], f"[dim]skipped: {r['skipped']}[/dim]", *[""] * 6)
+            table.add_row(r["arch"], r["backend"], f"[dim]skipped: {escape(r['skipped'])}[/dim]", *[""] * 6)
             continue
         gf = f"{r['gflops']:.2f}" if r["gflops"] else "-"
-        table.add_row(r["arch"], r["backend"], r["engine"], gf, f"{r['batch1']['p50_ms']:.2f}",
+        table.add_row(r["arch"], r["backend"], escape(r["engine"]), gf, f"{r['batch1']['p50_ms']:.2f}",
                       f"{r['batch1']['p99_ms']:.2f}", f"{r['batch1']['fps']:.1f}", str(r["best"]["best_batch"]),
                       f"{r['best']['fps']:.1f}")
     console.print(table)
