@@ -140,9 +140,11 @@ def live(model: str | None, backend: str, input_spec: str | None, outputs: tuple
     previous = signal.signal(signal.SIGTERM, _interrupt)
     engine = sinks = None
     try:
+        source, in_why = choose_input(input_spec, width, height, fps) if input_spec else (None, "")
         engine = open_engine(model, backend=backend, log=console.event)
         sinks, out_why = choose_outputs(outputs, width, height, fps, console.event)
-        source, in_why = choose_input(input_spec, width, height, fps)
+        if source is None:  # the camera probe, after the cheap checks
+            source, in_why = choose_input(None, width, height, fps)
         if in_why or out_why:
             console.event(f"live: {source.name} -> {', '.join(s.name for s in sinks)} "
                           f"({'; '.join(w for w in (in_why, out_why) if w)}; change with --input / --output)")

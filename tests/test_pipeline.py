@@ -1,0 +1,328 @@
+"""The live loop with real threads, real video files, real torch and onnxruntime engines.
+
+Fault injection wraps the real components: an engine subclass that raises or returns NaN for a few
+frames, a video-file source whose reader stops or blocks mid-stream and comes back on reopen.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from autoencoded.cli import main
+from autoencoded.errors import UserError
+from autoencoded.weights import save_weights
+from live.engines import open_engine
+from live.engines.torch_backend import TorchEngine
+from live.frames import fit, upscale
+from live.params import ParamStore
+from live.pipeline import Pipeline
+from live.sinks import NullSink, RecorderSink
+from live.sources import VideoFileSource, _LoopingFileReader
+from training.model import AutoEncoder, ModelConfig
+
+W, H = 64, 48  # model size
+OUT = (96, 72)  # output size
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """A randomly initialised tiny lite model (a real model) as a checkpoint and as an exported pack."""
+    from export.onnx_export import export_checkpoint
+
+    root = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    cfg = ModelConfig.preset("lite", width=W, height=H)
+    ckpt = root / "tiny.safetensors"
+    save_weights(ckpt, cfg, AutoEncoder(cfg).eval().state_dict())
+    pack, _ = export_checkpoint(ckpt, root / "pack", log=lambda m: None)
+    return {"torch": ckpt, "onnxruntime": pack}
+
+
+@pytest.fixture
+def clip(make_video):
+    return make_video("in.mp4", n_frames=20, width=160, height=96, fps=30.0)
+
+
+def file_frames(path) -> list[np.ndarray]:
+    cap = cv2.VideoCapture(str(path))
+    out = []
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            break
+        out.append(cv2.cvtColor(f, cv2.COLOR_BGR2RGB))
+    cap.release()
+    return out
+
+
+class CollectSink(NullSink):
+    """An in-memory sink that keeps every frame and when it came."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log: list[tuple[float, np.ndarray]] = []
+
+    def write(self, frame: np.ndarray) -> None:
+        super().write(frame)
+        self.log.append((time.perf_counter(), frame))
+
+
+def count_frames(path) -> tuple[int, str, int, int]:
+    out = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries",
+                          "stream=nb_read_frames,r_frame_rate,width,height", "-of", "json", str(path)],
+                         capture_output=True, text=True, check=True).stdout
+    s = json.loads(out)["streams"][0]
+    return int(s["nb_read_frames"]), s["r_frame_rate"], s["width"], s["height"]
+
+
+def expected_outputs(engine, frames) -> list[np.ndarray]:
+    small = engine.reconstruct(np.stack([fit(f, W, H) for f in frames]))  # one batch: the same numbers
+    return [upscale(f, *OUT) for f in small]
+
+
+def matches_one_of(frame, candidates, tol: int = 1) -> bool:
+    return any(np.abs(frame.astype(np.int16) - c).max() <= tol for c in candidates)
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_video_file_through_engine_into_recorder(models, clip, tmp_path, backend):
+    engine = open_engine(models[backend], backend=backend, log=lambda m: None)
+    expected = expected_outputs(engine, file_frames(clip))
+    out = tmp_path / "out.mp4"
+    collect = CollectSink()
+    p = Pipeline(VideoFileSource(clip), engine, [RecorderSink(out, log=lambda m: None), collect], fps=30, size=OUT,
+                 log=lambda m: None)
+    stats = p.run(max_frames=30)
+    assert count_frames(out) == (30, "30/1", *OUT)
+    assert stats["frames_out"] == 30 and stats["engine_faults"] == 0 and stats["source_outages"] == 0
+    assert stats["model"].startswith(backend)
+    # every frame that reached the sinks is the model's reconstruction of a frame of the file
+    assert all(matches_one_of(f, expected) for _, f in collect.log)
+    assert engine.model is None if backend == "torch" else True  # the pipeline closed its engine
+
+
+class FaultyEngine(TorchEngine):
+    """The real torch engine, misbehaving on calls listed in `faults`: {call: 'raise'|'nan_z'|'nan_image'}."""
+
+    def __init__(self, *a, faults: dict[int, str], **kw) -> None:
+        super().__init__(*a, **kw)
+        self.faults, self.calls = faults, 0
+
+    def _fault(self) -> str | None:
+        return self.faults.get(self.calls)
+
+    def reconstruct(self, frames):
+        self.calls += 1
+        f = self._fault()
+        if f == "raise":
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        if f == "nan_image":
+            return self.decode(np.full((len(frames), self.z_dim), np.nan, np.float32))
+        return super().reconstruct(frames)
+
+    def encode(self, frames):
+        self.calls += 1
+        mu, log_sigma = super().encode(frames)
+        if self._fault() == "nan_z":
+            mu[:] = np.nan
+        if self._fault() == "raise":
+            raise RuntimeError("boom")
+        return mu, log_sigma
+
+
+def test_engine_faults_pass_through_then_recover(models, clip):
+    faults = {3: "raise", 4: "raise", 5: "nan_image", 9: "nan_z", 10: "nan_z"}
+    engine = FaultyEngine(models["torch"], faults=faults)
+    ref = open_engine(models["torch"], backend="torch", log=lambda m: None)
+    logs: list[str] = []
+    params = ParamStore()
+    p = Pipeline(VideoFileSource(clip), engine, [NullSink()], params=params, size=OUT, log=logs.append)
+    frames = file_frames(clip)[:11]
+    outs = []
+    for i, f in enumerate(frames, start=1):
+        params.set("noise", 0.0 if i < 8 else 0.3)  # calls 8+: encode -> latent noise -> decode
+        outs.append(p.process(f))
+    expect = expected_outputs(ref, frames)
+    for i, (f, out) in enumerate(zip(frames, outs, strict=True), start=1):
+        if i in faults:
+            np.testing.assert_array_equal(out, fit(f, *OUT), err_msg=f"frame {i} passes the input through")
+        elif i < 8:
+            assert np.abs(out.astype(np.int16) - expect[i - 1]).max() <= 1, f"frame {i} is the model's"
+        else:
+            assert not np.array_equal(out, fit(f, *OUT))
+    assert p.stats()["engine_faults"] == 5
+    assert sum("passing frames through" in m for m in logs) == 2  # one line per streak, not per frame
+    assert sum("recovered after" in m for m in logs) == 2
+    assert "recovered after 3 faulty frame(s)" in logs[1]
+
+
+def test_engine_fault_can_hold_the_last_good_frame(models, clip):
+    engine = FaultyEngine(models["torch"], faults={2: "raise", 3: "nan_image"})
+    p = Pipeline(VideoFileSource(clip), engine, [NullSink()], size=OUT, on_fault="last", log=lambda m: None)
+    frames = file_frames(clip)[:4]
+    outs = [p.process(f) for f in frames]
+    np.testing.assert_array_equal(outs[1], outs[0])
+    np.testing.assert_array_equal(outs[2], outs[0])
+    assert not np.array_equal(outs[3], outs[0])
+
+
+def test_engine_faults_in_the_running_loop(models, clip):
+    engine = FaultyEngine(models["torch"], faults={i: "raise" for i in range(5, 15)})
+    logs: list[str] = []
+    collect = CollectSink()
+    p = Pipeline(VideoFileSource(clip), engine, [collect], fps=30, size=OUT, log=logs.append)
+    stats = p.run(max_frames=40)
+    assert stats["engine_faults"] == 10 and stats["frames_out"] == 40
+    assert any("recovered after 10 faulty frame(s)" in m for m in logs)
+    expected = expected_outputs(open_engine(models["torch"], backend="torch", log=lambda m: None), file_frames(clip))
+    assert matches_one_of(collect.log[-1][1], expected), "the model is back in the picture"
+
+
+def test_mix_and_noise_controls(models, clip):
+    params = ParamStore(mix=0.0)
+    p = Pipeline(VideoFileSource(clip), open_engine(models["torch"], backend="torch", log=lambda m: None),
+                 [NullSink()], params=params, size=OUT, log=lambda m: None)
+    f = file_frames(clip)[0]
+    np.testing.assert_array_equal(p.process(f), fit(f, *OUT))  # all dry
+    params.set("mix", 1.0)
+    clean = p.process(f)
+    params.update({"noise": 1.0, "noise/max": 4.0})
+    noisy = p.process(f)
+    assert np.abs(noisy.astype(np.int16) - clean).mean() > 0.5
+    params.set("mix", 0.5)
+    half = p.process(f).astype(np.int16)
+    assert np.abs(half - fit(f, *OUT)).mean() > 0.5
+
+
+class StoppingFileSource(VideoFileSource):
+    """A real video file whose first reader stops ('stop') or hangs ('block') after `after` frames; the
+    reopened reader plays normally, like a camera that drops out and comes back."""
+
+    def __init__(self, path, fault: str, after: int = 10) -> None:
+        super().__init__(path)
+        self.fault, self.after, self.opens = fault, after, 0
+        self.release = threading.Event()
+
+    def open(self):
+        self.opens += 1
+        reader = _LoopingFileReader(self.path, True)
+        if self.opens > 1:
+            return reader
+        src, inner = self, reader.read
+
+        def read():
+            reader.n = getattr(reader, "n", 0) + 1
+            if reader.n > src.after:
+                if src.fault == "block":
+                    src.release.wait()
+                return None
+            return inner()
+
+        reader.read = read
+        return reader
+
+
+@pytest.mark.parametrize("fault", ["stop", "block"])
+def test_source_outage_holds_the_picture_and_recovers(models, clip, tmp_path, fault):
+    src = StoppingFileSource(clip, fault)
+    out = tmp_path / "out.mp4"
+    collect = CollectSink()
+    logs: list[str] = []
+    p = Pipeline(src, open_engine(models["torch"], backend="torch", log=lambda m: None),
+                 [RecorderSink(out, log=lambda m: None), collect], fps=30, size=OUT, log=logs.append,
+                 feed_options=dict(stall_timeout=0.3, min_backoff=0.2))
+    try:
+        stats = p.run(max_frames=60)
+    finally:
+        src.release.set()
+    assert stats["source_outages"] == 1 and stats["source_recoveries"] == 1 and stats["frames_held"] > 0
+    o = p.feed.outages[0]
+    assert ("stopped" if fault == "stop" else "stalled") in o["first_reason"] and o["end"] is not None
+    during = [f for t, f in collect.log if o["start"] <= t <= o["end"]]
+    assert during, "frames kept going out while the source was down"
+    assert count_frames(out)[0] == 60
+    assert any("recovered" in m for m in logs)
+
+
+def test_model_hot_swap_and_failed_swap(models, clip, tmp_path):
+    logs: list[str] = []
+    collect = CollectSink()
+    p = Pipeline(VideoFileSource(clip), open_engine(models["torch"], backend="torch", log=lambda m: None), [collect],
+                 fps=30, size=OUT, log=logs.append)
+    p.start()
+    try:
+        fut = p.request_model(str(models["onnxruntime"]), backend="onnxruntime")
+        assert fut.result(timeout=60).startswith("onnxruntime")
+        n = collect.frames
+        deadline = time.monotonic() + 30
+        while collect.frames < n + 10 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert collect.frames >= n + 10, "frames keep flowing after the swap"
+        assert p.stats()["model"].startswith("onnxruntime")
+
+        bad = p.request_model(str(tmp_path / "no-such-model"))
+        assert isinstance(bad.exception(timeout=60), UserError)
+        st = p.stats()
+        assert "no-such-model" in st["model_error"] and st["model"].startswith("onnxruntime")
+        assert not st["model_loading"] and p.running
+        n = collect.frames
+        deadline = time.monotonic() + 30
+        while collect.frames < n + 5 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert collect.frames >= n + 5, "a failed load does not interrupt the stream"
+    finally:
+        p.stop()
+    assert any("still playing onnxruntime" in m for m in logs)
+
+
+def test_live_command_records_a_file(models, clip, tmp_path, capsys):
+    out = tmp_path / "live.mp4"
+    rc = main(["live", "--model", str(models["onnxruntime"]), "--input", str(clip), "--output", str(out),
+               "--output", "null", "--size", "96x72", "--max-frames", "20", "--overlay"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert count_frames(out) == (20, "30/1", 96, 72)
+    assert "stopped: 20 frames out" in err and "Traceback" not in err
+
+
+def test_live_command_bad_input_is_one_line(models, tmp_path, capsys):
+    rc = main(["live", "--model", str(models["torch"]), "--input", str(tmp_path / "nothing.mp4"), "--output", "null"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.count("\n") == 0 and err.startswith("error: --input")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_ctrl_c_stops_and_finishes_the_recording(models, clip, tmp_path):
+    out = tmp_path / "live.mp4"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "autoencoded", "live", "--model", str(models["torch"]),
+                             "--input", str(clip), "--output", str(out), "--size", "96x72"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            partial = [f for f in tmp_path.iterdir() if f.name.startswith(".live.mp4.")]
+            if partial and partial[0].stat().st_size > 0:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.communicate()[1]
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "stopped (interrupted)" in err and "Traceback" not in err
+    assert count_frames(out)[0] > 0
+    assert not [f for f in tmp_path.iterdir() if f.name.endswith(".partial")]
