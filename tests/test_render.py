@@ -1,0 +1,199 @@
+"""Offline render: real videos with real audio in, real files out, checked with ffprobe and OpenCV."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from autoencoded.cli import main
+from autoencoded.errors import UserError
+from autoencoded.weights import save_weights
+from live import assets, render, sinks
+from live.engines import open_engine
+from live.frames import fit, upscale
+from live.render import parse_size, probe_media
+from training.model import AutoEncoder, ModelConfig
+
+W, H = 64, 48
+pytestmark = pytest.mark.skipif(sinks.ffmpeg_path() is None, reason="ffmpeg is not installed")
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    torch.manual_seed(1)
+    cfg = ModelConfig.preset("lite", width=W, height=H)
+    path = tmp_path_factory.mktemp("render") / "tiny.safetensors"
+    save_weights(path, cfg, AutoEncoder(cfg).eval().state_dict())
+    return path
+
+
+@pytest.fixture
+def engine(ckpt):
+    e = open_engine(ckpt, backend="torch", log=lambda m: None)
+    yield e
+    e.close()
+
+
+def with_audio(video, out, codec: str = "aac", seconds: float = 1.5):
+    """Mux a real sine tone (ffmpeg lavfi) under `video`."""
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(video), "-f", "lavfi", "-i",
+                    f"sine=frequency=440:duration={seconds}", "-map", "0:v", "-map", "1:a", "-c:v", "copy",
+                    "-c:a", codec, str(out)], check=True)
+    return out
+
+
+def streams(path) -> dict:
+    out = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-show_entries",
+                          "stream=codec_type,codec_name,width,height,r_frame_rate,nb_read_frames,duration",
+                          "-of", "json", str(path)], capture_output=True, text=True, check=True).stdout
+    return {s["codec_type"]: s for s in json.loads(out)["streams"]}
+
+
+def audio_seconds(path) -> float:
+    out = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "a:0", "-show_entries",
+                          "stream=duration:stream_tags=DURATION", "-of", "json", str(path)],
+                         capture_output=True, text=True, check=True).stdout
+    st = json.loads(out)["streams"][0]
+    if "duration" in st:
+        return float(st["duration"])
+    h, m, sec = st["tags"]["DURATION"].split(":")  # Matroska keeps it as a tag
+    return int(h) * 3600 + int(m) * 60 + float(sec)
+
+
+def decode(path) -> list[np.ndarray]:
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while (r := cap.read())[0]:
+        frames.append(cv2.cvtColor(r[1], cv2.COLOR_BGR2RGB))
+    cap.release()
+    return frames
+
+
+@pytest.mark.parametrize("container, acodec, out_acodec", [(".mp4", "aac", "aac"), (".mkv", "pcm_s16le", "aac")])
+def test_render_keeps_frame_count_rate_and_audio(make_video, tmp_path, engine, container, acodec, out_acodec):
+    video = make_video("v.mp4", n_frames=36, width=128, height=80, fps=24000 / 1001)
+    src = with_audio(video, tmp_path / f"in{container}", acodec, seconds=2.0)  # longer than the video
+    out = tmp_path / "out.mp4"
+    s = render.render(src, out, engine, batch=5, progress=False, log=lambda m: None)
+    assert s["frames"] == 36 and s["audio"] and s["faults"] == 0
+    si, so = streams(src), streams(out)
+    assert int(so["video"]["nb_read_frames"]) == int(si["video"]["nb_read_frames"]) == 36
+    assert so["video"]["r_frame_rate"] == si["video"]["r_frame_rate"]
+    assert (so["video"]["width"], so["video"]["height"]) == (W, H)
+    assert so["audio"]["codec_name"] == out_acodec
+    assert audio_seconds(out) == pytest.approx(audio_seconds(src), abs=0.05) and audio_seconds(src) > 1.9
+    # the pictures are the model's reconstructions, in order
+    inp, got = decode(src), decode(out)
+    want = engine.reconstruct(np.stack([fit(f, W, H) for f in inp]))
+    for i in (0, 17, 35):
+        assert np.abs(got[i].astype(np.int16) - want[i]).mean() < 4, f"frame {i}"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_side_by_side_and_upscale(make_video, tmp_path, engine):
+    src = make_video("v.mp4", n_frames=10, width=160, height=120, fps=25.0)
+    out = tmp_path / "sbs.mkv"
+    s = render.render(src, out, engine, side_by_side=True, size=(128, 96), noise=0.5, seed=3, progress=False,
+                      log=lambda m: None)
+    v = streams(out)["video"]
+    assert (v["width"], v["height"], int(v["nb_read_frames"])) == (256, 96, 10) and "audio" not in streams(out)
+    assert s["audio"] is False
+    first_in, first_out = decode(src)[0], decode(out)[0]
+    left, right = first_out[:, :128].astype(np.int16), first_out[:, 128:].astype(np.int16)
+    assert np.abs(left - fit(first_in, 128, 96)).mean() < 4  # the input, cropped to the aspect
+    clean = upscale(engine.reconstruct(fit(first_in, W, H)[None])[0], 128, 96)
+    assert np.abs(right - fit(first_in, 128, 96)).mean() > 10  # the model's picture, not the input
+    assert np.abs(right - clean).mean() > 0.5  # with latent noise
+
+
+def test_without_ffmpeg_writes_video_only_and_says_so(make_video, tmp_path, engine, monkeypatch):
+    src = with_audio(make_video("v.mp4", n_frames=12, width=96, height=64, fps=24.0), tmp_path / "a.mp4")
+    monkeypatch.setattr(render, "ffmpeg_path", lambda: None)
+    monkeypatch.setattr(sinks, "ffmpeg_path", lambda: None)
+    logs: list[str] = []
+    s = render.render(src, tmp_path / "out.mp4", engine, progress=False, log=logs.append)
+    assert s["frames"] == 12 and not s["audio"] and s["writer"] == "opencv mp4v"
+    assert len(logs) == 1 and logs[0].startswith("ffmpeg not found")
+    assert len(decode(tmp_path / "out.mp4")) == 12
+
+
+def test_render_refusals(make_video, tmp_path, engine):
+    src = make_video("v.mp4", n_frames=3, width=64, height=48)
+    (tmp_path / "taken.mp4").write_bytes(b"old")
+    with pytest.raises(UserError, match="--overwrite"):
+        render.render(src, tmp_path / "taken.mp4", engine, progress=False)
+    with pytest.raises(UserError, match="overwrite the input"):
+        render.render(src, src, engine, overwrite=True, progress=False)
+    with pytest.raises(UserError, match="unsupported video file type"):
+        render.render(src, tmp_path / "x.gif", engine, progress=False)
+    with pytest.raises(UserError, match="no such video"):
+        render.render(tmp_path / "none.mp4", tmp_path / "y.mp4", engine, progress=False)
+    for bad in ("1280", "12x12", "1281x720", "axb"):
+        with pytest.raises(UserError, match="--upscale"):
+            parse_size(bad)
+    assert (tmp_path / "taken.mp4").read_bytes() == b"old"
+
+
+def test_render_command(make_video, tmp_path, ckpt, capsys):
+    src = make_video("v.mp4", n_frames=9, width=96, height=64, fps=30.0)
+    out = tmp_path / "out.mp4"
+    args = ["render", str(src), str(out), "--model", str(ckpt), "--batch", "4", "--noise", "0.3", "--seed", "7"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert "wrote" in captured.out and "9 frames" in captured.out and "x real time" in captured.out
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--overwrite" in err
+    assert main([*args, "--overwrite", "--upscale", "640x3"]) == 2
+    assert "--upscale" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not assets.DEMO_CLIP.is_file(), reason="the bundled demo clip is not present")
+def test_render_demo_keeps_its_frames_and_sound(tmp_path, engine):
+    info = probe_media(assets.DEMO_CLIP)
+    out = tmp_path / "demo.mp4"
+    s = render.render("demo", out, engine, batch=16, progress=False, log=lambda m: None)
+    so = streams(out)
+    assert s["frames"] == int(so["video"]["nb_read_frames"]) and so["video"]["r_frame_rate"] == info.rate
+    assert info.frames is None or s["frames"] == info.frames
+    assert "audio" in so
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_interrupted_render_leaves_no_finished_file(make_video, tmp_path, ckpt, sig):
+    src = make_video("long.mp4", n_frames=400, width=64, height=48, fps=25.0)
+    out = tmp_path / "out.mp4"
+    proc = subprocess.Popen([sys.executable, "-m", "autoencoded", "render", str(src), str(out), "--model", str(ckpt),
+                             "--upscale", "1280x720", "--batch", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            partial = [f for f in tmp_path.iterdir() if f.name.startswith(".out.mp4.")]
+            if partial and partial[0].stat().st_size > 0:
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "the render finished before it could be interrupted: " + proc.communicate()[1]
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not out.exists(), "an interrupted render must not leave a file at the output name"
+    left = [f.name for f in tmp_path.iterdir() if f.name != "long.mp4"]
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
+        assert left == [], "a clean interruption removes its partial file"
+    else:
+        assert all(n.startswith(".out.mp4.") and n.endswith(".partial") for n in left)
