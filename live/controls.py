@@ -42,15 +42,18 @@ def _is_loopback(host: str) -> bool:
 class ControlSurface:
     """osc_port None: no OSC (the CLI's --osc-port 0); 0 here picks a free port (tests)."""
 
-    def __init__(self, store: ParamStore, *, preset: str | Path | None = None,
+    def __init__(self, store: ParamStore, *, preset: str | Path | Preset | None = None,
                  osc_host: str = "127.0.0.1", osc_port: int | None = 9000, osc_allow=(),
                  osc_feedback: str | tuple[str, int] | None = None,
                  midi: str | None = None, midi_learn: str | None = None,
                  on_model: Callable[[str], object] | None = None,
                  on_preset: Callable[[Preset], object] | None = None,
                  status: Callable[[], dict] | None = None,
-                 log: Callable[[str], None] | None = None, midi_backend=None) -> None:
+                 log: Callable[[str], None] | None = None, midi_backend=None,
+                 osc_required: bool = True) -> None:
         self.store = store
+        # False: a busy OSC port is one line and the show goes on without OSC (the default port)
+        self.osc_required = osc_required
         self.log = log or _stderr
         self.on_model, self.on_preset, self.status = on_model, on_preset, status
         self.preset: Preset | None = None
@@ -74,7 +77,9 @@ class ControlSurface:
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> ControlSurface:
         if self._preset_ref is not None:
-            self.switch_preset(self._preset_ref, allow_path=True)
+            # the live command opened the preset's model itself (its [live] settings are defaults for the
+            # command line), so starting does not ask for it a second time
+            self.switch_preset(self._preset_ref, allow_path=True, request_model=False)
         if self.osc_port is not None:
             allow = None
             if not _is_loopback(self.osc_host):
@@ -83,12 +88,17 @@ class ControlSurface:
                 else:
                     self.log(f"osc: listening on {self.osc_host} for ANY sender on the network; "
                              "restrict it with --osc-allow ADDRESS[,ADDRESS...]")
-            self.osc = OscServer(self.store, self.osc_host, self.osc_port, allow=allow,
-                                 feedback=self.osc_feedback, on_preset=self._osc_preset,
-                                 on_model=self.on_model, status=self.status,
-                                 aliases=(self.preset.osc_aliases if self.preset else None) or {},
-                                 log=self.log).start()
-            self.log(f"osc: listening on {self.osc_host}:{self.osc.port}")
+            try:
+                self.osc = OscServer(self.store, self.osc_host, self.osc_port, allow=allow,
+                                     feedback=self.osc_feedback, on_preset=self._osc_preset,
+                                     on_model=self.on_model, status=self.status,
+                                     aliases=(self.preset.osc_aliases if self.preset else None) or {},
+                                     log=self.log).start()
+                self.log(f"osc: listening on {self.osc_host}:{self.osc.port}")
+            except UserError as exc:
+                if self.osc_required:
+                    raise
+                self.log(f"osc: off ({exc})")
         device = self.midi_device or (self.preset.midi_device if self.preset else None)
         if device is None and self.learn is not None:
             device = "auto"
@@ -113,7 +123,8 @@ class ControlSurface:
         self.stop()
 
     # -- presets ---------------------------------------------------------------------------------
-    def switch_preset(self, ref: str | Path | Preset, allow_path: bool = True) -> Preset:
+    def switch_preset(self, ref: str | Path | Preset, allow_path: bool = True,
+                      request_model: bool = True) -> Preset:
         """Load (UserError if invalid: nothing changes) and apply: params in one atomic update, OSC aliases
         and MIDI map replaced where the preset has them, its model requested through on_model."""
         preset = ref if isinstance(ref, Preset) else load_preset(ref, allow_path=allow_path)
@@ -125,7 +136,7 @@ class ControlSurface:
                 self.mapper.set_map(preset.midi_cc, preset.midi_channel)
             self.preset = preset
         model = preset.live.get("model")
-        if model and self.on_model is not None:
+        if model and request_model and self.on_model is not None:
             self.on_model(str(model))
         if self.on_preset is not None:
             self.on_preset(preset)

@@ -120,19 +120,46 @@ def _interrupt(signum, frame) -> None:  # SIGTERM stops like Ctrl-C: devices rel
 @click.option("--duration", default=None, type=click.FloatRange(0.0, min_open=True), metavar="S",
               help="Stop after S seconds.")
 @click.option("--max-frames", default=None, type=click.IntRange(1), metavar="N", help="Stop after N output frames.")
-def live(model: str | None, backend: str, input_spec: str | None, outputs: tuple[str, ...], size: str, fps: float,
-         noise: float, mix: float, overlay: bool, duration: float | None, max_frames: int | None) -> None:
+@click.option("--preset", default=None, metavar="NAME|FILE",
+              help="A preset: parameters, OSC aliases, MIDI map, and defaults for --model/--input/--output.")
+@click.option("--osc-host", default="127.0.0.1", show_default=True, metavar="HOST",
+              help="Address the OSC server binds (0.0.0.0 opens it to the LAN; restrict with --osc-allow).")
+@click.option("--osc-port", default=9000, show_default=True, type=click.IntRange(0, 65535),
+              help="OSC port (0: no OSC).")
+@click.option("--osc-allow", multiple=True, metavar="ADDR[/NET]",
+              help="Senders heard besides this machine when on the LAN; repeat or separate with commas.")
+@click.option("--osc-feedback", default=None, metavar="HOST:PORT",
+              help="Send /status replies here instead of back to the sender.")
+@click.option("--midi", default=None, metavar="NAME|auto", help="MIDI input port (part of its name, or auto).")
+@click.option("--midi-learn", default=None, metavar="PARAM",
+              help="Bind the next moved MIDI control to PARAM (e.g. noise, cue/recall/3) and save it to the preset.")
+@click.pass_context
+def live(ctx: click.Context, model: str | None, backend: str, input_spec: str | None, outputs: tuple[str, ...],
+         size: str, fps: float, noise: float, mix: float, overlay: bool, duration: float | None,
+         max_frames: int | None, preset: str | None, osc_host: str, osc_port: int, osc_allow: tuple[str, ...],
+         osc_feedback: str | None, midi: str | None, midi_learn: str | None) -> None:
     """Run a camera or video through the model in real time. Ctrl-C stops."""
     import cv2
 
+    from live.controls import ControlSurface
     from live.engines import open_engine
     from live.params import ParamStore
     from live.pipeline import Pipeline
+    from live.presets import load_preset
     from live.render import parse_size
 
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     console = Console()
     width, height = parse_size(size, "--size")
+    the_preset = load_preset(preset) if preset else None
+    if the_preset is not None:  # its [live] settings are defaults; the command line wins
+        model = model or the_preset.live.get("model")
+        input_spec = input_spec or the_preset.live.get("input")
+        if not outputs and the_preset.live.get("output"):
+            out = the_preset.live["output"]
+            outputs = (out,) if isinstance(out, str) else tuple(out)
+    explicit = {k: v for k, v in (("noise", noise), ("mix", mix))
+                if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
     for spec in outputs:
         if Path(spec).suffix and input_spec and Path(spec).resolve() == Path(input_spec).resolve():
             raise UserError(f"--output {spec}: would overwrite the input")
@@ -151,7 +178,21 @@ def live(model: str | None, backend: str, input_spec: str | None, outputs: tuple
         pipeline = Pipeline(source, engine, sinks, params=params, fps=fps, size=(width, height), overlay=overlay,
                             backend=backend, log=console.event)
         engine = sinks = None  # the pipeline owns them now
-        final = pipeline.run(duration=duration, max_frames=max_frames, status=console.status)
+        try:
+            controls = ControlSurface(
+                params, preset=the_preset, osc_host=osc_host, osc_port=osc_port or None, osc_allow=osc_allow,
+                osc_feedback=osc_feedback, midi=midi, midi_learn=midi_learn, on_model=pipeline.request_model,
+                status=pipeline.stats, log=console.event,
+                osc_required=ctx.get_parameter_source("osc_port") == click.core.ParameterSource.COMMANDLINE)
+            controls.start()
+        except BaseException:
+            pipeline.stop()
+            raise
+        params.update(explicit)  # --noise / --mix given on the command line win over the preset
+        try:
+            final = pipeline.run(duration=duration, max_frames=max_frames, status=console.status)
+        finally:
+            controls.stop()
     finally:
         signal.signal(signal.SIGTERM, previous)
         if engine is not None:

@@ -68,9 +68,11 @@ def test_preset_model_and_osc_model_call_on_model(tmp_path):
     models = []
     store = ParamStore()
     with ControlSurface(store, preset=str(path), osc_port=0, on_model=models.append, log=lambda s: None) as cs:
-        assert models == ["models/dream"] and store.peek().noise == pytest.approx(0.4)
+        # at start the live command opens the preset's model itself: no second request
+        assert models == [] and store.peek().noise == pytest.approx(0.4)
         send(cs, msg("/model", "models/other"))
-        assert models == ["models/dream", "models/other"]
+        cs.switch_preset(str(path))
+        assert models == ["models/other", "models/dream"]
 
 
 def test_bad_preset_at_start_is_a_user_error(tmp_path):
@@ -264,3 +266,45 @@ def test_osc_status_carries_pipeline_stats(tmp_path, make_video):
     assert got["/status/model"] == [pipe.engine.name] and got["/noise"] == [0.0]
     assert got["/status/frames_out"][0] >= 3
     assert "missing-model" in pipe.model_error
+
+
+def test_busy_default_port_is_one_line_explicit_port_is_an_error():
+    lines = []
+    with ControlSurface(ParamStore(), osc_port=0, log=lambda s: None) as first:
+        busy = first.osc.port
+        with ControlSurface(ParamStore(), osc_port=busy, osc_required=False, log=lines.append) as second:
+            assert second.osc is None
+        with pytest.raises(UserError, match="in use"):
+            ControlSurface(ParamStore(), osc_port=busy).start()
+    assert lines == [f"osc: off (OSC 127.0.0.1:{busy} is in use (another autoencoded live? pick one with --osc-port))"]
+
+
+def _free_port() -> int:
+    import socket
+
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def test_live_command_with_preset_and_osc(tmp_path, make_video, capfd):
+    from autoencoded.cli import main
+
+    ckpt = _tiny_checkpoint(tmp_path / "tiny.safetensors")
+    video = make_video("clip.mp4", n_frames=6, width=64, height=48)
+    port = _free_port()
+    rc = main(["live", "--model", str(ckpt), "--input", str(video), "--output", "null", "--size", "64x48",
+               "--max-frames", "10", "--preset", "touchosc", "--osc-port", str(port), "--noise", "0.3"])
+    err = capfd.readouterr().err
+    assert rc == 0, err
+    assert f"osc: listening on 127.0.0.1:{port}" in err
+    for args, needle in ((["--preset", "nope"], "no preset named 'nope'"),
+                         (["--midi-learn", "volume"], "--midi-learn"),
+                         (["--osc-feedback", "nowhere"], "--osc-feedback expects HOST:PORT"),
+                         (["--osc-allow", "stage-laptop", "--osc-host", "0.0.0.0"], "--osc-allow")):
+        rc = main(["live", "--model", str(ckpt), "--input", str(video), "--output", "null", "--size", "64x48",
+                   "--max-frames", "2", "--osc-port", "0", *args])
+        err = capfd.readouterr().err
+        assert rc == 2 and needle in err and "Traceback" not in err, err
