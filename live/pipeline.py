@@ -1,7 +1,7 @@
 """The real-time loop: source thread -> engine thread -> sink thread, joined by one-slot latest-frame boxes.
 
-    Feed (source thread, watchdog) --LatestBox--> engine thread: fit to model size -> encode ->
-    latent effects -> decode -> upscale -> dry/wet --LatestBox--> sink thread -> every sink
+    Feed (source thread: read, watchdog, fit to the model size) --LatestBox--> engine thread: encode ->
+    latent effects -> decode --LatestBox--> sink thread: upscale, dry/wet, overlay -> every sink
 
 - Stale frames are dropped, never queued, so latency stays constant; the source is limited to the
   target fps and the sink re-sends the last frame when nothing new came for 1.5 frame intervals, so a
@@ -84,7 +84,8 @@ class Pipeline:
         self.fx = LatentFX(engine.z_dim)
         self._stats = LoopStats()
         self.in_box, self.out_box = LatestBox(), LatestBox()
-        self.feed = Feed(source, self.in_box, fps=self.fps, stats=self._stats, log=log, **(feed_options or {}))
+        self.feed = Feed(source, self.in_box, fps=self.fps, stats=self._stats, log=log, prepare=self._prepare,
+                         **(feed_options or {}))
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._swap_lock = threading.Lock()
@@ -235,12 +236,16 @@ class Pipeline:
         old, self.engine = self.engine, engine
         self.fx = LatentFX(engine.z_dim, seed=self.fx._seed)  # old cues and smoothing mean nothing here
         self.model_error = ""
-        self._last_good = None
         self.log(f"model: now playing {engine.name}")
         fut.set_result(engine.name)
         threading.Thread(target=_quiet, args=(old.close,), name="model-close", daemon=True).start()
 
     # ------------------------------------------------------------------------------------- threads
+    def _prepare(self, frame: np.ndarray) -> dict:
+        """Source thread: fit the frame to the current model's size (in parallel with the engine)."""
+        engine = self.engine
+        return {"small": fit(frame, engine.width, engine.height)}
+
     def _engine_loop(self) -> None:
         while not self._stop.is_set():
             pkt = self.in_box.get(timeout=0.1)
@@ -248,44 +253,57 @@ class Pipeline:
                 continue
             if self._pending is not None:
                 self._swap_in()
-            t0 = time.perf_counter()
-            out = self.process(pkt.frame)
-            self._stats.engine_ms.add((time.perf_counter() - t0) * 1000.0)
-            self._stats.frames_processed += 1
-            self.out_box.put(Packet(frame=out, t_capture=pkt.t_capture, index=pkt.index, held=pkt.held))
+            self.out_box.put(self._run_engine(pkt))
 
-    def process(self, frame: np.ndarray) -> np.ndarray:
-        """One input frame (any size) -> one output frame at the output size. Never raises for engine faults."""
-        w, h = self.size
+    def _run_engine(self, pkt: Packet) -> Packet:
+        """Engine thread: the model's frame at the model size (meta 'model'), or None after a fault."""
+        t0 = time.perf_counter()
         p = self.params.snapshot()
         engine = self.engine
-        full_in = None
+        model = None
         try:
-            small = fit(frame, engine.width, engine.height)
+            small = pkt.meta.get("small")
+            if small is None or small.shape[:2] != (engine.height, engine.width):
+                small = fit(pkt.frame, engine.width, engine.height)  # just swapped to another size
             fused = fused_ok(p)
             if fused and not self._was_fused:
                 self.fx.reset()
             self._was_fused = fused
-            out = upscale(stylize(engine, self.fx, small[None], p)[0], w, h)
+            model = stylize(engine, self.fx, small[None], p)[0]
             if self._fault_streak:
                 self.log(f"engine: recovered after {self._fault_streak} faulty frame(s)")
                 self._fault_streak = 0
-            self._last_good = out
         except Exception as exc:  # noqa: BLE001 - fault isolation: this frame only
             self._stats.engine_faults += 1
             self._stats.last_fault = _one_line(exc)
             if self._fault_streak == 0:
                 self.log(f"engine: {_one_line(exc)}; passing frames through until it recovers")
             self._fault_streak += 1
-            if self.on_fault == "last" and self._last_good is not None:
-                out = self._last_good
-            else:
-                out = full_in = fit(frame, w, h)
-        if p.mix < 1.0:
-            if full_in is None:
-                full_in = fit(frame, w, h)
-            out = dry_wet(out, full_in, p.mix)
+        self._stats.engine_ms.add((time.perf_counter() - t0) * 1000.0)
+        self._stats.frames_processed += 1
+        return Packet(frame=pkt.frame, t_capture=pkt.t_capture, index=pkt.index, held=pkt.held,
+                      meta={"model": model, "mix": p.mix})
+
+    def _compose(self, pkt: Packet) -> np.ndarray:
+        """Sink thread: upscale to the output size, fall back after a fault, mix with the input."""
+        w, h = self.size
+        model, mix = pkt.meta["model"], pkt.meta["mix"]
+        full_in = None
+        if model is not None:
+            out = self._last_good = upscale(model, w, h)
+        elif self.on_fault == "last" and self._last_good is not None:
+            out = self._last_good
+        else:
+            out = full_in = fit(pkt.frame, w, h)
+        if mix < 1.0:
+            out = dry_wet(out, full_in if full_in is not None else fit(pkt.frame, w, h), mix)
         return out
+
+    def process(self, frame: np.ndarray) -> np.ndarray:
+        """One input frame (any size) -> one output frame, synchronously, through the same three stages as
+        the running loop (which must not be running). Never raises for engine faults."""
+        pkt = Packet(frame=frame, t_capture=time.perf_counter(), meta=self._prepare(frame))
+        return self._compose(self._run_engine(pkt))
 
     def _sink_loop(self) -> None:
         interval = 1.0 / self.fps
@@ -301,8 +319,9 @@ class Pipeline:
                     continue
                 self._stats.frames_repeated += 1
                 pkt = last
-            elif not pkt.held:
-                self._stats.latency_ms.add((now - pkt.t_capture) * 1000.0)
+            else:
+                pkt.frame = self._compose(pkt)
+                pkt.meta = {}
             frame = pkt.frame
             if self.overlay:
                 if now >= next_overlay:
@@ -310,6 +329,8 @@ class Pipeline:
                     next_overlay = now + 0.5
                 frame = draw_overlay(frame, self._overlay_text)
             self._write(frame)
+            if not pkt.held and last is not pkt:
+                self._stats.latency_ms.add((time.perf_counter() - pkt.t_capture) * 1000.0)
             last, last_write = pkt, now
             self._stats.frames_out += 1
             self._stats.fps_out.tick(now)

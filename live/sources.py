@@ -284,8 +284,11 @@ class Feed:
 
     def __init__(self, source: Source, box: LatestBox, fps: float = 30.0, stats: LoopStats | None = None,
                  log: Callable[[str], None] = print, open_timeout: float = 5.0, stall_timeout: float = 1.0,
-                 repeat_timeout: float | None = None, min_backoff: float = 0.25, max_backoff: float = 5.0) -> None:
+                 repeat_timeout: float | None = None, min_backoff: float = 0.25, max_backoff: float = 5.0,
+                 prepare: Callable[[np.ndarray], dict] | None = None) -> None:
         self.source, self.box, self.fps = source, box, float(fps)
+        # per-frame work done here, in parallel with the engine (the pipeline fits frames to the model)
+        self.prepare = prepare
         self.stats = stats or LoopStats()
         self.log = log
         self.open_timeout = open_timeout
@@ -367,14 +370,18 @@ class Feed:
     def in_outage(self) -> bool:
         return bool(self.outages) and self.outages[-1]["end"] is None
 
-    def _publish(self, frame: np.ndarray, t: float, held: bool) -> None:
+    def _publish(self, frame: np.ndarray, t: float, held: bool, meta: dict | None = None) -> dict:
+        if meta is None:
+            meta = self.prepare(frame) if self.prepare is not None else {}
         self._index += 1
-        self.box.put(Packet(frame=frame, t_capture=t, index=self._index, held=held))
+        self.box.put(Packet(frame=frame, t_capture=t, index=self._index, held=held, meta=meta))
+        return meta
 
     def _run(self) -> None:
         interval = 1.0 / self.fps
         limiter = RateLimiter(self.fps)
         last_good: np.ndarray | None = None
+        last_meta: dict | None = None  # prepare(last_good), reused while it is held
         last_sig: np.ndarray | None = None
         last_change = last_fresh = open_started = time.perf_counter()
         opened = False
@@ -412,11 +419,11 @@ class Feed:
                             self._recovered(now)
                         backoff, next_reopen = self.min_backoff, None
                         self.stats.source_state = "ok"
-                        last_good, last_fresh = payload, now
+                        last_good, last_meta, last_fresh = payload, None, now
                         self.stats.frames_in += 1
                         self.stats.fps_in.tick(now)
                         if limiter.allow(now):
-                            self._publish(payload, t, held=False)
+                            last_meta = self._publish(payload, t, held=False)
                         else:
                             self.stats.frames_skipped += 1
                         continue
@@ -436,7 +443,7 @@ class Feed:
                     backoff = min(backoff * 2, self.max_backoff)
             if self.in_outage:
                 if last_good is not None and now >= next_hold:
-                    self._publish(last_good, now, held=True)
+                    last_meta = self._publish(last_good, now, held=True, meta=last_meta)
                     self.stats.frames_held += 1
                     next_hold = max(next_hold + interval, now - interval)
                 if next_reopen is not None and now >= next_reopen:
