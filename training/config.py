@@ -37,7 +37,8 @@ class TrainConfig:
     beta1: float = 0.5
     beta2: float = 0.999
     gamma: float = 0.0  # decoder weight of the learned similarity
-    kl_weight: float = 1.0
+    kl_weight: float = -1.0  # -1 = arch default
+    sim_weight: float = -1.0  # encoder weight of the similarity (Larsen: 1); -1 = arch default
     pixel_weight: float = -1.0  # -1 = arch default
     gan_weight: float = -1.0  # decoder's GAN term weight; -1 = arch default
     equilibrium: float = 0.68
@@ -91,8 +92,9 @@ class TrainConfig:
 
 def arch_defaults(arch: str) -> dict:
     if arch == "broad2016":
-        return dict(batch=12, lr=2e-4, gamma=2.5, pixel_weight=0.0, gan_weight=1.0)
-    return dict(batch=8, lr=3e-4, gamma=1.0, pixel_weight=1.0, gan_weight=0.1)
+        return dict(batch=12, lr=2e-4, gamma=2.5, pixel_weight=0.0, gan_weight=1.0, sim_weight=1.0,
+                    kl_weight=1.0)
+    return dict(batch=8, lr=5e-4, gamma=0.1, pixel_weight=1.0, gan_weight=0.02, sim_weight=0.1, kl_weight=0.02)
 
 
 def resolve(cfg: TrainConfig) -> TrainConfig:
@@ -102,7 +104,7 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
     for key in ("batch", "lr", "gamma"):
         if not getattr(out, key):
             setattr(out, key, d[key])
-    for key in ("pixel_weight", "gan_weight"):
+    for key in ("pixel_weight", "gan_weight", "sim_weight", "kl_weight"):
         if getattr(out, key) < 0:
             setattr(out, key, d[key])
     if not out.checkpoint_every:

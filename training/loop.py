@@ -253,7 +253,7 @@ class Trainer:
         pix = (xr.float() - x.float()).abs().mean()
         b_real, b_rec, b_prior = bce(lr_, 1.0), bce(lrec, 0.0), bce(lp, 0.0)
         gan_dec = (bce(lrec, 1.0) + bce(lp, 1.0)) / 2
-        enc_loss = c.kl_weight * kl + sim + c.pixel_weight * pix
+        enc_loss = c.kl_weight * kl + c.sim_weight * sim + c.pixel_weight * pix
         dec_loss = c.gamma * sim + c.pixel_weight * pix
         if dec_gan:
             dec_loss = dec_loss + c.gan_weight * gan_dec
@@ -297,7 +297,7 @@ class Trainer:
         avg = dist_mod.average_values(torch.tensor([sums[k] for k in keys], dtype=torch.float64,
                                                    device=self.device), self.dist).tolist()
         losses = dict(zip(keys, avg, strict=True))
-        losses["rec"] = losses["sim"] + c.pixel_weight * losses["pix"]
+        losses["rec"] = c.sim_weight * losses["sim"] + c.pixel_weight * losses["pix"]
         norms = {}
         for key in NETS:
             if key not in acc:
@@ -335,8 +335,36 @@ class Trainer:
     # ---- evaluation, samples, checkpoints -------------------------------------------------------------
 
     @torch.no_grad()
+    def recalibrate_bn(self, batches: int = 4) -> None:
+        """Re-estimate the encoder's and decoder's BatchNorm running statistics on decode-the-mean passes
+        (what export and live run: z = mu, no noise) as a plain average over a few fixed batches.
+
+        Training normalises with batch statistics of noisy latents, so an exponential average of those
+        does not describe noise-free decoding. Running statistics never enter the training losses, so this
+        changes nothing in the optimisation (resume stays exact)."""
+        mods = [m for k in ("encoder", "decoder") for m in self.nets[k].modules()
+                if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        saved = [m.momentum for m in mods]
+        for m in mods:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average
+        n = len(self.ds)
+        b = min(max(self.micro, 2), n)
+        try:
+            for i in range(batches):
+                idx = (np.arange(b) * max(n // b, 1) + i * 7) % n
+                x = self._to_input(self.ds.batch(idx))
+                with self._autocast():
+                    mu, _ = self.nets["encoder"](x)
+                    self.nets["decoder"](mu)
+        finally:
+            for m, mom in zip(mods, saved, strict=True):
+                m.momentum = mom
+
+    @torch.no_grad()
     def evaluate(self) -> dict:
         """Decode-the-mean reconstructions of the fixed batch (eval mode) and prior samples."""
+        self.recalibrate_bn()
         self.model.eval()
         try:
             frames = self.ds.batch(self.fixed_idx)
@@ -396,9 +424,11 @@ class Trainer:
         path = self.ckpt.latest()
         if path is None:
             raise UserError(f"training collapsed ({reason}) before any checkpoint was written")
-        rollbacks, scale = self.rollbacks, self.lr_scale * self.cfg.rollback_lr_factor
-        self._load(path, restore_schedule=False)
-        self.rollbacks, self.lr_scale = rollbacks, scale
+        rollbacks, current = self.rollbacks, self.lr_scale
+        state = self._load(path, restore_schedule=False)
+        # the lr that was good at the checkpoint (or the current one, if already lower), times the factor
+        self.rollbacks = rollbacks
+        self.lr_scale = min(current, float(state["lr_scale"])) * self.cfg.rollback_lr_factor
         self.guard.reset_after_rollback()
         self._prefetch.clear()
         event = {"event": "rollback", "reason": reason, "at_step": at, "to_step": self.step,
@@ -448,8 +478,10 @@ class Trainer:
     def request_stop(self) -> None:
         self._stop = True
 
-    def run(self) -> dict:
-        """Train to the end (or to Ctrl-C); returns a summary dict."""
+    def run(self, on_step=None) -> dict:
+        """Train to the end (or to Ctrl-C / request_stop()); returns a summary dict.
+
+        `on_step(trainer, losses)` is called after every completed step (progress hooks, tests)."""
         c = self.cfg
         self._open_logs()
         if self.dist.main:
@@ -484,6 +516,8 @@ class Trainer:
                 sps = inst if sps == 0 else 0.9 * sps + 0.1 * inst
                 t_last = now
                 self._log_step(losses, sps)
+                if on_step is not None:
+                    on_step(self, losses)
                 if progress:
                     progress.update(task, completed=self.step, info=f"{sps:6.1f} samples/s  rec {losses['rec']:.4f} "
                                     f"dis {losses['dis']:.3f}  noise {losses['noise']:.3f}")
@@ -498,8 +532,8 @@ class Trainer:
                         if progress:
                             progress.update(task, completed=self.step)
                         continue
-            if interrupted and self.step > 0:
-                self._checkpoint(True, False)
+            if interrupted and self.step > 0 and self.step not in self.ckpt.steps():
+                self.save()
         finally:
             if progress:
                 progress.stop()

@@ -15,7 +15,7 @@ from autoencoded.errors import UserError
 RUN_ITEMS = ("checkpoints", "samples", "logs", "metrics.jsonl", "config.json")
 # CLI option name -> TrainConfig field
 FIELDS = {"arch": "arch", "steps": "steps", "epochs": "epochs", "batch": "batch", "accum": "accum", "lr": "lr",
-          "gamma": "gamma", "kl_weight": "kl_weight", "pixel_weight": "pixel_weight", "gan_weight": "gan_weight",
+          "gamma": "gamma", "kl_weight": "kl_weight", "sim_weight": "sim_weight", "pixel_weight": "pixel_weight", "gan_weight": "gan_weight",
           "clip_grad": "clip_grad", "noise_start": "noise_start", "noise_end": "noise_end",
           "noise_schedule": "noise_schedule", "sample_every": "sample_every",
           "checkpoint_every": "checkpoint_every", "log_every": "log_every", "keep": "keep", "z_dim": "z_dim",
@@ -68,11 +68,12 @@ def _prepare_run(out: Path, resume: bool, overwrite: bool) -> None:
 @click.option("--epochs", type=float, default=0.0, help="Total epochs (instead of --steps); default 1.")
 @click.option("--batch", type=int, default=0, help="Global batch (lite 8, broad2016 12).")
 @click.option("--accum", type=int, default=1, show_default=True, help="Micro-batches per step per process.")
-@click.option("--lr", type=float, default=0.0, help="Adam lr of all three nets (lite 3e-4, broad2016 2e-4).")
-@click.option("--gamma", type=float, default=0.0, help="Decoder weight of the similarity (lite 1, broad2016 2.5).")
-@click.option("--kl-weight", type=float, default=1.0, show_default=True)
+@click.option("--lr", type=float, default=0.0, help="Adam lr of all three nets (lite 5e-4, broad2016 2e-4).")
+@click.option("--gamma", type=float, default=0.0, help="Decoder weight of the similarity (lite 0.1, broad2016 2.5).")
+@click.option("--kl-weight", type=float, default=-1.0, help="KL weight (lite 0.02, broad2016 1).")
+@click.option("--sim-weight", type=float, default=-1.0, help="Encoder similarity weight (lite 0.1, broad2016 1).")
 @click.option("--pixel-weight", type=float, default=-1.0, help="Pixel L1 weight (lite 1, broad2016 0).")
-@click.option("--gan-weight", type=float, default=-1.0, help="Decoder GAN weight (lite 0.1, broad2016 1).")
+@click.option("--gan-weight", type=float, default=-1.0, help="Decoder GAN weight (lite 0.02, broad2016 1).")
 @click.option("--clip-grad", type=float, default=0.0, help="Max gradient norm per network (0 = off).")
 @click.option("--noise-start", type=float, default=1.0, show_default=True, help="Prior std at the start.")
 @click.option("--noise-end", type=float, default=0.1, show_default=True, help="Prior std at the end.")
@@ -137,7 +138,7 @@ def train(ctx: click.Context, dataset: Path, out: Path, size: str | None, resume
         changes = {FIELDS[k]: fields[FIELDS[k]] for k in given}
         if "steps" in changes:
             changes["epochs"] = 0.0
-        if "epochs" in changes:
+        elif "epochs" in changes:
             changes["steps"] = 0
         cfg = dataclasses.replace(saved, **changes, dataset=str(dataset), width=ds.width, height=ds.height)
     else:

@@ -1,0 +1,326 @@
+"""End-to-end training on tiny real datasets: outputs, exact resume, collapse rollback, Ctrl-C, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from autoencoded.cli import main
+from autoencoded.weights import load_weights, resolve_checkpoint
+from training.checkpoints import Checkpoints
+from training.config import TrainConfig, resolve
+from training.data import open_dataset
+from training.loop import Trainer
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = {"enc_channels": [8, 16, 16, 32], "disc_channels": [8, 16, 16, 32], "bottleneck_channels": 8, "z_dim": 16}
+
+
+def make_dataset(path: Path, n: int = 24, width: int = 64, height: int = 48, complete: bool = True) -> Path:
+    """A real dataset folder (frames.npy + dataset.json) of moving gradients with a bright square."""
+    path.mkdir(parents=True, exist_ok=True)
+    frames = np.lib.format.open_memmap(path / "frames.npy", mode="w+", dtype=np.uint8, shape=(n, height, width, 3))
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    for i in range(n):
+        frames[i, ..., 0] = (xx / width * 255 + i * 9) % 256
+        frames[i, ..., 1] = (yy / height * 255 + i * 5) % 256
+        frames[i, ..., 2] = ((xx + yy) * 2 + i * 13) % 256
+        s = max(4, height // 5)
+        x0, y0 = (i * 5) % (width - s), (i * 3) % (height - s)
+        frames[i, y0:y0 + s, x0:x0 + s] = 255
+    frames.flush()
+    del frames
+    meta = {"format": "autoencoded-dataset", "version": 1, "complete": complete, "frames": n, "width": width,
+            "height": height, "sources": [{"path": "synthetic", "stopped_at": None if complete else n}]}
+    (path / "dataset.json").write_text(json.dumps(meta))
+    return path
+
+
+def tiny_cfg(ds: Path, out: Path, **kw) -> TrainConfig:
+    base = dict(dataset=str(ds), out=str(out), arch="lite", width=64, height=48, model_overrides=dict(TINY),
+                steps=8, batch=4, checkpoint_every=3, sample_every=3, seed=3, device="cpu")
+    base.update(kw)
+    return resolve(TrainConfig(**base))
+
+
+def metrics(run: Path) -> dict[int, dict]:
+    out = {}
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        if "step" in rec:
+            out[rec["step"]] = rec
+    return out
+
+
+def events(run: Path) -> list[dict]:
+    return [r for line in (run / "metrics.jsonl").read_text().splitlines() if "event" in (r := json.loads(line))]
+
+
+def cli(*args) -> int:
+    return main([str(a) for a in args])
+
+
+LOSS_KEYS = ("kl", "sim", "pix", "bce_real", "bce_recon", "bce_prior", "enc", "dec", "dis", "noise", "lr")
+
+
+# ---- the command and its outputs ----------------------------------------------------------------------------
+
+def test_train_command_writes_checkpoints_samples_logs_and_summary(tmp_path, capsys):
+    ds = make_dataset(tmp_path / "ds")
+    run = tmp_path / "run"
+    rc = cli("train", ds, "-o", run, "--steps", 6, "--batch", 4, "--checkpoint-every", 3, "--keep", 1,
+             "--noise-start", 1.0, "--noise-end", 0.2, "--noise-schedule", "linear", "--no-progress")
+    assert rc == 0
+    out = capsys.readouterr()
+    assert "trained 6 steps" in out.out and "reconstruction mse" in out.out
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["arch"] == "lite" and cfg["lr"] == 5e-4 and cfg["noise_schedule"] == "linear"
+    # checkpoints in the shared format, readable by export/live's loader; last K=1 kept plus the best
+    index = json.loads((run / "checkpoints" / "index.json").read_text())
+    assert index["latest"] == "step-0000006.safetensors"
+    mcfg, state, meta = load_weights(resolve_checkpoint(run, "latest"))
+    assert (mcfg.width, mcfg.height, mcfg.arch) == (64, 48, "lite")
+    assert any(k.startswith("encoder.") for k in state) and json.loads(meta["step"]) == 6
+    assert float(meta["noise"]) == pytest.approx(0.2)
+    kept = Checkpoints(run).steps()
+    assert 6 in kept and len(kept) <= 2
+    side = json.loads((run / "checkpoints" / "step-0000006.json").read_text())
+    assert side["noise"] == pytest.approx(0.2) and "recon_mse" in side["eval"]
+    # every step logged with its noise level (linear 1.0 -> 0.2 over 6 steps)
+    m = metrics(run)
+    assert sorted(m) == [1, 2, 3, 4, 5, 6]
+    assert [round(m[s]["noise"], 4) for s in m] == [round(1.0 - 0.8 * i / 5, 4) for i in range(6)]
+    for k in LOSS_KEYS:
+        assert all(np.isfinite(m[s][k]) for s in m)
+    # sample grid: 3 rows (inputs, reconstructions, prior samples) of 8 tiles
+    png = cv2.imread(str(run / "samples" / "step-0000006.png"))
+    assert png is not None and png.shape == (3 * 50 + 2, 8 * 66 + 2, 3)
+    # TensorBoard scalars
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run / "logs"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    for tag in ("loss/kl", "loss/sim", "loss/bce_real", "loss/dis", "noise", "lr/encoder", "lr/discriminator",
+                "grad_norm/decoder", "balance/skip_dis", "balance/skip_dec_gan", "guard/rollbacks",
+                "eval/recon_mse"):
+        assert tag in tags, tag
+    assert len(acc.Scalars("noise")) == 6
+
+
+def test_reconstruction_error_falls(tmp_path):
+    ds = make_dataset(tmp_path / "ds", n=16)
+    cfg = tiny_cfg(ds, tmp_path / "run", steps=40, checkpoint_every=20, sample_every=20, lr=1e-3,
+                   noise_start=1.0, noise_end=0.1)
+    (tmp_path / "run").mkdir()
+    tr = Trainer(cfg, open_dataset(ds))
+    summary = tr.run()
+    assert summary["step"] == 40
+    assert summary["last_eval"]["recon_mse"] < 0.7 * summary["first_recon_mse"]
+
+
+# ---- exact resume ----------------------------------------------------------------------------------------
+
+def test_interrupted_and_resumed_run_repeats_the_uninterrupted_losses_exactly(tmp_path):
+    ds = make_dataset(tmp_path / "ds", n=12)
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    # 12 frames, batch 4: 3 steps per epoch, so the run crosses epochs (data position must resume too)
+    Trainer(tiny_cfg(ds, a), open_dataset(ds)).run()
+
+    def stop_at_5(trainer, losses):
+        if trainer.step == 5:
+            trainer.request_stop()
+
+    s1 = Trainer(tiny_cfg(ds, b), open_dataset(ds)).run(on_step=stop_at_5)
+    assert s1["interrupted"] and s1["step"] == 5 and 5 in Checkpoints(b).steps()
+    s2 = Trainer(tiny_cfg(ds, b), open_dataset(ds), resume=True).run()
+    assert s2["step"] == 8 and s2["steps_run"] == 3
+    ma, mb = metrics(a), metrics(b)
+    for step in (6, 7, 8):
+        for k in LOSS_KEYS:
+            assert ma[step][k] == mb[step][k], (step, k, ma[step][k], mb[step][k])
+    _, wa, _ = load_weights(a / "checkpoints" / "step-0000008.safetensors")
+    _, wb, _ = load_weights(b / "checkpoints" / "step-0000008.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+# ---- collapse guard ------------------------------------------------------------------------------------
+
+def test_forced_lr_spike_is_detected_rolled_back_and_training_continues(tmp_path):
+    ds = make_dataset(tmp_path / "ds", n=16)
+    run = tmp_path / "run"
+    run.mkdir()
+    cfg = tiny_cfg(ds, run, steps=14, checkpoint_every=4, sample_every=4, spike_warmup=3, spike_window=10,
+                   rollback_lr_factor=0.5)
+    tr = Trainer(cfg, open_dataset(ds))
+    seen = []
+
+    def spike(trainer, losses):
+        seen.append((trainer.step, losses["lr"]))
+        if trainer.step == 6 and trainer.rollbacks == 0:
+            trainer.lr_scale = 3e4  # a forced learning-rate spike: Adam steps of ~10 per weight
+
+    summary = tr.run(on_step=spike)
+    ev = events(run)
+    assert summary["rollbacks"] >= 1 and ev, summary
+    first = ev[0]
+    assert first["event"] == "rollback" and first["to_step"] == 4 and first["checkpoint"] == "step-0000004.safetensors"
+    assert first["at_step"] > 6
+    # the lr after the rollback is the checkpoint's lr lowered by the factor
+    assert first["lr_scale"] == pytest.approx(0.5)
+    after = [lr for step, lr in seen if step > 4 and lr < cfg.lr]
+    assert after and after[0] == pytest.approx(cfg.lr * 0.5)
+    # training went on to the end with finite losses
+    assert summary["step"] == 14 and not summary["interrupted"]
+    m = metrics(run)
+    assert all(np.isfinite(m[14][k]) for k in LOSS_KEYS)
+    _, w, _ = load_weights(resolve_checkpoint(run, "latest"))
+    assert all(torch.isfinite(t.float()).all() for t in w.values())
+
+
+def test_guard_detects_nan_saturation_spike_and_diversity_loss():
+    from training.guard import CollapseGuard
+
+    g = CollapseGuard(sat_eps=1e-3, sat_steps=3, spike_factor=5, spike_window=10, spike_warmup=3,
+                      diversity_ratio=0.2)
+    assert "non-finite" in g.check_step({"rec": float("nan"), "dis": 0.5})
+    assert g.check_step({"rec": 1.0, "dis": 1e-4}) is None
+    assert g.check_step({"rec": 1.0, "dis": 1e-4}) is None
+    assert "saturated" in g.check_step({"rec": 1.0, "dis": 1e-4})
+    g = CollapseGuard(spike_factor=5, spike_warmup=3)
+    for _ in range(5):
+        assert g.check_step({"rec": 1.0, "dis": 0.5}) is None
+    assert "spike" in g.check_step({"rec": 50.0, "dis": 0.5})
+    assert g.check_diversity(0.3) is None and g.check_diversity(0.2) is None
+    assert "diversity" in g.check_diversity(0.01)
+
+
+# ---- Ctrl-C -------------------------------------------------------------------------------------------
+
+def test_sigint_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+    ds = make_dataset(tmp_path / "ds")
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "autoencoded", "train", str(ds), "-o", str(run), "--steps",
+                             "100000", "--batch", "4", "--checkpoint-every", "100000", "--no-progress"],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            p = run / "metrics.jsonl"
+            if p.is_file() and len(p.read_text().splitlines()) >= 3:
+                break
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "interrupted at step" in err and "Traceback" not in err
+    last = max(metrics(run))
+    assert last >= 3
+    index = json.loads((run / "checkpoints" / "index.json").read_text())
+    assert index["latest"] == f"step-{last:07d}.safetensors"
+    cfg, _, _, state = Checkpoints(run).load(run / "checkpoints" / index["latest"])
+    assert state["step"] == last and cfg.arch == "lite"
+
+
+# ---- bad input: one line, exit 2 ----------------------------------------------------------------------------
+
+def _err_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err, err
+    return err
+
+
+def test_bad_datasets_and_sizes(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert cli("train", tmp_path / "nope", "-o", run) == 2
+    assert "no such dataset" in _err_line(capsys)
+    bad = make_dataset(tmp_path / "corrupt")
+    (bad / "dataset.json").write_text("{not json")
+    assert cli("train", bad, "-o", run) == 2
+    assert "corrupt" in _err_line(capsys)
+    partial = make_dataset(tmp_path / "partial", complete=False)
+    assert cli("train", partial, "-o", run) == 2
+    assert "partial" in _err_line(capsys)
+    odd = make_dataset(tmp_path / "odd", n=4, width=250, height=144)
+    assert cli("train", odd, "-o", run) == 2
+    assert "divide by 16" in _err_line(capsys)
+    ds = make_dataset(tmp_path / "ds", n=6)
+    assert cli("train", ds, "-o", run, "--size", "256x144") == 2
+    assert "does not match" in _err_line(capsys)
+    assert cli("train", ds, "-o", run, "--batch", 8) == 2
+    assert "larger than the dataset" in _err_line(capsys)
+    assert not (run / "checkpoints").exists()
+
+
+def test_partial_dataset_trains_with_allow_partial(tmp_path, capsys):
+    partial = make_dataset(tmp_path / "partial", n=8, complete=False)
+    assert cli("train", partial, "-o", tmp_path / "run", "--steps", 1, "--batch", 4, "--allow-partial",
+               "--no-progress") == 0
+    assert "partial" in capsys.readouterr().err
+
+
+def test_existing_run_folder_and_incompatible_resume(tmp_path, capsys):
+    ds = make_dataset(tmp_path / "ds", n=8)
+    run = tmp_path / "run"
+    assert cli("train", ds, "-o", run, "--steps", 1, "--batch", 4, "--no-progress") == 0
+    capsys.readouterr()
+    assert cli("train", ds, "-o", run, "--steps", 1, "--batch", 4) == 2
+    assert "--resume" in _err_line(capsys)
+    # a different architecture
+    assert cli("train", ds, "-o", run, "--resume", "--arch", "broad2016") == 2
+    assert "incompatible" in _err_line(capsys)
+    # a dataset of another size
+    other = make_dataset(tmp_path / "other", n=8, width=64, height=32)
+    assert cli("train", other, "-o", run, "--resume", "--steps", 2) == 2
+    assert "incompatible" in _err_line(capsys)
+    # resume with nothing to resume
+    assert cli("train", ds, "-o", tmp_path / "empty", "--resume") == 2
+    assert "no training run" in _err_line(capsys)
+    # the run is untouched and still resumes
+    assert cli("train", ds, "-o", run, "--resume", "--steps", 2, "--no-progress") == 0
+    assert max(metrics(run)) == 2
+
+
+def test_overwrite_refuses_foreign_folders(tmp_path, capsys):
+    ds = make_dataset(tmp_path / "ds", n=8)
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "thesis.docx").write_text("precious")
+    assert cli("train", ds, "-o", folder, "--overwrite") == 2
+    assert "refused" in _err_line(capsys)
+    assert (folder / "thesis.docx").read_text() == "precious"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (bf16 autocast, channels_last, compile)")
+def test_cuda_training_with_bf16_autocast_and_compile(tmp_path):
+    ds = make_dataset(tmp_path / "ds", n=16)
+    run = tmp_path / "run"
+    run.mkdir()
+    cfg = tiny_cfg(ds, run, device="cuda", compile=True, steps=6)
+    summary = Trainer(cfg, open_dataset(ds)).run()
+    assert summary["step"] == 6
+    assert all(np.isfinite(metrics(run)[6][k]) for k in LOSS_KEYS)
+
+
+def test_compile_without_cuda_is_a_user_error(tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    ds = make_dataset(tmp_path / "ds", n=8)
+    assert cli("train", ds, "-o", tmp_path / "run", "--compile", "--device", "cpu") == 2
+    assert "CUDA" in _err_line(capsys)
