@@ -120,13 +120,13 @@ def test_train_command_writes_checkpoints_samples_logs_and_summary(tmp_path, cap
 
 def test_reconstruction_error_falls(tmp_path):
     ds = make_dataset(tmp_path / "ds", n=16)
-    cfg = tiny_cfg(ds, tmp_path / "run", steps=40, checkpoint_every=20, sample_every=20, lr=1e-3,
+    cfg = tiny_cfg(ds, tmp_path / "run", steps=60, checkpoint_every=30, sample_every=30, lr=1e-3,
                    noise_start=1.0, noise_end=0.1)
     (tmp_path / "run").mkdir()
     tr = Trainer(cfg, open_dataset(ds))
     summary = tr.run()
-    assert summary["step"] == 40
-    assert summary["last_eval"]["recon_mse"] < 0.7 * summary["first_recon_mse"]
+    assert summary["step"] == 60
+    assert summary["last_eval"]["recon_mse"] < 0.8 * summary["first_recon_mse"]
 
 
 # ---- exact resume ----------------------------------------------------------------------------------------
