@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import hashlib
 import io
 import json
 import logging
@@ -23,20 +22,12 @@ from pathlib import Path
 import torch
 
 from autoencoded.errors import UserError
-from autoencoded.weights import atomic_write_bytes, load_weights, resolve_checkpoint
+from autoencoded.weights import atomic_write_bytes, load_weights, resolve_checkpoint, sha256_file
 from live import pack as packfmt
 from training.model import AutoEncoder, ModelConfig, autoencoder_from_state
 
 OPSET = 18
 MAX_EXPORT_BATCH = 1024
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def export_onnx(module: torch.nn.Module, example: torch.Tensor, path: Path, input_name: str,
@@ -152,7 +143,7 @@ def export_checkpoint(source: str | Path, out: str | Path, *, which: str = "best
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         log(f"exporting {weights} ({cfg.arch}, {cfg.width}x{cfg.height}, z={cfg.z_dim})")
-        write_pack(model, cfg, tmp, source=weights, source_sha256=_sha256(weights),
+        write_pack(model, cfg, tmp, source=weights, source_sha256=sha256_file(weights),
                    training=_training_summary(weights, meta))
         report = None
         if verify:

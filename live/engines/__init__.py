@@ -11,12 +11,12 @@ Heavy or GPU-only imports (tensorrt, the engine builder) happen only inside the 
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 
 from autoencoded.errors import UserError
+from autoencoded.weights import sha256_file
 
 from ..pack import is_pack, read_pack
 from .base import Engine
@@ -59,20 +59,12 @@ def tensorrt_unavailable() -> str | None:
     return None
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _pack_checkpoint(pack_dir: Path) -> Path:
     """The checkpoint a pack was exported from, when it is still there unchanged (for the torch backend)."""
     from ..pack import read_meta
     meta = read_meta(pack_dir)
     src = meta.get("source_checkpoint")
-    if src and Path(src).is_file() and _sha256(Path(src)) == meta.get("source_sha256"):
+    if src and Path(src).is_file() and sha256_file(Path(src)) == meta.get("source_sha256"):
         return Path(src)
     raise UserError(f"{pack_dir}: the torch backend runs checkpoints, and this pack's source checkpoint "
                     f"{src or '(none recorded)'} is not available unchanged; use onnxruntime or tensorrt")

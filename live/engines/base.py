@@ -28,6 +28,16 @@ class Engine(ABC):
     def decode(self, z: np.ndarray) -> np.ndarray:
         """float32 (N, z_dim) -> uint8 (N,H,W,3) RGB."""
 
+    def check_frames(self, frames: np.ndarray) -> np.ndarray:
+        """Validate a frame or batch at the model size -> C-contiguous uint8 (N,H,W,3); ValueError otherwise."""
+        frames = np.asarray(frames)
+        if frames.ndim == 3:
+            frames = frames[None]
+        if frames.dtype != np.uint8 or frames.shape[1:] != (self.height, self.width, 3):
+            raise ValueError(f"expected uint8 frames N x {self.height} x {self.width} x 3, "
+                             f"got {frames.dtype} {frames.shape}")
+        return np.ascontiguousarray(frames)
+
     def reconstruct(self, frames: np.ndarray) -> np.ndarray:
         """Fused encode -> decode of the mean (noise 0). Backends may override with one graph call."""
         mu, _ = self.encode(frames)

@@ -84,13 +84,7 @@ class OnnxRuntimeEngine(Engine):
         return ort.InferenceSession(model, sess_options=self._opts, providers=self._providers)
 
     def _input(self, frames: np.ndarray) -> np.ndarray:
-        frames = np.asarray(frames)
-        if frames.ndim == 3:
-            frames = frames[None]
-        if frames.dtype != np.uint8 or frames.shape[1:] != (self.height, self.width, 3):
-            raise ValueError(f"expected uint8 frames N x {self.height} x {self.width} x 3, "
-                             f"got {frames.dtype} {frames.shape}")
-        return to_model_input(frames)
+        return to_model_input(self.check_frames(frames))
 
     def encode(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         mu, log_sigma = self.enc.run(["mu", "log_sigma"], {"image": self._input(frames)})

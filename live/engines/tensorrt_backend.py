@@ -167,22 +167,13 @@ class TensorRTEngine(Engine):
         return {**r, "ok": reason is None, "reason": reason, "n_frames": len(frames)}
 
     # --- Engine interface ---------------------------------------------------------------------------
-    def _check(self, frames: np.ndarray) -> np.ndarray:
-        frames = np.asarray(frames)
-        if frames.ndim == 3:
-            frames = frames[None]
-        if frames.dtype != np.uint8 or frames.shape[1:] != (self.height, self.width, 3):
-            raise ValueError(f"expected uint8 frames N x {self.height} x {self.width} x 3, "
-                             f"got {frames.dtype} {frames.shape}")
-        return np.ascontiguousarray(frames)
-
     def _chunks(self, n: int):
         for i in range(0, n, self.max_batch):
             yield i, min(n, i + self.max_batch)
 
     @torch.inference_mode()
     def encode(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        frames = self._check(frames)
+        frames = self.check_frames(frames)
         r = self.runners["encoder"]
         mus, sigmas = [], []
         with torch.cuda.stream(self.stream):
@@ -211,7 +202,7 @@ class TensorRTEngine(Engine):
 
     @torch.inference_mode()
     def reconstruct(self, frames: np.ndarray) -> np.ndarray:
-        frames = self._check(frames)
+        frames = self.check_frames(frames)
         r = self.runners["fused"]
         out = []
         with torch.cuda.stream(self.stream):

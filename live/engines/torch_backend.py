@@ -34,13 +34,7 @@ class TorchEngine(Engine):
         self.name = f"torch {self.device.type}" + (f" ({threads} threads)" if threads else "")
 
     def _frames(self, frames: np.ndarray) -> torch.Tensor:
-        frames = np.asarray(frames)
-        if frames.ndim == 3:
-            frames = frames[None]
-        if frames.dtype != np.uint8 or frames.shape[1:] != (self.height, self.width, 3):
-            raise ValueError(f"expected uint8 frames N x {self.height} x {self.width} x 3, "
-                             f"got {frames.dtype} {frames.shape}")
-        return frames_to_input(torch.from_numpy(np.ascontiguousarray(frames)).to(self.device))
+        return frames_to_input(torch.from_numpy(self.check_frames(frames)).to(self.device))
 
     @torch.inference_mode()
     def encode(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
