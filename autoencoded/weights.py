@@ -14,11 +14,9 @@ Weights metadata (all strings, as safetensors requires):
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import torch
@@ -28,49 +26,14 @@ from safetensors.torch import save as st_save
 from training.model import ModelConfig
 
 from .errors import UserError
+from .fileio import atomic_write_bytes, sha256_file
+
+__all__ = ["atomic_write_bytes", "sha256_file", "save_weights", "load_weights", "read_metadata",
+           "resolve_checkpoint"]
 
 FORMAT = "autoencoded-weights"
 FORMAT_VERSION = 1
 STEP_RE = re.compile(r"^step-(\d+)\.safetensors$")
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write to a temp file in the same folder, fsync, rename over `path`, fsync the folder.
-
-    A crash or a full disk at any point leaves either the old file or the new one, never a torn one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def save_weights(path: str | os.PathLike, cfg: ModelConfig, state: dict[str, torch.Tensor],

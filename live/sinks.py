@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 
@@ -65,23 +66,33 @@ def _partial_path(final: Path, suffix: str = ".partial") -> Path:
     return Path(tmp)
 
 
-class VideoWriter:
+class VideoWriter(ABC):
     """Writes frames to a partial file; `close()` finishes it and renames it to `path`, `abort()` deletes it."""
 
     backend = "none"
+    tmp: Path
 
     def __init__(self, path: Path, width: int, height: int) -> None:
         self.path, self.width, self.height = path, width, height
         self.frames = 0
 
+    @abstractmethod
     def write(self, frame: np.ndarray) -> None:
-        raise NotImplementedError
+        """Append one uint8 RGB frame at the writer's size."""
 
+    @abstractmethod
     def close(self) -> None:
-        raise NotImplementedError
+        """Finish the file and rename it to `path`."""
 
+    @abstractmethod
     def abort(self) -> None:
-        raise NotImplementedError
+        """Stop and delete the partial file."""
+
+    def _remove_tmp(self) -> None:
+        try:
+            self.tmp.unlink()
+        except FileNotFoundError:
+            pass
 
     def _check(self, frame: np.ndarray) -> np.ndarray:
         if frame.shape != (self.height, self.width, 3) or frame.dtype != np.uint8:
@@ -154,12 +165,6 @@ class FfmpegWriter(VideoWriter):
         self.proc.wait()
         self._remove_tmp()
 
-    def _remove_tmp(self) -> None:
-        try:
-            self.tmp.unlink()
-        except FileNotFoundError:
-            pass
-
 
 class CvWriter(VideoWriter):
     """OpenCV's writer (no ffmpeg here): mp4v, or MJPG for .avi. Video only."""
@@ -186,12 +191,6 @@ class CvWriter(VideoWriter):
     def abort(self) -> None:
         self.writer.release()
         self._remove_tmp()
-
-    def _remove_tmp(self) -> None:
-        try:
-            self.tmp.unlink()
-        except FileNotFoundError:
-            pass
 
 
 def check_output_path(path: str | os.PathLike) -> Path:

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from autoencoded.errors import UserError
+from autoencoded.fileio import atomic_write_bytes
 from training.data import META_FILE, open_dataset
-from training.prepare import FramesWriter, atomic_write_bytes
+from training.prepare import FramesWriter
 
 
 def write_dataset(folder, frames: np.ndarray, complete: bool = True, **meta) -> None:

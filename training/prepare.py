@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ import numpy as np
 
 from autoencoded import __version__
 from autoencoded.errors import UserError
+from autoencoded.fileio import atomic_write_bytes
 
 from . import video
 from .data import FORMAT, FRAMES_FILE, META_FILE, VERSION
@@ -50,21 +50,6 @@ def npy_header(shape: tuple[int, ...], size: int = HEADER_BYTES) -> bytes:
     if pad < 0:
         raise ValueError(f"shape {shape} does not fit a {size}-byte .npy header")
     return b"\x93NUMPY\x01\x00" + (size - 10).to_bytes(2, "little") + (text + " " * pad + "\n").encode("latin1")
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Temp file in the same folder, fsync, rename (autoencoded.weights has the same, but imports torch)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class FramesWriter:
