@@ -216,18 +216,21 @@ def open_video_writer(path: str | os.PathLike, width: int, height: int, fps: flo
 
 
 # ---------------------------------------------------------------------------------------------- sinks
-class Sink:
+class Sink(ABC):
+    """Where frames go (several at once). Frames are uint8 RGB at the output size."""
+
     name = "sink"
     #: set by a sink whose user asked to stop (closed the preview window, pressed q or Esc)
     wants_stop = False
 
-    def open(self, width: int, height: int, fps: float) -> None:
+    def open(self, width: int, height: int, fps: float) -> None:  # noqa: B027
         """Acquire the device or file. Raises UserError with one line when that is impossible."""
 
+    @abstractmethod
     def write(self, frame: np.ndarray) -> None:
-        raise NotImplementedError
+        """Show, send or record one frame."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027
         """Release the device, finish the file. Safe to call twice."""
 
 

@@ -15,6 +15,7 @@ import os
 import sys
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,23 +31,27 @@ IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 VIDEO_EXTS = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts"}
 
 
-class Reader:
+class Reader(ABC):
+    """An opened source: `read()` gives the next RGB frame, or None when none came."""
+
+    @abstractmethod
     def read(self) -> np.ndarray | None:
-        raise NotImplementedError
+        """The next frame (uint8 H x W x 3 RGB), or None."""
 
-    def close(self) -> None:
-        pass
+    def close(self) -> None:  # noqa: B027 (most readers hold nothing to release)
+        """Release the device or file."""
 
 
-class Source:
+class Source(ABC):
     """Where frames come from. `camera` sources are live (never paced by us, frozen frames are faults)."""
 
     name = "source"
     fps = 30.0
     camera = False
 
+    @abstractmethod
     def open(self) -> Reader:
-        raise NotImplementedError
+        """Open the device or file; raises on failure (the feed retries with backoff)."""
 
 
 def _video_fps(cap, default: float = 30.0) -> float:
