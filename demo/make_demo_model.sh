@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
 footage=${1:-../shared/footage/bbb_trailer.mp4}
 steps=${2:-600}
 work=${DEMO_WORK:-build/demo}
+out=${DEMO_OUT:-live/assets/demo_model}
 mkdir -p "$work"
 
 # 1. every frame at 256x144; --dedupe drops the held title cards that would otherwise dominate
@@ -20,4 +21,4 @@ autoencoded train "$work/dataset" -o "$work/run" --arch lite --steps "$steps" --
   --noise-start 1.0 --noise-end 0.3 --noise-schedule cosine --seed 0 --overwrite
 
 # 3. the model pack, verified against torch on real frames of the film
-autoencoded export "$work/run" -o live/assets/demo_model --which best --verify --frames "$work/dataset" --overwrite
+autoencoded export "$work/run" -o "$out" --which best --verify --frames "$work/dataset" --overwrite

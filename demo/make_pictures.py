@@ -1,0 +1,88 @@
+"""The README's pictures, made by the tool itself from the demo model.
+
+    python demo/make_pictures.py [--run build/demo/run] [--out docs/img]
+
+1. samples.png: the newest sample grid that `autoencoded train` wrote for the demo run;
+2. before_after.png: frames of the demo clip followed by held black frames, put through
+   `autoencoded render`; inputs on top, the model's output below (the black column shows the haze);
+3. live.png: a still of `autoencoded live --input demo --noise 0.6 --overlay`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from live.assets import DEMO_CLIP
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def read_frames(path: Path) -> list[np.ndarray]:
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    cap.release()
+    if not frames:
+        raise SystemExit(f"no frames in {path}")
+    return frames
+
+
+def autoencoded(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "autoencoded", *args], check=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run", default=str(ROOT / "build/demo/run"))
+    ap.add_argument("--out", default=str(ROOT / "docs/img"))
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    grids = sorted(Path(args.run, "samples").glob("step-*.png"))
+    if not grids:
+        raise SystemExit(f"no sample grids in {args.run}/samples: run demo/make_demo_model.sh first")
+    shutil.copyfile(grids[-1], out / "samples.png")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        clip = read_frames(DEMO_CLIP)
+        h, w = clip[0].shape[:2]
+        black = np.zeros_like(clip[0])
+        writer = cv2.VideoWriter(str(tmp / "input.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 25, (w, h))
+        for frame in clip + [black] * 10:
+            writer.write(frame)
+        writer.release()
+        autoencoded("render", str(tmp / "input.avi"), str(tmp / "render.mp4"))
+        rendered = read_frames(tmp / "render.mp4")
+        originals = read_frames(tmp / "input.avi")
+        if len(rendered) != len(originals):
+            raise SystemExit(f"render gave {len(rendered)} frames for {len(originals)}")
+        picks = [8, 35, 62, 90, 118, len(originals) - 1]
+        rh, rw = rendered[0].shape[:2]
+        top = [cv2.resize(originals[i], (rw, rh), interpolation=cv2.INTER_AREA) for i in picks]
+        bottom = [rendered[i] for i in picks]
+        grid = np.vstack([np.hstack(top), np.hstack(bottom)])
+        cv2.imwrite(str(out / "before_after.png"), grid)
+
+        autoencoded("live", "--input", "demo", "--output", str(tmp / "live.mp4"), "--noise", "0.6",
+                    "--overlay", "--max-frames", "75", "--size", "854x480", "--osc-port", "0")
+        cv2.imwrite(str(out / "live.png"), read_frames(tmp / "live.mp4")[-1])
+    for name in ("samples.png", "before_after.png", "live.png"):
+        print(out / name)
+
+
+if __name__ == "__main__":
+    main()
