@@ -38,7 +38,6 @@ def export(source: Path, output: Path, which: str, verify: bool, frames: Path | 
     click.echo(f"wrote model pack {out}")
     if tensorrt:
         from live.engines.tensorrt_backend import TensorRTEngine
-
         from live.pack import read_pack
 
         from .parity import load_frames
