@@ -4,11 +4,11 @@
 #
 #   bash demo/make_demo_model.sh [FOOTAGE] [STEPS]
 #
-# On a 2-core CPU the default 600 steps take about 20-30 minutes; on a GPU, pass more steps.
+# On a 2-core CPU the default 2000 steps take about 35 minutes (11 samples/s); on a GPU, pass more steps.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 footage=${1:-../shared/footage/bbb_trailer.mp4}
-steps=${2:-600}
+steps=${2:-2000}
 work=${DEMO_WORK:-build/demo}
 out=${DEMO_OUT:-live/assets/demo_model}
 mkdir -p "$work"
