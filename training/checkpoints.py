@@ -1,9 +1,9 @@
 """Checkpoints of a run, in the format fixed by autoencoded/weights.py. No pickle anywhere.
 
-    RUN/checkpoints/step-XXXXXXX.safetensors        weights + ModelConfig (autoencoded.weights.save_weights)
-    RUN/checkpoints/step-XXXXXXX.state.safetensors  optimizer tensors + RNG; JSON metadata "state" holds the
+    RUN/checkpoints/step-NNNNNNN.safetensors        weights + ModelConfig (autoencoded.weights.save_weights)
+    RUN/checkpoints/step-NNNNNNN.state.safetensors  optimizer tensors + RNG; JSON metadata "state" holds the
                                                     optimizer param groups, schedule, data position, guard
-    RUN/checkpoints/step-XXXXXXX.json               sidecar: step, epoch, noise, losses, quality
+    RUN/checkpoints/step-NNNNNNN.json               sidecar: step, epoch, noise, losses, quality
     RUN/checkpoints/index.json                      {"latest": ..., "best": ...}, written last
 
 Every file is written atomically (temp + fsync + rename), state first, index last: a crash or a full disk

@@ -38,6 +38,15 @@ class Engine(ABC):
                              f"got {frames.dtype} {frames.shape}")
         return np.ascontiguousarray(frames)
 
+    def check_latents(self, z: np.ndarray) -> np.ndarray:
+        """Validate one latent or a batch -> C-contiguous float32 (N, z_dim); ValueError otherwise."""
+        z = np.ascontiguousarray(z, dtype=np.float32)
+        if z.ndim == 1:
+            z = z[None]
+        if z.ndim != 2 or z.shape[1] != self.z_dim:
+            raise ValueError(f"expected latents N x {self.z_dim}, got {z.shape}")
+        return z
+
     def reconstruct(self, frames: np.ndarray) -> np.ndarray:
         """Fused encode -> decode of the mean (noise 0). Backends may override with one graph call."""
         mu, _ = self.encode(frames)

@@ -91,11 +91,7 @@ class OnnxRuntimeEngine(Engine):
         return mu, log_sigma
 
     def decode(self, z: np.ndarray) -> np.ndarray:
-        z = np.ascontiguousarray(z, dtype=np.float32)
-        if z.ndim == 1:
-            z = z[None]
-        if z.shape[1] != self.z_dim:
-            raise ValueError(f"expected latents N x {self.z_dim}, got {z.shape}")
+        z = self.check_latents(z)
         return from_model_output(self.dec.run(["image"], {"z": z})[0])
 
     def reconstruct(self, frames: np.ndarray) -> np.ndarray:

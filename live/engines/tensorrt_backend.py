@@ -186,11 +186,7 @@ class TensorRTEngine(Engine):
 
     @torch.inference_mode()
     def decode(self, z: np.ndarray) -> np.ndarray:
-        z = np.ascontiguousarray(z, dtype=np.float32)
-        if z.ndim == 1:
-            z = z[None]
-        if z.shape[1] != self.z_dim:
-            raise ValueError(f"expected latents N x {self.z_dim}, got {z.shape}")
+        z = self.check_latents(z)
         r = self.runners["decoder"]
         out = []
         with torch.cuda.stream(self.stream):

@@ -43,12 +43,7 @@ class TorchEngine(Engine):
 
     @torch.inference_mode()
     def decode(self, z: np.ndarray) -> np.ndarray:
-        z = np.asarray(z, dtype=np.float32)
-        if z.ndim == 1:
-            z = z[None]
-        if z.shape[1] != self.z_dim:
-            raise ValueError(f"expected latents N x {self.z_dim}, got {z.shape}")
-        out = self.model.decoder(torch.from_numpy(np.ascontiguousarray(z)).to(self.device))
+        out = self.model.decoder(torch.from_numpy(self.check_latents(z)).to(self.device))
         return output_to_frames(out).cpu().numpy()
 
     @torch.inference_mode()
