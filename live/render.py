@@ -27,11 +27,11 @@ import numpy as np
 
 from autoencoded.errors import UserError
 
-from .engines.base import Engine
+from .engines.base import Engine, EngineFault
 from .frames import fit, upscale
 from .latent import LatentFX
 from .params import Params
-from .pipeline import EngineFault, stylize
+from .pipeline import stylize
 from .sinks import check_output_path, ffmpeg_path, open_video_writer
 from .sources import demo_clip
 

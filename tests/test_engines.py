@@ -230,3 +230,18 @@ def test_threads_are_physical_cores(model):
     from live.engines.ort_backend import physical_cores
     with open_engine(model["pack"], "onnxruntime") as e:
         assert e.threads == physical_cores() >= 1
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "torch"])
+def test_nan_image_is_a_fault_not_a_grey_frame(model, backend):
+    """A NaN latent makes a NaN image: the backend says so before post-processing would turn it grey."""
+    from live.engines.base import EngineFault
+
+    with open_engine(model["pack"] if backend == "onnxruntime" else model["ckpt"], backend,
+                     log=lambda s: None) as engine:
+        good = engine.decode(np.zeros((1, engine.z_dim), np.float32))
+        assert good.shape == (1, H, W, 3)
+        with pytest.raises(EngineFault, match="NaN"):
+            engine.decode(np.full((1, engine.z_dim), np.nan, np.float32))
+        with pytest.raises(ValueError, match="latents"):
+            engine.decode(np.zeros((1, engine.z_dim + 1), np.float32))

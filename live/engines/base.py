@@ -13,6 +13,21 @@ from abc import ABC, abstractmethod
 import numpy as np
 
 
+class EngineFault(RuntimeError):
+    """The model produced something unusable (NaN/Inf, wrong shape). The live loop bypasses that frame."""
+
+
+def finite_images(images):
+    """The model's raw float output (numpy array or torch tensor), checked before it becomes uint8.
+
+    Post-processing maps NaN to mid-grey, so this is the last place where a NaN image can be told apart
+    from a grey one. Raises EngineFault.
+    """
+    if not bool(images.isfinite().all() if hasattr(images, "isfinite") else np.isfinite(images).all()):
+        raise EngineFault("model output contains NaN/Inf")
+    return images
+
+
 class Engine(ABC):
     #: e.g. "onnxruntime (CPUExecutionProvider, 2 threads)", "tensorrt fp16", "torch cpu"
     name: str = "engine"

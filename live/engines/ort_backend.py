@@ -19,7 +19,7 @@ from autoencoded.errors import UserError
 
 from ..frames import from_model_output, to_model_input
 from ..pack import FUSED_IN, FUSED_OUT, ModelPack
-from .base import Engine
+from .base import Engine, finite_images
 
 CUDA_EP = "CUDAExecutionProvider"
 CPU_EP = "CPUExecutionProvider"
@@ -92,10 +92,10 @@ class OnnxRuntimeEngine(Engine):
 
     def decode(self, z: np.ndarray) -> np.ndarray:
         z = self.check_latents(z)
-        return from_model_output(self.dec.run(["image"], {"z": z})[0])
+        return from_model_output(finite_images(self.dec.run(["image"], {"z": z})[0]))
 
     def reconstruct(self, frames: np.ndarray) -> np.ndarray:
-        return from_model_output(self.fused.run([FUSED_OUT], {FUSED_IN: self._input(frames)})[0])
+        return from_model_output(finite_images(self.fused.run([FUSED_OUT], {FUSED_IN: self._input(frames)})[0]))
 
     def close(self) -> None:
         self.enc = self.dec = self.fused = None  # type: ignore[assignment]

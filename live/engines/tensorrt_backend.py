@@ -19,7 +19,7 @@ import torch
 from training.model import frames_to_input, output_to_frames
 
 from ..pack import FUSED_IN, FUSED_OUT, ModelPack
-from .base import Engine
+from .base import Engine, finite_images
 
 
 class _Runner:
@@ -193,7 +193,7 @@ class TensorRTEngine(Engine):
             for a, b in self._chunks(len(z)):
                 r.buffers["z"][: b - a].copy_(torch.from_numpy(z[a:b]).to(self.device))
                 r.run(b - a)
-                out.append(output_to_frames(r.buffers["image"][: b - a]).cpu().numpy())
+                out.append(output_to_frames(finite_images(r.buffers["image"][: b - a])).cpu().numpy())
         return np.concatenate(out)
 
     @torch.inference_mode()
@@ -205,7 +205,7 @@ class TensorRTEngine(Engine):
             for a, b in self._chunks(len(frames)):
                 r.buffers[FUSED_IN][: b - a].copy_(frames_to_input(torch.from_numpy(frames[a:b]).to(self.device)))
                 r.run(b - a)
-                out.append(output_to_frames(r.buffers[FUSED_OUT][: b - a]).cpu().numpy())
+                out.append(output_to_frames(finite_images(r.buffers[FUSED_OUT][: b - a])).cpu().numpy())
         return np.concatenate(out)
 
     def close(self) -> None:

@@ -13,7 +13,7 @@ import torch
 from autoencoded.weights import load_weights, resolve_checkpoint
 from training.model import autoencoder_from_state, frames_to_input, output_to_frames
 
-from .base import Engine
+from .base import Engine, finite_images
 
 
 class TorchEngine(Engine):
@@ -44,11 +44,11 @@ class TorchEngine(Engine):
     @torch.inference_mode()
     def decode(self, z: np.ndarray) -> np.ndarray:
         out = self.model.decoder(torch.from_numpy(self.check_latents(z)).to(self.device))
-        return output_to_frames(out).cpu().numpy()
+        return output_to_frames(finite_images(out)).cpu().numpy()
 
     @torch.inference_mode()
     def reconstruct(self, frames: np.ndarray) -> np.ndarray:
-        return output_to_frames(self.model(self._frames(frames))).cpu().numpy()
+        return output_to_frames(finite_images(self.model(self._frames(frames)))).cpu().numpy()
 
     def close(self) -> None:
         self.model = None  # type: ignore[assignment]
