@@ -43,6 +43,19 @@ def write_video(path: Path, n_frames: int = 24, width: int = 320, height: int = 
     return path
 
 
+def read_video(path, limit: int | None = None) -> list[np.ndarray]:
+    """Every frame of a video file (or the first `limit`), decoded by OpenCV, as RGB uint8 arrays."""
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while limit is None or len(frames) < limit:
+        ok, bgr = cap.read()
+        if not ok:
+            break
+        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    cap.release()
+    return frames
+
+
 @pytest.fixture
 def make_video(tmp_path):
     """make_video(name="clip.mp4", n_frames=24, width=320, height=180, fps=24.0, fourcc="mp4v", frame_fn=...)"""

@@ -10,7 +10,6 @@ import mido
 import numpy as np
 import pytest
 import torch
-from conftest import synthetic_frame
 from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.osc_packet import OscPacket
 from test_midi import FakeDevices, cc
@@ -20,6 +19,8 @@ from autoencoded.errors import UserError
 from live.controls import ControlSurface
 from live.params import ParamStore
 from live.presets import load_preset, user_dir
+
+from conftest import synthetic_frame
 
 
 @pytest.fixture(autouse=True)

@@ -19,17 +19,7 @@ from live.assets import DEMO_CLIP, DEMO_MODEL_DIR
 from live.engines import open_engine
 from live.frames import fit
 
-
-def _frames(path, limit=None):
-    cap = cv2.VideoCapture(str(path))
-    out = []
-    while limit is None or len(out) < limit:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        out.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
-    cap.release()
-    return out
+from conftest import read_video
 
 
 def _headless_env():
@@ -53,10 +43,10 @@ def test_readme_first_command_headless_plays_the_demo_through_the_demo_model(tmp
     assert proc.returncode == 0, proc.stderr
     said = proc.stdout + proc.stderr
     assert "demo" in said and "autoencoded-live.mp4" in said
-    out = _frames(tmp_path / "autoencoded-live.mp4")
+    out = read_video(tmp_path / "autoencoded-live.mp4")
     assert len(out) >= 30 and out[0].shape == (720, 1280, 3)
 
-    clip = [fit(f, 256, 144) for f in _frames(DEMO_CLIP)]
+    clip = [fit(f, 256, 144) for f in read_video(DEMO_CLIP)]
     with open_engine(None, backend="onnxruntime", log=lambda *_: None) as engine:
         recon = np.concatenate([engine.reconstruct(np.stack(clip[i:i + 16])) for i in range(0, len(clip), 16)])
     inputs = np.stack(clip).astype(np.float32)
@@ -77,6 +67,6 @@ def test_render_uses_the_demo_model_by_default(tmp_path, extra):
     proc = subprocess.run([sys.executable, "-m", "autoencoded", "render", "demo", str(out), *extra],
                           env=_headless_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    frames = _frames(out)
-    assert len(frames) == len(_frames(DEMO_CLIP))
+    frames = read_video(out)
+    assert len(frames) == len(read_video(DEMO_CLIP))
     assert frames[0].shape[1] == (512 if extra else 256)

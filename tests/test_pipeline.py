@@ -14,7 +14,6 @@ import sys
 import threading
 import time
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -30,6 +29,8 @@ from live.pipeline import Pipeline
 from live.sinks import NullSink, RecorderSink
 from live.sources import VideoFileSource, _LoopingFileReader
 from training.model import AutoEncoder, ModelConfig
+
+from conftest import read_video
 
 W, H = 64, 48  # model size
 OUT = (96, 72)  # output size
@@ -52,18 +53,6 @@ def models(tmp_path_factory):
 @pytest.fixture
 def clip(make_video):
     return make_video("in.mp4", n_frames=20, width=160, height=96, fps=30.0)
-
-
-def file_frames(path) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(path))
-    out = []
-    while True:
-        ok, f = cap.read()
-        if not ok:
-            break
-        out.append(cv2.cvtColor(f, cv2.COLOR_BGR2RGB))
-    cap.release()
-    return out
 
 
 class CollectSink(NullSink):
@@ -98,7 +87,7 @@ def matches_one_of(frame, candidates, tol: int = 1) -> bool:
 @pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
 def test_video_file_through_engine_into_recorder(models, clip, tmp_path, backend):
     engine = open_engine(models[backend], backend=backend, log=lambda m: None)
-    expected = expected_outputs(engine, file_frames(clip))
+    expected = expected_outputs(engine, read_video(clip))
     out = tmp_path / "out.mp4"
     collect = CollectSink()
     p = Pipeline(VideoFileSource(clip), engine, [RecorderSink(out, log=lambda m: None), collect], fps=30, size=OUT,
@@ -148,7 +137,7 @@ def test_engine_faults_pass_through_then_recover(models, clip):
     logs: list[str] = []
     params = ParamStore()
     p = Pipeline(VideoFileSource(clip), engine, [NullSink()], params=params, size=OUT, log=logs.append)
-    frames = file_frames(clip)[:11]
+    frames = read_video(clip)[:11]
     outs = []
     for i, f in enumerate(frames, start=1):
         params.set("noise", 0.0 if i < 8 else 0.3)  # calls 8+: encode -> latent noise -> decode
@@ -170,7 +159,7 @@ def test_engine_faults_pass_through_then_recover(models, clip):
 def test_engine_fault_can_hold_the_last_good_frame(models, clip):
     engine = FaultyEngine(models["torch"], faults={2: "raise", 3: "nan_image"})
     p = Pipeline(VideoFileSource(clip), engine, [NullSink()], size=OUT, on_fault="last", log=lambda m: None)
-    frames = file_frames(clip)[:4]
+    frames = read_video(clip)[:4]
     outs = [p.process(f) for f in frames]
     np.testing.assert_array_equal(outs[1], outs[0])
     np.testing.assert_array_equal(outs[2], outs[0])
@@ -185,7 +174,7 @@ def test_engine_faults_in_the_running_loop(models, clip):
     stats = p.run(max_frames=40)
     assert stats["engine_faults"] == 10 and stats["frames_out"] == 40
     assert any("recovered after 10 faulty frame(s)" in m for m in logs)
-    expected = expected_outputs(open_engine(models["torch"], backend="torch", log=lambda m: None), file_frames(clip))
+    expected = expected_outputs(open_engine(models["torch"], backend="torch", log=lambda m: None), read_video(clip))
     assert matches_one_of(collect.log[-1][1], expected), "the model is back in the picture"
 
 
@@ -193,7 +182,7 @@ def test_mix_and_noise_controls(models, clip):
     params = ParamStore(mix=0.0)
     p = Pipeline(VideoFileSource(clip), open_engine(models["torch"], backend="torch", log=lambda m: None),
                  [NullSink()], params=params, size=OUT, log=lambda m: None)
-    f = file_frames(clip)[0]
+    f = read_video(clip)[0]
     np.testing.assert_array_equal(p.process(f), fit(f, *OUT))  # all dry
     params.set("mix", 1.0)
     clean = p.process(f)

@@ -8,12 +8,13 @@ import shutil
 import cv2
 import numpy as np
 import pytest
-from conftest import synthetic_frame
 
 from autoencoded.errors import UserError
 from training import video
 from training.data import open_dataset
 from training.prepare import npy_header, parse_size, prepare
+
+from conftest import synthetic_frame
 
 HAVE_FFMPEG = shutil.which("ffmpeg") is not None and shutil.which("ffprobe") is not None
 DECODERS = ["opencv", pytest.param("ffmpeg", marks=pytest.mark.skipif(not HAVE_FFMPEG,

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -22,6 +21,8 @@ from live.engines import open_engine
 from live.frames import fit, upscale
 from live.render import parse_size, probe_media
 from training.model import AutoEncoder, ModelConfig
+
+from conftest import read_video
 
 W, H = 64, 48
 pytestmark = pytest.mark.skipif(sinks.ffmpeg_path() is None, reason="ffmpeg is not installed")
@@ -69,15 +70,6 @@ def audio_seconds(path) -> float:
     return int(h) * 3600 + int(m) * 60 + float(sec)
 
 
-def decode(path) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    while (r := cap.read())[0]:
-        frames.append(cv2.cvtColor(r[1], cv2.COLOR_BGR2RGB))
-    cap.release()
-    return frames
-
-
 @pytest.mark.parametrize("container, acodec, out_acodec", [(".mp4", "aac", "aac"), (".mkv", "pcm_s16le", "aac")])
 def test_render_keeps_frame_count_rate_and_audio(make_video, tmp_path, engine, container, acodec, out_acodec):
     video = make_video("v.mp4", n_frames=36, width=128, height=80, fps=24000 / 1001)
@@ -92,7 +84,7 @@ def test_render_keeps_frame_count_rate_and_audio(make_video, tmp_path, engine, c
     assert so["audio"]["codec_name"] == out_acodec
     assert audio_seconds(out) == pytest.approx(audio_seconds(src), abs=0.05) and audio_seconds(src) > 1.9
     # the pictures are the model's reconstructions, in order
-    inp, got = decode(src), decode(out)
+    inp, got = read_video(src), read_video(out)
     want = engine.reconstruct(np.stack([fit(f, W, H) for f in inp]))
     for i in (0, 17, 35):
         assert np.abs(got[i].astype(np.int16) - want[i]).mean() < 4, f"frame {i}"
@@ -107,7 +99,7 @@ def test_side_by_side_and_upscale(make_video, tmp_path, engine):
     v = streams(out)["video"]
     assert (v["width"], v["height"], int(v["nb_read_frames"])) == (256, 96, 10) and "audio" not in streams(out)
     assert s["audio"] is False
-    first_in, first_out = decode(src)[0], decode(out)[0]
+    first_in, first_out = read_video(src)[0], read_video(out)[0]
     left, right = first_out[:, :128].astype(np.int16), first_out[:, 128:].astype(np.int16)
     assert np.abs(left - fit(first_in, 128, 96)).mean() < 4  # the input, cropped to the aspect
     clean = upscale(engine.reconstruct(fit(first_in, W, H)[None])[0], 128, 96)
@@ -123,7 +115,7 @@ def test_without_ffmpeg_writes_video_only_and_says_so(make_video, tmp_path, engi
     s = render.render(src, tmp_path / "out.mp4", engine, progress=False, log=logs.append)
     assert s["frames"] == 12 and not s["audio"] and s["writer"] == "opencv mp4v"
     assert len(logs) == 1 and logs[0].startswith("ffmpeg not found")
-    assert len(decode(tmp_path / "out.mp4")) == 12
+    assert len(read_video(tmp_path / "out.mp4")) == 12
 
 
 def test_render_refusals(make_video, tmp_path, engine):
