@@ -12,16 +12,16 @@ import sys
 
 import click
 
-from .errors import UserError
+from autoencoded.errors import UserError
 
 # name -> (module, attribute, issue that delivers it, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "prepare": ("training.prepare_cmd", "prepare", "Turn one or more video files into a training dataset."),
-    "train": ("training.train_cmd", "train", "Train the VAE-GAN on a prepared dataset."),
-    "export": ("export.export_cmd", "export", "Export a run or checkpoint to an ONNX model pack."),
-    "live": ("live.live_cmd", "live", "Run a camera or video through the model in real time."),
-    "render": ("live.render_cmd", "render", "Reconstruct every frame of a film offline, with its audio."),
-    "bench": ("live.bench_cmd", "bench", "Measure inference speed of every available backend."),
+    "prepare": ("autoencoded.training.prepare_cmd", "prepare", "Turn one or more video files into a training dataset."),
+    "train": ("autoencoded.training.train_cmd", "train", "Train the VAE-GAN on a prepared dataset."),
+    "export": ("autoencoded.export.export_cmd", "export", "Export a run or checkpoint to an ONNX model pack."),
+    "live": ("autoencoded.live.live_cmd", "live", "Run a camera or video through the model in real time."),
+    "render": ("autoencoded.live.render_cmd", "render", "Reconstruct every frame of a film offline, with its audio."),
+    "bench": ("autoencoded.live.bench_cmd", "bench", "Measure inference speed of every available backend."),
 }
 
 

@@ -25,9 +25,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from live.latent import LatentFX  # noqa: E402
-from live.osc import OscServer  # noqa: E402
-from live.params import ParamStore  # noqa: E402
+from autoencoded.live.control.latent import LatentFX  # noqa: E402
+from autoencoded.live.control.osc import OscServer  # noqa: E402
+from autoencoded.live.control.params import ParamStore  # noqa: E402
 
 
 def rss_mb() -> float:
@@ -118,7 +118,7 @@ def flood_sender(target, rate: int, stop, ready, count) -> None:
 def engine_loop(seconds: float, store: ParamStore, threads: int) -> float:
     import torch
 
-    from training.model import AutoEncoder, ModelConfig
+    from autoencoded.training.model import AutoEncoder, ModelConfig
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)

@@ -28,12 +28,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from live.engines import open_engine  # noqa: E402
-from live.frames import fit  # noqa: E402
-from live.pipeline import Pipeline  # noqa: E402
-from live.render import render  # noqa: E402
-from live.sinks import NullSink  # noqa: E402
-from live.sources import Reader, Source, VideoFileSource  # noqa: E402
+from autoencoded.live.engines import open_engine  # noqa: E402
+from autoencoded.live.engines.frames import fit  # noqa: E402
+from autoencoded.live.io.sinks import NullSink  # noqa: E402
+from autoencoded.live.io.sources import Reader, Source, VideoFileSource  # noqa: E402
+from autoencoded.live.loop.pipeline import Pipeline  # noqa: E402
+from autoencoded.live.render import render  # noqa: E402
 
 
 class SyntheticSource(Source):
@@ -105,7 +105,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     model = a.model
     if model is None:
-        from export.onnx_export import random_pack
+        from autoencoded.export.onnx_export import random_pack
 
         random_pack("lite", tmp / "lite", 256, 144)
         model = tmp / "lite"

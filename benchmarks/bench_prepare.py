@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from training.prepare import parse_size, prepare  # noqa: E402
+from autoencoded.training.prepare import parse_size, prepare  # noqa: E402
 
 
 def make_clip(path: Path, seconds: float) -> None:

@@ -20,9 +20,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from training.config import TrainConfig, resolve  # noqa: E402
-from training.data import open_dataset  # noqa: E402
-from training.loop import Trainer  # noqa: E402
+from autoencoded.training.config import TrainConfig, resolve  # noqa: E402
+from autoencoded.training.data import open_dataset  # noqa: E402
+from autoencoded.training.loop import Trainer  # noqa: E402
 
 
 def make_dataset(path: Path, n: int, w: int = 256, h: int = 144) -> Path:

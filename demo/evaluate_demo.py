@@ -16,8 +16,8 @@ import json
 import cv2
 import numpy as np
 
-from live.engines import open_engine
-from training.data import open_dataset
+from autoencoded.live.engines import open_engine
+from autoencoded.training.data import open_dataset
 
 
 def mse(a: np.ndarray, b: np.ndarray) -> float:

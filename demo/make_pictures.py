@@ -20,7 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from live.assets import DEMO_CLIP
+from autoencoded.live.assets import DEMO_CLIP
 
 ROOT = Path(__file__).resolve().parents[1]
 

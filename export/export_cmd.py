@@ -28,19 +28,18 @@ def export(source: Path, output: Path, which: str, verify: bool, frames: Path | 
            max_batch: int, overwrite: bool) -> None:
     """Export a training run or checkpoint to an ONNX model pack."""
     if tensorrt:
-        from live.engines import tensorrt_unavailable
+        from autoencoded.live.engines import tensorrt_unavailable
         reason = tensorrt_unavailable()
         if reason:
             raise UserError(f"--tensorrt cannot run: {reason}")
-    from .onnx_export import export_checkpoint
+    from autoencoded.export.onnx_export import export_checkpoint
     out, _ = export_checkpoint(source, output, which=which, overwrite=overwrite, verify=verify, frames=frames,
                                log=click.echo)
     click.echo(f"wrote model pack {out}")
     if tensorrt:
-        from live.engines.tensorrt_backend import TensorRTEngine
-        from live.pack import read_pack
-
-        from .parity import load_frames
+        from autoencoded.live.engines.pack import read_pack
+        from autoencoded.live.engines.parity import load_frames
+        from autoencoded.live.engines.tensorrt_backend import TensorRTEngine
         pack = read_pack(out)
         imgs, where = load_frames(frames, pack.width, pack.height)
         with TensorRTEngine(pack, max_batch=max_batch, log=click.echo, parity_frames=imgs) as engine:

@@ -2,7 +2,7 @@
 
 The torch.onnx dynamo exporter (opset 18) writes self-contained files (external_data=False) with a
 dynamic batch axis and fixed H x W; its optimiser folds eval-mode BatchNorm into the convs. The pack is
-built in a hidden temp folder beside the target, validated by reading it back (live.pack.read_pack),
+built in a hidden temp folder beside the target, validated by reading it back (autoencoded.live.engines.pack.read_pack),
 optionally verified against torch on real frames, and only then renamed into place.
 """
 
@@ -21,10 +21,10 @@ from pathlib import Path
 
 import torch
 
-from autoencoded.errors import UserError
-from autoencoded.weights import atomic_write_bytes, load_weights, resolve_checkpoint, sha256_file
-from live import pack as packfmt
-from training.model import AutoEncoder, ModelConfig, autoencoder_from_state
+from autoencoded.errors import UserError, one_line
+from autoencoded.live.engines import pack as packfmt
+from autoencoded.training.model import AutoEncoder, ModelConfig, autoencoder_from_state
+from autoencoded.training.weights import atomic_write_bytes, load_weights, resolve_checkpoint, sha256_file
 
 OPSET = 18
 MAX_EXPORT_BATCH = 1024
@@ -137,7 +137,7 @@ def export_checkpoint(source: str | Path, out: str | Path, *, which: str = "best
     try:
         model = autoencoder_from_state(cfg, state)
     except RuntimeError as exc:
-        raise UserError(f"{weights}: weights do not match their config ({str(exc).splitlines()[0][:160]})") from None
+        raise UserError(f"{weights}: weights do not match their config ({one_line(exc)})") from None
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -147,7 +147,7 @@ def export_checkpoint(source: str | Path, out: str | Path, *, which: str = "best
                    training=_training_summary(weights, meta))
         report = None
         if verify:
-            from .parity import load_frames, verify_pack
+            from autoencoded.live.engines.parity import load_frames, verify_pack
             imgs, where = load_frames(frames, cfg.width, cfg.height)
             report = verify_pack(model, tmp, imgs)
             report["frames"] = where

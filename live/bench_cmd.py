@@ -46,12 +46,11 @@ def _models(model: Path | None, archs: tuple[str, ...], size: tuple[int, int], t
     """-> [{"arch", "pack", "checkpoint", "gflops"}]: what each backend can open."""
     import torch
 
-    from autoencoded.weights import save_weights
-    from export.onnx_export import export_checkpoint
-    from training.model import AutoEncoder, ModelConfig, count_flops, count_params
-
-    from .engines import resolve_model
-    from .pack import read_meta
+    from autoencoded.export.onnx_export import export_checkpoint
+    from autoencoded.live.engines import resolve_model
+    from autoencoded.live.engines.pack import read_meta
+    from autoencoded.training.model import AutoEncoder, ModelConfig, count_flops, count_params
+    from autoencoded.training.weights import save_weights
 
     if model is not None:
         kind, path = resolve_model(model)
@@ -104,8 +103,8 @@ def bench(model: Path | None, backend: str, archs: tuple[str, ...], size: str, s
     from rich.markup import escape
     from rich.table import Table
 
-    from .engines import open_engine
-    from .engines.bench import latency, throughput
+    from autoencoded.live.engines import open_engine
+    from autoencoded.live.engines.bench import latency, throughput
 
     console = Console(width=None if os.isatty(1) else 150)
     size_wh = _size(size)
@@ -149,7 +148,7 @@ def bench(model: Path | None, backend: str, archs: tuple[str, ...], size: str, s
                       f"{r['best']['fps']:.1f}")
     console.print(table)
     if json_path is not None:
-        from autoencoded.weights import atomic_write_bytes
+        from autoencoded.training.weights import atomic_write_bytes
         doc = {"machine": _machine(), "seconds": seconds, "results": results}
         atomic_write_bytes(json_path, (json.dumps(doc, indent=2) + "\n").encode())
         console.print(f"wrote {json_path}", highlight=False)

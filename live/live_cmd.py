@@ -39,7 +39,7 @@ class Console:
         self.stream.flush()
 
     def status(self, stats: dict) -> None:
-        from live.stats import status_line
+        from autoencoded.live.loop.stats import status_line
 
         line = status_line(stats)
         if self.tty:
@@ -53,7 +53,7 @@ class Console:
 
 def choose_input(spec: str | None, width: int, height: int, fps: float) -> tuple[object, str]:
     """-> (Source, why it was chosen, '' when the user named it)."""
-    from live.sources import CameraSource, VideoFileSource, demo_clip, open_source, probe
+    from autoencoded.live.io.sources import CameraSource, VideoFileSource, demo_clip, open_source, probe
 
     if spec is not None:
         return open_source(spec, width, height, fps), ""
@@ -70,8 +70,8 @@ def choose_input(spec: str | None, width: int, height: int, fps: float) -> tuple
 
 def choose_outputs(specs: tuple[str, ...], width: int, height: int, fps: float, log) -> tuple[list, str]:
     """-> (sinks, why they were chosen, '' when the user named them)."""
-    from live.sinks import RecorderSink, VirtualCamSink, WindowSink, open_sink
-    from live.sources import has_display
+    from autoencoded.live.io.sinks import RecorderSink, VirtualCamSink, WindowSink, open_sink
+    from autoencoded.live.io.sources import has_display
 
     if specs:
         sinks = [open_sink(s, log=log) for s in specs]
@@ -141,12 +141,12 @@ def live(ctx: click.Context, model: str | None, backend: str, input_spec: str | 
     """Run a camera or video through the model in real time. Ctrl-C stops."""
     import cv2
 
-    from live.controls import ControlSurface
-    from live.engines import open_engine
-    from live.params import ParamStore
-    from live.pipeline import Pipeline
-    from live.presets import load_preset
-    from live.render import parse_size
+    from autoencoded.live.control.params import ParamStore
+    from autoencoded.live.control.presets import load_preset
+    from autoencoded.live.control.surface import ControlSurface
+    from autoencoded.live.engines import open_engine
+    from autoencoded.live.loop.pipeline import Pipeline
+    from autoencoded.live.render import parse_size
 
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     console = Console()

@@ -26,14 +26,13 @@ import cv2
 import numpy as np
 
 from autoencoded.errors import UserError
-
-from .engines.base import Engine, EngineFault
-from .frames import fit, upscale
-from .latent import LatentFX
-from .params import Params
-from .pipeline import stylize
-from .sinks import check_output_path, ffmpeg_path, open_video_writer
-from .sources import demo_clip
+from autoencoded.live.control.latent import LatentFX
+from autoencoded.live.control.params import Params
+from autoencoded.live.engines.base import Engine, EngineFault
+from autoencoded.live.engines.frames import fit, upscale
+from autoencoded.live.io.sinks import check_output_path, ffmpeg_path, open_video_writer
+from autoencoded.live.io.sources import demo_clip
+from autoencoded.live.loop.pipeline import stylize
 
 
 @dataclass

@@ -32,9 +32,9 @@ def render(input: str, output: Path, model: str | None, backend: str, noise: flo
            side_by_side: bool, upscale: str | None, overwrite: bool) -> None:
     """Reconstruct every frame of INPUT (a video file, or 'demo') through the model into OUTPUT
     (.mp4, .mkv, .mov or .avi), keeping its frame rate, frame count and audio."""
-    from live.engines import open_engine
-    from live.render import parse_size
-    from live.render import render as do_render
+    from autoencoded.live.engines import open_engine
+    from autoencoded.live.render import parse_size
+    from autoencoded.live.render import render as do_render
 
     size = parse_size(upscale)
     if input != "demo" and not Path(input).is_file():

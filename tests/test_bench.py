@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from autoencoded.cli import main
-from live.engines import tensorrt_unavailable
+from autoencoded.live.engines import tensorrt_unavailable
 
 
 def test_bench_table_and_json(tmp_path, capsys):

@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from autoencoded.errors import UserError
-from autoencoded.weights import load_weights, resolve_checkpoint
-from training.checkpoints import Checkpoints, optimizer_from_flat, optimizer_to_flat
-from training.model import ModelConfig, build
+from autoencoded.training.checkpoints import Checkpoints, optimizer_from_flat, optimizer_to_flat
+from autoencoded.training.model import ModelConfig, build
+from autoencoded.training.weights import load_weights, resolve_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
@@ -102,8 +102,8 @@ def test_pickle_checkpoint_is_refused_and_its_payload_never_runs(tmp_path, capsy
 
 SAVE_LOOP = """
 import sys, torch
-from training.checkpoints import Checkpoints
-from training.model import ModelConfig, build
+from autoencoded.training.checkpoints import Checkpoints
+from autoencoded.training.model import ModelConfig, build
 cfg = ModelConfig.preset("lite")  # full size at 256x144: ~16 MB of weights per save
 m = build(cfg)
 ck = Checkpoints(sys.argv[1], keep=2)

@@ -16,9 +16,9 @@ from test_midi import FakeDevices, cc
 from test_osc import msg, sender, settle, wait_for
 
 from autoencoded.errors import UserError
-from live.controls import ControlSurface
-from live.params import ParamStore
-from live.presets import load_preset, user_dir
+from autoencoded.live.control.params import ParamStore
+from autoencoded.live.control.presets import load_preset, user_dir
+from autoencoded.live.control.surface import ControlSurface
 
 from conftest import synthetic_frame
 
@@ -156,8 +156,8 @@ def test_no_midi_subsystem_keeps_the_surface_running(capfd):
 
 # ------------------------------------------------------------------------------ done when
 def _tiny_checkpoint(path):
-    from autoencoded.weights import save_weights
-    from training.model import AutoEncoder, ModelConfig
+    from autoencoded.training.model import AutoEncoder, ModelConfig
+    from autoencoded.training.weights import save_weights
 
     torch.manual_seed(0)
     cfg = ModelConfig.preset("lite", width=64, height=48)
@@ -191,10 +191,10 @@ def _frames_after(pipe, sink, n: int) -> list[np.ndarray]:
 
 @pytest.mark.skipif(shutil.which("oscsend") is None, reason="oscsend (liblo-tools) is not installed")
 def test_done_when_osc_from_a_real_client_changes_the_live_output(tmp_path, make_video):
-    from live.engines.torch_backend import TorchEngine
-    from live.pipeline import Pipeline
-    from live.sinks import NullSink
-    from live.sources import VideoFileSource
+    from autoencoded.live.engines.torch_backend import TorchEngine
+    from autoencoded.live.io.sinks import NullSink
+    from autoencoded.live.io.sources import VideoFileSource
+    from autoencoded.live.loop.pipeline import Pipeline
 
     ckpt = _tiny_checkpoint(tmp_path / "tiny.safetensors")
     # a still scene, so any change in the output comes from the controls, not the footage
@@ -239,10 +239,10 @@ def test_done_when_osc_from_a_real_client_changes_the_live_output(tmp_path, make
 
 
 def test_osc_status_carries_pipeline_stats(tmp_path, make_video):
-    from live.engines.torch_backend import TorchEngine
-    from live.pipeline import Pipeline
-    from live.sinks import NullSink
-    from live.sources import VideoFileSource
+    from autoencoded.live.engines.torch_backend import TorchEngine
+    from autoencoded.live.io.sinks import NullSink
+    from autoencoded.live.io.sources import VideoFileSource
+    from autoencoded.live.loop.pipeline import Pipeline
 
     ckpt = _tiny_checkpoint(tmp_path / "tiny.safetensors")
     video = make_video("clip.mp4", n_frames=6, width=64, height=48)

@@ -10,8 +10,8 @@ import pytest
 
 from autoencoded.errors import UserError
 from autoencoded.fileio import atomic_write_bytes
-from training.data import META_FILE, open_dataset
-from training.prepare import FramesWriter
+from autoencoded.training.data import META_FILE, open_dataset
+from autoencoded.training.prepare import FramesWriter
 
 
 def write_dataset(folder, frames: np.ndarray, complete: bool = True, **meta) -> None:

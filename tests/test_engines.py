@@ -16,11 +16,11 @@ from onnx import external_data_helper
 
 from autoencoded.cli import main
 from autoencoded.errors import UserError
-from autoencoded.weights import save_weights
-from export.onnx_export import export_checkpoint
-from live.engines import open_engine, tensorrt_unavailable
-from live.pack import read_pack
-from training.model import AutoEncoder, ModelConfig
+from autoencoded.export.onnx_export import export_checkpoint
+from autoencoded.live.engines import open_engine, tensorrt_unavailable
+from autoencoded.live.engines.pack import read_pack
+from autoencoded.training.model import AutoEncoder, ModelConfig
+from autoencoded.training.weights import save_weights
 
 W, H = 64, 48
 
@@ -109,7 +109,7 @@ def test_explicit_tensorrt_says_why_in_one_line(model, capsys):
 
 
 def test_demo_model_absent_or_present(tmp_path):
-    from live.assets import DEMO_MODEL_DIR
+    from autoencoded.live.assets import DEMO_MODEL_DIR
     if (DEMO_MODEL_DIR / "model.json").is_file():
         with open_engine(None, "onnxruntime") as e:
             assert e.width > 0
@@ -227,7 +227,7 @@ def test_pickle_checkpoint_refused_by_open_engine(tmp_path):
 
 @pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None, reason="onnxruntime missing")
 def test_threads_are_physical_cores(model):
-    from live.engines.ort_backend import physical_cores
+    from autoencoded.live.engines.ort_backend import physical_cores
     with open_engine(model["pack"], "onnxruntime") as e:
         assert e.threads == physical_cores() >= 1
 
@@ -235,7 +235,7 @@ def test_threads_are_physical_cores(model):
 @pytest.mark.parametrize("backend", ["onnxruntime", "torch"])
 def test_nan_image_is_a_fault_not_a_grey_frame(model, backend):
     """A NaN latent makes a NaN image: the backend says so before post-processing would turn it grey."""
-    from live.engines.base import EngineFault
+    from autoencoded.live.engines.base import EngineFault
 
     with open_engine(model["pack"] if backend == "onnxruntime" else model["ckpt"], backend,
                      log=lambda s: None) as engine:

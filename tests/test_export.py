@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from autoencoded.cli import main
-from autoencoded.weights import save_weights
-from live.pack import read_pack
-from training.model import ModelConfig, build
+from autoencoded.live.engines.pack import read_pack
+from autoencoded.training.model import ModelConfig, build
+from autoencoded.training.weights import save_weights
 
 W, H = 64, 48
 
@@ -87,7 +87,7 @@ def test_export_refuses_existing_then_overwrites(run_dir, tmp_path, capsys):
 
 
 def test_verify_failure_leaves_no_pack(run_dir, tmp_path, monkeypatch, capsys):
-    import export.parity as parity
+    import autoencoded.live.engines.parity as parity
     monkeypatch.setattr(parity, "FP32_MAX_ABS", 0.0)  # a tolerance nothing can meet: torch != ORT bitwise
     out = tmp_path / "model"
     assert main(["export", str(run_dir), "-o", str(out), "--verify"]) == 2
@@ -132,7 +132,7 @@ def test_export_tensorrt_without_tensorrt_is_one_line(run_dir, tmp_path, capsys)
 
 
 def test_fused_graph_matches_parts(run_dir, tmp_path):
-    from live.engines.ort_backend import OnnxRuntimeEngine
+    from autoencoded.live.engines.ort_backend import OnnxRuntimeEngine
     main(["export", str(run_dir), "-o", str(tmp_path / "m")])
     pack = read_pack(tmp_path / "m")
     fused = pack.fused()

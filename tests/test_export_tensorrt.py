@@ -8,9 +8,9 @@ import importlib.util
 import numpy as np
 import pytest
 
-from export.engine_cache import MAGIC, EngineCache, EngineKey, cache_dir, decode_file
-from export.tensorrt_build import cached_engine, make_key, shape_spec
-from live.engines import tensorrt_unavailable
+from autoencoded.live.engines import tensorrt_unavailable
+from autoencoded.live.engines.cache import MAGIC, EngineCache, EngineKey, cache_dir, decode_file
+from autoencoded.live.engines.tensorrt_build import cached_engine, make_key, shape_spec
 
 IDENTITY = {"trt_version": "10.9.0", "gpu_name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}
 PROFILES = {"image": ((1, 3, 144, 256), (1, 3, 144, 256), (16, 3, 144, 256))}
@@ -97,10 +97,10 @@ GPU_REASON = tensorrt_unavailable() or ""
 @pytest.mark.gpu
 @pytest.mark.skipif(bool(GPU_REASON), reason=f"TensorRT GPU test needs TensorRT and CUDA: {GPU_REASON}")
 def test_tensorrt_fp16_engine_on_gpu(tmp_path, monkeypatch):
-    from export.onnx_export import random_pack
-    from export.parity import synthetic_frames
-    from live.engines import open_engine
-    from live.engines.tensorrt_backend import TensorRTEngine
+    from autoencoded.export.onnx_export import random_pack
+    from autoencoded.live.engines import open_engine
+    from autoencoded.live.engines.parity import synthetic_frames
+    from autoencoded.live.engines.tensorrt_backend import TensorRTEngine
 
     monkeypatch.setenv("AUTOENCODED_CACHE", str(tmp_path / "cache"))
     pack = random_pack("lite", tmp_path / "pack", width=256, height=144)
@@ -124,5 +124,5 @@ def test_tensorrt_fp16_engine_on_gpu(tmp_path, monkeypatch):
 def test_tensorrt_build_module_imports_without_tensorrt():
     # the key logic loads everywhere; only building needs the GPU library
     with pytest.raises(ImportError):
-        from export.tensorrt_build import device_identity
+        from autoencoded.live.engines.tensorrt_build import device_identity
         device_identity()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from live.latent import LatentFX, dry_wet
-from live.params import Params, ParamStore
+from autoencoded.live.control.latent import LatentFX, dry_wet
+from autoencoded.live.control.params import Params, ParamStore
 
 Z = 32
 

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from training.losses import balance, bce, kl_divergence, similarity
-from training.schedules import noise_at
+from autoencoded.training.losses import balance, bce, kl_divergence, similarity
+from autoencoded.training.schedules import noise_at
 
 
 def test_kl_is_zero_when_posterior_equals_the_annealed_prior():

@@ -10,9 +10,16 @@ import pytest
 
 mido = pytest.importorskip("mido", reason="the midi extra (mido) is not installed")
 
-from live.midi import MidiInput, MidiLearn, MidiMapper, cc_to_value, pick_port, quiet_stderr  # noqa: E402
-from live.params import ParamStore  # noqa: E402
-from live.presets import load_preset  # noqa: E402
+from autoencoded.live.control.midi import (  # noqa: E402
+    MidiInput,
+    MidiLearn,
+    MidiMapper,
+    cc_to_value,
+    pick_port,
+    quiet_stderr,
+)
+from autoencoded.live.control.params import ParamStore  # noqa: E402
+from autoencoded.live.control.presets import load_preset  # noqa: E402
 
 
 def cc(control: int, value: int, channel: int = 0):

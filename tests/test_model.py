@@ -1,9 +1,9 @@
-"""training.model: shapes, budgets and the config round trip, on real tiny and full-size networks."""
+"""autoencoded.training.model: shapes, budgets and the config round trip, on real tiny and full-size networks."""
 
 import pytest
 import torch
 
-from training.model import (
+from autoencoded.training.model import (
     ARCHS,
     AutoEncoder,
     ModelConfig,

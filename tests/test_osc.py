@@ -17,9 +17,9 @@ from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.osc_packet import OscPacket
 
 from autoencoded.errors import UserError
-from live.osc import COUNTERS, OscServer, parse_allow, parse_hostport
-from live.params import ParamStore
-from live.presets import load_preset
+from autoencoded.live.control.osc import COUNTERS, OscServer, parse_allow, parse_hostport
+from autoencoded.live.control.params import ParamStore
+from autoencoded.live.control.presets import load_preset
 
 
 def msg(address: str, *args, tags: str | None = None) -> bytes:

@@ -15,9 +15,9 @@ import cv2
 import numpy as np
 import pytest
 
-from live.assets import DEMO_CLIP, DEMO_MODEL_DIR
-from live.engines import open_engine
-from live.frames import fit
+from autoencoded.live.assets import DEMO_CLIP, DEMO_MODEL_DIR
+from autoencoded.live.engines import open_engine
+from autoencoded.live.engines.frames import fit
 
 from conftest import read_video
 

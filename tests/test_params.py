@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from live.params import N_CUES, SPECS, Params, ParamStore, coerce, parse_target
+from autoencoded.live.control.params import N_CUES, SPECS, Params, ParamStore, coerce, parse_target
 
 
 def test_defaults_match_specs():

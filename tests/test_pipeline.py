@@ -20,15 +20,15 @@ import torch
 
 from autoencoded.cli import main
 from autoencoded.errors import UserError
-from autoencoded.weights import save_weights
-from live.engines import open_engine
-from live.engines.torch_backend import TorchEngine
-from live.frames import fit, upscale
-from live.params import ParamStore
-from live.pipeline import Pipeline
-from live.sinks import NullSink, RecorderSink
-from live.sources import VideoFileSource, _LoopingFileReader
-from training.model import AutoEncoder, ModelConfig
+from autoencoded.live.control.params import ParamStore
+from autoencoded.live.engines import open_engine
+from autoencoded.live.engines.frames import fit, upscale
+from autoencoded.live.engines.torch_backend import TorchEngine
+from autoencoded.live.io.sinks import NullSink, RecorderSink
+from autoencoded.live.io.sources import VideoFileSource, _LoopingFileReader
+from autoencoded.live.loop.pipeline import Pipeline
+from autoencoded.training.model import AutoEncoder, ModelConfig
+from autoencoded.training.weights import save_weights
 
 from conftest import read_video
 
@@ -39,7 +39,7 @@ OUT = (96, 72)  # output size
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     """A randomly initialised tiny lite model (a real model) as a checkpoint and as an exported pack."""
-    from export.onnx_export import export_checkpoint
+    from autoencoded.export.onnx_export import export_checkpoint
 
     root = tmp_path_factory.mktemp("models")
     torch.manual_seed(0)

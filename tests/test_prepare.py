@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from autoencoded.errors import UserError
-from training import video
-from training.data import open_dataset
-from training.prepare import npy_header, parse_size, prepare
+from autoencoded.training import video
+from autoencoded.training.data import open_dataset
+from autoencoded.training.prepare import npy_header, parse_size, prepare
 
 from conftest import synthetic_frame
 

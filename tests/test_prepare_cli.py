@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from training.data import open_dataset
+from autoencoded.training.data import open_dataset
 
 HAVE_FFMPEG = shutil.which("ffmpeg") is not None and shutil.which("ffprobe") is not None
 DECODERS = ["opencv", pytest.param("ffmpeg", marks=pytest.mark.skipif(not HAVE_FFMPEG,

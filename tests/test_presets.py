@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from autoencoded.errors import UserError
-from live import presets as P
-from live.params import SPECS, ParamStore
+from autoencoded.live.control import presets as P
+from autoencoded.live.control.params import SPECS, ParamStore
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -38,11 +38,10 @@ def test_shipped_presets_load(name):
     assert preset.name == name and preset.description
 
 
-def test_repo_presets_and_packaged_copies_are_identical():
-    repo = {p.name: p.read_bytes() for p in P.REPO_DIR.glob("*.toml")}
-    packaged = {p.name: p.read_bytes() for p in P.PACKAGED_DIR.glob("*.toml")}
-    assert set(repo) >= {f"{n}.toml" for n in SHIPPED}
-    assert repo == packaged, "presets/ and live/presets_data/ differ: copy presets/*.toml to live/presets_data/"
+def test_shipped_presets_are_the_repository_folder():
+    shipped = {p.name for p in P.SHIPPED_DIR.glob("*.toml")}
+    assert shipped >= {f"{n}.toml" for n in SHIPPED}
+    assert P.SHIPPED_DIR.resolve() == (Path(__file__).resolve().parents[1] / "presets").resolve()
 
 
 def test_default_preset_holds_every_default():
@@ -187,7 +186,7 @@ def test_bind_cc_never_touches_shipped_files(tmp_path):
     path = P.bind_cc(shipped, 20, "noise")
     assert path == P.user_dir() / "nanokontrol2.toml"
     assert shipped.path.read_bytes() != b"" and P.find_preset("nanokontrol2") == path
-    assert (P.REPO_DIR / "nanokontrol2.toml").read_bytes() == before
+    assert (P.SHIPPED_DIR / "nanokontrol2.toml").read_bytes() == before
     again = P.load_preset("nanokontrol2")
     assert again.midi_cc[20] == "noise" and 0 not in again.midi_cc  # one CC per control: CC 0 moved to 20
     assert again.midi_cc[1] == "noise/drift"

@@ -15,12 +15,13 @@ import torch
 
 from autoencoded.cli import main
 from autoencoded.errors import UserError
-from autoencoded.weights import save_weights
-from live import assets, render, sinks
-from live.engines import open_engine
-from live.frames import fit, upscale
-from live.render import parse_size, probe_media
-from training.model import AutoEncoder, ModelConfig
+from autoencoded.live import assets, render
+from autoencoded.live.engines import open_engine
+from autoencoded.live.engines.frames import fit, upscale
+from autoencoded.live.io import sinks
+from autoencoded.live.render import parse_size, probe_media
+from autoencoded.training.model import AutoEncoder, ModelConfig
+from autoencoded.training.weights import save_weights
 
 from conftest import read_video
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from autoencoded.errors import UserError
-from live import sinks
-from live.sinks import (
+from autoencoded.live.io import sinks
+from autoencoded.live.io.sinks import (
     NullSink,
     RecorderSink,
     VirtualCamSink,

@@ -15,16 +15,16 @@ import numpy as np
 import pytest
 
 from autoencoded.errors import UserError
-from live.boxes import LatestBox
-from live.sources import (
+from autoencoded.live.io.sources import (
     CameraSource,
-    Feed,
     ImageFolderSource,
     VideoFileSource,
     check_frame,
     open_source,
     probe,
 )
+from autoencoded.live.loop.boxes import LatestBox
+from autoencoded.live.loop.feed import Feed
 
 
 def wait_for(cond, limit: float = 20.0, what: str = "condition") -> None:

@@ -16,11 +16,11 @@ import pytest
 import torch
 
 from autoencoded.cli import main
-from autoencoded.weights import load_weights, resolve_checkpoint
-from training.checkpoints import Checkpoints
-from training.config import TrainConfig, resolve
-from training.data import open_dataset
-from training.loop import Trainer
+from autoencoded.training.checkpoints import Checkpoints
+from autoencoded.training.config import TrainConfig, resolve
+from autoencoded.training.data import open_dataset
+from autoencoded.training.loop import Trainer
+from autoencoded.training.weights import load_weights, resolve_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"enc_channels": [8, 16, 16, 32], "disc_channels": [8, 16, 16, 32], "bottleneck_channels": 8, "z_dim": 16}
@@ -191,7 +191,7 @@ def test_forced_lr_spike_is_detected_rolled_back_and_training_continues(tmp_path
 
 
 def test_guard_detects_nan_saturation_spike_and_diversity_loss():
-    from training.guard import CollapseGuard
+    from autoencoded.training.guard import CollapseGuard
 
     g = CollapseGuard(sat_eps=1e-3, sat_steps=3, spike_factor=5, spike_window=10, spike_warmup=3,
                       diversity_ratio=0.2)

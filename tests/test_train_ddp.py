@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from autoencoded.weights import load_weights
+from autoencoded.training.weights import load_weights
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_train import make_dataset, metrics  # noqa: E402

@@ -1,6 +1,6 @@
 """Checkpoints of a run, in the format fixed by autoencoded/weights.py. No pickle anywhere.
 
-    RUN/checkpoints/step-NNNNNNN.safetensors        weights + ModelConfig (autoencoded.weights.save_weights)
+    RUN/checkpoints/step-NNNNNNN.safetensors        weights + ModelConfig (autoencoded.training.weights.save_weights)
     RUN/checkpoints/step-NNNNNNN.state.safetensors  optimizer tensors + RNG; JSON metadata "state" holds the
                                                     optimizer param groups, schedule, data position, guard
     RUN/checkpoints/step-NNNNNNN.json               sidecar: step, epoch, noise, losses, quality
@@ -20,9 +20,9 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as st_save
 
-from autoencoded.errors import UserError
-from autoencoded.weights import STEP_RE, atomic_write_bytes, load_weights, save_weights
-from training.model import ModelConfig
+from autoencoded.errors import UserError, one_line
+from autoencoded.training.model import ModelConfig
+from autoencoded.training.weights import STEP_RE, atomic_write_bytes, load_weights, save_weights
 
 STATE_FORMAT = "autoencoded-train-state"
 
@@ -183,5 +183,5 @@ class Checkpoints:
                 raise ValueError("not a training state file of this tool")
             state = json.loads(meta["state"])
         except (SafetensorError, OSError, ValueError, KeyError) as exc:
-            raise UserError(f"{state_path}: corrupt training state ({str(exc).splitlines()[0][:200]})") from None
+            raise UserError(f"{state_path}: corrupt training state ({one_line(exc)})") from None
         return cfg, weights, tensors, state

@@ -88,7 +88,7 @@ class TrainConfig:
         return cls(**d)
 
     def save(self, path: str | Path) -> None:
-        from autoencoded.weights import atomic_write_bytes
+        from autoencoded.training.weights import atomic_write_bytes
 
         atomic_write_bytes(path, (self.to_json() + "\n").encode())
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from autoencoded.errors import UserError
+from autoencoded.errors import UserError, one_line
 
 FORMAT = "autoencoded-dataset"
 VERSION = 1
@@ -94,7 +94,7 @@ def read_meta(path: str | os.PathLike) -> dict:
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"{meta_path}: unreadable or corrupt ({_short(exc)})") from None
+        raise UserError(f"{meta_path}: unreadable or corrupt ({one_line(exc)})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise UserError(f"{meta_path}: not an autoencoded dataset description")
     if meta.get("version") != VERSION:
@@ -128,14 +128,9 @@ def open_dataset(path: str | os.PathLike, allow_partial: bool = False) -> FrameD
     try:
         frames = np.load(frames_path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
-        raise UserError(f"{frames_path}: unreadable or corrupt ({_short(exc)})") from None
+        raise UserError(f"{frames_path}: unreadable or corrupt ({one_line(exc)})") from None
     expected = (meta["frames"], meta["height"], meta["width"], 3)
     if not isinstance(frames, np.memmap) or frames.dtype != np.uint8 or tuple(frames.shape) != expected:
         got = f"{getattr(frames, 'dtype', '?')} {tuple(getattr(frames, 'shape', ()))}"
         raise UserError(f"{frames_path}: holds {got}, but {META_FILE} says uint8 {expected}")
     return FrameDataset(folder, frames, meta, allow_partial)
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

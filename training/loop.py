@@ -25,15 +25,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from autoencoded.errors import UserError
-from training import distributed as dist_mod
-from training.checkpoints import Checkpoints, optimizer_from_flat, restore_rng
-from training.config import TrainConfig
-from training.guard import CollapseGuard
-from training.losses import balance, bce, kl_divergence, similarity
-from training.model import ModelConfig, build, frames_to_input, output_to_frames
-from training.samples import grid, write_png
-from training.schedules import lr_at, noise_at
+from autoencoded.errors import UserError, one_line
+from autoencoded.training import distributed as dist_mod
+from autoencoded.training.checkpoints import Checkpoints, optimizer_from_flat, restore_rng
+from autoencoded.training.config import TrainConfig
+from autoencoded.training.guard import CollapseGuard
+from autoencoded.training.losses import balance, bce, kl_divergence, similarity
+from autoencoded.training.model import ModelConfig, build, frames_to_input, output_to_frames
+from autoencoded.training.samples import grid, write_png
+from autoencoded.training.schedules import lr_at, noise_at
 
 NETS = ("encoder", "decoder", "discriminator")
 _MASK = (1 << 63) - 1
@@ -166,7 +166,7 @@ class Trainer:
         try:
             self.model.load_state_dict(weights, strict=True)
         except RuntimeError as exc:
-            raise UserError(f"{path}: weights do not fit this model ({str(exc).splitlines()[0]})") from None
+            raise UserError(f"{path}: weights do not fit this model ({one_line(exc)})") from None
         for k, opt in self.opts.items():
             optimizer_from_flat(k, opt, tensors, state["optimizers"][k], self.device)
         self.step = int(state["step"])

@@ -22,9 +22,8 @@ import numpy as np
 from autoencoded import __version__
 from autoencoded.errors import UserError
 from autoencoded.fileio import atomic_write_bytes
-
-from . import video
-from .data import FORMAT, FRAMES_FILE, META_FILE, VERSION
+from autoencoded.training import video
+from autoencoded.training.data import FORMAT, FRAMES_FILE, META_FILE, VERSION
 
 HEADER_BYTES = 128  # a v1.0 .npy header for any N x H x W x 3 uint8 shape fits in 128 bytes
 THUMB = (32, 18)  # dedupe compares thumbnails this small: cheap, and blind to grain and compression noise

@@ -1,4 +1,4 @@
-"""The `autoencoded prepare` command: options, progress bar and summary around training.prepare."""
+"""The `autoencoded prepare` command: options, progress bar and summary around autoencoded.training.prepare."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def prepare(videos, output, size, every, dedupe, crop, overwrite, max_frames) ->
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from . import prepare as work
+    from autoencoded.training import prepare as work
 
     dims = work.parse_size(size)
     err = Console(stderr=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from autoencoded.weights import atomic_write_bytes
+from autoencoded.training.weights import atomic_write_bytes
 
 
 def grid(rows: list[np.ndarray], pad: int = 2) -> np.ndarray:

@@ -100,8 +100,8 @@ def train(ctx: click.Context, dataset: Path, out: Path, size: str | None, resume
     """Train the VAE-GAN on a prepared DATASET; write checkpoints, samples and logs to RUN (-o)."""
     from rich.console import Console
 
-    from training.config import NOISE_SCHEDULES, TrainConfig, resolve
-    from training.data import open_dataset
+    from autoencoded.training.config import NOISE_SCHEDULES, TrainConfig, resolve
+    from autoencoded.training.data import open_dataset
 
     console = Console(stderr=True)
     given = {k for k in opts if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
@@ -147,7 +147,7 @@ def train(ctx: click.Context, dataset: Path, out: Path, size: str | None, resume
         cfg = TrainConfig(dataset=str(dataset), out=str(out), width=ds.width, height=ds.height, **fields)
     cfg = resolve(cfg)
 
-    from training.loop import Trainer
+    from autoencoded.training.loop import Trainer
 
     trainer = Trainer(cfg, ds, resume=resume, console=console, progress=progress)
     if trainer.dist.main:
@@ -155,7 +155,7 @@ def train(ctx: click.Context, dataset: Path, out: Path, size: str | None, resume
     summary = trainer.run()
     if trainer.dist.main:
         _print_summary(summary, out)
-    from training import distributed
+    from autoencoded.training import distributed
 
     distributed.shutdown(trainer.dist)
     if summary["interrupted"]:

@@ -15,11 +15,10 @@ import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 
-from autoencoded.errors import UserError
-from autoencoded.weights import sha256_file
-
-from ..pack import is_pack, read_pack
-from .base import Engine
+from autoencoded.errors import UserError, one_line
+from autoencoded.live.engines.base import Engine
+from autoencoded.live.engines.pack import is_pack, read_pack
+from autoencoded.training.weights import sha256_file
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
 GPU_HINT = "pip install 'autoencoded[gpu]'"
@@ -30,7 +29,7 @@ __all__ = ["BACKENDS", "Engine", "open_engine", "resolve_model", "tensorrt_unava
 def resolve_model(model: str | Path | None) -> tuple[str, Path]:
     """-> ("pack", folder) or ("checkpoint", path). Bad paths raise UserError."""
     if model is None:
-        from ..assets import DEMO_MODEL_DIR
+        from autoencoded.live.assets import DEMO_MODEL_DIR
         if not is_pack(DEMO_MODEL_DIR):
             raise UserError(f"the bundled demo model is not installed (expected a model pack at {DEMO_MODEL_DIR}); "
                             "pass --model MODEL")
@@ -61,7 +60,7 @@ def tensorrt_unavailable() -> str | None:
 
 def _pack_checkpoint(pack_dir: Path) -> Path:
     """The checkpoint a pack was exported from, when it is still there unchanged (for the torch backend)."""
-    from ..pack import read_meta
+    from autoencoded.live.engines.pack import read_meta
     meta = read_meta(pack_dir)
     src = meta.get("source_checkpoint")
     if src and Path(src).is_file() and sha256_file(Path(src)) == meta.get("source_sha256"):
@@ -82,7 +81,7 @@ def open_engine(model: str | Path | None = None, backend: str = "auto", log: Cal
         if backend in ("tensorrt", "onnxruntime"):
             raise UserError(f"{path} is a training checkpoint; the {backend} backend runs a model pack: "
                             f"autoencoded export {path} -o MODEL")
-        from .torch_backend import TorchEngine
+        from autoencoded.live.engines.torch_backend import TorchEngine
         engine = TorchEngine(path, which=which)
         if backend == "auto":
             log(f"engine: {engine.name} ({path} is a checkpoint; export it to a model pack for "
@@ -90,7 +89,7 @@ def open_engine(model: str | Path | None = None, backend: str = "auto", log: Cal
         return engine
 
     if backend == "torch":
-        from .torch_backend import TorchEngine
+        from autoencoded.live.engines.torch_backend import TorchEngine
         return TorchEngine(_pack_checkpoint(path))
 
     pack = read_pack(path)
@@ -98,10 +97,10 @@ def open_engine(model: str | Path | None = None, backend: str = "auto", log: Cal
         reason = tensorrt_unavailable()
         if reason:
             raise UserError(f"the tensorrt backend cannot run: {reason}")
-        from .tensorrt_backend import TensorRTEngine
+        from autoencoded.live.engines.tensorrt_backend import TensorRTEngine
         return TensorRTEngine(pack, precision=precision, max_batch=max_batch, log=log)
 
-    from .ort_backend import OnnxRuntimeEngine, cuda_available
+    from autoencoded.live.engines.ort_backend import OnnxRuntimeEngine, cuda_available
     if backend == "onnxruntime":
         return OnnxRuntimeEngine(pack)
 
@@ -110,12 +109,12 @@ def open_engine(model: str | Path | None = None, backend: str = "auto", log: Cal
     reason = tensorrt_unavailable()
     if reason is None:
         try:
-            from .tensorrt_backend import TensorRTEngine
+            from autoencoded.live.engines.tensorrt_backend import TensorRTEngine
             engine: Engine = TensorRTEngine(pack, precision=precision, max_batch=max_batch, log=log)
             log(f"engine: {engine.name} (auto: NVIDIA GPU with TensorRT)")
             return engine
         except Exception as exc:  # fall back loudly, with the reason, never silently
-            why.append(f"tensorrt failed: {type(exc).__name__}: {str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ''}")
+            why.append(f"tensorrt failed: {one_line(exc, typed=True)}")
     else:
         why.append(reason)
     if cuda_available():
@@ -124,7 +123,7 @@ def open_engine(model: str | Path | None = None, backend: str = "auto", log: Cal
             log(f"engine: {engine.name} (auto: {'; '.join(why)})")
             return engine
         except Exception as exc:
-            why.append(f"onnxruntime CUDA failed: {str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__}")
+            why.append(f"onnxruntime CUDA failed: {one_line(exc)}")
     else:
         why.append("onnxruntime has no CUDA provider")
     engine = OnnxRuntimeEngine(pack, device="cpu")

@@ -2,8 +2,8 @@
 
 Frames in and out are uint8 N x H x W x 3 RGB at the model's size; latents are float32 N x z_dim
 numpy arrays, so the live latent effects work the same whatever the backend. Pre- and
-post-processing go through live.frames.to_model_input / from_model_output (or their torch twins in
-training.model), never through private copies.
+post-processing go through autoencoded.live.engines.frames.to_model_input / from_model_output (or their torch twins in
+autoencoded.training.model), never through private copies.
 """
 
 from __future__ import annotations

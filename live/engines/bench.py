@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from .base import Engine
+from autoencoded.live.engines.base import Engine
 
 
 def _frames(n: int, width: int, height: int) -> np.ndarray:

@@ -15,11 +15,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from autoencoded.errors import UserError
-
-from ..frames import from_model_output, to_model_input
-from ..pack import FUSED_IN, FUSED_OUT, ModelPack
-from .base import Engine, finite_images
+from autoencoded.errors import UserError, one_line
+from autoencoded.live.engines.base import Engine, finite_images
+from autoencoded.live.engines.frames import from_model_output, to_model_input
+from autoencoded.live.engines.pack import FUSED_IN, FUSED_OUT, ModelPack
 
 CUDA_EP = "CUDAExecutionProvider"
 CPU_EP = "CPUExecutionProvider"
@@ -72,7 +71,7 @@ class OnnxRuntimeEngine(Engine):
         except UserError:
             raise
         except Exception as exc:  # onnxruntime's own errors (InvalidGraph, Fail, ...) about the pack
-            raise UserError(f"{pack.path}: onnxruntime cannot load the model ({_short(exc)})") from None
+            raise UserError(f"{pack.path}: onnxruntime cannot load the model ({one_line(exc)})") from None
         self.provider = self.enc.get_providers()[0]
         if use_cuda and self.provider != CUDA_EP:
             raise UserError(f"onnxruntime's CUDA execution provider failed to load (it fell back to "
@@ -99,8 +98,3 @@ class OnnxRuntimeEngine(Engine):
 
     def close(self) -> None:
         self.enc = self.dec = self.fused = None  # type: ignore[assignment]
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:200]

@@ -16,10 +16,9 @@ import numpy as np
 import tensorrt as trt
 import torch
 
-from training.model import frames_to_input, output_to_frames
-
-from ..pack import FUSED_IN, FUSED_OUT, ModelPack
-from .base import Engine, finite_images
+from autoencoded.live.engines.base import Engine, finite_images
+from autoencoded.live.engines.pack import FUSED_IN, FUSED_OUT, ModelPack
+from autoencoded.training.model import frames_to_input, output_to_frames
 
 
 class _Runner:
@@ -85,8 +84,8 @@ class TensorRTEngine(Engine):
     def __init__(self, pack: ModelPack, precision: str = "fp16", max_batch: int = 16,
                  log: Callable[[str], object] = print, cache_root=None, parity_frames: np.ndarray | None = None,
                  cuda_graphs: bool = True) -> None:
-        from export.engine_cache import EngineCache
-        from export.tensorrt_build import cached_engine, device_identity, make_key
+        from autoencoded.live.engines.cache import EngineCache
+        from autoencoded.live.engines.tensorrt_build import cached_engine, device_identity, make_key
 
         self.pack, self.log = pack, log
         self.width, self.height, self.z_dim = pack.width, pack.height, pack.z_dim
@@ -144,9 +143,8 @@ class TensorRTEngine(Engine):
 
     # --- parity -------------------------------------------------------------------------------------
     def _parity(self, fp16_engine, fp32_engine, frames: np.ndarray | None) -> dict:
-        from export.parity import FP16_MIN_PSNR, compare, load_frames
-
-        from ..assets import DEMO_CLIP
+        from autoencoded.live.assets import DEMO_CLIP
+        from autoencoded.live.engines.parity import FP16_MIN_PSNR, compare, load_frames
         if frames is None:
             frames, _ = load_frames(DEMO_CLIP if DEMO_CLIP.is_file() else None, self.width, self.height, n=8)
         frames = frames[: self.max_batch]

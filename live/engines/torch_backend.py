@@ -1,6 +1,6 @@
 """The torch backend: runs a training checkpoint directly (no export needed), on CUDA when present.
 
-Weights load from safetensors only (autoencoded.weights), never from pickles.
+Weights load from safetensors only (autoencoded.training.weights), never from pickles.
 """
 
 from __future__ import annotations
@@ -10,10 +10,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from autoencoded.weights import load_weights, resolve_checkpoint
-from training.model import autoencoder_from_state, frames_to_input, output_to_frames
-
-from .base import Engine, finite_images
+from autoencoded.live.engines.base import Engine, finite_images
+from autoencoded.training.model import autoencoder_from_state, frames_to_input, output_to_frames
+from autoencoded.training.weights import load_weights, resolve_checkpoint
 
 
 class TorchEngine(Engine):

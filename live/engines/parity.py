@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from autoencoded.errors import UserError
-from live.frames import fit
+from autoencoded.live.engines.frames import fit
 
 #: torch vs onnxruntime, both FP32: differences are reordering noise, far below one grey level
 FP32_MAX_ABS = 2e-3
@@ -104,9 +104,9 @@ def verify_pack(model, pack_dir: Path, frames: np.ndarray) -> dict:
     """
     import torch
 
-    from live.engines.ort_backend import OnnxRuntimeEngine
-    from live.frames import to_model_input
-    from live.pack import FUSED_IN, FUSED_OUT, read_pack
+    from autoencoded.live.engines.frames import to_model_input
+    from autoencoded.live.engines.ort_backend import OnnxRuntimeEngine
+    from autoencoded.live.engines.pack import FUSED_IN, FUSED_OUT, read_pack
 
     x = to_model_input(frames)
     with torch.no_grad():

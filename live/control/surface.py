@@ -19,11 +19,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from autoencoded.errors import UserError
-
-from .midi import MidiInput, MidiLearn, MidiMapper
-from .osc import OscServer, parse_allow, parse_hostport
-from .params import ParamStore
-from .presets import Preset, bind_cc, load_preset, save_preset
+from autoencoded.live.control.midi import MidiInput, MidiLearn, MidiMapper
+from autoencoded.live.control.osc import OscServer, parse_allow, parse_hostport
+from autoencoded.live.control.params import ParamStore
+from autoencoded.live.control.presets import Preset, bind_cc, load_preset, save_preset
 
 
 def _stderr(line: str) -> None:

@@ -29,8 +29,7 @@ from pythonosc.osc_message import OscMessage
 from pythonosc.osc_server import BlockingOSCUDPServer
 
 from autoencoded.errors import UserError
-
-from .params import N_CUES, SPECS, ParamStore, parse_target
+from autoencoded.live.control.params import N_CUES, SPECS, ParamStore, parse_target
 
 DEFAULT_PORT = 9000
 RCVBUF = 4 << 20  # bytes asked for; Linux caps it at net.core.rmem_max

@@ -21,7 +21,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from autoencoded.weights import atomic_write_bytes
+from autoencoded.training.weights import atomic_write_bytes
 
 MAGIC = b"AEENGIN1"
 HEADER_MAX = 1 << 20

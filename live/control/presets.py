@@ -1,7 +1,7 @@
 """Presets: TOML files holding parameter values, OSC address aliases, MIDI CC maps, and source/sink/model.
 
     description = "one line"
-    [params]                      # any control from live.params.SPECS ("noise/drift" or noise_drift)
+    [params]                      # any control from autoencoded.live.control.params.SPECS ("noise/drift" or noise_drift)
     noise = 0.2
     [osc.aliases]                 # other layouts' addresses -> a control or trigger
     "/1/fader1" = "noise"
@@ -19,12 +19,13 @@ Every section is optional. A preset sets what it lists and leaves the rest as it
 completely at load: a mistake is a UserError naming the file and the key. Unknown keys are errors.
 
 Lookup by NAME searches, in order: $AUTOENCODED_PRESETS, the user folder (~/.config/autoencoded/presets),
-the repository's presets/ folder (a source checkout) and the copy shipped inside the package
-(live/presets_data, so `pip install autoencoded` has them too).
+and the shipped ones (the repository's presets/ folder, installed as the package autoencoded.presets and
+read with importlib.resources, so a source checkout and `pip install autoencoded` see the same files).
 """
 
 from __future__ import annotations
 
+import importlib.resources
 import math
 import os
 import re
@@ -36,8 +37,7 @@ from pathlib import Path
 import tomli_w
 
 from autoencoded.errors import UserError
-
-from .params import SPECS, ParamStore, coerce, parse_target
+from autoencoded.live.control.params import SPECS, ParamStore, coerce, parse_target
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -45,8 +45,7 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-REPO_DIR = Path(__file__).resolve().parents[1] / "presets"
-PACKAGED_DIR = Path(__file__).resolve().parent / "presets_data"
+SHIPPED_DIR = Path(str(importlib.resources.files("autoencoded.presets")))
 TOP_KEYS = ("description", "params", "osc", "midi", "live")
 LIVE_KEYS = ("model", "input", "output")
 # OSC addresses the server answers itself; an alias may not take them over
@@ -73,7 +72,7 @@ def user_dir() -> Path:
 
 def search_dirs() -> list[Path]:
     dirs = [Path(p) for p in os.environ.get("AUTOENCODED_PRESETS", "").split(os.pathsep) if p]
-    dirs += [user_dir(), REPO_DIR, PACKAGED_DIR]
+    dirs += [user_dir(), SHIPPED_DIR]
     return dirs
 
 
@@ -296,7 +295,7 @@ def save_preset(path: Path | str, store: ParamStore, *, base: Preset | None = No
 def writable_path(preset: Preset) -> Path:
     """Where changes to `preset` (MIDI learn) are saved: its own file when it is the user's, else a copy
     with the same name in the user folder (shipped presets are never modified)."""
-    shipped = (REPO_DIR.resolve(), PACKAGED_DIR.resolve())
+    shipped = (SHIPPED_DIR.resolve(),)
     if preset.path is not None and preset.path.resolve().parent not in shipped:
         return preset.path
     return user_dir() / f"{preset.name}.toml"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .params import N_CUES, Params
+from autoencoded.live.control.params import N_CUES, Params
 
 
 class LatentFX:

@@ -23,10 +23,9 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as st_save
 
-from training.model import ModelConfig
-
-from .errors import UserError
-from .fileio import atomic_write_bytes, sha256_file
+from autoencoded.errors import UserError, one_line
+from autoencoded.fileio import atomic_write_bytes, sha256_file
+from autoencoded.training.model import ModelConfig
 
 __all__ = ["atomic_write_bytes", "sha256_file", "save_weights", "load_weights", "read_metadata",
            "resolve_checkpoint"]
@@ -53,7 +52,7 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
         with safe_open(str(path), framework="pt") as f:
             return dict(f.metadata() or {})
     except (SafetensorError, OSError, ValueError) as exc:
-        raise UserError(f"{path}: not a safetensors weights file ({_short(exc)}); "
+        raise UserError(f"{path}: not a safetensors weights file ({one_line(exc)}); "
                         "only .safetensors checkpoints are loaded, never pickles") from None
 
 
@@ -73,14 +72,14 @@ def load_weights(path: str | os.PathLike, device: str = "cpu") -> tuple[ModelCon
     try:
         cfg = ModelConfig.from_json(meta["config"])
     except (KeyError, ValueError, TypeError) as exc:
-        raise UserError(f"{path}: bad model config in checkpoint ({_short(exc)})") from None
+        raise UserError(f"{path}: bad model config in checkpoint ({one_line(exc)})") from None
     try:
         state: dict[str, torch.Tensor] = {}
         with safe_open(str(path), framework="pt", device=device) as f:
             for k in f.keys():
                 state[k] = f.get_tensor(k)
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise UserError(f"{path}: corrupt checkpoint ({_short(exc)})") from None
+        raise UserError(f"{path}: corrupt checkpoint ({one_line(exc)})") from None
     return cfg, state, meta
 
 
@@ -109,8 +108,3 @@ def resolve_checkpoint(path: str | os.PathLike, which: str = "best") -> Path:
     if not steps:
         raise UserError(f"{p}: no checkpoints found (expected checkpoints/step-*.safetensors)")
     return steps[-1][1]
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:200]

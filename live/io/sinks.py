@@ -22,8 +22,7 @@ import cv2
 import numpy as np
 
 from autoencoded.errors import UserError
-
-from .sources import has_display
+from autoencoded.live.io.sources import has_display
 
 # extension -> (ffmpeg container, ffmpeg video codec args, audio codecs it can take as they are)
 CONTAINERS: dict[str, tuple[str, str, set[str] | None]] = {

@@ -24,14 +24,16 @@ from concurrent.futures import Future
 import cv2
 import numpy as np
 
-from .boxes import LatestBox, Packet
-from .engines.base import Engine, EngineFault
-from .frames import fit, upscale
-from .latent import LatentFX, dry_wet
-from .params import Params, ParamStore
-from .sinks import Sink
-from .sources import Feed, Source
-from .stats import LoopStats, status_line
+from autoencoded.errors import one_line
+from autoencoded.live.control.latent import LatentFX, dry_wet
+from autoencoded.live.control.params import Params, ParamStore
+from autoencoded.live.engines.base import Engine, EngineFault
+from autoencoded.live.engines.frames import fit, upscale
+from autoencoded.live.io.sinks import Sink
+from autoencoded.live.io.sources import Source
+from autoencoded.live.loop.boxes import LatestBox, Packet
+from autoencoded.live.loop.feed import Feed
+from autoencoded.live.loop.stats import LoopStats, status_line
 
 
 def fused_ok(p: Params) -> bool:
@@ -132,7 +134,7 @@ class Pipeline:
             try:
                 s.close()
             except Exception as exc:
-                self.log(f"output {s.name}: closing failed ({_one_line(exc)})")
+                self.log(f"output {s.name}: closing failed ({one_line(exc, typed=True)})")
         with self._swap_lock:
             pending, self._pending = self._pending, None
         if pending is not None:
@@ -183,7 +185,7 @@ class Pipeline:
 
     # ------------------------------------------------------------------------------------ hot swap
     def request_model(self, spec: object, backend: str | None = None) -> Future:
-        """Load `spec` (anything live.engines.open_engine takes) in the background and swap it in between
+        """Load `spec` (anything autoencoded.live.engines.open_engine takes) in the background and swap it in between
         two frames. The returned Future gives the new engine's name, or the load error; on error the
         current model keeps playing and `model_error` says why."""
         fut: Future = Future()
@@ -192,12 +194,12 @@ class Pipeline:
 
         def load() -> None:
             try:
-                from .engines import open_engine
+                from autoencoded.live.engines import open_engine
 
                 engine = open_engine(spec, backend=backend or self.backend, log=self.log)
             except BaseException as exc:  # noqa: BLE001 - any failure keeps the current model
-                self.model_error = f"{spec}: {_one_line(exc)}"
-                self.log(f"model: could not load {spec} ({_one_line(exc)}); still playing {self.engine.name}")
+                self.model_error = f"{spec}: {one_line(exc, typed=True)}"
+                self.log(f"model: could not load {spec} ({one_line(exc, typed=True)}); still playing {self.engine.name}")
                 with self._swap_lock:
                     self._loading -= 1
                 fut.set_exception(exc)
@@ -266,9 +268,9 @@ class Pipeline:
                 self._fault_streak = 0
         except Exception as exc:  # noqa: BLE001 - fault isolation: this frame only
             self._stats.engine_faults += 1
-            self._stats.last_fault = _one_line(exc)
+            self._stats.last_fault = one_line(exc, typed=True)
             if self._fault_streak == 0:
-                self.log(f"engine: {_one_line(exc)}; passing frames through until it recovers")
+                self.log(f"engine: {one_line(exc, typed=True)}; passing frames through until it recovers")
             self._fault_streak += 1
         self._stats.engine_ms.add((time.perf_counter() - t0) * 1000.0)
         self._stats.frames_processed += 1
@@ -334,7 +336,7 @@ class Pipeline:
                 s.write(frame)
             except Exception as exc:  # noqa: BLE001 - one failing output must not stop the others
                 self._stats.sink_errors += 1
-                self.log(f"output {s.name} failed ({_one_line(exc)}); dropping it")
+                self.log(f"output {s.name} failed ({one_line(exc, typed=True)}); dropping it")
                 self.sinks.remove(s)
                 _quiet(s.close)
                 if not self.sinks:
@@ -362,8 +364,3 @@ def _quiet(fn: Callable[[], object]) -> None:
         fn()
     except Exception:
         pass
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:160]}" if text else type(exc).__name__

@@ -17,7 +17,7 @@ import sys
 import threading
 from collections.abc import Callable
 
-from .params import SPECS, ParamStore, parse_target
+from autoencoded.live.control.params import SPECS, ParamStore, parse_target
 
 
 def cc_to_value(name: str, value: int) -> float | int:

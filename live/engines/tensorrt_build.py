@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .engine_cache import EngineCache, EngineKey
+from autoencoded.live.engines.cache import EngineCache, EngineKey
 
 PRECISIONS = ("fp16", "fp32")
 WORKSPACE_BYTES = 2 << 30

@@ -27,7 +27,7 @@ from pathlib import Path
 import onnx
 from onnx import compose, external_data_helper
 
-from autoencoded.errors import UserError
+from autoencoded.errors import UserError, one_line
 
 FORMAT = "autoencoded-model"
 FORMAT_VERSION = 1
@@ -89,7 +89,7 @@ def _load_onnx(pack_dir: Path, role: str, name: str, digest: hashlib._Hash) -> o
     try:
         model = onnx.load_from_string(data)
     except Exception as exc:  # protobuf DecodeError and friends: the file is not an ONNX model
-        raise UserError(f"{path}: not a valid ONNX file (truncated or corrupt: {_short(exc)})") from None
+        raise UserError(f"{path}: not a valid ONNX file (truncated or corrupt: {one_line(exc)})") from None
     if not model.graph.node or not model.graph.input:
         raise UserError(f"{path}: not a valid ONNX file (empty graph)")
     tensors = list(external_data_helper._get_all_tensors(model))
@@ -108,7 +108,7 @@ def _load_onnx(pack_dir: Path, role: str, name: str, digest: hashlib._Hash) -> o
         try:
             external_data_helper.load_external_data_for_model(model, str(pack_dir))
         except Exception as exc:
-            raise UserError(f"{path}: cannot read its external data ({_short(exc)})") from None
+            raise UserError(f"{path}: cannot read its external data ({one_line(exc)})") from None
     return model
 
 
@@ -148,7 +148,7 @@ def read_meta(pack_dir: str | os.PathLike) -> dict:
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (ValueError, OSError) as exc:
-        raise UserError(f"{meta_path}: unreadable ({_short(exc)})") from None
+        raise UserError(f"{meta_path}: unreadable ({one_line(exc)})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise UserError(f"{meta_path}: not an autoencoded model pack (format is not {FORMAT!r})")
     version = meta.get("format_version")
@@ -191,8 +191,3 @@ def hash_files(pack_dir: Path, files: dict[str, str]) -> str:
     for role in ROLES:
         digest.update(role.encode() + b"\0" + (pack_dir / files[role]).read_bytes())
     return digest.hexdigest()
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:200]

@@ -1,0 +1,217 @@
+"""The watchdog feed: runs a Source on a worker thread for the live loop and watches frame age and content.
+
+When frames stop, stall, freeze or turn to garbage it keeps sending the last good frame at the target
+rate, reopens the source with backoff on a fresh worker (abandoning a stuck one, which closes its own
+capture when its call returns), and reports the outage and the recovery.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from autoencoded.errors import one_line
+from autoencoded.live.io.sources import Source, check_frame
+from autoencoded.live.loop.boxes import LatestBox, Packet
+from autoencoded.live.loop.stats import LoopStats, RateLimiter
+
+
+class Feed:
+    """Runs a Source for the live loop and puts Packets into `box`, at most `fps` per second.
+
+    - reads on a worker thread; file and folder sources are paced to their own frame rate;
+    - watchdog: no frame for `stall_timeout` s, no open within `open_timeout` s, a read that fails or
+      returns garbage, or (cameras) the very same frame for `repeat_timeout` s start an outage;
+    - during an outage the last good frame is re-sent at `fps` (flagged `held`), and the source is
+      reopened on a new worker after 0.25 s, 0.5 s, 1 s, ... up to `max_backoff` s;
+    - the first good frame ends the outage; both ends are logged and kept in `self.outages`.
+    """
+
+    def __init__(self, source: Source, box: LatestBox, fps: float = 30.0, stats: LoopStats | None = None,
+                 log: Callable[[str], None] = print, open_timeout: float = 5.0, stall_timeout: float = 1.0,
+                 repeat_timeout: float | None = None, min_backoff: float = 0.25, max_backoff: float = 5.0,
+                 prepare: Callable[[np.ndarray], dict] | None = None) -> None:
+        self.source, self.box, self.fps = source, box, float(fps)
+        # per-frame work done here, in parallel with the engine (the pipeline fits frames to the model)
+        self.prepare = prepare
+        self.stats = stats or LoopStats()
+        self.log = log
+        self.open_timeout = open_timeout
+        self.stall_timeout = max(stall_timeout, 3.0 / max(source.fps, 1e-3))
+        self.repeat_timeout = repeat_timeout if repeat_timeout is not None else (2.0 if source.camera else 0.0)
+        self.min_backoff, self.max_backoff = min_backoff, max_backoff
+        self.outages: list[dict] = []
+        self.reopens = 0
+        self._raw = LatestBox()
+        self._gen = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._readers: list[threading.Thread] = []
+        self._index = 0
+
+    # ---- the reader worker (one per open attempt; a stuck one is abandoned) ----
+    def _reader_loop(self, gen: int) -> None:
+        try:
+            reader = self.source.open()
+        except Exception as exc:
+            if gen == self._gen and not self._stop.is_set():
+                self._raw.put(("error", time.perf_counter(), f"failed to open ({one_line(exc, typed=True)})"))
+            return
+        try:
+            if gen != self._gen or self._stop.is_set():
+                return
+            self._raw.put(("opened", time.perf_counter(), None))
+            period = 0.0 if self.source.camera else 1.0 / max(self.source.fps, 1e-3)
+            next_t = time.perf_counter()
+            while gen == self._gen and not self._stop.is_set():
+                try:
+                    frame = reader.read()
+                except Exception as exc:
+                    if gen == self._gen:
+                        self._raw.put(("error", time.perf_counter(), f"read failed ({one_line(exc, typed=True)})"))
+                    return
+                t = time.perf_counter()
+                if gen != self._gen or self._stop.is_set():
+                    return
+                self._raw.put(("frame", t, frame))
+                if frame is None:
+                    return
+                if period:
+                    next_t += period
+                    delay = next_t - time.perf_counter()
+                    if delay > 0:
+                        self._stop.wait(delay)
+                    elif delay < -period:
+                        next_t = time.perf_counter()
+        finally:
+            try:
+                reader.close()
+            except Exception:
+                pass
+
+    def _start_reader(self) -> None:
+        self._gen += 1
+        self._raw = LatestBox()  # events of abandoned readers can no longer reach the watchdog
+        t = threading.Thread(target=self._reader_loop, args=(self._gen,), name=f"source-reader-{self._gen}",
+                             daemon=True)
+        self._readers = [r for r in self._readers if r.is_alive()] + [t]
+        t.start()
+
+    # ---- the watchdog (the live loop's source thread) ----
+    def start(self) -> Feed:
+        self._thread = threading.Thread(target=self._run, name="source", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 0.5) -> None:
+        self._stop.set()
+        self._raw.close()
+        deadline = time.monotonic() + timeout
+        for t in [self._thread, *self._readers]:
+            if t is not None and t is not threading.current_thread():
+                t.join(max(0.0, deadline - time.monotonic()))
+
+    @property
+    def in_outage(self) -> bool:
+        return bool(self.outages) and self.outages[-1]["end"] is None
+
+    def _publish(self, frame: np.ndarray, t: float, held: bool, meta: dict | None = None) -> dict:
+        if meta is None:
+            meta = self.prepare(frame) if self.prepare is not None else {}
+        self._index += 1
+        self.box.put(Packet(frame=frame, t_capture=t, index=self._index, held=held, meta=meta))
+        return meta
+
+    def _run(self) -> None:
+        interval = 1.0 / self.fps
+        limiter = RateLimiter(self.fps)
+        last_good: np.ndarray | None = None
+        last_meta: dict | None = None  # prepare(last_good), reused while it is held
+        last_sig: np.ndarray | None = None
+        last_change = last_fresh = open_started = time.perf_counter()
+        opened = False
+        backoff = self.min_backoff
+        next_reopen: float | None = None
+        next_hold = 0.0
+        self.stats.source_state = "opening"
+        self._start_reader()
+        while not self._stop.is_set():
+            ev = self._raw.get(timeout=min(interval, 0.05))
+            now = time.perf_counter()
+            problem = None
+            if ev is not None:
+                kind, t, payload = ev
+                if kind == "opened":
+                    opened, last_fresh, last_change = True, now, now
+                    if not self.in_outage:
+                        self.stats.source_state = "ok"
+                elif kind == "error":
+                    problem = payload
+                else:
+                    problem = check_frame(payload)
+                    if problem is None and self.repeat_timeout:
+                        sig = payload[::7, ::7]
+                        if last_sig is not None and sig.shape == last_sig.shape and np.array_equal(sig, last_sig):
+                            if now - last_change > self.repeat_timeout:
+                                problem = f"frozen (the same frame for {self.repeat_timeout:g} s)"
+                            elif self.in_outage:
+                                problem = "frozen"
+                        else:
+                            last_change = now
+                        last_sig = sig.copy()
+                    if problem is None:
+                        if self.in_outage:
+                            self._recovered(now)
+                        backoff, next_reopen = self.min_backoff, None
+                        self.stats.source_state = "ok"
+                        last_good, last_meta, last_fresh = payload, None, now
+                        self.stats.frames_in += 1
+                        self.stats.fps_in.tick(now)
+                        if limiter.allow(now):
+                            last_meta = self._publish(payload, t, held=False)
+                        else:
+                            self.stats.frames_skipped += 1
+                        continue
+            elif not opened and now - open_started > self.open_timeout:
+                problem = f"did not open within {self.open_timeout:g} s"
+            elif opened and now - last_fresh > self.stall_timeout:
+                problem = f"stalled (no frame for {self.stall_timeout:g} s)"
+
+            if problem is not None:
+                if not self.in_outage:
+                    self._outage(problem, now)
+                    next_hold = now
+                else:
+                    self.outages[-1]["reason"] = problem
+                if next_reopen is None:
+                    next_reopen = now + backoff
+                    backoff = min(backoff * 2, self.max_backoff)
+            if self.in_outage:
+                if last_good is not None and now >= next_hold:
+                    last_meta = self._publish(last_good, now, held=True, meta=last_meta)
+                    self.stats.frames_held += 1
+                    next_hold = max(next_hold + interval, now - interval)
+                if next_reopen is not None and now >= next_reopen:
+                    self.reopens += 1
+                    self.outages[-1]["reopens"] += 1
+                    opened, open_started, last_fresh = False, now, now
+                    next_reopen = None
+                    self._start_reader()
+        self.stats.source_state = "stopped"
+
+    def _outage(self, reason: str, now: float) -> None:
+        self.outages.append({"start": now, "end": None, "reason": reason, "first_reason": reason, "reopens": 0})
+        self.stats.source_outages += 1
+        self.stats.last_outage = reason
+        self.stats.source_state = f"outage: {reason}"
+        self.log(f"source {self.source.name}: {reason}; holding the last frame and reopening")
+
+    def _recovered(self, now: float) -> None:
+        o = self.outages[-1]
+        o["end"] = now
+        self.stats.source_recoveries += 1
+        self.log(f"source {self.source.name}: recovered after {now - o['start']:.1f} s "
+                 f"({o['reopens']} reopen{'s' if o['reopens'] != 1 else ''})")

@@ -1,0 +1,1 @@
+"""The shipped presets (TOML), read with importlib.resources; users copy and edit them."""
