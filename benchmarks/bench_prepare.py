@@ -18,7 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from autoencoded.training.prepare import parse_size, prepare  # noqa: E402
+from autoencoded.sizes import parse_size  # noqa: E402
+from autoencoded.training.prepare import prepare  # noqa: E402
 
 
 def make_clip(path: Path, seconds: float) -> None:
@@ -45,7 +46,7 @@ def main() -> None:
         for dec in args.decoder:
             os.environ["AUTOENCODED_DECODER"] = dec
             t = time.perf_counter()
-            meta, s = prepare([clip], Path(tmp) / f"ds-{dec}", size=parse_size(args.size), overwrite=True)
+            meta, s = prepare([clip], Path(tmp) / f"ds-{dec}", size=parse_size(args.size, multiple=16), overwrite=True)
             dt = time.perf_counter() - t
             print(f"| {dec} | {s.kept} | {dt:.2f} | {s.decoded / dt:.0f} | {s.duration_s / dt:.1f} |")
 

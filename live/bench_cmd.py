@@ -15,16 +15,9 @@ from pathlib import Path
 import click
 
 from autoencoded.errors import UserError
+from autoencoded.sizes import MODEL_SIZE
 
 CHOICES = ("auto", "all", "tensorrt", "onnxruntime", "torch")
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise UserError(f"--size {text!r}: expected WIDTHxHEIGHT, e.g. 256x144") from None
-    return w, h
 
 
 def _machine() -> dict:
@@ -91,7 +84,7 @@ def _backends(choice: str) -> list[str]:
 @click.option("--backend", type=click.Choice(CHOICES), default="all", show_default=True)
 @click.option("--arch", "archs", multiple=True, type=click.Choice(["lite", "broad2016"]),
               help="Architectures to measure without --model (repeatable; default both).")
-@click.option("--size", default="256x144", show_default=True, help="Model size without --model.")
+@click.option("--size", default="256x144", show_default=True, type=MODEL_SIZE, help="Model size without --model.")
 @click.option("--seconds", type=click.FloatRange(0.05, 600), default=3.0, show_default=True,
               help="Seconds per measurement.")
 @click.option("--max-batch", type=click.IntRange(1, 1024), default=64, show_default=True)
@@ -107,7 +100,7 @@ def bench(model: Path | None, backend: str, archs: tuple[str, ...], size: str, s
     from autoencoded.live.engines.bench import latency, throughput
 
     console = Console(width=None if os.isatty(1) else 150)
-    size_wh = _size(size)
+    size_wh = size
     archs = archs or ("lite", "broad2016")
     batches = tuple(b for b in (1, 4, 8, 16, 32, 64, 128, 256, 512, 1024) if b <= max_batch)
     results = []

@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 
 from autoencoded.errors import UserError
+from autoencoded.sizes import VIDEO_SIZE
 
 DEFAULT_RECORDING = "autoencoded-live.mp4"
 CAMERA_PROBE_S = 3.0
@@ -111,7 +112,7 @@ def _interrupt(signum, frame) -> None:  # SIGTERM stops like Ctrl-C: devices rel
 @click.option("--output", "outputs", multiple=True, metavar="SINK",
               help="vcam, window, a video file (.mp4 .mkv .mov .avi) or null; repeat for several "
                    "(default: vcam, else window, else ./autoencoded-live.mp4).")
-@click.option("--size", default="1280x720", show_default=True, metavar="WxH", help="Output size.")
+@click.option("--size", default="1280x720", show_default=True, type=VIDEO_SIZE, help="Output size.")
 @click.option("--fps", default=30.0, show_default=True, type=click.FloatRange(1.0, 240.0), help="Target frame rate.")
 @click.option("--noise", default=0.0, show_default=True, type=click.FloatRange(0.0, 1.0), help="Latent noise amount.")
 @click.option("--mix", default=1.0, show_default=True, type=click.FloatRange(0.0, 1.0),
@@ -135,7 +136,7 @@ def _interrupt(signum, frame) -> None:  # SIGTERM stops like Ctrl-C: devices rel
               help="Bind the next moved MIDI control to PARAM (e.g. noise, cue/recall/3) and save it to the preset.")
 @click.pass_context
 def live(ctx: click.Context, model: str | None, backend: str, input_spec: str | None, outputs: tuple[str, ...],
-         size: str, fps: float, noise: float, mix: float, overlay: bool, duration: float | None,
+         size: tuple[int, int], fps: float, noise: float, mix: float, overlay: bool, duration: float | None,
          max_frames: int | None, preset: str | None, osc_host: str, osc_port: int, osc_allow: tuple[str, ...],
          osc_feedback: str | None, midi: str | None, midi_learn: str | None) -> None:
     """Run a camera or video through the model in real time. Ctrl-C stops."""
@@ -146,11 +147,10 @@ def live(ctx: click.Context, model: str | None, backend: str, input_spec: str | 
     from autoencoded.live.control.surface import ControlSurface
     from autoencoded.live.engines import open_engine
     from autoencoded.live.loop.pipeline import Pipeline
-    from autoencoded.live.render import parse_size
 
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     console = Console()
-    width, height = parse_size(size, "--size")
+    width, height = size
     the_preset = load_preset(preset) if preset else None
     if the_preset is not None:  # its [live] settings are defaults; the command line wins
         model = model or the_preset.live.get("model")

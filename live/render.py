@@ -10,15 +10,11 @@ Without ffmpeg the video is written by OpenCV (mp4v) and the audio is left out, 
 
 from __future__ import annotations
 
-import json
 import os
 import queue
-import shutil
-import subprocess
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -30,83 +26,11 @@ from autoencoded.live.control.latent import LatentFX
 from autoencoded.live.control.params import Params
 from autoencoded.live.engines.base import Engine, EngineFault
 from autoencoded.live.engines.frames import fit, upscale
-from autoencoded.live.io.sinks import check_output_path, ffmpeg_path, open_video_writer
 from autoencoded.live.io.sources import demo_clip
 from autoencoded.live.loop.pipeline import stylize
-
-
-@dataclass
-class MediaInfo:
-    width: int
-    height: int
-    fps: float
-    rate: str  # exact frame rate for ffmpeg, e.g. "24000/1001"
-    frames: int | None  # as the container states it (for the progress bar only; may lie)
-    audio_codec: str | None
-
-
-def probe_media(path: Path) -> MediaInfo:
-    """Size, frame rate, frame count and audio codec of a video (ffprobe when present, else OpenCV)."""
-    cap = cv2.VideoCapture(str(path))
-    try:
-        if not cap.isOpened():
-            raise UserError(f"{path}: cannot open as a video")
-        ok, frame = cap.read()
-        if not ok:
-            raise UserError(f"{path}: cannot decode any frame (not a video, or damaged)")
-        h, w = frame.shape[:2]
-        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
-        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) or None
-    finally:
-        cap.release()
-    rate, audio = None, None
-    exe = shutil.which("ffprobe")
-    if exe:
-        try:
-            out = subprocess.run([exe, "-v", "error", "-show_entries", "stream=codec_type,codec_name,avg_frame_rate,"
-                                  "r_frame_rate,nb_frames", "-of", "json", str(path)],
-                                 capture_output=True, text=True, timeout=60)
-            streams = json.loads(out.stdout or "{}").get("streams", [])
-        except (OSError, subprocess.SubprocessError, ValueError):
-            streams = []
-        for s in streams:
-            if s.get("codec_type") == "video" and rate is None:
-                for key in ("avg_frame_rate", "r_frame_rate"):
-                    r = _rate(s.get(key))
-                    if r:
-                        rate = r
-                        break
-                if s.get("nb_frames", "").isdigit():
-                    count = int(s["nb_frames"])
-            elif s.get("codec_type") == "audio" and audio is None:
-                audio = s.get("codec_name") or "unknown"
-    if rate is None:
-        if not 1.0 <= fps <= 240.0:
-            raise UserError(f"{path}: the video does not state a usable frame rate ({fps:g})")
-        rate = str(Fraction(fps).limit_denominator(1001))
-    fps = float(Fraction(rate))
-    return MediaInfo(w, h, fps, rate, count, audio)
-
-
-def _rate(text: str | None) -> str | None:
-    try:
-        r = Fraction(text or "0/0")
-    except (ValueError, ZeroDivisionError):
-        return None
-    return f"{r.numerator}/{r.denominator}" if 1 <= r <= 240 else None
-
-
-def parse_size(text: str | None, option: str = "--upscale") -> tuple[int, int] | None:
-    """'1280x720' -> (1280, 720); even sides (H.264 4:2:0 needs them)."""
-    if text is None:
-        return None
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise UserError(f"{option} {text}: expected WIDTHxHEIGHT, e.g. 1280x720") from None
-    if not (16 <= w <= 7680 and 16 <= h <= 4320) or w % 2 or h % 2:
-        raise UserError(f"{option} {text}: sides must be even and between 16x16 and 7680x4320")
-    return w, h
+from autoencoded.media.probe import check_decodes, probe
+from autoencoded.media.tools import ffmpeg_path
+from autoencoded.media.writers import check_output_path, open_video_writer
 
 
 def _read_batches(cap, batch: int, out: queue.Queue, stop: threading.Event) -> None:
@@ -151,16 +75,19 @@ def render(input_path: str | os.PathLike, output_path: str | os.PathLike, engine
         raise UserError(f"{out} exists; pass --overwrite to replace it")
     if batch < 1:
         raise UserError("--batch must be at least 1")
-    info = probe_media(src)
+    info = probe(src)
+    check_decodes(src)
+    if info.rate is None:
+        raise UserError(f"{src}: the video does not state a usable frame rate ({info.fps:g})")
+    fps = float(Fraction(info.rate))
     w, h = size or (engine.width, engine.height)
     out_w = 2 * w if side_by_side else w
 
     audio_from = None
-    if info.audio_codec:
-        if ffmpeg_path():
-            audio_from = src
-        else:
-            log("ffmpeg not found: writing the video without its audio (install ffmpeg to keep the sound)")
+    if info.audio_codec and ffmpeg_path():
+        audio_from = src
+    elif (info.audio_codec or not info.audio_known) and not ffmpeg_path():
+        log("ffmpeg not found: writing the video without its audio (install ffmpeg to keep the sound)")
 
     params = Params(noise=float(noise), noise_seed=int(seed))
     fx = LatentFX(engine.z_dim, seed=int(seed))
@@ -168,9 +95,9 @@ def render(input_path: str | os.PathLike, output_path: str | os.PathLike, engine
     q: queue.Queue = queue.Queue(maxsize=3)
     stop = threading.Event()
     reader = threading.Thread(target=_read_batches, args=(cap, batch, q, stop), name="render-reader", daemon=True)
-    writer = open_video_writer(out, out_w, h, info.fps, rate=info.rate, audio_from=audio_from,
+    writer = open_video_writer(out, out_w, h, fps, rate=info.rate, audio_from=audio_from,
                                audio_codec=info.audio_codec)
-    bar = _Progress(info.frames, enabled=progress)
+    bar = _Progress(info.expected_frames, enabled=progress)
     frames_done, faults = 0, 0
     t0 = time.perf_counter()
     reader.start()
@@ -210,10 +137,10 @@ def render(input_path: str | os.PathLike, output_path: str | os.PathLike, engine
     seconds = time.perf_counter() - t0
     if frames_done == 0:
         raise UserError(f"{src}: no frames could be decoded")
-    summary = {"input": str(src), "output": str(out), "frames": frames_done, "fps": info.fps, "rate": info.rate,
+    summary = {"input": str(src), "output": str(out), "frames": frames_done, "fps": fps, "rate": info.rate,
                "size": f"{out_w}x{h}", "audio": audio_from is not None, "seconds": round(seconds, 2),
                "render_fps": round(frames_done / seconds, 2) if seconds > 0 else 0.0,
-               "x_realtime": round(frames_done / info.fps / seconds, 3) if seconds > 0 else 0.0,
+               "x_realtime": round(frames_done / fps / seconds, 3) if seconds > 0 else 0.0,
                "faults": faults, "engine": engine.name, "writer": writer.backend}
     return summary
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from autoencoded.errors import UserError
+from autoencoded.sizes import VIDEO_SIZE
 
 
 def _interrupt(signum, frame) -> None:  # SIGTERM behaves like Ctrl-C: the partial file is removed
@@ -26,17 +27,16 @@ def _interrupt(signum, frame) -> None:  # SIGTERM behaves like Ctrl-C: the parti
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**31 - 1), help="Noise seed.")
 @click.option("--batch", default=8, show_default=True, type=click.IntRange(1, 256), help="Frames per engine call.")
 @click.option("--side-by-side", is_flag=True, help="Put the input on the left, the model's frame on the right.")
-@click.option("--upscale", default=None, metavar="WxH", help="Output size (default: the model's own size).")
+@click.option("--upscale", default=None, type=VIDEO_SIZE, help="Output size (default: the model's own size).")
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
 def render(input: str, output: Path, model: str | None, backend: str, noise: float, seed: int, batch: int,
-           side_by_side: bool, upscale: str | None, overwrite: bool) -> None:
+           side_by_side: bool, upscale: tuple[int, int] | None, overwrite: bool) -> None:
     """Reconstruct every frame of INPUT (a video file, or 'demo') through the model into OUTPUT
     (.mp4, .mkv, .mov or .avi), keeping its frame rate, frame count and audio."""
     from autoencoded.live.engines import open_engine
-    from autoencoded.live.render import parse_size
     from autoencoded.live.render import render as do_render
 
-    size = parse_size(upscale)
+    size = upscale
     if input != "demo" and not Path(input).is_file():
         raise UserError(f"{input}: no such video file")
     if output.exists() and not overwrite:

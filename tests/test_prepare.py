@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 
 from autoencoded.errors import UserError
+from autoencoded.media.probe import VideoInfo
+from autoencoded.sizes import parse_size
 from autoencoded.training import video
 from autoencoded.training.data import open_dataset
-from autoencoded.training.prepare import npy_header, parse_size, prepare
+from autoencoded.training.prepare import npy_header, prepare
 
 from conftest import synthetic_frame
 
@@ -114,7 +116,7 @@ def test_detect_bars_on_samples():
 
 def test_crop_box_honours_pixel_aspect():
     # anamorphic 720x576 PAL with SAR 64/45 shows as 1024x576 (16:9): the centre crop for 16:9 is all of it
-    info = video.VideoInfo(path=None, width=720, height=576, fps=25.0, expected_frames=10, duration_s=0.4,
+    info = VideoInfo(path=None, width=720, height=576, fps=25.0, expected_frames=10, duration_s=0.4,
                            sar=64 / 45)
     assert video.crop_box(info, "center", 256, 144) == (0, 0, 720, 576)
     x, y, w, h = video.crop_box(info, "center", 64, 48)  # 4:3 -> narrower in stored pixels
@@ -134,14 +136,14 @@ def test_npy_header_holds_any_film_and_numpy_reads_it(tmp_path):
 
 @pytest.mark.parametrize("text", ["256x144", "64X48", " 1920x1072 "])
 def test_parse_size_ok(text):
-    w, h = parse_size(text)
+    w, h = parse_size(text, multiple=16)
     assert w % 16 == 0 and h % 16 == 0
 
 
 @pytest.mark.parametrize("text", ["256x145", "256", "axb", "0x16", "-16x16", "16x16x16"])
 def test_parse_size_bad(text):
     with pytest.raises(UserError, match="--size"):
-        parse_size(text)
+        parse_size(text, multiple=16)
 
 
 def test_overwrite_replaces_and_keeps_old_on_refusal(make_video, tmp_path):

@@ -18,15 +18,16 @@ from autoencoded.errors import UserError
 from autoencoded.live import assets, render
 from autoencoded.live.engines import open_engine
 from autoencoded.live.engines.frames import fit, upscale
-from autoencoded.live.io import sinks
-from autoencoded.live.render import parse_size, probe_media
+from autoencoded.media.probe import probe
+from autoencoded.media.tools import ffmpeg_path
+from autoencoded.sizes import parse_size
 from autoencoded.training.model import AutoEncoder, ModelConfig
 from autoencoded.training.weights import save_weights
 
 from conftest import read_video
 
 W, H = 64, 48
-pytestmark = pytest.mark.skipif(sinks.ffmpeg_path() is None, reason="ffmpeg is not installed")
+pytestmark = pytest.mark.skipif(ffmpeg_path() is None, reason="ffmpeg is not installed")
 
 
 @pytest.fixture(scope="module")
@@ -110,8 +111,7 @@ def test_side_by_side_and_upscale(make_video, tmp_path, engine):
 
 def test_without_ffmpeg_writes_video_only_and_says_so(make_video, tmp_path, engine, monkeypatch):
     src = with_audio(make_video("v.mp4", n_frames=12, width=96, height=64, fps=24.0), tmp_path / "a.mp4")
-    monkeypatch.setattr(render, "ffmpeg_path", lambda: None)
-    monkeypatch.setattr(sinks, "ffmpeg_path", lambda: None)
+    monkeypatch.setenv("PATH", str(tmp_path / "no-tools"))  # a PATH without ffmpeg or ffprobe
     logs: list[str] = []
     s = render.render(src, tmp_path / "out.mp4", engine, progress=False, log=logs.append)
     assert s["frames"] == 12 and not s["audio"] and s["writer"] == "opencv mp4v"
@@ -132,7 +132,7 @@ def test_render_refusals(make_video, tmp_path, engine):
         render.render(tmp_path / "none.mp4", tmp_path / "y.mp4", engine, progress=False)
     for bad in ("1280", "12x12", "1281x720", "axb"):
         with pytest.raises(UserError, match="--upscale"):
-            parse_size(bad)
+            parse_size(bad, "--upscale", multiple=2, minimum=16)
     assert (tmp_path / "taken.mp4").read_bytes() == b"old"
 
 
@@ -152,12 +152,12 @@ def test_render_command(make_video, tmp_path, ckpt, capsys):
 
 @pytest.mark.skipif(not assets.DEMO_CLIP.is_file(), reason="the bundled demo clip is not present")
 def test_render_demo_keeps_its_frames_and_sound(tmp_path, engine):
-    info = probe_media(assets.DEMO_CLIP)
+    info = probe(assets.DEMO_CLIP)
     out = tmp_path / "demo.mp4"
     s = render.render("demo", out, engine, batch=16, progress=False, log=lambda m: None)
     so = streams(out)
     assert s["frames"] == int(so["video"]["nb_read_frames"]) and so["video"]["r_frame_rate"] == info.rate
-    assert info.frames is None or s["frames"] == info.frames
+    assert info.expected_frames is None or s["frames"] == info.expected_frames
     assert "audio" in so
 
 

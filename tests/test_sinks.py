@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 
 from autoencoded.errors import UserError
-from autoencoded.live.io import sinks
 from autoencoded.live.io.sinks import (
     NullSink,
     RecorderSink,
     VirtualCamSink,
     WindowSink,
     open_sink,
-    open_video_writer,
     vcam_help,
 )
+from autoencoded.media.tools import ffmpeg_path
+from autoencoded.media.writers import open_video_writer
 
 from conftest import read_video
 
@@ -35,7 +35,7 @@ def frames(n: int, w: int = 64, h: int = 48) -> list[np.ndarray]:
     return [np.full((h, w, 3), (i * 20) % 256, np.uint8) for i in range(n)]
 
 
-needs_ffmpeg = pytest.mark.skipif(sinks.ffmpeg_path() is None, reason="ffmpeg is not installed")
+needs_ffmpeg = pytest.mark.skipif(ffmpeg_path() is None, reason="ffmpeg is not installed")
 
 
 @needs_ffmpeg
@@ -77,7 +77,7 @@ def test_writer_abort_removes_partial_and_rejects_wrong_frames(tmp_path):
 
 
 def test_opencv_writer_when_ffmpeg_is_missing(tmp_path, monkeypatch):
-    monkeypatch.setattr(sinks, "ffmpeg_path", lambda: None)
+    monkeypatch.setenv("PATH", str(tmp_path / "no-tools"))  # a PATH without ffmpeg
     out = tmp_path / "cv.mp4"
     w = open_video_writer(out, 64, 48, 24)
     assert w.backend == "opencv mp4v"

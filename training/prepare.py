@@ -22,23 +22,12 @@ import numpy as np
 from autoencoded import __version__
 from autoencoded.errors import UserError
 from autoencoded.fileio import atomic_write_bytes
+from autoencoded.media.probe import probe
 from autoencoded.training import video
 from autoencoded.training.data import FORMAT, FRAMES_FILE, META_FILE, VERSION
 
 HEADER_BYTES = 128  # a v1.0 .npy header for any N x H x W x 3 uint8 shape fits in 128 bytes
 THUMB = (32, 18)  # dedupe compares thumbnails this small: cheap, and blind to grain and compression noise
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """'256x144' -> (256, 144); both sides positive multiples of 16 (the model halves them 4 times)."""
-    parts = str(text).lower().replace(" ", "").split("x")
-    try:
-        w, h = (int(p) for p in parts)
-    except ValueError:
-        raise UserError(f"--size {text!r}: expected WIDTHxHEIGHT, e.g. 256x144") from None
-    if w <= 0 or h <= 0 or w % 16 or h % 16:
-        raise UserError(f"--size {text!r}: both sides must be positive multiples of 16, e.g. 256x144")
-    return w, h
 
 
 def npy_header(shape: tuple[int, ...], size: int = HEADER_BYTES) -> bytes:
@@ -142,7 +131,7 @@ def prepare(videos: Sequence[str | os.PathLike], out: str | os.PathLike, size: t
     if max_frames is not None and max_frames < 1:
         raise UserError(f"--max-frames {max_frames}: must be 1 or more")
     decoder = video.decoder_name()
-    infos = [video.probe(v, decoder) for v in videos]  # every input is checked before anything is written
+    infos = [probe(v, decoder) for v in videos]  # every input is checked before anything is written
     out = Path(out)
     prepare_output(out, overwrite)
 

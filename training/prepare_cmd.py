@@ -5,13 +5,14 @@ from __future__ import annotations
 import click
 
 from autoencoded.errors import UserError
+from autoencoded.sizes import MODEL_SIZE
 
 
 @click.command(name="prepare")
 @click.argument("videos", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=str))
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=str),
               help="Dataset folder to write (frames.npy + dataset.json).")
-@click.option("--size", default="256x144", show_default=True,
+@click.option("--size", default="256x144", show_default=True, type=MODEL_SIZE,
               help="Frame size WIDTHxHEIGHT, both multiples of 16 (the model's input size).")
 @click.option("--every", default=1, show_default=True, type=int, help="Keep every Nth frame.")
 @click.option("--dedupe", default=None, type=float,
@@ -29,7 +30,7 @@ def prepare(videos, output, size, every, dedupe, crop, overwrite, max_frames) ->
 
     from autoencoded.training import prepare as work
 
-    dims = work.parse_size(size)
+    dims = size
     err = Console(stderr=True)
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("frames"),
                TimeRemainingColumn()]

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from autoencoded.errors import UserError
+from autoencoded.sizes import MODEL_SIZE
 
 RUN_ITEMS = ("checkpoints", "samples", "logs", "metrics.jsonl", "config.json")
 # CLI option name -> TrainConfig field
@@ -23,16 +24,6 @@ FIELDS = {"arch": "arch", "steps": "steps", "epochs": "epochs", "batch": "batch"
           "balance": "balance", "guard": "guard"}
 # changing these on --resume would change the model: refused
 FIXED_ON_RESUME = ("arch", "z_dim")
-
-
-def _size(value: str | None) -> tuple[int, int] | None:
-    if not value:
-        return None
-    try:
-        w, h = (int(v) for v in value.lower().split("x"))
-    except ValueError:
-        raise UserError(f"--size {value!r}: expected WIDTHxHEIGHT, e.g. 256x144") from None
-    return w, h
 
 
 def _prepare_run(out: Path, resume: bool, overwrite: bool) -> None:
@@ -84,7 +75,7 @@ def _prepare_run(out: Path, resume: bool, overwrite: bool) -> None:
 @click.option("--log-every", type=int, default=10, show_default=True)
 @click.option("--keep", type=int, default=3, show_default=True, help="Checkpoints kept (plus the best).")
 @click.option("--z-dim", type=int, default=0, help="Latent size (lite 128, broad2016 200).")
-@click.option("--size", "size", default=None, help="Expected WIDTHxHEIGHT (must match the dataset).")
+@click.option("--size", "size", default=None, type=MODEL_SIZE, help="Expected WIDTHxHEIGHT (must match the dataset).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--compile", is_flag=True, help="torch.compile the networks (CUDA only).")
@@ -95,7 +86,7 @@ def _prepare_run(out: Path, resume: bool, overwrite: bool) -> None:
 @click.option("--allow-partial", is_flag=True, help="Train on a dataset whose source stopped early (warns).")
 @click.option("--progress/--no-progress", default=True, help="Show the progress bar.")
 @click.pass_context
-def train(ctx: click.Context, dataset: Path, out: Path, size: str | None, resume: bool, overwrite: bool,
+def train(ctx: click.Context, dataset: Path, out: Path, size: tuple[int, int] | None, resume: bool, overwrite: bool,
           progress: bool, **opts) -> None:
     """Train the VAE-GAN on a prepared DATASET; write checkpoints, samples and logs to RUN (-o)."""
     from rich.console import Console
@@ -120,7 +111,7 @@ def train(ctx: click.Context, dataset: Path, out: Path, size: str | None, resume
     if ds.width % 16 or ds.height % 16:
         raise UserError(f"{dataset}: frames are {ds.width}x{ds.height}; both sides must divide by 16 "
                         "(prepare it again with --size, e.g. 256x144)")
-    want = _size(size)
+    want = size
     if want and want != (ds.width, ds.height):
         raise UserError(f"--size {want[0]}x{want[1]} does not match the dataset ({ds.width}x{ds.height})")
     _prepare_run(out, resume, overwrite)

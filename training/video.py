@@ -1,4 +1,5 @@
-"""Reading films for `autoencoded prepare`: probe, sample, find letterbox bars, decode at the model size.
+"""Reading films for `autoencoded prepare`: sample, find letterbox bars, decode at the model size (the probe
+is `autoencoded.media.probe`).
 
 Two decoders, one behaviour. The ffmpeg one (used when `ffmpeg`/`ffprobe` are on PATH) crops and scales
 in YUV inside ffmpeg and pipes small RGB frames: ~1.5x faster than OpenCV on 1080p H.264 here, where the
@@ -11,35 +12,21 @@ ends with `Decoded.stopped_at` = frames delivered and `Decoded.error` = the deco
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from fractions import Fraction
-from pathlib import Path
 
 import cv2
 import numpy as np
 
 from autoencoded.errors import UserError
+from autoencoded.media.probe import VideoInfo
+from autoencoded.media.tools import error_line, have_ffmpeg
 
 CROP_MODES = ("auto", "center", "fit", "none")
 BAR_LEVEL = 24  # a row/column whose brightest sampled mean stays at or below this is a black bar
-
-
-@dataclass
-class VideoInfo:
-    path: Path
-    width: int
-    height: int
-    fps: float
-    expected_frames: int | None  # what the container declares (may lie on damaged files)
-    duration_s: float | None
-    sar: float = 1.0  # pixel aspect ratio (anamorphic DVDs are not square)
-    estimated: bool = False  # expected_frames is duration x fps, not a count the container declares
 
 
 @dataclass
@@ -57,76 +44,12 @@ def decoder_name() -> str:
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     forced = os.environ.get("AUTOENCODED_DECODER", "").strip().lower()
     if forced in ("opencv", "ffmpeg"):
-        if forced == "ffmpeg" and not _have_ffmpeg():
+        if forced == "ffmpeg" and not have_ffmpeg():
             raise UserError("AUTOENCODED_DECODER=ffmpeg, but ffmpeg/ffprobe are not on PATH")
         return forced
     if forced:
         raise UserError(f"AUTOENCODED_DECODER={forced!r}: use 'opencv' or 'ffmpeg'")
-    return "ffmpeg" if _have_ffmpeg() else "opencv"
-
-
-def _have_ffmpeg() -> bool:
-    return shutil.which("ffmpeg") is not None and shutil.which("ffprobe") is not None
-
-
-# ---------------------------------------------------------------- probing
-
-def probe(path: str | os.PathLike, decoder: str) -> VideoInfo:
-    """Size, fps and declared length of the first video stream. UserError if missing or not a video."""
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"{path}: no such file")
-    if not path.is_file():
-        raise UserError(f"{path}: not a file")
-    info = _probe_ffprobe(path) if decoder == "ffmpeg" else _probe_opencv(path)
-    if info.width <= 0 or info.height <= 0:
-        raise UserError(f"{path}: not a readable video (no picture size)")
-    return info
-
-
-def _probe_ffprobe(path: Path) -> VideoInfo:
-    cmd = ["ffprobe", "-v", "error", "-select_streams", "v:0", "-of", "json", "-show_entries",
-           "stream=width,height,avg_frame_rate,r_frame_rate,nb_frames,duration,sample_aspect_ratio"
-           ":format=duration", str(path)]
-    r = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
-    streams = []
-    if r.returncode == 0:
-        try:
-            doc = json.loads(r.stdout)
-            streams = doc.get("streams") or []
-        except json.JSONDecodeError:
-            doc = {}
-    if not streams:
-        why = _last_line(r.stderr) or "no video stream"
-        raise UserError(f"{path}: not a readable video ({why})")
-    s = streams[0]
-    fps = _rate(s.get("avg_frame_rate")) or _rate(s.get("r_frame_rate")) or 0.0
-    duration = _num(s.get("duration")) or _num((doc.get("format") or {}).get("duration"))
-    expected = _int(s.get("nb_frames"))
-    estimated = expected is None and bool(duration and fps)
-    if estimated:
-        expected = round(duration * fps)
-    sar = _rate(str(s.get("sample_aspect_ratio", "1:1")).replace(":", "/")) or 1.0
-    return VideoInfo(path, int(s.get("width") or 0), int(s.get("height") or 0), fps, expected, duration, sar,
-                     estimated)
-
-
-def _probe_opencv(path: Path) -> VideoInfo:
-    cap = cv2.VideoCapture(str(path))
-    try:
-        if not cap.isOpened():
-            raise UserError(f"{path}: not a readable video (OpenCV cannot open it)")
-        w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
-        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
-        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-        num, den = cap.get(cv2.CAP_PROP_SAR_NUM), cap.get(cv2.CAP_PROP_SAR_DEN)
-    finally:
-        cap.release()
-    sar = num / den if num > 0 and den > 0 else 1.0
-    expected = count if count > 0 else None
-    duration = expected / fps if expected and fps > 0 else None
-    # OpenCV does not say whether the count is declared or duration x fps, so allow for the latter
-    return VideoInfo(path, w, h, fps, expected, duration, sar, estimated=True)
+    return "ffmpeg" if have_ffmpeg() else "opencv"
 
 
 # ---------------------------------------------------------------- crop geometry
@@ -282,7 +205,7 @@ def frames(info: VideoInfo, decoder: str, box: tuple[int, int, int, int], width:
     expected = info.expected_frames
     if state.stopped_at is None and expected and state.frames < expected - _tolerance(info):
         state.stopped_at = state.frames
-        state.error = _last_line("\n".join(state.messages)) or f"ended before its declared {expected} frames"
+        state.error = error_line("\n".join(state.messages)) or f"ended before its declared {expected} frames"
     if state.stopped_at is not None and state.error is None:
         state.error = "decoding failed"
 
@@ -347,46 +270,4 @@ def _frames_ffmpeg(info, box, inner, size, state: Decoded) -> Iterator[np.ndarra
         state.messages = [ln for ln in text.splitlines() if ln.strip()][-20:]
         if rc != 0:
             state.stopped_at = state.frames
-            state.error = _last_line(text) or f"ffmpeg exited with code {rc}"
-
-
-# ---------------------------------------------------------------- helpers
-
-def _last_line(text: str) -> str:
-    """The most telling line of ffmpeg's stderr: the last one from a decoder/demuxer, else the last."""
-    lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
-    if not lines:
-        return ""
-    tagged = [ln for ln in lines if ln.startswith("[") and " @ " in ln.split("]", 1)[0]]
-    line = tagged[-1] if tagged else lines[-1]
-    # "[mjpeg @ 0x55...] overread 8" -> "mjpeg: overread 8"; "/path/f.avi: Invalid data" -> "Invalid data"
-    if line.startswith("[") and "] " in line:
-        tag, rest = line[1:].split("] ", 1)
-        line = f"{tag.split(' @ ')[0]}: {rest}"
-    elif ": " in line and os.sep in line.split(": ", 1)[0]:
-        line = line.split(": ", 1)[1]
-    return line
-
-
-def _rate(text) -> float | None:
-    try:
-        value = float(Fraction(str(text)))
-    except (ValueError, ZeroDivisionError, TypeError):
-        return None
-    return value if value > 0 else None
-
-
-def _num(text) -> float | None:
-    try:
-        value = float(text)
-    except (TypeError, ValueError):
-        return None
-    return value if value > 0 else None
-
-
-def _int(text) -> int | None:
-    try:
-        value = int(text)
-    except (TypeError, ValueError):
-        return None
-    return value if value > 0 else None
+            state.error = error_line(text) or f"ffmpeg exited with code {rc}"

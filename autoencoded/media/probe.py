@@ -1,0 +1,147 @@
+"""What a video file holds: picture size, frame rate (exact, for ffmpeg), declared length, pixel aspect, audio.
+
+ffprobe when it is on PATH (it reads what the container declares), else OpenCV (which can only guess
+some of it: see `VideoInfo.estimated`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import cv2
+
+from autoencoded.errors import UserError
+from autoencoded.media.tools import error_line, ffprobe_path, have_ffmpeg
+
+MAX_RATE = 240.0  # frames/s; a container stating more (or less than 1) states nothing usable
+
+
+@dataclass
+class VideoInfo:
+    path: Path
+    width: int
+    height: int
+    fps: float
+    expected_frames: int | None  # what the container declares (may lie on damaged files)
+    duration_s: float | None
+    sar: float = 1.0  # pixel aspect ratio (anamorphic DVDs are not square)
+    estimated: bool = False  # expected_frames is duration x fps, not a count the container declares
+    rate: str | None = None  # the exact frame rate for ffmpeg, e.g. "24000/1001"; None if none is usable
+    audio_codec: str | None = None  # the first audio stream's codec, None without sound (or unknown)
+    audio_known: bool = True  # False where the probe cannot see audio streams (OpenCV)
+
+
+def probe(path: str | os.PathLike, decoder: str = "auto") -> VideoInfo:
+    """The first video stream (and the first audio stream) of `path`. UserError if missing or not a video.
+
+    decoder: "ffmpeg" asks ffprobe, "opencv" asks OpenCV, "auto" ffprobe when it is installed.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: no such file")
+    if not path.is_file():
+        raise UserError(f"{path}: not a file")
+    use_ffprobe = have_ffmpeg() if decoder == "auto" else decoder == "ffmpeg"
+    info = _probe_ffprobe(path) if use_ffprobe else _probe_opencv(path)
+    if info.width <= 0 or info.height <= 0:
+        raise UserError(f"{path}: not a readable video (no picture size)")
+    return info
+
+
+def check_decodes(path: str | os.PathLike) -> None:
+    """UserError unless OpenCV decodes a first frame (for the commands that read frames with OpenCV)."""
+    cap = cv2.VideoCapture(str(path))
+    try:
+        if not cap.isOpened():
+            raise UserError(f"{path}: cannot open as a video")
+        ok, _ = cap.read()
+        if not ok:
+            raise UserError(f"{path}: cannot decode any frame (not a video, or damaged)")
+    finally:
+        cap.release()
+
+
+def _probe_ffprobe(path: Path) -> VideoInfo:
+    cmd = [ffprobe_path() or "ffprobe", "-v", "error", "-of", "json", "-show_entries",
+           "stream=codec_type,codec_name,width,height,avg_frame_rate,r_frame_rate,nb_frames,duration,"
+           "sample_aspect_ratio:format=duration", str(path)]
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=60)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise UserError(f"{path}: not a readable video (ffprobe: {exc})") from None
+    doc: dict = {}
+    if r.returncode == 0:
+        try:
+            doc = json.loads(r.stdout) or {}
+        except json.JSONDecodeError:
+            doc = {}
+    streams = doc.get("streams") or []
+    videos = [s for s in streams if s.get("codec_type") == "video"]
+    audios = [s for s in streams if s.get("codec_type") == "audio"]
+    if not videos:
+        why = error_line(r.stderr) or "no video stream"
+        raise UserError(f"{path}: not a readable video ({why})")
+    s = videos[0]
+    avg, real = _rate(s.get("avg_frame_rate")), _rate(s.get("r_frame_rate"))
+    fps = float(avg or real or 0.0)
+    duration = _num(s.get("duration")) or _num((doc.get("format") or {}).get("duration"))
+    expected = _int(s.get("nb_frames"))
+    estimated = expected is None and bool(duration and fps)
+    if estimated:
+        expected = round(duration * fps)
+    sar = _rate(str(s.get("sample_aspect_ratio", "1:1")).replace(":", "/")) or 1
+    usable = [r for r in (avg, real) if r and 1 <= r <= MAX_RATE]
+    rate = f"{usable[0].numerator}/{usable[0].denominator}" if usable else None
+    audio = (audios[0].get("codec_name") or "unknown") if audios else None
+    return VideoInfo(path, int(s.get("width") or 0), int(s.get("height") or 0), fps, expected, duration,
+                     float(sar), estimated, rate, audio)
+
+
+def _probe_opencv(path: Path) -> VideoInfo:
+    cap = cv2.VideoCapture(str(path))
+    try:
+        if not cap.isOpened():
+            raise UserError(f"{path}: not a readable video (OpenCV cannot open it)")
+        w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        num, den = cap.get(cv2.CAP_PROP_SAR_NUM), cap.get(cv2.CAP_PROP_SAR_DEN)
+    finally:
+        cap.release()
+    sar = num / den if num > 0 and den > 0 else 1.0
+    expected = count if count > 0 else None
+    duration = expected / fps if expected and fps > 0 else None
+    rate = str(Fraction(fps).limit_denominator(1001)) if 1.0 <= fps <= MAX_RATE else None
+    # OpenCV does not say whether the count is declared or duration x fps, so allow for the latter;
+    # nor does it see audio streams
+    return VideoInfo(path, w, h, fps, expected, duration, sar, estimated=True, rate=rate, audio_known=False)
+
+
+def _rate(text) -> Fraction | None:
+    try:
+        value = Fraction(str(text))
+    except (ValueError, ZeroDivisionError, TypeError):
+        return None
+    return value if value > 0 else None
+
+
+def _num(text) -> float | None:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return value if 0 < value < math.inf else None
+
+
+def _int(text) -> int | None:
+    try:
+        value = int(text)
+    except (TypeError, ValueError):
+        return None
+    return value if value > 0 else None

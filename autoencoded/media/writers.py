@@ -1,0 +1,192 @@
+"""Writing video files that never look finished before they are.
+
+Frames go to a hidden `.NAME.*.partial` file beside the target, renamed only when complete, so an
+interrupted recording or render never leaves a file that looks finished. H.264 goes through an ffmpeg
+subprocess (OpenCV's wheel cannot write it); without ffmpeg, OpenCV writes mp4v (MJPG for .avi).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from autoencoded.errors import UserError
+from autoencoded.media.tools import ffmpeg_path, has_encoder
+
+# extension -> (ffmpeg container, ffmpeg video codec args, audio codecs it can take as they are)
+CONTAINERS: dict[str, tuple[str, str, set[str] | None]] = {
+    ".mp4": ("mp4", "h264", {"aac", "mp3", "alac", "ac3", "eac3", "opus", "flac"}),
+    ".m4v": ("mp4", "h264", {"aac", "mp3", "alac", "ac3", "eac3"}),
+    ".mov": ("mov", "h264", {"aac", "mp3", "alac", "ac3", "eac3", "pcm_s16le", "pcm_s24le"}),
+    ".mkv": ("matroska", "h264", None),  # None: takes anything
+    ".avi": ("avi", "mjpeg", {"mp3", "ac3", "pcm_s16le"}),
+}
+
+
+def supported_extensions() -> str:
+    return ", ".join(CONTAINERS)
+
+
+def _partial_path(final: Path, suffix: str = ".partial") -> Path:
+    """A new hidden temp file beside `final`, with the permissions a normally created file would get."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=suffix, dir=final.parent)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    return Path(tmp)
+
+
+class VideoWriter(ABC):
+    """Writes frames to a partial file; `close()` finishes it and renames it to `path`, `abort()` deletes it."""
+
+    backend = "none"
+    tmp: Path
+
+    def __init__(self, path: Path, width: int, height: int) -> None:
+        self.path, self.width, self.height = path, width, height
+        self.frames = 0
+
+    @abstractmethod
+    def write(self, frame: np.ndarray) -> None:
+        """Append one uint8 RGB frame at the writer's size."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Finish the file and rename it to `path`."""
+
+    @abstractmethod
+    def abort(self) -> None:
+        """Stop and delete the partial file."""
+
+    def _remove_tmp(self) -> None:
+        try:
+            self.tmp.unlink()
+        except FileNotFoundError:
+            pass
+
+    def _check(self, frame: np.ndarray) -> np.ndarray:
+        if frame.shape != (self.height, self.width, 3) or frame.dtype != np.uint8:
+            raise ValueError(f"frame {frame.shape} {frame.dtype} does not match the video "
+                             f"({self.width}x{self.height} uint8 RGB)")
+        return np.ascontiguousarray(frame)
+
+
+class FfmpegWriter(VideoWriter):
+    """rawvideo on stdin -> H.264 (or MJPEG for .avi) via an ffmpeg subprocess; optional audio from a file."""
+
+    def __init__(self, path: Path, width: int, height: int, rate: str | float,
+                 audio_from: Path | None = None, audio_codec: str | None = None, crf: int = 18) -> None:
+        super().__init__(path, width, height)
+        container, vcodec, audio_ok = CONTAINERS[path.suffix.lower()]
+        if vcodec == "h264" and has_encoder("libx264"):
+            vargs = ["-c:v", "libx264", "-preset", "veryfast", "-crf", str(crf), "-pix_fmt", "yuv420p"]
+            self.backend = "ffmpeg libx264"
+        elif vcodec == "h264":
+            vargs = ["-c:v", "mpeg4", "-q:v", "3", "-pix_fmt", "yuv420p"]
+            self.backend = "ffmpeg mpeg4"
+        else:
+            vargs = ["-c:v", "mjpeg", "-q:v", "3", "-pix_fmt", "yuvj420p"]
+            self.backend = "ffmpeg mjpeg"
+        if width % 2 or height % 2:  # 4:2:0 needs even sides
+            vargs = ["-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", *vargs]
+        self.tmp = _partial_path(path)
+        cmd = [ffmpeg_path() or "ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
+               "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-framerate", str(rate), "-i", "-"]
+        if audio_from is not None:
+            acopy = audio_ok is None or (audio_codec in audio_ok)
+            aargs = ["-c:a", "copy"] if acopy else (["-c:a", "aac", "-b:a", "192k"] if container != "avi"
+                                                   else ["-c:a", "pcm_s16le"])
+            cmd += ["-i", str(audio_from), "-map", "0:v:0", "-map", "1:a:0?", *aargs]
+        else:
+            cmd += ["-an"]
+        cmd += [*vargs, "-f", container, str(self.tmp)]
+        self._log = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._log)
+
+    def _error_text(self) -> str:
+        self._log.seek(0)
+        lines = self._log.read().decode(errors="replace").strip().splitlines()
+        return lines[-1][:300] if lines else f"ffmpeg exited with code {self.proc.returncode}"
+
+    def write(self, frame: np.ndarray) -> None:
+        frame = self._check(frame)
+        try:
+            self.proc.stdin.write(memoryview(frame).cast("B"))
+        except (BrokenPipeError, ValueError, OSError):
+            self.proc.wait()
+            raise OSError(f"writing {self.path.name} failed: {self._error_text()}") from None
+        self.frames += 1
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        rc = self.proc.wait()
+        if rc != 0:
+            msg = self._error_text()
+            self._remove_tmp()
+            raise OSError(f"writing {self.path.name} failed: {msg}")
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self._remove_tmp()
+
+
+class CvWriter(VideoWriter):
+    """OpenCV's writer (no ffmpeg here): mp4v, or MJPG for .avi. Video only."""
+
+    def __init__(self, path: Path, width: int, height: int, fps: float) -> None:
+        super().__init__(path, width, height)
+        # OpenCV picks the container from the extension, so the partial name keeps it
+        self.tmp = _partial_path(path, suffix=f".partial{path.suffix}")
+        fourcc = "MJPG" if path.suffix.lower() == ".avi" else "mp4v"
+        self.backend = f"opencv {fourcc}"
+        self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*fourcc), float(fps), (width, height))
+        if not self.writer.isOpened():
+            self._remove_tmp()
+            raise UserError(f"{path}: OpenCV cannot write {fourcc} video here (install ffmpeg)")
+
+    def write(self, frame: np.ndarray) -> None:
+        self.writer.write(cv2.cvtColor(self._check(frame), cv2.COLOR_RGB2BGR))
+        self.frames += 1
+
+    def close(self) -> None:
+        self.writer.release()
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        self.writer.release()
+        self._remove_tmp()
+
+
+def check_output_path(path: str | os.PathLike) -> Path:
+    p = Path(path)
+    if p.suffix.lower() not in CONTAINERS:
+        raise UserError(f"{p}: unsupported video file type {p.suffix or '(none)'!r} (use {supported_extensions()})")
+    if p.is_dir():
+        raise UserError(f"{p}: is a folder, expected a video file name")
+    if not p.parent.exists():
+        raise UserError(f"{p.parent}: no such folder for the output")
+    if not os.access(p.parent, os.W_OK):
+        raise UserError(f"{p.parent}: folder is not writable")
+    return p
+
+
+def open_video_writer(path: str | os.PathLike, width: int, height: int, fps: float, rate: str | None = None,
+                      audio_from: Path | None = None, audio_codec: str | None = None) -> VideoWriter:
+    """The best writer available for `path` (ffmpeg H.264 when ffmpeg exists, else OpenCV)."""
+    p = check_output_path(path)
+    if ffmpeg_path():
+        return FfmpegWriter(p, width, height, rate or f"{fps:.6g}", audio_from=audio_from, audio_codec=audio_codec)
+    return CvWriter(p, width, height, fps)

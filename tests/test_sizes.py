@@ -1,0 +1,24 @@
+"""One WxH option type for every command: bad sizes are one line and exit 2, naming the option."""
+
+from __future__ import annotations
+
+import pytest
+
+from autoencoded.cli import main
+
+
+@pytest.mark.parametrize("args, option", [
+    (["prepare", "v.mp4", "-o", "ds", "--size", "256x145"], "--size"),
+    (["prepare", "v.mp4", "-o", "ds", "--size", "99999x99984"], "--size"),
+    (["train", "ds", "-o", "run", "--size", "big"], "--size"),
+    (["bench", "--size", "16x16x16"], "--size"),
+    (["live", "--size", "1281x720"], "--size"),
+    (["live", "--size", "100000x720"], "--size"),
+    (["render", "demo", "out.mp4", "--upscale", "640x3"], "--upscale"),
+])
+def test_bad_size_is_one_line_and_exit_2(args, option, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {option} ") and "\n" not in err
+    assert list(tmp_path.iterdir()) == []  # refused before anything was written
