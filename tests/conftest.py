@@ -72,3 +72,39 @@ def shared_footage():
     if not (SHARED_FOOTAGE / "bigbuckbunny.mp4").is_file():
         pytest.skip(f"shared footage not present at {SHARED_FOOTAGE}")
     return SHARED_FOOTAGE
+
+
+def kick_track(seconds: float = 6.0, rate: int = 44100, bpm: float = 120.0, first: float = 0.25,
+               noise: float = 0.02, hats: bool = True, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A synthetic dance-floor loop: kick drums at `bpm` from `first` s (a 150->50 Hz sweep decaying in
+    ~120 ms), quieter hi-hats on the off-beats and a noise floor. -> (mono float32 samples, kick times s)."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * rate)
+    x = rng.normal(0.0, noise, n).astype(np.float32)
+    t = np.arange(int(0.4 * rate)) / rate
+    sweep = 50.0 + 100.0 * np.exp(-t / 0.03)
+    kick = (np.sin(2 * np.pi * np.cumsum(sweep) / rate) * np.exp(-t / 0.12)).astype(np.float32)
+    kicks = np.arange(first, seconds - 0.4, 60.0 / bpm)
+    for k in kicks:
+        i = int(round(k * rate))
+        x[i:i + kick.size] += 0.8 * kick
+    if hats:
+        m = int(0.03 * rate)
+        hat = (rng.normal(0.0, 1.0, m) * np.exp(-np.arange(m) / rate / 0.008)).astype(np.float32)
+        for k in kicks + 30.0 / bpm:
+            i = int(round(k * rate))
+            if i + m < n:
+                x[i:i + m] += 0.15 * hat
+    return np.clip(x, -1.0, 1.0), kicks
+
+
+def write_wav(path: Path, samples: np.ndarray, rate: int) -> Path:
+    """16-bit mono PCM WAV (stdlib wave)."""
+    import wave
+
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
+    return Path(path)

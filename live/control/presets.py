@@ -10,6 +10,12 @@
     channel = 1                   # 1..16; leave out to listen on every channel
     [midi.cc]                     # CC number -> control or trigger (cue/recall/3, noise/reseed, ...)
     0 = "noise"
+    [[mod]]                       # modulation routes (autoencoded.live.control.modulation), any number
+    signal = "audio.bass"         # audio.level/bass/mid/high/onset, beat.phase/pulse
+    target = "noise"              # a continuous control
+    amount = 0.8                  # -1..1 of the control's range, on top of its base value
+    attack = 0.01                 # seconds (optional)
+    release = 0.2                 # seconds (optional)
     [live]
     model = "demo"                # what --model / --input / --output would say
     input = "demo"
@@ -37,6 +43,7 @@ from pathlib import Path
 import tomli_w
 
 from autoencoded.errors import UserError
+from autoencoded.live.control.modulation import ModRoute, make_route
 from autoencoded.live.control.params import SPECS, ParamStore, coerce, parse_target
 
 if sys.version_info >= (3, 11):
@@ -46,7 +53,8 @@ else:  # pragma: no cover - exercised on 3.10 only
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 SHIPPED_DIR = Path(str(importlib.resources.files("autoencoded.presets")))
-TOP_KEYS = ("description", "params", "osc", "midi", "live")
+TOP_KEYS = ("description", "params", "osc", "midi", "mod", "live")
+MOD_KEYS = ("signal", "target", "amount", "attack", "release")
 LIVE_KEYS = ("model", "input", "output")
 # OSC addresses the server answers itself; an alias may not take them over
 RESERVED_ADDRESSES = ("/preset", "/model", "/status")
@@ -63,6 +71,7 @@ class Preset:
     midi_channel: int | None = None  # 1..16, None = any
     midi_cc: dict[int, str] | None = None  # None: the file has no [midi] section
     live: dict[str, str | list[str]] = field(default_factory=dict)
+    mods: list[ModRoute] | None = None  # None: the file has no [[mod]] (keep the current routes)
 
 
 def user_dir() -> Path:
@@ -210,6 +219,28 @@ def _midi(data: dict, path) -> tuple[str | None, int | None, dict[int, str] | No
     return device, channel, cc
 
 
+def _mods(data: dict, path) -> list[ModRoute] | None:
+    if "mod" not in data:
+        return None
+    tables = data["mod"]
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise _fail(path, "mod", "expected [[mod]] tables (signal, target, amount[, attack, release])")
+    routes = []
+    for i, t in enumerate(tables):
+        where = f"mod[{i}]"
+        for k in t:
+            if k not in MOD_KEYS:
+                raise _fail(path, f"{where}.{k}", f"unknown key (known: {', '.join(MOD_KEYS)})")
+        missing = [k for k in MOD_KEYS[:3] if k not in t]
+        if missing:
+            raise _fail(path, where, f"missing {', '.join(missing)}")
+        try:
+            routes.append(make_route(**t))
+        except ValueError as exc:
+            raise _fail(path, where, str(exc)) from None
+    return routes
+
+
 def _live(data: dict, path) -> dict[str, str | list[str]]:
     live = _table(data, "live", path, LIVE_KEYS)
     for key, value in live.items():
@@ -234,7 +265,7 @@ def parse_preset(data: dict, name: str, path: Path | str | None = None) -> Prese
     device, channel, cc = _midi(data, where)
     return Preset(name=name, path=Path(path) if path is not None else None, description=description,
                   params=_params(data, where), osc_aliases=_osc(data, where), midi_device=device,
-                  midi_channel=channel, midi_cc=cc, live=_live(data, where))
+                  midi_channel=channel, midi_cc=cc, live=_live(data, where), mods=_mods(data, where))
 
 
 def preset_to_toml(preset: Preset) -> dict:
@@ -253,6 +284,9 @@ def preset_to_toml(preset: Preset) -> dict:
             midi["channel"] = preset.midi_channel
         midi["cc"] = {str(k): v for k, v in sorted((preset.midi_cc or {}).items())}
         doc["midi"] = midi
+    if preset.mods is not None:
+        doc["mod"] = [{"signal": r.signal, "target": r.target, "amount": r.amount, "attack": r.attack,
+                       "release": r.release} for r in preset.mods]
     if preset.live:
         doc["live"] = dict(preset.live)
     return doc
@@ -288,7 +322,8 @@ def save_preset(path: Path | str, store: ParamStore, *, base: Preset | None = No
                     midi_device=base.midi_device if base else None,
                     midi_channel=base.midi_channel if base else None,
                     midi_cc=base.midi_cc if base else None,
-                    live=dict(base.live) if base else {})
+                    live=dict(base.live) if base else {},
+                    mods=list(base.mods) if base and base.mods is not None else None)
     return write_preset(path, preset)
 
 
