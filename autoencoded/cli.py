@@ -12,6 +12,7 @@ import sys
 
 import click
 
+from autoencoded import signals
 from autoencoded.errors import UserError
 
 # name -> (module, attribute, issue that delivers it, one-line help)
@@ -58,22 +59,24 @@ def cli() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: user errors become one line on stderr and exit code 2; Ctrl-C exits 130."""
+    """Entry point: user errors become one line on stderr and exit code 2; Ctrl-C, SIGTERM and SIGHUP
+    exit 130."""
     debug = os.environ.get("AUTOENCODED_DEBUG") == "1"
+    signals.install()
     try:
         cli.main(args=argv, prog_name="autoencoded", standalone_mode=False)
     except UserError as exc:
         click.echo(f"error: {exc}", err=True)
         return exc.exit_code
     except click.exceptions.Abort:
-        click.echo("interrupted", err=True)
-        return 130
+        _say_interrupted()
+        return signals.INTERRUPTED_EXIT
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
     except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        return 130
+        _say_interrupted()
+        return signals.INTERRUPTED_EXIT
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except Exception as exc:  # a bug, not bad input: still one line unless debugging
@@ -83,6 +86,13 @@ def main(argv: list[str] | None = None) -> int:
                    err=True)
         return 1
     return 0
+
+
+def _say_interrupted() -> None:
+    try:
+        click.echo("interrupted", err=True)
+    except OSError:  # after SIGHUP the terminal may be gone
+        pass
 
 
 if __name__ == "__main__":

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import signal
+import subprocess
+import termios
+import threading
 from pathlib import Path
 
 import cv2
@@ -108,3 +113,50 @@ def write_wav(path: Path, samples: np.ndarray, rate: int) -> Path:
         w.setframerate(rate)
         w.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
     return Path(path)
+
+
+class Terminal:
+    """A command running in a pseudo-terminal as its controlling terminal, in its own session and process
+    group, as a shell runs a foreground job: `ctrl_c()` types Ctrl-C, and the terminal driver (not this
+    test) sends SIGINT to the whole foreground process group, children included."""
+
+    def __init__(self, cmd: list[str], cwd=None, env=None) -> None:
+        self.master, slave = os.openpty()
+
+        def controlling_tty() -> None:  # after setsid (start_new_session), in the child
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+        self.proc = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave, cwd=cwd, env=env,
+                                     start_new_session=True, preexec_fn=controlling_tty)
+        os.close(slave)
+        self._out = bytearray()
+        self._reader = threading.Thread(target=self._drain, daemon=True)
+        self._reader.start()
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                data = os.read(self.master, 65536)
+            except OSError:  # EIO once the last process holding the terminal exits
+                return
+            if not data:
+                return
+            self._out.extend(data)
+
+    @property
+    def output(self) -> str:
+        return self._out.decode(errors="replace")
+
+    def ctrl_c(self) -> None:
+        os.write(self.master, b"\x03")
+
+    def wait(self, timeout: float = 60.0) -> int:
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            raise
+        finally:
+            self._reader.join(2.0)
+            os.close(self.master)
+        return rc

@@ -10,12 +10,15 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
 import pytest
 
 from autoencoded.training.data import open_dataset
+
+from conftest import Terminal
 
 HAVE_FFMPEG = shutil.which("ffmpeg") is not None and shutil.which("ffprobe") is not None
 DECODERS = ["opencv", pytest.param("ffmpeg", marks=pytest.mark.skipif(not HAVE_FFMPEG,
@@ -165,3 +168,31 @@ def test_full_disk_leaves_nothing_claiming_complete(make_video, tmp_path, tiny_d
     assert_user_error(run(src, "-o", tiny_disk / "ds"), "cannot write", "No space left")
     assert_not_complete(tiny_disk / "ds")
     assert list((tiny_disk / "ds").iterdir()) == []
+
+
+@pytest.mark.parametrize("how", ["ctrl-c in a terminal", "SIGTERM", "SIGHUP"])
+def test_stop_signals_remove_the_temp_files(make_video, tmp_path, how, decoder="ffmpeg" if HAVE_FFMPEG else "opencv"):
+    """Stopped mid-decode (the decoder child included, for a terminal's Ctrl-C), prepare leaves no hidden
+    temp file, exits 130, and the same command then runs without --overwrite."""
+    src = make_video("clip.avi", n_frames=300, width=320, height=180, fourcc="MJPG")
+    out = tmp_path / "ds"
+    cmd = [sys.executable, "-m", "autoencoded", "prepare", *[str(src)] * 12, "-o", str(out), "--size", "64x48"]
+    env = {**os.environ, "AUTOENCODED_DECODER": decoder}
+    term = Terminal(cmd, env=env) if how.startswith("ctrl-c") else None
+    proc = term.proc if term else subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    tmp = out / ".frames.npy.tmp"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (tmp.is_file() and tmp.stat().st_size > 100_000):
+        time.sleep(0.05)
+    assert proc.poll() is None, "prepare ended before it could be stopped"
+    if term:
+        term.ctrl_c()
+        rc, said = term.wait(), term.output
+    else:
+        proc.send_signal(getattr(signal, how))
+        rc, said = proc.wait(60), proc.communicate()[1].decode()
+    assert rc == 130, said
+    assert "interrupted" in said and "Traceback" not in said
+    assert list(out.iterdir()) == []
+    again = run(src, "-o", out, "--size", "64x48", decoder=decoder)
+    assert again.returncode == 0, again.stderr

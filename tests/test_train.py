@@ -209,7 +209,9 @@ def test_guard_detects_nan_saturation_spike_and_diversity_loss():
 
 # ---- Ctrl-C -------------------------------------------------------------------------------------------
 
-def test_sigint_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+def test_stop_signals_save_a_checkpoint_and_exit_cleanly(tmp_path, sig):
+    """Ctrl-C, a service manager's SIGTERM and a closed terminal's SIGHUP all finish the step and save."""
     ds = make_dataset(tmp_path / "ds")
     run = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -223,7 +225,7 @@ def test_sigint_saves_a_checkpoint_and_exits_cleanly(tmp_path):
             if p.is_file() and len(p.read_text().splitlines()) >= 3:
                 break
             time.sleep(0.2)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         out, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
@@ -236,6 +238,29 @@ def test_sigint_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     assert index["latest"] == f"step-{last:07d}.safetensors"
     cfg, _, _, state = Checkpoints(run).load(run / "checkpoints" / index["latest"])
     assert state["step"] == last and cfg.arch == "lite"
+
+
+def test_log_off_a_terminal_is_one_line_per_logged_step_and_resume_names_its_step(tmp_path):
+    """In a log file (stderr not a terminal): no progress bar, each logged step one whole line with its
+    speed and ETA; --resume says which step it continues from."""
+    ds = make_dataset(tmp_path / "ds", n=8)
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "80"}
+    base = [sys.executable, "-m", "autoencoded", "train", str(ds), "-o", str(run), "--batch", "4",
+            "--log-every", "2", "--checkpoint-every", "100"]
+    first = subprocess.run([*base, "--steps", "4"], env=env, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    again = subprocess.run([*base, "--steps", "6", "--resume"], env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    for err, steps in ((first.stderr, [2, 4]), (again.stderr, [6])):
+        lines = err.splitlines()
+        step_lines = [ln for ln in lines if ln.startswith("step ") and "samples/s" in ln]
+        assert [int(ln.split()[1].split("/")[0]) for ln in step_lines] == steps, err
+        assert all(len(ln) > 80 and " ETA " in ln for ln in step_lines), err
+        # nothing wrapped onto a line of its own, no progress bar cut off at the terminal width
+        assert not [ln for ln in lines if ln.strip() in ("samples/s", "ETA")] and "\u2026" not in err, err
+        assert "\r" not in err and "train " not in err, err
+    assert f"resuming {run} from step 4 of 6 (step-0000004.safetensors)" in again.stderr
 
 
 # ---- bad input: one line, exit 2 ----------------------------------------------------------------------------

@@ -15,8 +15,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import signal
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from autoencoded import signals
 from autoencoded.errors import UserError, one_line
 from autoencoded.training import distributed as dist_mod
 from autoencoded.training.checkpoints import Checkpoints, optimizer_from_flat, restore_rng
@@ -63,6 +62,11 @@ def frozen_bn_stats(module: nn.Module):
 
 class Collapse(Exception):
     pass
+
+
+def _clock(seconds: float) -> str:
+    s = int(min(seconds, 99 * 3600))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
 class Trainer:
@@ -471,10 +475,6 @@ class Trainer:
         w.add_scalar("guard/rollbacks", self.rollbacks, s)
         w.add_scalar("speed/samples_per_s", sps, s)
 
-    def _on_sigint(self, signum, frame) -> None:
-        self._stop = True
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C aborts at once
-
     def request_stop(self) -> None:
         self._stop = True
 
@@ -491,9 +491,8 @@ class Trainer:
             self.first_eval = ev["recon_mse"]
             self.save(ev)
             self.write_samples(ev)
-        old = None
-        if threading.current_thread() is threading.main_thread():
-            old = signal.signal(signal.SIGINT, self._on_sigint)
+        # Ctrl-C, SIGTERM and SIGHUP finish the step and save; a second one aborts at once
+        restore_signals = signals.route_stop(lambda signum: self.request_stop())
         start_step, t0 = self.step, time.time()
         sps, t_last = 0.0, time.time()
         progress = self._make_progress()
@@ -522,9 +521,10 @@ class Trainer:
                     progress.update(task, completed=self.step, info=f"{sps:6.1f} samples/s  rec {losses['rec']:.4f} "
                                     f"dis {losses['dis']:.3f}  noise {losses['noise']:.3f}")
                 if self.dist.main and c.log_every and self.step % c.log_every == 0:
+                    eta = (self.total - self.step) * c.batch / max(sps, 1e-9)
                     self._log_line(f"step {self.step}/{self.total}  rec {losses['rec']:.4f}  kl {losses['kl']:.4f}  "
                                    f"pix {losses['pix']:.4f}  dis {losses['dis']:.3f}  noise {losses['noise']:.3f}  "
-                                   f"{sps:.1f} samples/s")
+                                   f"{sps:.1f} samples/s  ETA {_clock(eta)}")
                 do_ckpt = self.step % c.checkpoint_every == 0 or self.step == self.total
                 do_sample = self.step % c.sample_every == 0 or self.step == self.total
                 if do_ckpt or do_sample:
@@ -537,8 +537,7 @@ class Trainer:
         finally:
             if progress:
                 progress.stop()
-            if old is not None:
-                signal.signal(signal.SIGINT, old)
+            restore_signals()
             self._pool.shutdown(wait=True)
             if self.writer:
                 self.writer.flush()

@@ -94,7 +94,9 @@ def train(ctx: click.Context, dataset: Path, out: Path, size: tuple[int, int] | 
     from autoencoded.training.config import NOISE_SCHEDULES, TrainConfig, resolve
     from autoencoded.training.data import open_dataset
 
-    console = Console(stderr=True)
+    # soft_wrap: a log line stays one line in a log file (rich wraps at 80 columns off a terminal)
+    console = Console(stderr=True, soft_wrap=True)
+    progress = progress and console.is_terminal  # a log file gets the step lines, not a redrawn bar
     given = {k for k in opts if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
     if opts["steps"] and opts["epochs"]:
         raise UserError("give --steps or --epochs, not both")
@@ -141,6 +143,9 @@ def train(ctx: click.Context, dataset: Path, out: Path, size: tuple[int, int] | 
     from autoencoded.training.loop import Trainer
 
     trainer = Trainer(cfg, ds, resume=resume, console=console, progress=progress)
+    if resume and trainer.dist.main:
+        console.print(f"resuming {out} from step {trainer.step} of {trainer.total} "
+                      f"({trainer.ckpt.latest().name})", highlight=False)
     if trainer.dist.main:
         cfg.save(out / "config.json")
     summary = trainer.run()
