@@ -125,6 +125,10 @@ class Terminal:
 
         def controlling_tty() -> None:  # after setsid (start_new_session), in the child
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+            # an interactive shell gives its foreground job default signals, even where this test runs
+            # in a background job (which ignores SIGINT and SIGQUIT)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.signal(signal.SIGQUIT, signal.SIG_DFL)
 
         self.proc = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave, cwd=cwd, env=env,
                                      start_new_session=True, preexec_fn=controlling_tty)
