@@ -14,7 +14,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from fractions import Fraction
 from pathlib import Path
 
@@ -22,12 +22,15 @@ import cv2
 import numpy as np
 
 from autoencoded.errors import UserError
-from autoencoded.live.control.latent import LatentFX
+from autoencoded.live.audio.analysis import analyze_track, signals_at
+from autoencoded.live.control.latent import LatentFX, dry_wet
+from autoencoded.live.control.modulation import ModMatrix, ModRoute
 from autoencoded.live.control.params import Params
 from autoencoded.live.engines.base import Engine, EngineFault
 from autoencoded.live.engines.frames import fit, upscale
 from autoencoded.live.io.sources import demo_clip
 from autoencoded.live.loop.pipeline import stylize
+from autoencoded.media.audio import read_soundtrack
 from autoencoded.media.probe import check_decodes, probe
 from autoencoded.media.tools import ffmpeg_path
 from autoencoded.media.writers import check_output_path, open_video_writer
@@ -63,8 +66,12 @@ def _put(q: queue.Queue, item: object, stop: threading.Event) -> None:
 
 def render(input_path: str | os.PathLike, output_path: str | os.PathLike, engine: Engine, *, noise: float = 0.0,
            seed: int = 0, batch: int = 8, side_by_side: bool = False, size: tuple[int, int] | None = None,
-           overwrite: bool = False, progress: bool = True, log: Callable[[str], object] = print) -> dict:
-    """Render `input_path` through `engine` into `output_path`. Returns a summary dict."""
+           overwrite: bool = False, progress: bool = True, log: Callable[[str], object] = print,
+           params: Params | None = None, mods: Sequence[ModRoute] = ()) -> dict:
+    """Render `input_path` through `engine` into `output_path`. Returns a summary dict.
+
+    params: the controls (default: `noise` and `seed` alone). mods: modulation routes, fed by the film's own
+    soundtrack (audio.*), analysed causally and sampled at each frame's time."""
     src = demo_clip() if str(input_path) == "demo" else Path(input_path)
     if not src.is_file():
         raise UserError(f"{src}: no such video file")
@@ -89,8 +96,9 @@ def render(input_path: str | os.PathLike, output_path: str | os.PathLike, engine
     elif (info.audio_codec or not info.audio_known) and not ffmpeg_path():
         log("ffmpeg not found: writing the video without its audio (install ffmpeg to keep the sound)")
 
-    params = Params(noise=float(noise), noise_seed=int(seed))
-    fx = LatentFX(engine.z_dim, seed=int(seed))
+    params = params if params is not None else Params(noise=float(noise), noise_seed=int(seed))
+    modulation = _Modulation(src, fps, mods) if mods else None
+    fx = LatentFX(engine.z_dim, seed=params.noise_seed)
     cap = cv2.VideoCapture(str(src))
     q: queue.Queue = queue.Queue(maxsize=3)
     stop = threading.Event()
@@ -109,16 +117,20 @@ def render(input_path: str | os.PathLike, output_path: str | os.PathLike, engine
             if isinstance(item, BaseException):
                 raise item
             small = np.stack([fit(f, engine.width, engine.height) for f in item])
+            frame_params = [modulation.params(params, frames_done + j) for j in range(len(item))] \
+                if modulation is not None else [params] * len(item)
             try:
-                model_frames = stylize(engine, fx, small, params)
+                model_frames = stylize(engine, fx, small, frame_params)
             except (EngineFault, RuntimeError, ValueError) as exc:
                 faults += len(item)
                 if faults == len(item):
                     log(f"warning: the model failed on frames {frames_done}-{frames_done + len(item) - 1} "
                         f"({exc}); those frames show the input")
                 model_frames = small
-            for src_frame, mframe in zip(item, model_frames, strict=True):
+            for src_frame, mframe, p in zip(item, model_frames, frame_params, strict=True):
                 frame = upscale(mframe, w, h)
+                if p.mix < 1.0:
+                    frame = dry_wet(frame, fit(src_frame, w, h), p.mix)
                 if side_by_side:
                     frame = np.concatenate([fit(src_frame, w, h), frame], axis=1)
                 writer.write(frame)
@@ -143,6 +155,24 @@ def render(input_path: str | os.PathLike, output_path: str | os.PathLike, engine
                "x_realtime": round(frames_done / fps / seconds, 3) if seconds > 0 else 0.0,
                "faults": faults, "engine": engine.name, "writer": writer.backend}
     return summary
+
+
+class _Modulation:
+    """The film's soundtrack as signals, one set per video frame (frame i at i / fps seconds)."""
+
+    def __init__(self, src: Path, fps: float, mods: Sequence[ModRoute]) -> None:
+        live_only = sorted({r.signal for r in mods if not r.signal.startswith("audio.")})
+        if live_only:
+            raise UserError(f"--mod: {', '.join(live_only)} come from a live tempo source (Link, MIDI clock); "
+                            "render has the film's soundtrack: audio.* signals")
+        track = read_soundtrack(src)
+        self.times, self.series, _ = analyze_track(track.samples, track.rate)
+        self.offset, self.fps = track.offset_s, fps
+        self.matrix = ModMatrix(mods)
+
+    def params(self, base: Params, i: int) -> Params:
+        signals = signals_at(self.times, self.series, i / self.fps - self.offset)
+        return self.matrix.apply(base, signals, 1.0 / self.fps)
 
 
 class _Progress:

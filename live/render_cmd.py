@@ -29,14 +29,29 @@ def _interrupt(signum, frame) -> None:  # SIGTERM behaves like Ctrl-C: the parti
 @click.option("--side-by-side", is_flag=True, help="Put the input on the left, the model's frame on the right.")
 @click.option("--upscale", default=None, type=VIDEO_SIZE, help="Output size (default: the model's own size).")
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
-def render(input: str, output: Path, model: str | None, backend: str, noise: float, seed: int, batch: int,
-           side_by_side: bool, upscale: tuple[int, int] | None, overwrite: bool) -> None:
+@click.option("--preset", default=None, metavar="NAME|FILE", help="A preset's [params] and [[mod]] routes.")
+@click.option("--mod", "mods", multiple=True, metavar="SIGNAL:CONTROL:AMOUNT[:ATTACK[:RELEASE]]",
+              help="Modulate a control from the film's soundtrack, e.g. audio.onset:noise:1; repeatable.")
+@click.pass_context
+def render(ctx: click.Context, input: str, output: Path, model: str | None, backend: str, noise: float, seed: int,
+           batch: int, side_by_side: bool, upscale: tuple[int, int] | None, overwrite: bool, preset: str | None,
+           mods: tuple[str, ...]) -> None:
     """Reconstruct every frame of INPUT (a video file, or 'demo') through the model into OUTPUT
     (.mp4, .mkv, .mov or .avi), keeping its frame rate, frame count and audio."""
+    from autoencoded.live.control.modulation import mod_option
+    from autoencoded.live.control.params import ParamStore
+    from autoencoded.live.control.presets import load_preset
     from autoencoded.live.engines import open_engine
     from autoencoded.live.render import render as do_render
 
     size = upscale
+    the_preset = load_preset(preset) if preset else None
+    routes = [*((the_preset.mods or []) if the_preset else []), *(mod_option(m) for m in mods)]
+    store = ParamStore(noise=noise, noise_seed=seed)
+    if the_preset is not None:  # the preset's values, then what the command line says explicitly
+        store.update(the_preset.params)
+        store.update({name: value for name, option, value in (("noise", "noise", noise), ("noise/seed", "seed", seed))
+                      if ctx.get_parameter_source(option) == click.core.ParameterSource.COMMANDLINE})
     if input != "demo" and not Path(input).is_file():
         raise UserError(f"{input}: no such video file")
     if output.exists() and not overwrite:
@@ -45,8 +60,8 @@ def render(input: str, output: Path, model: str | None, backend: str, noise: flo
     try:
         engine = open_engine(model, backend=backend, log=click.echo)
         try:
-            s = do_render(input, output, engine, noise=noise, seed=seed, batch=batch, side_by_side=side_by_side,
-                          size=size, overwrite=overwrite, log=click.echo)
+            s = do_render(input, output, engine, batch=batch, side_by_side=side_by_side, size=size,
+                          overwrite=overwrite, log=click.echo, params=store.snapshot(), mods=routes)
         finally:
             engine.close()
     finally:

@@ -24,7 +24,7 @@ from autoencoded.sizes import parse_size
 from autoencoded.training.model import AutoEncoder, ModelConfig
 from autoencoded.training.weights import save_weights
 
-from conftest import read_video
+from conftest import kick_track, read_video, synthetic_frame, write_video, write_wav
 
 W, H = 64, 48
 pytestmark = pytest.mark.skipif(ffmpeg_path() is None, reason="ffmpeg is not installed")
@@ -190,3 +190,56 @@ def test_interrupted_render_leaves_no_finished_file(make_video, tmp_path, ckpt, 
         assert left == [], "a clean interruption removes its partial file"
     else:
         assert all(n.startswith(".out.mp4.") and n.endswith(".partial") for n in left)
+
+
+def test_render_reacts_to_its_own_soundtrack(tmp_path):
+    """`render --mod audio.onset:noise:1` on a still picture with a 120 BPM kick track: the frames that change
+    most are the first ones at or after each kick (the demo model, as a user runs it)."""
+    fps, seconds = 25.0, 3.0
+    samples, kicks = kick_track(seconds=seconds, rate=48000, first=0.3)
+    still = lambda i, w, h: synthetic_frame(0, w, h)  # noqa: E731 - the same picture in every frame
+    video = write_video(tmp_path / "still.mp4", n_frames=int(fps * seconds), width=128, height=72, fps=fps,
+                        frame_fn=still)
+    film = tmp_path / "film.mkv"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(video), "-i", str(write_wav(tmp_path / "k.wav", samples,
+                    48000)), "-map", "0:v", "-map", "1:a", "-c:v", "copy", "-c:a", "flac", str(film)], check=True)
+    out = tmp_path / "out.mp4"
+    done = subprocess.run([sys.executable, "-m", "autoencoded", "render", str(film), str(out), "--mod",
+                           "audio.onset:noise:1", "--backend", "onnxruntime"], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    frames = np.stack(read_video(out)).astype(np.float32)
+    change = np.abs(np.diff(frames, axis=0)).mean(axis=(1, 2, 3))  # change[i]: frame i -> i + 1
+    # the peaks: frames whose change from the previous frame stands far above the quiet level (the picture
+    # is still and the model deterministic: between kicks only the fading noise moves it)
+    quiet = np.median(change)
+    peaks = [i + 1 for i in range(len(change)) if change[i] > 4 * quiet + 1.0
+             and change[i] >= change[max(i - 1, 0)] and change[i] >= change[min(i + 1, len(change) - 1)]]
+    # one peak per kick, on the first frame shown at or after it (onsets are found within 25 ms)
+    assert len(peaks) == len(kicks), (peaks, kicks, np.round(change, 1).tolist())
+    for p, k in zip(peaks, kicks, strict=True):
+        assert k - 0.025 <= p / fps <= k + 1 / fps + 0.025, (p, k)
+
+
+def test_render_mod_refusals(make_video, tmp_path, ckpt, capsys):
+    video = make_video("silent.mp4", n_frames=4, width=W, height=H)
+    for args, why in [(["--mod", "audio.bass:noise"], "--mod audio.bass:noise: expected SIGNAL:CONTROL:AMOUNT"),
+                      (["--mod", "beat.pulse:noise:1"], "beat.pulse come from a live tempo source"),
+                      (["--mod", "audio.bass:noise:1"], "has no soundtrack")]:
+        assert main(["render", str(video), str(tmp_path / "o.mp4"), "--model", str(ckpt), *args]) == 2
+        err = capsys.readouterr().err
+        assert why in err and err.count("\n") == 1, err
+        assert not (tmp_path / "o.mp4").exists()
+
+
+def test_render_preset_params_and_mods(make_video, tmp_path, ckpt):
+    """A preset's [params] reach the render (mix 0 gives the input back) and the command line wins."""
+    video = make_video("clip.mp4", n_frames=6, width=W, height=H)
+    preset = tmp_path / "dry.toml"
+    preset.write_text("[params]\nmix = 0.0\nnoise = 0.5\n")
+    out = tmp_path / "dry.mp4"
+    assert main(["render", str(video), str(out), "--model", str(ckpt), "--preset", str(preset), "--noise", "0"]) == 0
+    got, src = read_video(out), read_video(video)
+    assert len(got) == 6
+    diff = np.mean([np.abs(g.astype(int) - fit(s, W, H).astype(int)).mean() for g, s in zip(got, src, strict=True)])
+    assert diff < 4.0  # the input, re-encoded

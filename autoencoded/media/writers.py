@@ -21,7 +21,7 @@ from autoencoded.media.tools import ffmpeg_path, has_encoder
 
 # extension -> (ffmpeg container, ffmpeg video codec args, audio codecs it can take as they are)
 CONTAINERS: dict[str, tuple[str, str, set[str] | None]] = {
-    ".mp4": ("mp4", "h264", {"aac", "mp3", "alac", "ac3", "eac3", "opus", "flac"}),
+    ".mp4": ("mp4", "h264", {"aac", "mp3", "alac", "ac3", "eac3", "opus"}),  # flac in mp4: "experimental" (ffmpeg 5)
     ".m4v": ("mp4", "h264", {"aac", "mp3", "alac", "ac3", "eac3"}),
     ".mov": ("mov", "h264", {"aac", "mp3", "alac", "ac3", "eac3", "pcm_s16le", "pcm_s24le"}),
     ".mkv": ("matroska", "h264", None),  # None: takes anything

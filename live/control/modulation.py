@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from autoencoded.errors import UserError
 from autoencoded.live.audio.analysis import AUDIO_SIGNALS
 from autoencoded.live.control.params import SPECS, Params
 
@@ -64,15 +65,23 @@ def parse_mod(text: str) -> ModRoute:
     """'audio.bass:noise:0.8[:ATTACK[:RELEASE]]' -> ModRoute; ValueError otherwise."""
     parts = [p.strip() for p in str(text).split(":")]
     if not 3 <= len(parts) <= 5:
-        raise ValueError(f"{text!r}: expected SIGNAL:CONTROL:AMOUNT[:ATTACK[:RELEASE]], "
+        raise ValueError("expected SIGNAL:CONTROL:AMOUNT[:ATTACK[:RELEASE]], "
                          "e.g. audio.bass:noise:0.8 or audio.onset:noise:1:0:0.3")
     numbers = []
     for what, v in zip(("amount", "attack", "release"), parts[2:], strict=False):
         try:
             numbers.append(float(v))
         except ValueError:
-            raise ValueError(f"{text!r}: {what} must be a number, got {v!r}") from None
+            raise ValueError(f"{what} must be a number, got {v!r}") from None
     return make_route(parts[0], parts[1], *numbers)
+
+
+def mod_option(text: str) -> ModRoute:
+    """--mod on the command line: a ModRoute, or a UserError naming the option."""
+    try:
+        return parse_mod(text)
+    except ValueError as exc:
+        raise UserError(f"--mod {text}: {exc}") from None
 
 
 class ModMatrix:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 
 import cv2
@@ -41,10 +41,12 @@ def fused_ok(p: Params) -> bool:
     return p.noise <= 0 and p.smooth <= 0 and not p.freeze and p.cue_recall < 0 and not p.cue_store
 
 
-def stylize(engine: Engine, fx: LatentFX, frames: np.ndarray, p: Params) -> np.ndarray:
-    """uint8 (N,h,w,3) at the model size -> the model's frames (N,h,w,3); raises EngineFault on bad output."""
+def stylize(engine: Engine, fx: LatentFX, frames: np.ndarray, p: Params | Sequence[Params]) -> np.ndarray:
+    """uint8 (N,h,w,3) at the model size -> the model's frames (N,h,w,3); raises EngineFault on bad output.
+
+    p: the controls for every frame, or one Params per frame (a modulated render)."""
     n = frames.shape[0]
-    if fused_ok(p):
+    if all(fused_ok(q) for q in ([p] if isinstance(p, Params) else p)):
         out = engine.reconstruct(frames)
     else:
         mu, log_sigma = engine.encode(frames)
@@ -54,7 +56,11 @@ def stylize(engine: Engine, fx: LatentFX, frames: np.ndarray, p: Params) -> np.n
             raise EngineFault(f"encoder returned latents of shape {mu.shape}, expected {(n, engine.z_dim)}")
         if not (np.isfinite(mu).all() and np.isfinite(log_sigma).all()):
             raise EngineFault("encoder returned NaN/Inf latents")
-        out = engine.decode(fx(mu, log_sigma, p))
+        if isinstance(p, Params):
+            z = fx(mu, log_sigma, p)
+        else:  # the effects run row by row anyway (rows are consecutive frames)
+            z = np.concatenate([fx(mu[i:i + 1], log_sigma[i:i + 1], q) for i, q in enumerate(p)])
+        out = engine.decode(z)
     out = np.asarray(out)
     if out.dtype != np.uint8 or out.shape != frames.shape:
         raise EngineFault(f"model returned {out.dtype} {out.shape}, expected uint8 {frames.shape}")
