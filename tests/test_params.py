@@ -131,3 +131,14 @@ def test_parse_target():
             parse_target(bad)
     with pytest.raises(ValueError):
         parse_target(3)
+
+
+def test_triggers_fire_one_shot_actions():
+    store = ParamStore()
+    assert store.trigger("noise/reseed") and store.peek().noise_seed == 1
+    assert store.trigger("freeze/toggle") and store.peek().freeze
+    assert store.trigger("cue/recall", 5) and store.peek().cue_recall == 5
+    assert store.trigger("cue/store", 3) and store.snapshot().cue_store == (3,)
+    rejected = store.rejected
+    assert not store.trigger("cue/store", 16) and not store.trigger("explode")
+    assert store.rejected == rejected + 2

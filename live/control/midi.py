@@ -66,16 +66,7 @@ class MidiMapper:
         if name in SPECS and slot is None:
             ok = self.store.set(name, cc_to_value(name, msg.value))
         elif msg.value >= 64 > previous:  # a trigger fires on the press edge only
-            if name == "cue/store":
-                ok = self.store.store_cue(slot if slot is not None else 0)
-            elif name == "cue/recall":
-                ok = self.store.set("cue/recall", slot)
-            elif name == "noise/reseed":
-                self.store.reseed()
-                ok = True
-            else:
-                self.store.toggle_freeze()
-                ok = True
+            ok = self.store.trigger(name, slot)
         else:
             return False
         self.counters["applied"] += ok

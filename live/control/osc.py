@@ -377,14 +377,7 @@ class OscServer(BlockingOSCUDPServer):
                 return
             if args and not args[0] > 0.5:  # a button's release (0.0) or NaN: nothing to do
                 return
-            if route.name == "cue/store":
-                self.store.store_cue(route.slot)
-            elif route.name == "cue/recall":
-                self.store.set("cue/recall", route.slot)
-            elif route.name == "noise/reseed":
-                self.store.reseed()
-            else:
-                self.store.toggle_freeze()
+            self.store.trigger(route.name, route.slot)
             c["applied"] += 1
         elif kind == "cue_store":
             if len(args) != 1 or not isinstance(args[0], (int, float)):

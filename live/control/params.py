@@ -186,6 +186,23 @@ class ParamStore:
                 self._pending_cues.append(int(slot))
         return True
 
+    def trigger(self, name: str, slot: int | None = None) -> bool:
+        """Fire a one-shot action (TRIGGERS): cue/store N, cue/recall N, noise/reseed, freeze/toggle.
+        Returns False (and counts) when it is refused (an unknown action, a cue slot out of range)."""
+        if name == "cue/store":
+            return self.store_cue(slot if slot is not None else 0)
+        if name == "cue/recall":
+            return self.set("cue/recall", slot if slot is not None else -1)
+        if name == "noise/reseed":
+            self.reseed()
+            return True
+        if name == "freeze/toggle":
+            self.toggle_freeze()
+            return True
+        with self._lock:
+            self.rejected += 1
+        return False
+
     def snapshot(self) -> Params:
         with self._lock:
             p = self._p
