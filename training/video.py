@@ -21,9 +21,10 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from autoencoded import signals
 from autoencoded.errors import UserError
 from autoencoded.media.probe import VideoInfo
-from autoencoded.media.tools import error_line, have_ffmpeg
+from autoencoded.media.tools import error_line, file_arg, have_ffmpeg
 
 CROP_MODES = ("auto", "center", "fit", "none")
 BAR_LEVEL = 24  # a row/column whose brightest sampled mean stays at or below this is a black bar
@@ -69,12 +70,12 @@ def sample_frames(info: VideoInfo, decoder: str, count: int = 12) -> list[np.nda
     cmd, graph = ["ffmpeg", "-v", "quiet", "-nostdin"], []
     for k, p in enumerate(points):
         cmd += ["-skip_frame", "nokey", "-noaccurate_seek", "-ss", f"{info.duration_s * p:.3f}",
-                "-i", str(info.path)]
+                "-i", file_arg(info.path)]
         graph.append(f"[{k}:v:0]trim=end_frame=1,setpts=PTS-STARTPTS,scale={sw}:{sh}:flags=area,setsar=1[v{k}]")
     joined = ";".join(graph) + ";" + "".join(f"[v{k}]" for k in range(count)) + f"concat=n={count}:v=1:a=0[out]"
     cmd += ["-filter_complex", joined, "-map", "[out]", "-vsync", "passthrough", "-f", "rawvideo",
             "-pix_fmt", "rgb24", "pipe:1"]
-    data = subprocess.run(cmd, capture_output=True).stdout
+    data = subprocess.run(cmd, capture_output=True, **signals.CHILD).stdout
     size = sw * sh * 3
     out = [np.frombuffer(data[o:o + size], np.uint8).reshape(sh, sw, 3) for o in range(0, len(data) - size + 1, size)]
     return out or _sample_opencv(info, points, (sw, sh))
@@ -240,11 +241,12 @@ def _frames_ffmpeg(info, box, inner, size, state: Decoded) -> Iterator[np.ndarra
     vf = f"crop={w}:{h}:{x}:{y}:exact=1,scale={inner[0]}:{inner[1]}:flags=area,setsar=1"
     if inner != size:
         vf += f",pad={width}:{height}:(ow-iw)/2:(oh-ih)/2:black"
-    cmd = ["ffmpeg", "-v", "error", "-nostdin", "-i", str(info.path), "-map", "0:v:0", "-an", "-sn",
+    cmd = ["ffmpeg", "-v", "error", "-nostdin", "-i", file_arg(info.path), "-map", "0:v:0", "-an", "-sn",
            "-vf", vf, "-vsync", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
     nbytes = width * height * 3
     with tempfile.TemporaryFile() as err:  # a file, not a pipe: a damaged film can print megabytes
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL)
+        # its own session: a terminal's Ctrl-C stops us, and we stop the decoder (never read its death as damage)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL, **signals.CHILD)
         buf = bytearray(nbytes)
         view = memoryview(buf)
         frame = np.frombuffer(buf, np.uint8).reshape(height, width, 3)

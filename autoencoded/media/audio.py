@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from autoencoded.errors import UserError
-from autoencoded.media.tools import error_line, ffmpeg_path, ffprobe_path
+from autoencoded.media.tools import error_line, ffmpeg_path, ffprobe_path, file_arg
 
 RATE = 44100
 
@@ -39,7 +39,7 @@ def _start_times(path: Path) -> tuple[float, float]:
         return 0.0, 0.0
     try:
         out = subprocess.run([exe, "-v", "error", "-show_entries", "stream=codec_type,start_time", "-of", "json",
-                              str(path)], capture_output=True, text=True, errors="replace", timeout=60)
+                              file_arg(path)], capture_output=True, text=True, errors="replace", timeout=60)
         streams = json.loads(out.stdout or "{}").get("streams", [])
     except (OSError, subprocess.SubprocessError, ValueError):
         return 0.0, 0.0
@@ -62,7 +62,7 @@ def read_soundtrack(path: str | os.PathLike, rate: int = RATE) -> Soundtrack:
         raise UserError("audio signals in render come from the film's soundtrack, decoded by ffmpeg; "
                         "install ffmpeg")
     try:
-        done = subprocess.run([exe, "-nostdin", "-v", "error", "-i", str(path), "-map", "0:a:0", "-vn", "-ac", "1",
+        done = subprocess.run([exe, "-nostdin", "-v", "error", "-i", file_arg(path), "-map", "0:a:0", "-vn", "-ac", "1",
                                "-ar", str(rate), "-f", "f32le", "-"], capture_output=True, timeout=3600)
     except (OSError, subprocess.SubprocessError) as exc:
         raise UserError(f"{path}: cannot decode its soundtrack ({exc})") from None

@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 
 from autoencoded.errors import UserError
-from autoencoded.media.tools import error_line, ffprobe_path, have_ffmpeg
+from autoencoded.media.tools import error_line, ffprobe_path, file_arg, have_ffmpeg
 
 MAX_RATE = 240.0  # frames/s; a container stating more (or less than 1) states nothing usable
 
@@ -70,7 +70,7 @@ def check_decodes(path: str | os.PathLike) -> None:
 def _probe_ffprobe(path: Path) -> VideoInfo:
     cmd = [ffprobe_path() or "ffprobe", "-v", "error", "-of", "json", "-show_entries",
            "stream=codec_type,codec_name,width,height,avg_frame_rate,r_frame_rate,nb_frames,duration,"
-           "sample_aspect_ratio:format=duration", str(path)]
+           "sample_aspect_ratio:format=duration", file_arg(path)]
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=60)
     except (OSError, subprocess.SubprocessError) as exc:

@@ -17,6 +17,14 @@ def ffprobe_path() -> str | None:
     return shutil.which("ffprobe")
 
 
+def file_arg(path: str | os.PathLike) -> str:
+    """A path as ffmpeg and ffprobe must be given it: `file:` + path. A bare name beginning with '-' is an
+    option to ffprobe ("-clip.mp4" fails with "Missing argument for option 'clip.mp4'"), '-' alone is
+    stdin to both, and a name with a colon may name a protocol ("http:x.mp4"); the file protocol reads
+    any of them as the file they are."""
+    return "file:" + os.fspath(path)
+
+
 def have_ffmpeg() -> bool:
     """Both halves present: ffprobe to read a file's streams, ffmpeg to decode or encode it."""
     return ffmpeg_path() is not None and ffprobe_path() is not None

@@ -16,8 +16,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from autoencoded import signals
 from autoencoded.errors import UserError
-from autoencoded.media.tools import ffmpeg_path, has_encoder
+from autoencoded.media.tools import ffmpeg_path, file_arg, has_encoder
 
 # extension -> (ffmpeg container, ffmpeg video codec args, audio codecs it can take as they are)
 CONTAINERS: dict[str, tuple[str, str, set[str] | None]] = {
@@ -103,12 +104,14 @@ class FfmpegWriter(VideoWriter):
             acopy = audio_ok is None or (audio_codec in audio_ok)
             aargs = ["-c:a", "copy"] if acopy else (["-c:a", "aac", "-b:a", "192k"] if container != "avi"
                                                    else ["-c:a", "pcm_s16le"])
-            cmd += ["-i", str(audio_from), "-map", "0:v:0", "-map", "1:a:0?", *aargs]
+            cmd += ["-i", file_arg(audio_from), "-map", "0:v:0", "-map", "1:a:0?", *aargs]
         else:
             cmd += ["-an"]
-        cmd += [*vargs, "-f", container, str(self.tmp)]
+        cmd += [*vargs, "-f", container, file_arg(self.tmp)]
         self._log = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._log)
+        # in a session of its own: a terminal's Ctrl-C must not kill the encoder before close() finishes the file
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._log,
+                                     **signals.CHILD)
 
     def _error_text(self) -> str:
         self._log.seek(0)
