@@ -15,7 +15,7 @@ from autoencoded.errors import UserError
 from autoencoded.live.audio.analysis import AUDIO_SIGNALS, AudioAnalyzer, analyze_track, signals_at
 from autoencoded.media.audio import read_soundtrack
 
-from conftest import kick_track, write_video, write_wav
+from helpers import kick_track, write_video, write_wav
 
 TOLERANCE_S = 0.025
 

@@ -19,9 +19,9 @@ from autoencoded.training.checkpoints import Checkpoints, optimizer_from_flat, o
 from autoencoded.training.model import ModelConfig, build
 from autoencoded.training.weights import load_weights, resolve_checkpoint
 
+from helpers import TINY, cli, make_dataset
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).parent))
-from test_train import TINY, cli, make_dataset  # noqa: E402
 
 
 def _model_and_opts():

@@ -9,18 +9,25 @@ import subprocess
 import mido
 import numpy as np
 import pytest
-import torch
 from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.osc_packet import OscPacket
-from test_midi import FakeDevices, cc
-from test_osc import msg, sender, settle, wait_for
 
 from autoencoded.errors import UserError
 from autoencoded.live.control.params import ParamStore
 from autoencoded.live.control.presets import load_preset, user_dir
 from autoencoded.live.control.surface import ControlSurface
 
-from conftest import synthetic_frame
+from helpers import (
+    FakeDevices,
+    cc,
+    has_midi_subsystem,
+    msg,
+    sender,
+    settle,
+    synthetic_frame,
+    tiny_checkpoint,
+    wait_for,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -141,8 +148,7 @@ def test_midi_through_the_surface_and_midi_learn():
 
 
 def test_no_midi_subsystem_keeps_the_surface_running(capfd):
-    from test_midi import _has_midi_subsystem
-    if _has_midi_subsystem():
+    if has_midi_subsystem():
         pytest.skip("this machine has a MIDI subsystem")
     lines = []
     store = ParamStore()
@@ -155,22 +161,6 @@ def test_no_midi_subsystem_keeps_the_surface_running(capfd):
 
 
 # ------------------------------------------------------------------------------ done when
-def _tiny_checkpoint(path):
-    from autoencoded.training.model import AutoEncoder, ModelConfig
-    from autoencoded.training.weights import save_weights
-
-    torch.manual_seed(0)
-    cfg = ModelConfig.preset("lite", width=64, height=48)
-    model = AutoEncoder(cfg)
-    # He init keeps the signal's variance through the layers, so this untrained decoder answers its latent
-    # the way a trained one does (torch's default init shrinks it ~30x and hides every latent effect)
-    for m in model.modules():
-        if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear)):
-            torch.nn.init.kaiming_normal_(m.weight, a=0.2, nonlinearity="leaky_relu")
-    save_weights(path, cfg, model.state_dict())
-    return path
-
-
 def _frames_after(pipe, sink, n: int) -> list[np.ndarray]:
     """n distinct output frames, all computed after this call (copies).
 
@@ -196,7 +186,7 @@ def test_done_when_osc_from_a_real_client_changes_the_live_output(tmp_path, make
     from autoencoded.live.io.sources import VideoFileSource
     from autoencoded.live.loop.pipeline import Pipeline
 
-    ckpt = _tiny_checkpoint(tmp_path / "tiny.safetensors")
+    ckpt = tiny_checkpoint(tmp_path / "tiny.safetensors", he_init=True)
     # a still scene, so any change in the output comes from the controls, not the footage
     # (MJPG: intra-only, so every decoded frame of the still scene is bit-identical)
     video = make_video("still.avi", n_frames=12, width=64, height=48, fps=25.0, fourcc="MJPG",
@@ -244,7 +234,7 @@ def test_osc_status_carries_pipeline_stats(tmp_path, make_video):
     from autoencoded.live.io.sources import VideoFileSource
     from autoencoded.live.loop.pipeline import Pipeline
 
-    ckpt = _tiny_checkpoint(tmp_path / "tiny.safetensors")
+    ckpt = tiny_checkpoint(tmp_path / "tiny.safetensors", he_init=True)
     video = make_video("clip.mp4", n_frames=6, width=64, height=48)
     store = ParamStore()
     sink = NullSink()
@@ -293,7 +283,7 @@ def _free_port() -> int:
 def test_live_command_with_preset_and_osc(tmp_path, make_video, capfd):
     from autoencoded.cli import main
 
-    ckpt = _tiny_checkpoint(tmp_path / "tiny.safetensors")
+    ckpt = tiny_checkpoint(tmp_path / "tiny.safetensors", he_init=True)
     video = make_video("clip.mp4", n_frames=6, width=64, height=48)
     port = _free_port()
     rc = main(["live", "--model", str(ckpt), "--input", str(video), "--output", "null", "--size", "64x48",

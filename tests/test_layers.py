@@ -126,3 +126,20 @@ def test_the_wheel_holds_autoencoded_alone(tmp_path):
     for needed in ("autoencoded/live/assets/demo_model/model.json", "autoencoded/live/assets/demo_clip.mp4",
                    "autoencoded/presets/default.toml", "autoencoded/training/model.py"):
         assert needed in names
+
+
+def test_tests_share_through_helpers_not_each_other_or_private_names():
+    """Tests import shared code from tests/helpers.py, never from another test module, and use only the
+    public names of the project (a private name is free to change without breaking a test)."""
+    bad = []
+    for path in sorted((REPO / "tests").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                if node.module.split(".")[0].startswith("test_"):
+                    bad.append(f"{path.name} imports from {node.module}")
+                if node.module.startswith("autoencoded"):
+                    bad += [f"{path.name} imports {node.module}.{a.name}" for a in node.names
+                            if a.name.startswith("_")]
+            elif isinstance(node, ast.Import):
+                bad += [f"{path.name} imports {a.name}" for a in node.names if a.name.startswith("test_")]
+    assert not bad, "\n".join(bad)

@@ -21,9 +21,7 @@ from autoencoded.live.control.midi import (  # noqa: E402
 from autoencoded.live.control.params import ParamStore  # noqa: E402
 from autoencoded.live.control.presets import load_preset  # noqa: E402
 
-
-def cc(control: int, value: int, channel: int = 0):
-    return mido.Message("control_change", channel=channel, control=control, value=value)
+from helpers import FakeDevices, cc, has_midi_subsystem  # noqa: E402
 
 
 def test_cc_scaling():
@@ -132,17 +130,8 @@ def test_quiet_stderr_silences_c_level_writes(capfd):
     assert capfd.readouterr().err == "after\n"
 
 
-def _has_midi_subsystem() -> bool:
-    try:
-        with quiet_stderr():
-            mido.get_input_names()
-        return True
-    except OSError:
-        return False
-
-
 def test_no_midi_subsystem_is_one_line_and_quiet(capfd):
-    if _has_midi_subsystem():
+    if has_midi_subsystem():
         pytest.skip("this machine has a MIDI subsystem (the no-subsystem path cannot happen here)")
     lines = []
     inp = MidiInput(lambda m: None, "auto", log=lines.append).start()
@@ -160,32 +149,6 @@ def test_mido_missing_is_one_line(monkeypatch):
     inp._thread.join(timeout=30)
     assert inp.state == "unavailable" and lines == [
         "midi: mido is not installed (pip install 'autoencoded[midi]'); MIDI control is off"]
-
-
-class FakeDevices:
-    """The hardware boundary: which ports exist, and a port that delivers messages through its callback."""
-
-    class Port:
-        def __init__(self, name, callback):
-            self.name, self.callback, self.closed = name, callback, False
-
-        def close(self):
-            self.closed = True
-
-    def __init__(self, names):
-        self.names = list(names)
-        self.ports = []
-        self.fail_open = False
-
-    def get_input_names(self):
-        return list(self.names)
-
-    def open_input(self, name, callback=None):
-        if self.fail_open:
-            raise OSError("device busy")
-        port = self.Port(name, callback)
-        self.ports.append(port)
-        return port
 
 
 def test_device_that_vanishes_is_reopened_when_it_returns():

@@ -13,7 +13,6 @@ import subprocess
 import time
 
 import pytest
-from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.osc_packet import OscPacket
 
 from autoencoded.errors import UserError
@@ -21,59 +20,7 @@ from autoencoded.live.control.osc import COUNTERS, OscServer, parse_allow, parse
 from autoencoded.live.control.params import ParamStore
 from autoencoded.live.control.presets import load_preset
 
-
-def msg(address: str, *args, tags: str | None = None) -> bytes:
-    b = OscMessageBuilder(address)
-    for i, a in enumerate(args):
-        b.add_arg(a, tags[i] if tags else None)
-    return b.build().dgram
-
-
-def osc_string(s: bytes) -> bytes:
-    s += b"\x00"
-    return s + b"\x00" * (-len(s) % 4)
-
-
-def bundle(*elements: bytes, timetag: float | None = None) -> bytes:
-    """A bundle of raw elements; timetag in seconds since 1970 (None: immediately)."""
-    if timetag is None:
-        tt = struct.pack(">Q", 1)
-    else:
-        secs = timetag + 2208988800  # NTP epoch
-        tt = struct.pack(">II", int(secs), int((secs % 1) * 2**32))
-    return b"#bundle\x00" + tt + b"".join(struct.pack(">i", len(e)) + e for e in elements)
-
-
-def sender(bind: str = "127.0.0.1") -> socket.socket:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind((bind, 0))
-    return s
-
-
-def wait_for(cond, what: str, timeout: float = 30.0) -> None:
-    """Poll until cond() is true. The timeout only guards against a hang; it is not a latency check."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.002)
-
-
-def settle(server, received: int, timeout: float = 30.0) -> None:
-    """Wait until the server has received and finished handling `received` datagrams in total."""
-    wait_for(lambda: server.counters["processed"] >= received, f"{received} datagrams handled", timeout)
-
-
-def non_loopback_ipv4() -> str | None:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        s.connect(("192.0.2.1", 9))  # UDP connect sends nothing; it only picks the source address
-        ip = s.getsockname()[0]
-    except OSError:
-        return None
-    finally:
-        s.close()
-    return None if ip.startswith("127.") else ip
+from helpers import bundle, msg, non_loopback_ipv4, osc_string, sender, settle, wait_for
 
 
 def fuzz_corpus(n: int, seed: int = 0) -> tuple[list[bytes], dict[str, int]]:

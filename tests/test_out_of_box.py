@@ -19,7 +19,7 @@ from autoencoded.live.assets import DEMO_CLIP, DEMO_MODEL_DIR
 from autoencoded.live.engines import open_engine
 from autoencoded.live.engines.frames import fit
 
-from conftest import read_video
+from helpers import read_video
 
 
 def _headless_env():

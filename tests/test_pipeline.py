@@ -16,7 +16,6 @@ import time
 
 import numpy as np
 import pytest
-import torch
 
 from autoencoded.cli import main
 from autoencoded.errors import UserError
@@ -25,12 +24,10 @@ from autoencoded.live.engines import open_engine
 from autoencoded.live.engines.frames import fit, upscale
 from autoencoded.live.engines.torch_backend import TorchEngine
 from autoencoded.live.io.sinks import NullSink, RecorderSink
-from autoencoded.live.io.sources import VideoFileSource, _LoopingFileReader
+from autoencoded.live.io.sources import VideoFileReader, VideoFileSource
 from autoencoded.live.loop.pipeline import Pipeline
-from autoencoded.training.model import AutoEncoder, ModelConfig
-from autoencoded.training.weights import save_weights
 
-from conftest import read_video
+from helpers import read_video, tiny_checkpoint
 
 W, H = 64, 48  # model size
 OUT = (96, 72)  # output size
@@ -42,10 +39,7 @@ def models(tmp_path_factory):
     from autoencoded.export.onnx_export import export_checkpoint
 
     root = tmp_path_factory.mktemp("models")
-    torch.manual_seed(0)
-    cfg = ModelConfig.preset("lite", width=W, height=H)
-    ckpt = root / "tiny.safetensors"
-    save_weights(ckpt, cfg, AutoEncoder(cfg).eval().state_dict())
+    ckpt = tiny_checkpoint(root / "tiny.safetensors", W, H)
     pack, _ = export_checkpoint(ckpt, root / "pack", log=lambda m: None)
     return {"torch": ckpt, "onnxruntime": pack}
 
@@ -205,7 +199,7 @@ class StoppingFileSource(VideoFileSource):
 
     def open(self):
         self.opens += 1
-        reader = _LoopingFileReader(self.path, True)
+        reader = VideoFileReader(self.path, True)
         if self.opens > 1:
             return reader
         src, inner = self, reader.read

@@ -16,7 +16,7 @@ from autoencoded.training import video
 from autoencoded.training.data import open_dataset
 from autoencoded.training.prepare import npy_header, prepare
 
-from conftest import synthetic_frame
+from helpers import synthetic_frame
 
 HAVE_FFMPEG = shutil.which("ffmpeg") is not None and shutil.which("ffprobe") is not None
 DECODERS = ["opencv", pytest.param("ffmpeg", marks=pytest.mark.skipif(not HAVE_FFMPEG,

@@ -18,7 +18,7 @@ import pytest
 
 from autoencoded.training.data import open_dataset
 
-from conftest import Terminal
+from helpers import Terminal
 
 HAVE_FFMPEG = shutil.which("ffmpeg") is not None and shutil.which("ffprobe") is not None
 DECODERS = ["opencv", pytest.param("ffmpeg", marks=pytest.mark.skipif(not HAVE_FFMPEG,

@@ -11,7 +11,6 @@ import time
 
 import numpy as np
 import pytest
-import torch
 
 from autoencoded.cli import main
 from autoencoded.errors import UserError
@@ -21,10 +20,8 @@ from autoencoded.live.engines.frames import fit, upscale
 from autoencoded.media.probe import probe
 from autoencoded.media.tools import ffmpeg_path
 from autoencoded.sizes import parse_size
-from autoencoded.training.model import AutoEncoder, ModelConfig
-from autoencoded.training.weights import save_weights
 
-from conftest import kick_track, read_video, synthetic_frame, write_video, write_wav
+from helpers import kick_track, read_video, streams, synthetic_frame, tiny_checkpoint, write_video, write_wav
 
 W, H = 64, 48
 pytestmark = pytest.mark.skipif(ffmpeg_path() is None, reason="ffmpeg is not installed")
@@ -32,11 +29,7 @@ pytestmark = pytest.mark.skipif(ffmpeg_path() is None, reason="ffmpeg is not ins
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
-    torch.manual_seed(1)
-    cfg = ModelConfig.preset("lite", width=W, height=H)
-    path = tmp_path_factory.mktemp("render") / "tiny.safetensors"
-    save_weights(path, cfg, AutoEncoder(cfg).eval().state_dict())
-    return path
+    return tiny_checkpoint(tmp_path_factory.mktemp("render") / "tiny.safetensors", W, H, seed=1)
 
 
 @pytest.fixture
@@ -52,13 +45,6 @@ def with_audio(video, out, codec: str = "aac", seconds: float = 1.5):
                     f"sine=frequency=440:duration={seconds}", "-map", "0:v", "-map", "1:a", "-c:v", "copy",
                     "-c:a", codec, str(out)], check=True)
     return out
-
-
-def streams(path) -> dict:
-    out = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-show_entries",
-                          "stream=codec_type,codec_name,width,height,r_frame_rate,nb_read_frames,duration",
-                          "-of", "json", str(path)], capture_output=True, text=True, check=True).stdout
-    return {s["codec_type"]: s for s in json.loads(out)["streams"]}
 
 
 def audio_seconds(path) -> float:

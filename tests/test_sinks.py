@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
 
 import numpy as np
@@ -21,14 +19,7 @@ from autoencoded.live.io.sinks import (
 from autoencoded.media.tools import ffmpeg_path
 from autoencoded.media.writers import open_video_writer
 
-from conftest import read_video
-
-
-def ffprobe(path) -> dict:
-    out = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-show_entries",
-                          "stream=codec_type,codec_name,width,height,r_frame_rate,nb_read_frames", "-of", "json",
-                          str(path)], capture_output=True, text=True, check=True).stdout
-    return {s["codec_type"]: s for s in json.loads(out)["streams"]}
+from helpers import read_video, streams
 
 
 def frames(n: int, w: int = 64, h: int = 48) -> list[np.ndarray]:
@@ -51,7 +42,7 @@ def test_recorder_writes_partial_then_renames(tmp_path, name, codec):
     assert len(partial) == 1 and partial[0].name.startswith(f".{name}.")
     rec.close()
     assert out.is_file() and not any(p.name.endswith(".partial") for p in tmp_path.iterdir())
-    v = ffprobe(out)["video"]
+    v = streams(out)["video"]
     assert (v["codec_name"], v["width"], v["height"], v["r_frame_rate"], int(v["nb_read_frames"])) == \
         (codec, 64, 48, "25/1", 12)
     rec.close()  # twice is fine

@@ -15,35 +15,15 @@ import numpy as np
 import pytest
 import torch
 
-from autoencoded.cli import main
 from autoencoded.training.checkpoints import Checkpoints
 from autoencoded.training.config import TrainConfig, resolve
 from autoencoded.training.data import open_dataset
 from autoencoded.training.loop import Trainer
 from autoencoded.training.weights import load_weights, resolve_checkpoint
 
+from helpers import TINY, cli, make_dataset, metrics
+
 REPO = Path(__file__).resolve().parents[1]
-TINY = {"enc_channels": [8, 16, 16, 32], "disc_channels": [8, 16, 16, 32], "bottleneck_channels": 8, "z_dim": 16}
-
-
-def make_dataset(path: Path, n: int = 24, width: int = 64, height: int = 48, complete: bool = True) -> Path:
-    """A real dataset folder (frames.npy + dataset.json) of moving gradients with a bright square."""
-    path.mkdir(parents=True, exist_ok=True)
-    frames = np.lib.format.open_memmap(path / "frames.npy", mode="w+", dtype=np.uint8, shape=(n, height, width, 3))
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    for i in range(n):
-        frames[i, ..., 0] = (xx / width * 255 + i * 9) % 256
-        frames[i, ..., 1] = (yy / height * 255 + i * 5) % 256
-        frames[i, ..., 2] = ((xx + yy) * 2 + i * 13) % 256
-        s = max(4, height // 5)
-        x0, y0 = (i * 5) % (width - s), (i * 3) % (height - s)
-        frames[i, y0:y0 + s, x0:x0 + s] = 255
-    frames.flush()
-    del frames
-    meta = {"format": "autoencoded-dataset", "version": 1, "complete": complete, "frames": n, "width": width,
-            "height": height, "sources": [{"path": "synthetic", "stopped_at": None if complete else n}]}
-    (path / "dataset.json").write_text(json.dumps(meta))
-    return path
 
 
 def tiny_cfg(ds: Path, out: Path, **kw) -> TrainConfig:
@@ -53,21 +33,8 @@ def tiny_cfg(ds: Path, out: Path, **kw) -> TrainConfig:
     return resolve(TrainConfig(**base))
 
 
-def metrics(run: Path) -> dict[int, dict]:
-    out = {}
-    for line in (run / "metrics.jsonl").read_text().splitlines():
-        rec = json.loads(line)
-        if "step" in rec:
-            out[rec["step"]] = rec
-    return out
-
-
 def events(run: Path) -> list[dict]:
     return [r for line in (run / "metrics.jsonl").read_text().splitlines() if "event" in (r := json.loads(line))]
-
-
-def cli(*args) -> int:
-    return main([str(a) for a in args])
 
 
 LOSS_KEYS = ("kl", "sim", "pix", "bce_real", "bce_recon", "bce_prior", "enc", "dec", "dis", "noise", "lr")

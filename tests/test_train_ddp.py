@@ -19,8 +19,7 @@ import torch
 
 from autoencoded.training.weights import load_weights
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_train import make_dataset, metrics  # noqa: E402
+from helpers import make_dataset, metrics
 
 REPO = Path(__file__).resolve().parents[1]
 ARGS = ["--steps", "4", "--batch", "8", "--checkpoint-every", "4", "--seed", "5", "--device", "cpu",

@@ -107,7 +107,9 @@ class CameraSource(Source):
         return _CaptureReader(cap)
 
 
-class _LoopingFileReader(Reader):
+class VideoFileReader(Reader):
+    """An opened video file: frames in order, from the start again at the end when `loop`."""
+
     def __init__(self, path: Path, loop: bool) -> None:
         self.path, self.loop = path, loop
         self.cap = cv2.VideoCapture(str(path))
@@ -148,7 +150,7 @@ class VideoFileSource(Source):
         self.name = f"file {self.path.name}"
 
     def open(self) -> Reader:
-        return _LoopingFileReader(self.path, self.loop)
+        return VideoFileReader(self.path, self.loop)
 
 
 class _FolderReader(Reader):
