@@ -156,6 +156,17 @@ class ControlSurface:
             return
         self.mapper.handle(msg)
 
+    def start_learn(self, target: str) -> str:
+        """Bind the next moved MIDI control to `target` (the web remote's MIDI-learn button), opening the first
+        MIDI input if none is open. Returns the target's name; ValueError for an unknown control."""
+        learn = MidiLearn(target, self._learned)
+        with self._lock:
+            self.learn = learn
+            if self.midi is None:
+                self.midi = MidiInput(self._on_midi, "auto", backend=self.midi_backend, log=self.log).start()
+        self.log(f"midi-learn: move a control to bind it to {learn.target}")
+        return learn.target
+
     def _learned(self, cc: int, target: str) -> None:
         with self._lock:
             base = self.preset or Preset(name="learned", midi_cc={})
@@ -177,4 +188,6 @@ class ControlSurface:
             out["osc_port"] = self.osc.port
         if self.midi is not None:
             out["midi"] = {"state": self.midi.state, "port": self.midi.port_name, **self.mapper.counters}
+        if self.learn is not None and not self.learn.done:
+            out["midi_learn"] = self.learn.target
         return out

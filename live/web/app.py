@@ -1,0 +1,389 @@
+"""The web remote's ASGI app (Starlette): the page, the REST API, the WebSocket and the MJPEG preview.
+
+    GET  /                       the remote (static files from the package: no CDN, venues are offline)
+    GET  /api/v1/params          every control: type, value, range, help (buttons as type "trigger")
+    POST /api/v1/params          {"noise": 0.5, "cue/recall/3": true, ...}: validated like OSC, applied at once
+    GET  /api/v1/status          the live loop's stats (the same dict the console and OSC /status show)
+    GET  /api/v1/presets         {"presets": [...], "current": name}; POST {"name": ...} switches
+    POST /api/v1/model           {"model": spec}: load in the background, swap between two frames
+    POST /api/v1/midi-learn      {"target": "noise/drift"}: bind the next moved MIDI control to it
+    GET  /preview.mjpg           the output, latest frame only (multipart JPEG)
+    WS   /api/v1/ws              pushes every change of the controls (from OSC, MIDI, this or another
+                                 browser), the stats each second and the modulation signals; takes
+                                 {"set": {...}} like POST /api/v1/params
+
+Every request and WebSocket passes Guard first: with a token (required off loopback) it must come as
+?token=, an `Authorization: Bearer` header or `X-Token`; on loopback without a token the Host header must
+name this machine (DNS rebinding) and a cross-site Origin is refused (another site's page in the same
+browser must not play the show). Errors are one line: {"error": "..."} with a 4xx status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import math
+from collections.abc import Callable
+from importlib import resources
+from urllib.parse import parse_qs, urlsplit
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from autoencoded.errors import UserError
+from autoencoded.live.control.params import N_CUES, SPECS, ParamStore, coerce, parse_target
+
+STATIC = resources.files("autoencoded.live.web") / "static"
+PUSH_S = 0.02  # how often a WebSocket looks for changed controls
+STATUS_S = 1.0
+SIGNALS_S = 0.1
+PREVIEW_POLL_S = 0.01
+MAX_BODY = 64 * 1024
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+TRIGGER_HELP = {"cue/store": "store the current latent in cue {n}", "cue/recall": "blend toward cue {n}",
+                "noise/reseed": "next noise seed", "freeze/toggle": "flip freeze"}
+
+
+class Refused(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _shown(text: object, limit: int = 64) -> str:
+    """Text from the network as it may appear in a message: repr (escapes control characters), cut short."""
+    return repr(str(text)[:limit])
+
+
+def jsonable(obj: object) -> object:
+    """Stats as strict JSON: NaN/Inf become null, unknown objects their str()."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if obj is None or isinstance(obj, (bool, int, str)):
+        return obj
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set)):
+        return [jsonable(v) for v in obj]
+    if hasattr(obj, "item"):  # numpy scalars
+        return jsonable(obj.item())
+    return str(obj)
+
+
+def describe(store: ParamStore) -> dict[str, dict]:
+    """Every control with its type, value and range; buttons as type 'trigger'."""
+    values = store.peek().values()
+    out: dict[str, dict] = {}
+    for name, spec in SPECS.items():
+        kind = "toggle" if spec.kind is int and (spec.lo, spec.hi) == (0, 1) else spec.kind.__name__
+        out[name] = {"type": kind, "value": values[name], "min": spec.lo, "max": spec.hi, "default": spec.default,
+                     "help": spec.help}
+    for name in ("noise/reseed", "freeze/toggle"):
+        out[name] = {"type": "trigger", "help": TRIGGER_HELP[name]}
+    for name in ("cue/store", "cue/recall"):
+        for n in range(N_CUES):
+            out[f"{name}/{n}"] = {"type": "trigger", "help": TRIGGER_HELP[name].format(n=n)}
+    return out
+
+
+class Remote:
+    """What the web remote plays and shows. Everything but the store is optional:
+    surface (presets, MIDI learn: a ControlSurface), on_model(spec), status() -> dict, preview (Preview),
+    signals() -> {signal: 0..1} (the modulation's inputs)."""
+
+    def __init__(self, store: ParamStore, *, surface=None, on_model: Callable[[str], object] | None = None,
+                 status: Callable[[], dict] | None = None, preview=None,
+                 signals: Callable[[], dict] | None = None, log: Callable[[str], object] | None = None) -> None:
+        self.store, self.surface, self.on_model, self.status_fn = store, surface, on_model, status
+        self.preview, self.signals, self.log = preview, signals, log or (lambda line: None)
+        self.counters = {"requests": 0, "applied": 0, "refused": 0, "ws_clients": 0, "preview_clients": 0}
+        self.stopping = False
+
+    # -- actions shared by REST and WebSocket ------------------------------------------------------
+    def apply(self, body: object) -> dict[str, object]:
+        """Validate every entry first (nothing changes on any error), then apply the values in one atomic
+        update and fire the buttons. Returns the current values of the controls it touched."""
+        if not isinstance(body, dict) or not body:
+            raise Refused(400, 'expected a JSON object {"control": value, ...}')
+        params: dict[str, float | int] = {}
+        triggers: list[tuple[str, int | None]] = []
+        for name, value in body.items():
+            if name in SPECS:
+                if isinstance(value, bool):
+                    value = int(value)
+                if not isinstance(value, (int, float)):
+                    raise Refused(422, f"{name} expects a number, got {_json_type(value)}")
+                try:
+                    params[name] = coerce(name, value)
+                except ValueError as exc:
+                    raise Refused(422, str(exc)) from None
+                continue
+            try:
+                target, slot = parse_target(name)
+            except ValueError:
+                raise Refused(422, f"unknown control {_shown(name)} (GET /api/v1/params lists them)") from None
+            if isinstance(value, bool):
+                value = int(value)
+            if not isinstance(value, (int, float)) or math.isnan(value):
+                raise Refused(422, f"{name} is a button: send true (press) or false (release)")
+            if value > 0.5:
+                triggers.append((target, slot))
+        self.store.update(params)
+        for target, slot in triggers:
+            self.store.trigger(target, slot)
+        self.counters["applied"] += 1
+        values = self.store.peek().values()
+        return {name: values[name] for name in params}
+
+    def status(self) -> dict:
+        out: dict[str, object] = {}
+        if self.status_fn is not None:
+            out.update(self.status_fn() or {})
+        if self.signals is not None:
+            out["signals"] = dict(self.signals() or {})
+        out["web"] = dict(self.counters)
+        return jsonable(out)
+
+    # -- HTTP --------------------------------------------------------------------------------------
+    async def index(self, request: Request) -> Response:
+        return FileResponse(str(STATIC / "index.html"), headers={"Cache-Control": "no-store"})
+
+    async def get_params(self, request: Request) -> Response:
+        return JSONResponse({"controls": describe(self.store), "version": self.store.peek().version})
+
+    async def post_params(self, request: Request) -> Response:
+        return await self._json_action(request, lambda body: {"values": self.apply(body)})
+
+    async def get_status(self, request: Request) -> Response:
+        return JSONResponse(self.status())
+
+    async def get_presets(self, request: Request) -> Response:
+        from autoencoded.live.control.presets import list_presets
+
+        current = self.surface.preset.name if self.surface is not None and self.surface.preset else None
+        return JSONResponse({"presets": list_presets(), "current": current})
+
+    async def post_preset(self, request: Request) -> Response:
+        def switch(body: object) -> dict:
+            name = _field(body, "name")
+            if self.surface is None:
+                raise Refused(409, "presets are not available here")
+            self.surface.switch_preset(name, allow_path=False)  # names only from the network
+            self.log(f"web: preset {name}")
+            return {"preset": name}
+
+        return await self._json_action(request, switch)
+
+    async def post_model(self, request: Request) -> Response:
+        def load(body: object) -> dict:
+            spec = _field(body, "model")
+            if self.on_model is None:
+                raise Refused(409, "models cannot be swapped here")
+            self.on_model(spec)
+            return {"loading": spec}
+
+        return await self._json_action(request, load, status=202)
+
+    async def post_learn(self, request: Request) -> Response:
+        def learn(body: object) -> dict:
+            target = _field(body, "target")
+            if self.surface is None:
+                raise Refused(409, "MIDI learn is not available here")
+            try:
+                return {"learning": self.surface.start_learn(target)}
+            except ValueError:
+                raise Refused(422, f"unknown control {_shown(target)}") from None
+
+        return await self._json_action(request, learn)
+
+    async def _json_action(self, request: Request, action: Callable[[object], dict], status: int = 200) -> Response:
+        self.counters["requests"] += 1
+        try:
+            if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+                raise Refused(415, "send JSON (Content-Type: application/json)")
+            raw = await request.body()
+            if len(raw) > MAX_BODY:
+                raise Refused(413, f"body over {MAX_BODY} bytes")
+            try:
+                body = json.loads(raw)
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise Refused(400, f"bad JSON: {exc}") from None
+            return JSONResponse(jsonable(action(body)), status_code=status)
+        except Refused as exc:
+            self.counters["refused"] += 1
+            return JSONResponse({"error": str(exc)}, status_code=exc.status)
+        except UserError as exc:  # a preset that does not exist or does not parse
+            self.counters["refused"] += 1
+            return JSONResponse({"error": str(exc)}, status_code=422)
+
+    async def preview_mjpg(self, request: Request) -> Response:
+        if self.preview is None:
+            return JSONResponse({"error": "no preview in this show"}, status_code=404)
+        preview = self.preview
+
+        async def frames():
+            seq = 0
+            self.counters["preview_clients"] += 1
+            try:
+                while not self.stopping:
+                    got = None
+                    if preview.latest > seq:
+                        got = await asyncio.to_thread(preview.jpeg, seq)  # encoding stays off the event loop
+                    if got is None:
+                        await asyncio.sleep(PREVIEW_POLL_S)
+                        continue
+                    seq, data = got
+                    yield (b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(data)
+                           + data + b"\r\n")
+            finally:
+                self.counters["preview_clients"] -= 1
+
+        return StreamingResponse(frames(), media_type="multipart/x-mixed-replace; boundary=frame",
+                                 headers={"Cache-Control": "no-store"})
+
+    # -- WebSocket ---------------------------------------------------------------------------------
+    async def websocket(self, ws: WebSocket) -> None:
+        await ws.accept()
+        self.counters["ws_clients"] += 1
+        tasks = [asyncio.ensure_future(self._ws_receive(ws)), asyncio.ensure_future(self._ws_push(ws))]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                with contextlib.suppress(BaseException):
+                    await t
+            self.counters["ws_clients"] -= 1
+
+    async def _ws_receive(self, ws: WebSocket) -> None:
+        while not self.stopping:
+            try:
+                text = await ws.receive_text()
+            except (WebSocketDisconnect, RuntimeError, KeyError):
+                return
+            self.counters["requests"] += 1
+            try:
+                try:
+                    msg = json.loads(text)
+                except ValueError as exc:
+                    raise Refused(400, f"bad JSON: {exc}") from None
+                if not isinstance(msg, dict) or "set" not in msg:
+                    raise Refused(400, 'expected {"set": {"control": value, ...}}')
+                self.apply(msg["set"])
+            except Refused as exc:
+                self.counters["refused"] += 1
+                await ws.send_text(json.dumps({"type": "error", "error": str(exc)}))
+
+    async def _ws_push(self, ws: WebSocket) -> None:
+        loop = asyncio.get_running_loop()
+        sent: dict[str, object] = {}
+        version = -1
+        next_status = next_signals = 0.0
+        while not self.stopping:
+            p = self.store.peek()
+            if p.version != version:
+                version = p.version
+                diff = {k: v for k, v in p.values().items() if k not in sent or sent[k] != v}
+                if diff:
+                    sent.update(diff)
+                    await ws.send_text(json.dumps({"type": "params", "values": diff, "version": version}))
+            now = loop.time()
+            if now >= next_status:
+                next_status = now + STATUS_S
+                await ws.send_text(json.dumps({"type": "status", "status": self.status()}))
+            if self.signals is not None and now >= next_signals:
+                next_signals = now + SIGNALS_S
+                values = self.signals() or {}
+                if values:
+                    await ws.send_text(json.dumps({"type": "signals", "values": jsonable(values)}))
+            await asyncio.sleep(PUSH_S)
+
+
+def _json_type(value: object) -> str:
+    return {str: "a string", list: "a list", dict: "an object", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _field(body: object, key: str) -> str:
+    value = body.get(key) if isinstance(body, dict) else None
+    if not isinstance(value, str) or not value.strip() or len(value) > 1024:
+        raise Refused(422, f'expected {{"{key}": "..."}}')
+    return value.strip()
+
+
+class Guard:
+    """ASGI middleware in front of everything, HTTP and WebSocket alike (see the module's docstring)."""
+
+    def __init__(self, app, token: str | None = None, loopback: bool = True) -> None:
+        self.app, self.token, self.loopback = app, token, loopback
+        self.refused = 0
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            why = self.check(scope)
+            if why is not None:
+                self.refused += 1
+                status, message = why
+                if scope["type"] == "http":
+                    await JSONResponse({"error": message}, status_code=status)(scope, receive, send)
+                else:  # closing before accepting: the handshake gets 403
+                    await send({"type": "websocket.close", "code": 1008, "reason": message[:120]})
+                return
+        await self.app(scope, receive, send)
+
+    def check(self, scope) -> tuple[int, str] | None:
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        host = headers.get("host", "")
+        if self.token is not None:
+            given = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token", [""])[-1]
+            auth = headers.get("authorization", "")
+            given = given or (auth[7:].strip() if auth.lower().startswith("bearer ") else "") or headers.get("x-token", "")
+            if not hmac.compare_digest(given.encode(), self.token.encode()):
+                return 401, "a token is required: open the URL that `autoencoded live` printed"
+        elif self.loopback and _host_name(host) not in LOOPBACK_NAMES:
+            return 403, "this remote answers to 127.0.0.1 or localhost only"
+        origin = headers.get("origin")
+        if origin and origin != "null" and urlsplit(origin).netloc.lower() != host.lower():
+            return 403, "cross-origin request refused"
+        return None
+
+
+def _host_name(host: str) -> str:
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1:host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def build_app(remote: Remote, token: str | None = None, loopback: bool = True) -> Starlette:
+    routes = [
+        Route("/", remote.index),
+        Route("/api/v1/params", remote.get_params, methods=["GET"]),
+        Route("/api/v1/params", remote.post_params, methods=["POST"]),
+        Route("/api/v1/status", remote.get_status, methods=["GET"]),
+        Route("/api/v1/presets", remote.get_presets, methods=["GET"]),
+        Route("/api/v1/presets", remote.post_preset, methods=["POST"]),
+        Route("/api/v1/model", remote.post_model, methods=["POST"]),
+        Route("/api/v1/midi-learn", remote.post_learn, methods=["POST"]),
+        Route("/preview.mjpg", remote.preview_mjpg, methods=["GET"]),
+        WebSocketRoute("/api/v1/ws", remote.websocket),
+        Mount("/static", app=StaticFiles(directory=str(STATIC)), name="static"),
+    ]
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return JSONResponse({"error": f"no such page: {_shown(request.url.path, 120)}"}, status_code=404)
+
+    async def bad_method(request: Request, exc: Exception) -> Response:
+        return JSONResponse({"error": f"{request.method} is not allowed here"}, status_code=405)
+
+    app = Starlette(routes=routes, middleware=[Middleware(Guard, token=token, loopback=loopback)],
+                    exception_handlers={404: not_found, 405: bad_method})
+    return app
+
