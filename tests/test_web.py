@@ -12,7 +12,6 @@ import cv2
 import httpx
 import numpy as np
 import pytest
-from test_osc import msg, sender, settle
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
@@ -23,6 +22,8 @@ from autoencoded.live.control.surface import ControlSurface
 from autoencoded.live.web.app import STATIC, Remote
 from autoencoded.live.web.preview import Preview
 from autoencoded.live.web.server import WebServer, parse_web
+
+from helpers import msg, sender, settle
 
 
 @pytest.fixture(autouse=True)
