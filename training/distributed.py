@@ -5,6 +5,11 @@ which DistributedDataParallel's backward hooks do not see, so gradients are aver
 all_reduce per network instead. BatchNorm statistics stay per process (ghost batch norm over each
 process's share of the batch), exactly as a single process with the same number of micro-batches
 (--accum) computes them: that is what the 2-process test compares against.
+
+Every decision that changes which collectives a process enters next is made once and shared, never
+taken by each process from its own view of the disk or its own signals: rank 0 decides what to resume
+from (`decide`), and a stop request on any rank stops every rank at the same step (`any_rank`).
+A process that decided alone could skip a barrier the others wait in, and the job would hang.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+from autoencoded.errors import UserError
 
 
 @dataclass
@@ -38,6 +45,8 @@ def init(device_kind: str) -> Dist:
         return Dist()
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device_kind not in ("cuda", "cpu"):
+        raise UserError(f"several processes train on CUDA GPUs (NCCL) or CPUs (gloo), not on {device_kind}")
     if not dist.is_initialized():
         backend = "nccl" if device_kind == "cuda" else "gloo"
         if device_kind == "cuda":
@@ -76,6 +85,24 @@ def broadcast_flag(flag: bool, d: Dist, device: torch.device) -> bool:
         return flag
     t = torch.tensor([1 if flag else 0], device=device)
     dist.broadcast(t, src=0)
+    return bool(t.item())
+
+
+def decide(value, d: Dist):
+    """Rank 0's `value` on every rank (any picklable object; the other ranks' values are ignored)."""
+    if not d.active:
+        return value
+    box = [value if d.main else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def any_rank(flag: bool, d: Dist, device: torch.device) -> bool:
+    """True on every rank when `flag` is true on at least one (a stop request seen by any process)."""
+    if not d.active:
+        return flag
+    t = torch.tensor([1 if flag else 0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item())
 
 

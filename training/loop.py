@@ -28,6 +28,7 @@ from autoencoded.errors import UserError, one_line
 from autoencoded.training import distributed as dist_mod
 from autoencoded.training.checkpoints import Checkpoints, optimizer_from_flat, restore_rng
 from autoencoded.training.config import TrainConfig
+from autoencoded.training.device import autocast_dtype, pick_device
 from autoencoded.training.guard import CollapseGuard
 from autoencoded.training.losses import balance, bce, kl_divergence, similarity
 from autoencoded.training.model import ModelConfig, build, frames_to_input, output_to_frames
@@ -76,7 +77,7 @@ class Trainer:
         self.ds = dataset
         self.console = console
         self.show_progress = progress
-        self.device = self._pick_device(cfg.device)
+        self.device = pick_device(cfg.device)
         self.dist = dist_mod.init(self.device.type)
         if self.device.type == "cuda" and self.dist.active:
             self.device = torch.device("cuda", self.dist.local_rank)
@@ -97,6 +98,9 @@ class Trainer:
         self.cuda = self.device.type == "cuda"
         if self.cuda:
             self.model = self.model.to(memory_format=torch.channels_last)
+        capability = torch.cuda.get_device_capability(self.device) if self.cuda else None
+        gpu = torch.cuda.get_device_name(self.device) if self.cuda else ""
+        self.amp_dtype, amp_note = autocast_dtype(self.device.type, cfg.amp, capability, gpu)
         self.nets = {k: getattr(self.model, k) for k in NETS}
         self.fns = dict(self.nets)
         if cfg.compile:
@@ -127,20 +131,13 @@ class Trainer:
         self._prefetch: dict[int, object] = {}
         self.writer = None
         self._metrics = None
+        self.saved_step: int | None = None  # the step of the checkpoint on disk that matches the weights
+        if amp_note and self.dist.main:
+            self._log_line(amp_note)
         if resume:
             self._resume()
 
     # ---- setup ---------------------------------------------------------------------------------------
-
-    @staticmethod
-    def _pick_device(name: str) -> torch.device:
-        if name == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        if name == "cuda" and not torch.cuda.is_available():
-            raise UserError("--device cuda: no CUDA device available (use --device cpu or auto)")
-        if name not in ("cpu", "cuda"):
-            raise UserError(f"--device {name!r}: choose auto, cpu or cuda")
-        return torch.device(name)
 
     def _model_config(self) -> ModelConfig:
         c = self.cfg
@@ -152,8 +149,14 @@ class Trainer:
         except (ValueError, TypeError) as exc:
             raise UserError(f"model configuration: {exc}") from None
 
+    def _agreed_latest(self) -> Path | None:
+        """The newest complete checkpoint, as rank 0 sees it, on every rank (one choice for all)."""
+        latest = self.ckpt.latest() if self.dist.main else None
+        name = dist_mod.decide(latest.name if latest else None, self.dist)
+        return self.ckpt.dir / name if name else None
+
     def _resume(self) -> None:
-        path = self.ckpt.latest()
+        path = self._agreed_latest()
         if path is None:
             raise UserError(f"{self.out}: no checkpoint to resume from")
         cfg, _, _, _ = self.ckpt.load(path)
@@ -174,6 +177,7 @@ class Trainer:
         for k, opt in self.opts.items():
             optimizer_from_flat(k, opt, tensors, state["optimizers"][k], self.device)
         self.step = int(state["step"])
+        self.saved_step = self.step
         self.last_bce = tuple(state["last_bce"])
         if restore_schedule:
             restore_rng(tensors)
@@ -224,14 +228,16 @@ class Trainer:
         t = torch.from_numpy(frames)
         if self.cuda:
             t = t.pin_memory().to(self.device, non_blocking=True)
+        elif self.device.type != "cpu":
+            t = t.to(self.device)
         x = frames_to_input(t)
         return x.contiguous(memory_format=torch.channels_last) if self.cuda else x
 
     # ---- one step ------------------------------------------------------------------------------------
 
     def _autocast(self):
-        if self.cuda and self.cfg.amp:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+        if self.amp_dtype is not None:
+            return torch.autocast(self.device.type, dtype=self.amp_dtype)
         return contextlib.nullcontext()
 
     def _micro(self, x: torch.Tensor, gen: torch.Generator, noise: float, train_dis: bool,
@@ -411,6 +417,7 @@ class Trainer:
                 raise UserError(f"could not write checkpoint at step {self.step} in {self.ckpt.dir} "
                                 f"({exc.strerror or exc}); the previous checkpoint is intact") from None
         dist_mod.barrier(self.dist)
+        self.saved_step = self.step
         return path
 
     def write_samples(self, ev: dict) -> None:
@@ -425,7 +432,7 @@ class Trainer:
         if self.rollbacks > self.cfg.max_rollbacks:
             raise UserError(f"training collapsed {self.rollbacks} times (last: {reason} at step {at}); "
                             "try a lower --lr or a smaller --noise-end")
-        path = self.ckpt.latest()
+        path = self._agreed_latest()
         if path is None:
             raise UserError(f"training collapsed ({reason}) before any checkpoint was written")
         rollbacks, current = self.rollbacks, self.lr_scale
@@ -486,7 +493,7 @@ class Trainer:
         self._open_logs()
         if self.dist.main:
             self.ckpt.clean_temps()
-        if self.ckpt.latest() is None:
+        if self.saved_step is None:  # a new run (same answer on every rank: no process asks the disk)
             ev = self.evaluate()
             self.first_eval = ev["recon_mse"]
             self.save(ev)
@@ -500,7 +507,7 @@ class Trainer:
         try:
             task = progress.add_task("train", total=self.total, completed=self.step, info="") if progress else None
             while self.step < self.total:
-                if self._stop:
+                if dist_mod.any_rank(self._stop, self.dist, self.device):  # all ranks stop at one step
                     interrupted = True
                     break
                 try:
@@ -532,7 +539,7 @@ class Trainer:
                         if progress:
                             progress.update(task, completed=self.step)
                         continue
-            if interrupted and self.step > 0 and self.step not in self.ckpt.steps():
+            if interrupted and self.step != self.saved_step:
                 self.save()
         finally:
             if progress:

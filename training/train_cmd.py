@@ -26,7 +26,8 @@ FIELDS = {"arch": "arch", "steps": "steps", "epochs": "epochs", "batch": "batch"
 FIXED_ON_RESUME = ("arch", "z_dim")
 
 
-def _prepare_run(out: Path, resume: bool, overwrite: bool) -> None:
+def _check_run(out: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse what cannot be done with the run folder, touching nothing (every process runs this)."""
     if resume and overwrite:
         raise UserError("--resume and --overwrite exclude each other")
     if out.exists() and not out.is_dir():
@@ -42,13 +43,24 @@ def _prepare_run(out: Path, resume: bool, overwrite: bool) -> None:
         if unknown:
             raise UserError(f"{out}: --overwrite refused, the folder holds files that are not part of a run "
                             f"({', '.join(sorted(unknown)[:3])})")
-        for name in RUN_ITEMS:
-            p = out / name
-            if p.is_dir():
-                shutil.rmtree(p)
-            elif p.exists():
-                p.unlink()
-    out.mkdir(parents=True, exist_ok=True)
+
+
+def _clear_run(out: Path) -> None:
+    """--overwrite: delete the old run's items (only rank 0 does this, once every process has checked)."""
+    for name in RUN_ITEMS:
+        p = out / name
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
+
+
+def _resolved_model_value(key: str, saved, value):
+    """A model choice as the trainer resolves it for the run `saved`: z_dim 0 means the default."""
+    if key == "z_dim" and not value:
+        from autoencoded.training.model import ModelConfig
+        return saved.model_overrides.get("z_dim") or ModelConfig.preset(saved.arch).z_dim
+    return value
 
 
 @click.command(name="train")
@@ -77,7 +89,8 @@ def _prepare_run(out: Path, resume: bool, overwrite: bool) -> None:
 @click.option("--z-dim", type=int, default=0, help="Latent size (lite 128, broad2016 200).")
 @click.option("--size", "size", default=None, type=MODEL_SIZE, help="Expected WIDTHxHEIGHT (must match the dataset).")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True,
+              help="auto: an NVIDIA GPU, then Apple's GPU (MPS), then the CPU.")
 @click.option("--compile", is_flag=True, help="torch.compile the networks (CUDA only).")
 @click.option("--balance/--no-balance", default=True, show_default=True, help="Equilibrium/margin rule.")
 @click.option("--guard/--no-guard", default=True, show_default=True, help="Collapse guard with rollback.")
@@ -116,7 +129,7 @@ def train(ctx: click.Context, dataset: Path, out: Path, size: tuple[int, int] | 
     want = size
     if want and want != (ds.width, ds.height):
         raise UserError(f"--size {want[0]}x{want[1]} does not match the dataset ({ds.width}x{ds.height})")
-    _prepare_run(out, resume, overwrite)
+    _check_run(out, resume, overwrite)
 
     fields = {FIELDS[k]: v for k, v in opts.items()}
     if resume:
@@ -125,34 +138,47 @@ def train(ctx: click.Context, dataset: Path, out: Path, size: tuple[int, int] | 
         except (OSError, ValueError, TypeError) as exc:
             raise UserError(f"{out / 'config.json'}: unreadable ({exc})") from None
         for k in FIXED_ON_RESUME:
-            if k in given and fields[k] != getattr(saved, k) and not (k == "z_dim" and fields[k] == 0):
-                raise UserError(f"--resume: the run was trained with {k}={getattr(saved, k)}, "
-                                f"not {fields[k]} (incompatible checkpoint)")
-        changes = {FIELDS[k]: fields[FIELDS[k]] for k in given}
+            if k not in given:
+                continue
+            was = _resolved_model_value(k, saved, getattr(saved, k))
+            now = _resolved_model_value(k, saved, fields[k])
+            if was != now:
+                raise UserError(f"--resume: the run was trained with {k}={was}, not {now} (incompatible checkpoint)")
+        changes = {FIELDS[k]: fields[FIELDS[k]] for k in given if k not in FIXED_ON_RESUME}
         if "steps" in changes:
             changes["epochs"] = 0.0
         elif "epochs" in changes:
             changes["steps"] = 0
-        cfg = dataclasses.replace(saved, **changes, dataset=str(dataset), width=ds.width, height=ds.height)
+        # the run folder is the one named now: a copied or moved run never writes into the original
+        cfg = dataclasses.replace(saved, **changes, dataset=str(dataset), out=str(out), width=ds.width,
+                                  height=ds.height)
     else:
         if not fields["steps"] and not fields["epochs"]:
             fields["epochs"] = 1.0
         cfg = TrainConfig(dataset=str(dataset), out=str(out), width=ds.width, height=ds.height, **fields)
     cfg = resolve(cfg)
 
+    from autoencoded.training import distributed
     from autoencoded.training.loop import Trainer
 
     trainer = Trainer(cfg, ds, resume=resume, console=console, progress=progress)
     if resume and trainer.dist.main:
         console.print(f"resuming {out} from step {trainer.step} of {trainer.total} "
                       f"({trainer.ckpt.latest().name})", highlight=False)
+    # the process group exists now: every process has checked the folder; rank 0 alone changes it
+    distributed.barrier(trainer.dist)
     if trainer.dist.main:
-        cfg.save(out / "config.json")
+        try:
+            if overwrite:
+                _clear_run(out)
+            out.mkdir(parents=True, exist_ok=True)
+            cfg.save(out / "config.json")
+        except OSError as exc:
+            raise UserError(f"{out}: cannot write the run folder ({exc.strerror or exc})") from None
+    distributed.barrier(trainer.dist)
     summary = trainer.run()
     if trainer.dist.main:
         _print_summary(summary, out)
-    from autoencoded.training import distributed
-
     distributed.shutdown(trainer.dist)
     if summary["interrupted"]:
         click.echo(f"interrupted at step {summary['step']}: checkpoint saved; continue with "
