@@ -97,6 +97,31 @@ def choose_outputs(specs: tuple[str, ...], width: int, height: int, fps: float, 
     return [rec], f"{why}; no display either, recording to ./{DEFAULT_RECORDING}"
 
 
+def check_stats_path(spec: str) -> Path:
+    """--stats-json FILE: a file name in a writable folder (checked before anything starts)."""
+    import os
+
+    path = Path(spec)
+    if path.is_dir():
+        raise UserError(f"--stats-json {spec}: is a folder, expected a file name")
+    if not path.parent.is_dir():
+        raise UserError(f"--stats-json {spec}: no such folder {path.parent}")
+    if not os.access(path.parent, os.W_OK):
+        raise UserError(f"--stats-json {spec}: folder {path.parent} is not writable")
+    return path
+
+
+def write_stats_json(path: Path, report: dict, probe: list[dict] | None = None) -> None:
+    import json
+
+    from autoencoded.fileio import atomic_write_bytes
+
+    data = dict(report)
+    if probe:
+        data["probe"] = probe
+    atomic_write_bytes(path, (json.dumps(data, indent=2) + "\n").encode())
+
+
 def _interrupt(signum, frame) -> None:  # SIGTERM stops like Ctrl-C: devices released, recording finished
     raise KeyboardInterrupt
 
@@ -107,11 +132,12 @@ def _interrupt(signum, frame) -> None:  # SIGTERM stops like Ctrl-C: devices rel
 @click.option("--backend", default="auto", show_default=True,
               type=click.Choice(["auto", "tensorrt", "onnxruntime", "torch"]), help="Inference backend.")
 @click.option("--input", "input_spec", default=None, metavar="SOURCE",
-              help="camera:N, /dev/videoN, a video file (loops), a folder of images, or demo "
-                   "(default: camera 0 if it opens, else demo).")
+              help="camera:N, /dev/videoN, ndi:NAME, a video file (loops), a folder of images, demo, or probe "
+                   "(coded frames that measure the latency at each output) (default: camera 0 if it opens, "
+                   "else demo).")
 @click.option("--output", "outputs", multiple=True, metavar="SINK",
-              help="vcam, window, a video file (.mp4 .mkv .mov .avi) or null; repeat for several "
-                   "(default: vcam, else window, else ./autoencoded-live.mp4).")
+              help="vcam, window, ndi[:NAME], spout[:NAME], syphon[:NAME], a video file (.mp4 .mkv .mov .avi) "
+                   "or null; repeat for several (default: vcam, else window, else ./autoencoded-live.mp4).")
 @click.option("--size", default="1280x720", show_default=True, type=VIDEO_SIZE, help="Output size.")
 @click.option("--fps", default=30.0, show_default=True, type=click.FloatRange(1.0, 240.0), help="Target frame rate.")
 @click.option("--noise", default=0.0, show_default=True, type=click.FloatRange(0.0, 1.0), help="Latent noise amount.")
@@ -134,11 +160,18 @@ def _interrupt(signum, frame) -> None:  # SIGTERM stops like Ctrl-C: devices rel
 @click.option("--midi", default=None, metavar="NAME|auto", help="MIDI input port (part of its name, or auto).")
 @click.option("--midi-learn", default=None, metavar="PARAM",
               help="Bind the next moved MIDI control to PARAM (e.g. noise, cue/recall/3) and save it to the preset.")
+@click.option("--stats-json", default=None, metavar="FILE",
+              help="Write the final stats (fps, engine and latency percentiles, frames, drops, faults, outages) "
+                   "to FILE as JSON when live stops.")
+@click.option("--ndi-localhost", is_flag=True,
+              help="Make NDI find and send over 127.0.0.1 only (no network needed): writes ndi-config.v1.json "
+                   "into $NDI_CONFIG_DIR (default ~/.config/autoencoded/ndi).")
 @click.pass_context
 def live(ctx: click.Context, model: str | None, backend: str, input_spec: str | None, outputs: tuple[str, ...],
          size: tuple[int, int], fps: float, noise: float, mix: float, overlay: bool, duration: float | None,
          max_frames: int | None, preset: str | None, osc_host: str, osc_port: int, osc_allow: tuple[str, ...],
-         osc_feedback: str | None, midi: str | None, midi_learn: str | None) -> None:
+         osc_feedback: str | None, midi: str | None, midi_learn: str | None, stats_json: str | None,
+         ndi_localhost: bool) -> None:
     """Run a camera or video through the model in real time. Ctrl-C stops."""
     import cv2
 
@@ -146,7 +179,9 @@ def live(ctx: click.Context, model: str | None, backend: str, input_spec: str | 
     from autoencoded.live.control.presets import load_preset
     from autoencoded.live.control.surface import ControlSurface
     from autoencoded.live.engines import open_engine
+    from autoencoded.live.io.latency_probe import ProbeSource, ProbeTap, report_lines
     from autoencoded.live.loop.pipeline import Pipeline
+    from autoencoded.live.loop.stats import stats_report
 
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     console = Console()
@@ -163,6 +198,12 @@ def live(ctx: click.Context, model: str | None, backend: str, input_spec: str | 
     for spec in outputs:
         if Path(spec).suffix and input_spec and Path(spec).resolve() == Path(input_spec).resolve():
             raise UserError(f"--output {spec}: would overwrite the input")
+    stats_path = check_stats_path(stats_json) if stats_json else None
+    if ndi_localhost:
+        from autoencoded.live.io.ndi import write_localhost_config
+
+        config = write_localhost_config()
+        console.event(f"NDI: using 127.0.0.1 only ({config}); give other NDI apps NDI_CONFIG_DIR={config.parent}")
     params = ParamStore(noise=noise, mix=mix)
     previous = signal.signal(signal.SIGTERM, _interrupt)
     engine = sinks = None
@@ -172,6 +213,11 @@ def live(ctx: click.Context, model: str | None, backend: str, input_spec: str | 
         sinks, out_why = choose_outputs(outputs, width, height, fps, console.event)
         if source is None:  # the camera probe, after the cheap checks
             source, in_why = choose_input(None, width, height, fps)
+        taps = []
+        if isinstance(source, ProbeSource):  # the cells must survive: play dry, the engine still runs
+            sinks = taps = [ProbeTap(s, source, log=console.event) for s in sinks]
+            explicit["mix"] = 0.0  # applied after the preset's values
+            console.event("probe: coded frames, played dry (mix 0) so that each output can read them back")
         if in_why or out_why:
             console.event(f"live: {source.name} -> {', '.join(s.name for s in sinks)} "
                           f"({'; '.join(w for w in (in_why, out_why) if w)}; change with --input / --output)")
@@ -204,3 +250,8 @@ def live(ctx: click.Context, model: str | None, backend: str, input_spec: str | 
                   f"latency p50/p99 {final['latency_ms_p50']:.0f}/{final['latency_ms_p99']:.0f} ms, "
                   f"dropped {final['dropped']}, engine faults {final['engine_faults']}, "
                   f"source outages {final['source_outages']}")
+    for line in report_lines(taps):
+        console.event(line)
+    if stats_path is not None:
+        write_stats_json(stats_path, stats_report(final), probe=[r for t in taps for r in t.report()])
+        console.event(f"stats written to {stats_path}")

@@ -83,7 +83,7 @@ def test_output_path_checks(tmp_path):
         open_sink(str(tmp_path / "x.gif"))
     with pytest.raises(UserError, match="no such folder"):
         open_sink(str(tmp_path / "nope" / "x.mp4"))
-    with pytest.raises(UserError, match="expected vcam, window, null"):
+    with pytest.raises(UserError, match="expected vcam, window, null, ndi"):
         open_sink("speakers")
     assert isinstance(open_sink("null"), NullSink)
     assert isinstance(open_sink("window"), WindowSink)
@@ -129,3 +129,49 @@ def test_window_needs_a_display(monkeypatch):
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     with pytest.raises(UserError, match="no display"):
         WindowSink().open(64, 48, 30)
+
+
+@pytest.mark.parametrize("kind, platform, os_name", [("spout", "win32", "Windows"), ("syphon", "darwin", "macOS")])
+def test_texture_sharing_on_another_os_is_one_line(kind, platform, os_name, monkeypatch):
+    sink = open_sink(f"{kind}:Stage")
+    assert sink.share_name == "Stage" and open_sink(kind).share_name == "autoencoded"
+    if sys.platform.startswith(platform[:3]):
+        pytest.skip(f"this is {os_name}")
+    with pytest.raises(UserError) as err:
+        sink.open(64, 48, 30)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith(f"{kind.capitalize()} exists only on {os_name};")
+    assert "--output ndi" in msg
+
+
+@pytest.mark.parametrize("kind, platform, module, extra", [("spout", "win32", "SpoutGL", "spout"),
+                                                           ("syphon", "darwin", "syphon", "syphon")])
+def test_texture_sharing_without_its_library_says_how_to_install(kind, platform, module, extra, monkeypatch):
+    monkeypatch.setattr(sys, "platform", platform)  # the OS where it exists, without the library
+    monkeypatch.setitem(sys.modules, module, None)
+    with pytest.raises(UserError, match=rf"^{kind.capitalize()} needs {module}: pip install 'autoencoded\[{extra}\]'$"):
+        open_sink(kind).open(64, 48, 30)
+
+
+@pytest.mark.skipif(sys.platform != "win32", reason="Spout is Windows only")
+def test_spout_sends_frames():
+    pytest.importorskip("SpoutGL")
+    sink = open_sink("spout:autoencoded-test")
+    sink.open(64, 48, 30)
+    try:
+        for f in frames(3):
+            sink.write(f)
+    finally:
+        sink.close()
+
+
+@pytest.mark.skipif(sys.platform != "darwin", reason="Syphon is macOS only")
+def test_syphon_publishes_frames():
+    pytest.importorskip("syphon")
+    sink = open_sink("syphon:autoencoded-test")
+    sink.open(64, 48, 30)
+    try:
+        for f in frames(3):
+            sink.write(f)
+    finally:
+        sink.close()

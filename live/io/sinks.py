@@ -171,16 +171,41 @@ class WindowSink(Sink):
                 pass
 
 
+def _ndi_sink(arg: str | None, log: Callable[[str], None]) -> Sink:
+    from autoencoded.live.io.ndi import DEFAULT_NAME, NdiSink
+
+    return NdiSink(arg or DEFAULT_NAME, log=log)
+
+
+def _spout_sink(arg: str | None, log: Callable[[str], None]) -> Sink:
+    from autoencoded.live.io.texture_share import SpoutSink
+
+    return SpoutSink(arg or "autoencoded", log=log)
+
+
+def _syphon_sink(arg: str | None, log: Callable[[str], None]) -> Sink:
+    from autoencoded.live.io.texture_share import SyphonSink
+
+    return SyphonSink(arg or "autoencoded", log=log)
+
+
+# --output NAME[:ARG] -> a factory(ARG or None, log). Video files are recognised by their extension.
+SINKS: dict[str, Callable[[str | None, Callable[[str], None]], Sink]] = {
+    "vcam": lambda arg, log: VirtualCamSink(device=arg, log=log),
+    "window": lambda arg, log: WindowSink(),
+    "null": lambda arg, log: NullSink(),
+    "ndi": _ndi_sink,
+    "spout": _spout_sink,
+    "syphon": _syphon_sink,
+}
+
+
 def open_sink(spec: str, log: Callable[[str], None] = print) -> Sink:
     """An --output value -> a Sink (not yet opened)."""
-    if spec == "vcam":
-        return VirtualCamSink(log=log)
-    if spec.startswith("vcam:"):
-        return VirtualCamSink(device=spec.split(":", 1)[1] or None, log=log)
-    if spec == "window":
-        return WindowSink()
-    if spec == "null":
-        return NullSink()
+    kind, _, arg = spec.partition(":")
+    if kind in SINKS:
+        return SINKS[kind](arg or None, log)
     if Path(spec).suffix:
         return RecorderSink(spec, log=log)
-    raise UserError(f"--output {spec}: expected vcam, window, null or a video file ({supported_extensions()})")
+    raise UserError(f"--output {spec}: expected vcam, window, null, ndi[:NAME], spout[:NAME], syphon[:NAME] "
+                    f"or a video file ({supported_extensions()})")

@@ -42,6 +42,11 @@ class Source(ABC):
     fps = 30.0
     camera = False
 
+    @property
+    def freeze_check(self) -> bool:
+        """Whether the very same frame for a while means the device froze (cameras do that when they fail)."""
+        return self.camera
+
     @abstractmethod
     def open(self) -> Reader:
         """Open the device or file; raises on failure (the feed retries with backoff)."""
@@ -224,12 +229,21 @@ def open_source(spec: str, width: int = 1280, height: int = 720, fps: float = 30
         return CameraSource(cam, width, height, fps, capture_factory=capture_factory)
     if spec == "demo":
         return VideoFileSource(demo_clip())
+    if spec.startswith("ndi:"):
+        from autoencoded.live.io.ndi import NdiSource
+
+        return NdiSource(spec[4:], fps=fps)
+    if spec == "probe":
+        from autoencoded.live.io.latency_probe import ProbeSource
+
+        return ProbeSource(width, height, fps)
     p = Path(spec)
     if p.is_dir():
         return ImageFolderSource(p, fps=fps)
     if p.is_file():
         return VideoFileSource(p)
-    raise UserError(f"--input {spec}: not a camera (camera:N, /dev/videoN), 'demo', a video file or a folder")
+    raise UserError(f"--input {spec}: not a camera (camera:N, /dev/videoN), ndi:NAME, 'demo', 'probe', "
+                    "a video file or a folder")
 
 
 def check_frame(frame: object) -> str | None:

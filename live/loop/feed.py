@@ -24,7 +24,7 @@ class Feed:
 
     - reads on a worker thread; file and folder sources are paced to their own frame rate;
     - watchdog: no frame for `stall_timeout` s, no open within `open_timeout` s, a read that fails or
-      returns garbage, or (cameras) the very same frame for `repeat_timeout` s start an outage;
+      returns garbage, or (cameras, `source.freeze_check`) the very same frame for `repeat_timeout` s start an outage;
     - during an outage the last good frame is re-sent at `fps` (flagged `held`), and the source is
       reopened on a new worker after 0.25 s, 0.5 s, 1 s, ... up to `max_backoff` s;
     - the first good frame ends the outage; both ends are logged and kept in `self.outages`.
@@ -41,7 +41,7 @@ class Feed:
         self.log = log
         self.open_timeout = open_timeout
         self.stall_timeout = max(stall_timeout, 3.0 / max(source.fps, 1e-3))
-        self.repeat_timeout = repeat_timeout if repeat_timeout is not None else (2.0 if source.camera else 0.0)
+        self.repeat_timeout = repeat_timeout if repeat_timeout is not None else (2.0 if source.freeze_check else 0.0)
         self.min_backoff, self.max_backoff = min_backoff, max_backoff
         self.outages: list[dict] = []
         self.reopens = 0
@@ -169,6 +169,8 @@ class Feed:
                         self.stats.source_state = "ok"
                         last_good, last_meta, last_fresh = payload, None, now
                         self.stats.frames_in += 1
+                        if self.stats.first_frame is None:
+                            self.stats.first_frame = now
                         self.stats.fps_in.tick(now)
                         if limiter.allow(now):
                             last_meta = self._publish(payload, t, held=False)

@@ -126,6 +126,7 @@ class Pipeline:
     def stop(self) -> None:
         """Stop every thread, release the source, the sinks and the engine. Returns within about 1 s."""
         self._stop.set()
+        self._stats.stop()
         self.feed.stop(timeout=0.3)
         self.in_box.close()
         self.out_box.close()

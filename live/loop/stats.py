@@ -105,11 +105,20 @@ class LoopStats:
         self.source_state = "starting"
         self.last_fault = ""
         self.last_outage = ""
+        self.first_frame: float | None = None  # when the first fresh frame came in
+        self.stopped: float | None = None  # when the loop stopped: figures taken later are taken as of then
+
+    def stop(self, now: float | None = None) -> None:
+        if self.stopped is None:
+            self.stopped = time.perf_counter() if now is None else now
 
     def snapshot(self, now: float | None = None) -> dict:
         now = time.perf_counter() if now is None else now
+        if self.stopped is not None:
+            now = min(now, self.stopped)
         return {
             "uptime_s": round(now - self.started, 2),
+            "running_s": round(now - self.first_frame, 2) if self.first_frame is not None else 0.0,
             "fps_in": round(self.fps_in.rate(now), 2),
             "fps_out": round(self.fps_out.rate(now), 2),
             "engine_ms_p50": round(self.engine_ms.percentile(50), 2),
@@ -150,3 +159,36 @@ def status_line(s: dict) -> str:
     if s.get("model_loading"):
         parts.append("loading model...")
     return " | ".join(parts)
+
+
+def stats_report(s: dict) -> dict:
+    """The live loop's figures for scripts, from a Pipeline.stats() dict: what `--stats-json` writes when
+    live stops and what the web remote's /api/v1/status serves (one function, so they never differ).
+
+    fps_in/fps_out are over the last 2 s (before the stop, once stopped); the *_avg figures are from the first
+    frame in to now (or the stop)."""
+    running = float(s.get("running_s", 0.0))
+    return {
+        "fps_in": s["fps_in"],
+        "fps_out": s["fps_out"],
+        "fps_in_avg": round(s["frames_in"] / running, 2) if running > 0 else 0.0,
+        "fps_out_avg": round(s["frames_out"] / running, 2) if running > 0 else 0.0,
+        "engine_ms_p50": s["engine_ms_p50"],
+        "engine_ms_p99": s["engine_ms_p99"],
+        "latency_ms_p50": s["latency_ms_p50"],
+        "latency_ms_p99": s["latency_ms_p99"],
+        "frames_in": s["frames_in"],
+        "frames_out": s["frames_out"],
+        "frames_repeated": s["frames_repeated"],
+        "dropped": s.get("dropped", 0),
+        "faults": s["engine_faults"],
+        "outages": s["source_outages"],
+        "sink_errors": s["sink_errors"],
+        "uptime_s": s["uptime_s"],
+        "running_s": running,
+        "source": s.get("source", ""),
+        "sinks": list(s.get("sinks", [])),
+        "model": s.get("model", ""),
+        "size": s.get("size", ""),
+        "target_fps": s.get("target_fps"),
+    }
