@@ -114,8 +114,13 @@ def live_cli(seconds: str, *args: str) -> dict:
     cmd = [sys.executable, "-m", "autoencoded", "live", *args, "--duration", seconds, "--osc-port", "0"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     frames, sizes = [], set()
+    head = []
     try:
-        reader = NdiSource("autoencoded", find_timeout=20.0, connect_timeout=10.0, give_up=10.0).open()
+        for line in proc.stderr:  # start-up takes long on a busy machine: wait until it says it is sending
+            head.append(line)
+            if "NDI: sending" in line or "error" in line:
+                break
+        reader = NdiSource("autoencoded", find_timeout=15.0, connect_timeout=10.0, give_up=10.0).open()
         try:
             for _ in range(30):
                 f = reader.read()
@@ -126,18 +131,19 @@ def live_cli(seconds: str, *args: str) -> dict:
         finally:
             reader.close()
     finally:
-        out, err = proc.communicate(timeout=60)
+        out, err = proc.communicate(timeout=120)
+        err = "".join(head) + err
     changes = [float(np.abs(a - b).mean()) for a, b in zip(frames, frames[1:], strict=False)]
     return {"rc": proc.returncode, "stderr": err[-3000:], "received": len(frames),
             "sizes": sorted(list(s) for s in sizes), "mean_level": float(np.mean([f.mean() for f in frames]))
             if frames else 0.0, "max_change": max(changes, default=0.0)}
 
 
-def live_cli_probe(seconds: str, stats_json: str) -> dict:
+def live_cli_probe(frames: str, stats_json: str) -> dict:
     """`autoencoded live --input probe --output ndi:autoencoded`: the probe reads its codes back over NDI."""
     cmd = [sys.executable, "-m", "autoencoded", "live", "--input", "probe", "--output", "ndi:autoencoded",
-           "--size", "640x360", "--duration", seconds, "--osc-port", "0", "--stats-json", stats_json]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+           "--size", "320x180", "--max-frames", frames, "--osc-port", "0", "--stats-json", stats_json]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
     return {"rc": r.returncode, "stderr": r.stderr[-3000:]}
 
 

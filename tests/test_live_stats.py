@@ -9,7 +9,6 @@ import time
 import cv2
 import numpy as np
 import pytest
-import torch
 
 from autoencoded.cli import main
 from autoencoded.live.control.params import ParamStore
@@ -18,8 +17,8 @@ from autoencoded.live.io.latency_probe import ProbeSource, ProbeTap, decode, enc
 from autoencoded.live.io.sinks import NullSink
 from autoencoded.live.loop.pipeline import Pipeline
 from autoencoded.live.loop.stats import stats_report
-from autoencoded.training.model import AutoEncoder, ModelConfig
-from autoencoded.training.weights import save_weights
+
+from helpers import tiny_checkpoint
 
 W, H = 64, 48
 
@@ -29,10 +28,7 @@ def pack(tmp_path_factory):
     from autoencoded.export.onnx_export import export_checkpoint
 
     root = tmp_path_factory.mktemp("models")
-    torch.manual_seed(0)
-    cfg = ModelConfig.preset("lite", width=W, height=H)
-    ckpt = root / "tiny.safetensors"
-    save_weights(ckpt, cfg, AutoEncoder(cfg).eval().state_dict())
+    ckpt = tiny_checkpoint(root / "tiny.safetensors", width=W, height=H)
     return export_checkpoint(ckpt, root / "pack", log=lambda m: None)[0]
 
 
