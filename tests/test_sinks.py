@@ -175,3 +175,19 @@ def test_syphon_publishes_frames():
             sink.write(f)
     finally:
         sink.close()
+
+
+@needs_ffmpeg
+def test_live_recording_uses_the_fast_x264_preset_and_render_the_careful_one(tmp_path):
+    """x264 writes its settings into the stream: ultrafast has no CABAC, veryfast has."""
+    rec = RecorderSink(tmp_path / "live.mp4", log=lambda m: None)
+    rec.open(64, 48, 25)
+    for f in frames(5):
+        rec.write(f)
+    rec.close()
+    w = open_video_writer(tmp_path / "render.mp4", 64, 48, 25)
+    for f in frames(5):
+        w.write(f)
+    w.close()
+    assert b"cabac=0" in (tmp_path / "live.mp4").read_bytes()
+    assert b"cabac=1" in (tmp_path / "render.mp4").read_bytes()

@@ -83,11 +83,12 @@ class FfmpegWriter(VideoWriter):
     """rawvideo on stdin -> H.264 (or MJPEG for .avi) via an ffmpeg subprocess; optional audio from a file."""
 
     def __init__(self, path: Path, width: int, height: int, rate: str | float,
-                 audio_from: Path | None = None, audio_codec: str | None = None, crf: int = 18) -> None:
+                 audio_from: Path | None = None, audio_codec: str | None = None, crf: int = 18,
+                 preset: str = "veryfast") -> None:
         super().__init__(path, width, height)
         container, vcodec, audio_ok = CONTAINERS[path.suffix.lower()]
         if vcodec == "h264" and has_encoder("libx264"):
-            vargs = ["-c:v", "libx264", "-preset", "veryfast", "-crf", str(crf), "-pix_fmt", "yuv420p"]
+            vargs = ["-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p"]
             self.backend = "ffmpeg libx264"
         elif vcodec == "h264":
             vargs = ["-c:v", "mpeg4", "-q:v", "3", "-pix_fmt", "yuv420p"]
@@ -186,10 +187,19 @@ def check_output_path(path: str | os.PathLike) -> Path:
     return p
 
 
+# x264 preset of live recordings: x264 at 1080p30 takes 1.7 cores at veryfast (render's preset), 1 at
+# superfast, 0.6 at ultrafast (measured here on upscaled model output); a live show has 2 cores to share
+# with the model, so it records fast and big (CRF 18 either way) and render takes its time
+LIVE_PRESET = "ultrafast"
+
+
 def open_video_writer(path: str | os.PathLike, width: int, height: int, fps: float, rate: str | None = None,
-                      audio_from: Path | None = None, audio_codec: str | None = None) -> VideoWriter:
-    """The best writer available for `path` (ffmpeg H.264 when ffmpeg exists, else OpenCV)."""
+                      audio_from: Path | None = None, audio_codec: str | None = None,
+                      preset: str = "veryfast") -> VideoWriter:
+    """The best writer available for `path` (ffmpeg H.264 when ffmpeg exists, else OpenCV). `preset` is
+    x264's (LIVE_PRESET for a live recording)."""
     p = check_output_path(path)
     if ffmpeg_path():
-        return FfmpegWriter(p, width, height, rate or f"{fps:.6g}", audio_from=audio_from, audio_codec=audio_codec)
+        return FfmpegWriter(p, width, height, rate or f"{fps:.6g}", audio_from=audio_from, audio_codec=audio_codec,
+                            preset=preset)
     return CvWriter(p, width, height, fps)

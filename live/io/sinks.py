@@ -17,7 +17,13 @@ import numpy as np
 
 from autoencoded.errors import UserError
 from autoencoded.live.io.sources import has_display
-from autoencoded.media.writers import VideoWriter, check_output_path, open_video_writer, supported_extensions
+from autoencoded.media.writers import (
+    LIVE_PRESET,
+    VideoWriter,
+    check_output_path,
+    open_video_writer,
+    supported_extensions,
+)
 
 
 # ---------------------------------------------------------------------------------------------- sinks
@@ -64,7 +70,7 @@ class RecorderSink(Sink):
         if self.writer is not None and (self.writer.width, self.writer.height) == (width, height):
             return
         self.close()
-        self.writer = open_video_writer(self.path, width, height, fps)
+        self.writer = open_video_writer(self.path, width, height, fps, preset=LIVE_PRESET)
 
     def write(self, frame: np.ndarray) -> None:
         self.writer.write(frame)
