@@ -10,6 +10,14 @@ it with onnxruntime (speed does not depend on the weights). It measures:
   2. capture-to-sink latency from a 30 fps source, 1280x720 out. Target: p99 <= 2 frame intervals.
   3. a 720p 30 fps video file, looping, through the model to 1280x720: sustained without falling behind.
   4. offline render speed: frames/s and multiple of real time, at the model's size and upscaled to 720p.
+  5. VJ sizes (issue 14): a 25 fps 2.35:1 1080p file through the model to 1920x1080 and to 1280x720, each
+     with a recording at that size, --vj-seconds (30) each. Targets: new frames out = source fps, 0 dropped,
+     latency p99 <= 2 frame intervals (80 ms).
+  6. the bare engine quiet and with one core busy (an x264 720p encode in another process), alternated:
+     target >= 0.90x. Both 5 and 6 run with the shipped settings and, side by side, with the old ones
+     (onnxruntime spinning on every core, recordings at x264 veryfast) unless --no-old.
+
+    .venv/bin/python benchmarks/bench_pipeline.py --only vj     # just 5 and 6
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -30,10 +39,14 @@ sys.path.insert(0, str(ROOT))
 
 from autoencoded.live.engines import open_engine  # noqa: E402
 from autoencoded.live.engines.frames import fit  # noqa: E402
-from autoencoded.live.io.sinks import NullSink  # noqa: E402
+from autoencoded.live.engines.ort_backend import OnnxRuntimeEngine, physical_cores  # noqa: E402
+from autoencoded.live.engines.pack import read_pack  # noqa: E402
+from autoencoded.live.io import sinks as sinks_module  # noqa: E402
+from autoencoded.live.io.sinks import NullSink, RecorderSink  # noqa: E402
 from autoencoded.live.io.sources import Reader, Source, VideoFileSource  # noqa: E402
 from autoencoded.live.loop.pipeline import Pipeline  # noqa: E402
 from autoencoded.live.render import render  # noqa: E402
+from autoencoded.media.writers import LIVE_PRESET  # noqa: E402
 
 
 class SyntheticSource(Source):
@@ -94,6 +107,78 @@ def run_loop(model, backend, source, size, fps, seconds) -> dict:
     return out
 
 
+BUSY_CMD = ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30", "-c:v", "libx264",
+            "-preset", "medium", "-threads", "1", "-f", "null", "-"]  # one core busy, as OBS encoding would be
+
+
+def vj_clip(folder: Path, seconds: float = 34.0) -> Path:
+    """A 25 fps 2.35:1 (1920x816) H.264 file made from the demo clip, long enough not to loop in a run."""
+    from autoencoded.live.assets import DEMO_CLIP
+
+    clip = folder / "vj-1920x816-25.mp4"
+    if not clip.exists():
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-stream_loop", "-1", "-i", str(DEMO_CLIP), "-t", str(seconds),
+                        "-vf", "scale=1920:816,fps=25", "-c:v", "libx264", "-preset", "ultrafast", "-crf", "20",
+                        "-an", str(clip)], check=True)
+    return clip
+
+
+def ort_engine(model, old: bool):
+    """The shipped onnxruntime settings, or the old ones (every core, spinning)."""
+    pack = read_pack(model)
+    return OnnxRuntimeEngine(pack, device="cpu", threads=physical_cores() if old else None, spin=old)
+
+
+def vj_run(model, clip: Path, size, seconds: float, old: bool, folder: Path) -> dict:
+    src = VideoFileSource(clip)
+    sinks_module.LIVE_PRESET = "veryfast" if old else LIVE_PRESET
+    rec = RecorderSink(folder / f"rec-{size[0]}x{size[1]}{'-old' if old else ''}.mp4", log=lambda m: None)
+    p = Pipeline(src, ort_engine(model, old), [rec], fps=src.fps, size=size, log=lambda m: None)
+    p.start()
+    time.sleep(2.0)  # warm-up
+    s0, t0 = p.stats(), time.perf_counter()
+    time.sleep(seconds)
+    s1, dt = p.stats(), time.perf_counter() - t0
+    recorded = rec.frames
+    p.stop()
+    sinks_module.LIVE_PRESET = LIVE_PRESET
+    new = (s1["frames_out"] - s1["frames_repeated"]) - (s0["frames_out"] - s0["frames_repeated"])
+    return {"source_fps": src.fps, "fps_in": round((s1["frames_in"] - s0["frames_in"]) / dt, 2),
+            "new_frames_out_fps": round(new / dt, 2), "dropped": s1["dropped"] - s0["dropped"],
+            "latency_ms_p50": s1["latency_ms_p50"], "latency_ms_p99": s1["latency_ms_p99"],
+            "latency_budget_ms": round(2000 / src.fps, 1), "engine_ms_p50": s1["engine_ms_p50"],
+            "recorded_frames": recorded}
+
+
+def engine_busy(model, old: bool, rounds: int = 3, seconds: float = 3.0) -> dict:
+    engine = ort_engine(model, old)
+    quiet, busy = [], []
+    for _ in range(rounds):
+        quiet.append(bare_engine_fps(engine, seconds))
+        proc = subprocess.Popen(BUSY_CMD)
+        try:
+            time.sleep(1.0)
+            busy.append(bare_engine_fps(engine, seconds))
+        finally:
+            proc.kill()
+            proc.wait()
+    engine.close()
+    q, b = float(np.median(quiet)), float(np.median(busy))
+    return {"engine": engine.name + (" spinning" if old else ""), "quiet_fps": round(q, 1), "busy_fps": round(b, 1),
+            "busy_vs_quiet": round(b / q, 3)}
+
+
+def vj_sections(model, tmp: Path, seconds: float, with_old: bool) -> dict:
+    res: dict = {}
+    clip = vj_clip(tmp)
+    for old in ([False, True] if with_old else [False]):
+        tag = "old" if old else "new"
+        res[f"engine_one_core_busy_{tag}"] = engine_busy(model, old)
+        for size in ((1920, 1080), (1280, 720)):
+            res[f"vj_{size[1]}p_{tag}"] = vj_run(model, clip, size, seconds, old, tmp)
+    return res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None, help="model pack / checkpoint (default: random lite pack)")
@@ -101,6 +186,9 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--rounds", type=int, default=3, help="alternations of bare engine and loop")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--only", choices=["all", "vj"], default="all", help="vj: sections 5 and 6 only")
+    ap.add_argument("--vj-seconds", type=float, default=30.0)
+    ap.add_argument("--no-old", action="store_true", help="skip the old settings in 5 and 6")
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     model = a.model
@@ -113,6 +201,12 @@ def main() -> None:
     name, mw, mh = engine.name, engine.width, engine.height
     res: dict = {"engine": name, "model_size": f"{mw}x{mh}", "cpus": os.cpu_count(),
                  "loadavg_start": os.getloadavg()[0]}
+    if a.only == "vj":
+        engine.close()
+        res.update(vj_sections(model, tmp, a.vj_seconds, not a.no_old))
+        res["loadavg_end"] = os.getloadavg()[0]
+        report(res, a.json)
+        return
 
     # 1. throughput: bare engine and loop measured in alternation (the median ratio resists load changes)
     rounds = max(1, a.rounds)
@@ -158,13 +252,17 @@ def main() -> None:
         res[f"render_fps_{label}"] = r["render_fps"]
         res[f"render_x_realtime_{label}"] = r["x_realtime"]
     engine.close()
+    res.update(vj_sections(model, tmp, a.vj_seconds, not a.no_old))
     res["loadavg_end"] = os.getloadavg()[0]
+    report(res, a.json)
 
+
+def report(res: dict, json_path: str | None) -> None:
     width = max(len(k) for k in res)
     for k, v in res.items():
         print(f"{k:<{width}}  {v}")
-    if a.json:
-        Path(a.json).write_text(json.dumps(res, indent=2))
+    if json_path:
+        Path(json_path).write_text(json.dumps(res, indent=2))
 
 
 if __name__ == "__main__":

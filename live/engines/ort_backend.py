@@ -54,7 +54,9 @@ def cuda_available() -> bool:
 
 
 class OnnxRuntimeEngine(Engine):
-    def __init__(self, pack: ModelPack, device: str = "auto", threads: int | None = None) -> None:
+    def __init__(self, pack: ModelPack, device: str = "auto", threads: int | None = None, spin: bool = False) -> None:
+        """`threads` and `spin` set the CPU thread pool (benchmarks compare; the defaults are the measured
+        best next to the rest of the live loop)."""
         if device not in ("auto", "cuda", "cpu"):
             raise ValueError(f"device must be auto, cuda or cpu, not {device!r}")
         use_cuda = device == "cuda" or (device == "auto" and cuda_available())
@@ -70,8 +72,8 @@ class OnnxRuntimeEngine(Engine):
         self.threads = threads or cpu_threads()
         opts.intra_op_num_threads = self.threads
         # idle workers sleep instead of spinning (the keys of onnxruntime_session_options_config_keys.h)
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+        opts.add_session_config_entry("session.inter_op.allow_spinning", "1" if spin else "0")
         opts.log_severity_level = 3
         providers: list = [(CUDA_EP, {"cudnn_conv_algo_search": "EXHAUSTIVE"}), CPU_EP] if use_cuda else [CPU_EP]
         self._opts, self._providers = opts, providers
