@@ -68,6 +68,8 @@ def test_status_and_stats_json_come_from_one_function(pack):
     assert report["frames_out"] == final["frames_out"] == 10
     assert report["faults"] == final["engine_faults"] and report["outages"] == final["source_outages"]
     json.dumps(report)  # plain JSON types only
+    status = p.stats()  # what OSC /status and the web remote's /api/v1/status serve
+    assert {k: status[k] for k in report} == report
 
 
 @pytest.mark.parametrize("size", [(1280, 720), (256, 144), (96, 72)])

@@ -33,7 +33,7 @@ from autoencoded.live.io.sinks import Sink
 from autoencoded.live.io.sources import Source
 from autoencoded.live.loop.boxes import LatestBox, Packet
 from autoencoded.live.loop.feed import Feed
-from autoencoded.live.loop.stats import LoopStats, status_line
+from autoencoded.live.loop.stats import LoopStats, stats_report, status_line
 
 
 def fused_ok(p: Params) -> bool:
@@ -188,6 +188,9 @@ class Pipeline:
                  model_loading=self._loading > 0, model_error=self.model_error, source=self.source.name,
                  sinks=[s.name for s in self.sinks], target_fps=self.fps, size=f"{self.size[0]}x{self.size[1]}",
                  params_rejected=self.params.rejected)
+        # the figures for scripts (--stats-json) ride along, so every status reader (console, OSC /status,
+        # the web remote's /api/v1/status) serves the same ones
+        d.update({k: v for k, v in stats_report(d).items() if k not in d})
         return d
 
     # ------------------------------------------------------------------------------------ hot swap
