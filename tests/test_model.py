@@ -3,8 +3,8 @@
 import pytest
 import torch
 
+from autoencoded.training.archs import ARCHS
 from autoencoded.training.model import (
-    ARCHS,
     AutoEncoder,
     ModelConfig,
     autoencoder_from_state,

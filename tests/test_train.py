@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from autoencoded.training.archs import ARCHS
 from autoencoded.training.checkpoints import Checkpoints
 from autoencoded.training.config import TrainConfig, resolve
 from autoencoded.training.data import open_dataset
@@ -27,8 +28,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def tiny_cfg(ds: Path, out: Path, **kw) -> TrainConfig:
+    # the VAE-GAN machinery from the first step (the CPU recipe's pixel-led phase has its own test)
     base = dict(dataset=str(ds), out=str(out), arch="lite", width=64, height=48, model_overrides=dict(TINY),
-                steps=8, batch=4, checkpoint_every=3, sample_every=3, seed=3, device="cpu")
+                steps=8, batch=4, checkpoint_every=3, sample_every=3, seed=3, device="cpu",
+                adversarial_start=0.0, lr_schedule="constant")
     base.update(kw)
     return resolve(TrainConfig(**base))
 
@@ -46,12 +49,14 @@ def test_train_command_writes_checkpoints_samples_logs_and_summary(tmp_path, cap
     ds = make_dataset(tmp_path / "ds")
     run = tmp_path / "run"
     rc = cli("train", ds, "-o", run, "--steps", 6, "--batch", 4, "--checkpoint-every", 3, "--keep", 1,
-             "--noise-start", 1.0, "--noise-end", 0.2, "--noise-schedule", "linear", "--no-progress")
+             "--noise-start", 1.0, "--noise-end", 0.2, "--noise-schedule", "linear", "--adversarial-start", 0.5,
+             "--no-progress")
     assert rc == 0
     out = capsys.readouterr()
-    assert "trained 6 steps" in out.out and "reconstruction mse" in out.out
+    assert "trained 6 steps" in out.out and "reconstruction mse" in out.out and "thumbnail" in out.out
     cfg = json.loads((run / "config.json").read_text())
-    assert cfg["arch"] == "lite" and cfg["lr"] == 5e-4 and cfg["noise_schedule"] == "linear"
+    assert cfg["arch"] == "lite" and cfg["lr"] == ARCHS["lite"].train["lr"] and cfg["noise_schedule"] == "linear"
+    assert cfg["adversarial_start"] == 0.5 and cfg["gamma"] == ARCHS["lite"].train["gamma"]
     # checkpoints in the shared format, readable by export/live's loader; last K=1 kept plus the best
     index = json.loads((run / "checkpoints" / "index.json").read_text())
     assert index["latest"] == "step-0000006.safetensors"
@@ -67,8 +72,10 @@ def test_train_command_writes_checkpoints_samples_logs_and_summary(tmp_path, cap
     m = metrics(run)
     assert sorted(m) == [1, 2, 3, 4, 5, 6]
     assert [round(m[s]["noise"], 4) for s in m] == [round(1.0 - 0.8 * i / 5, 4) for i in range(6)]
+    # steps 1-3 are the pixel-led phase (no discriminator terms), 4-6 the full VAE-GAN
+    assert all("dis" not in m[s] and m[s]["adversarial"] == 0.0 for s in (1, 2, 3))
     for k in LOSS_KEYS:
-        assert all(np.isfinite(m[s][k]) for s in m)
+        assert all(np.isfinite(m[s][k]) for s in (4, 5, 6))
     # sample grid: 3 rows (inputs, reconstructions, prior samples) of 8 tiles
     png = cv2.imread(str(run / "samples" / "step-0000006.png"))
     assert png is not None and png.shape == (3 * 50 + 2, 8 * 66 + 2, 3)
@@ -80,7 +87,7 @@ def test_train_command_writes_checkpoints_samples_logs_and_summary(tmp_path, cap
     tags = set(acc.Tags()["scalars"])
     for tag in ("loss/kl", "loss/sim", "loss/bce_real", "loss/dis", "noise", "lr/encoder", "lr/discriminator",
                 "grad_norm/decoder", "balance/skip_dis", "balance/skip_dec_gan", "guard/rollbacks",
-                "eval/recon_mse"):
+                "eval/recon_mse", "eval/psnr", "eval/ssim", "eval/psnr_minus_thumb"):
         assert tag in tags, tag
     assert len(acc.Scalars("noise")) == 6
 
@@ -130,7 +137,7 @@ def test_forced_lr_spike_is_detected_rolled_back_and_training_continues(tmp_path
     run = tmp_path / "run"
     run.mkdir()
     cfg = tiny_cfg(ds, run, steps=14, checkpoint_every=4, sample_every=4, spike_warmup=3, spike_window=10,
-                   rollback_lr_factor=0.5)
+                   rollback_lr_factor=0.5, lr=5e-4, ema=0.0)
     tr = Trainer(cfg, open_dataset(ds))
     seen = []
 
@@ -314,5 +321,81 @@ def test_compile_without_cuda_is_a_user_error(tmp_path, capsys):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     ds = make_dataset(tmp_path / "ds", n=8)
-    assert cli("train", ds, "-o", tmp_path / "run", "--compile", "--device", "cpu") == 2
+    assert cli("train", ds, "-o", tmp_path / "run", "--compile", "--device", "cpu", "--batch", 4) == 2
     assert "CUDA" in _err_line(capsys)
+
+
+# ---- the CPU recipe: pixel-led phase, weight average, registry defaults -----------------------------------
+
+def test_pixel_led_phase_leaves_the_discriminator_alone_until_it_joins(tmp_path):
+    ds = make_dataset(tmp_path / "ds", n=16)
+    (tmp_path / "run").mkdir()
+    tr = Trainer(tiny_cfg(ds, tmp_path / "run", steps=8, adversarial_start=0.5), open_dataset(ds))
+    before = {k: v.clone() for k, v in tr.nets["discriminator"].state_dict().items()}
+    moved = {}
+
+    def watch(trainer, losses):
+        now = trainer.nets["discriminator"].state_dict()
+        moved[trainer.step] = any(not torch.equal(before[k], now[k]) for k in before)
+
+    tr.run(on_step=watch)
+    assert tr.adversarial_from == 4
+    assert [moved[s] for s in (1, 2, 3, 4)] == [False] * 4  # steps 0-3 ran without the discriminator
+    assert moved[5] and moved[8]
+
+
+def test_weight_average_is_saved_and_is_what_export_and_live_load(tmp_path):
+    from autoencoded.training.model import autoencoder_from_state
+
+    ds = make_dataset(tmp_path / "ds", n=16)
+    (tmp_path / "run").mkdir()
+    Trainer(tiny_cfg(ds, tmp_path / "run", steps=6, ema=0.9, lr=5e-3), open_dataset(ds)).run()
+    cfg, state, _ = load_weights(resolve_checkpoint(tmp_path / "run", "latest"))
+    averaged = {k: v for k, v in state.items() if k.startswith("ema.")}
+    assert averaged and all(k.startswith(("ema.encoder.", "ema.decoder.")) for k in averaged)
+    w = "encoder.fc.weight"
+    assert not torch.equal(state[w], state["ema." + w])  # the average lags the live weights
+    ae = autoencoder_from_state(cfg, state)
+    assert torch.equal(ae.state_dict()["encoder.fc.weight"], state["ema." + w])
+
+
+def test_ema_off_keeps_the_live_weights(tmp_path):
+    ds = make_dataset(tmp_path / "ds", n=16)
+    (tmp_path / "run").mkdir()
+    Trainer(tiny_cfg(ds, tmp_path / "run", steps=3, ema=0.0), open_dataset(ds)).run()
+    _, state, _ = load_weights(resolve_checkpoint(tmp_path / "run", "latest"))
+    assert not any(k.startswith("ema.") for k in state)
+
+
+def test_zero_is_a_value_and_none_the_architecture_default():
+    lite = resolve(TrainConfig(arch="lite", gamma=0.0, kl_weight=0.0))
+    assert lite.gamma == 0.0 and lite.kl_weight == 0.0  # --gamma 0 used to become the default
+    film = resolve(TrainConfig(arch="broad2016"))
+    assert (film.lr, film.batch, film.gamma, film.pixel_weight) == (2e-4, 12, 2.5, 0.0)
+    assert film.adversarial_start == 0.0 and film.ema == 0.0 and film.z_dim == 200
+
+
+def test_unknown_architecture_is_an_error_not_another_entrys_defaults(tmp_path, capsys):
+    from autoencoded.errors import UserError
+
+    with pytest.raises(UserError, match="unknown architecture"):
+        resolve(TrainConfig(arch="nope"))
+    ds = make_dataset(tmp_path / "ds")
+    assert cli("train", ds, "-o", tmp_path / "run", "--arch", "nope") == 2
+    assert "nope" in capsys.readouterr().err
+
+
+def test_gamma_zero_from_the_command_line_reaches_the_run(tmp_path):
+    ds = make_dataset(tmp_path / "ds")
+    run = tmp_path / "run"
+    assert cli("train", ds, "-o", run, "--steps", 1, "--batch", 4, "--gamma", 0, "--no-progress") == 0
+    assert json.loads((run / "config.json").read_text())["gamma"] == 0.0
+
+
+def test_cosine_learning_rate_decays_over_the_run():
+    from autoencoded.training.schedules import lr_at
+
+    lrs = [lr_at(1e-3, 1.0, s, 11, "cosine", 0.05) for s in range(11)]
+    assert lrs[0] == pytest.approx(1e-3) and lrs[-1] == pytest.approx(5e-5)
+    assert all(a > b for a, b in zip(lrs, lrs[1:], strict=False))
+    assert lr_at(1e-3, 0.5, 5, 11, "constant") == pytest.approx(5e-4)

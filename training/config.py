@@ -1,16 +1,7 @@
 """TrainConfig: every knob of a training run, resolved once and saved to RUN/config.json.
 
-Defaults differ per architecture (see `arch_defaults`):
-- broad2016 follows the film: Adam 2e-4, beta1 0.5, batch 12, gamma 2.5, similarity over all four
-  discriminator layers, no pixel term.
-- lite is tuned to learn recognisable (hazy) reconstructions within minutes on a 2-core CPU: batch 8 and
-  Adam 5e-4 (beta1 0.5) for many updates per second; a pixel L1 term (weight 1) that anchors colour and
-  layout while the discriminator's features are still random; the similarity at 0.1 for both encoder and
-  decoder (early discriminator features move fast and drown the pixel signal); KL weight 0.02 (losses are
-  means over pixels, features and latent dimensions, so a unit KL weight pins z to the prior and nothing
-  is learned in the first hundreds of steps); the decoder's GAN term at 0.02 so the noisy early
-  discriminator cannot dominate. --pixel-weight 0 --sim-weight 1 --gamma 2.5 --kl-weight 1 --gan-weight 1
-  is the pure Larsen/Broad objective.
+A field left at None takes its architecture's default (training/archs.py), so 0 is a value like any other
+(`--gamma 0` turns the decoder's similarity off). `resolve` fills them; an unknown architecture is an error.
 """
 
 from __future__ import annotations
@@ -20,7 +11,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from autoencoded.errors import UserError
+
 NOISE_SCHEDULES = ("linear", "cosine", "step")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass
@@ -30,26 +24,33 @@ class TrainConfig:
     arch: str = "lite"
     width: int = 0
     height: int = 0
-    z_dim: int = 0  # 0 = the architecture's default
+    z_dim: int | None = None
     model_overrides: dict = field(default_factory=dict)  # extra ModelConfig fields (tests use tiny nets)
     steps: int = 0  # total steps; 0 = derive from epochs
     epochs: float = 0.0
-    batch: int = 0  # global batch (all processes together)
+    batch: int | None = None  # global batch (all processes together)
     accum: int = 1  # micro-batches per process per step (gradients averaged, like extra processes)
-    lr: float = 0.0  # one lr for the three Adam optimizers (encoder, decoder, discriminator)
-    beta1: float = 0.5
+    lr: float | None = None  # peak lr of the encoder's and decoder's Adam
+    lr_dis: float | None = None  # the discriminator's (GANs want it lower than a pixel-led autoencoder's)
+    lr_schedule: str | None = None  # "constant", or "cosine" decay to lr_min_factor x lr over the run
+    lr_min_factor: float = 0.05
+    beta1: float | None = None
     beta2: float = 0.999
-    gamma: float = 0.0  # decoder weight of the learned similarity
-    kl_weight: float = -1.0  # -1 = arch default
-    sim_weight: float = -1.0  # encoder weight of the similarity (Larsen: 1); -1 = arch default
-    pixel_weight: float = -1.0  # -1 = arch default
-    gan_weight: float = -1.0  # decoder's GAN term weight; -1 = arch default
+    gamma: float | None = None  # decoder weight of the learned similarity
+    kl_weight: float | None = None
+    sim_weight: float | None = None  # encoder weight of the similarity (Larsen: 1)
+    pixel_weight: float | None = None  # pixel L1
+    gan_weight: float | None = None  # decoder's GAN term weight
+    # fraction of the run trained as a pixel-led autoencoder before the discriminator joins (0 = from the
+    # first step, as Larsen et al.): the discriminator's three passes a step are skipped until then
+    adversarial_start: float | None = None
+    ema: float | None = None  # decay of the weights' moving average used for evaluation and export; 0 = off
     equilibrium: float = 0.68
     margin: float = 0.35
     balance: bool = True  # the equilibrium/margin rule
     clip_grad: float = 0.0  # max grad norm per network; 0 = off
-    noise_start: float = 1.0
-    noise_end: float = 0.1
+    noise_start: float | None = None
+    noise_end: float | None = None
     noise_schedule: str = "cosine"
     noise_stages: int = 4  # number of plateaus of the "step" schedule
     sample_every: int = 0  # 0 = arch/size dependent default (set by resolve)
@@ -85,6 +86,9 @@ class TrainConfig:
         unknown = set(d) - names
         if unknown:
             raise ValueError(f"unknown training config keys: {', '.join(sorted(unknown))}")
+        # a run saved before these knobs existed trained without them: resuming it keeps its recipe
+        if "adversarial_start" not in d and "lr" in d:
+            d = {**d, "adversarial_start": 0.0, "ema": 0.0, "lr_schedule": "constant", "lr_dis": d["lr"]}
         return cls(**d)
 
     def save(self, path: str | Path) -> None:
@@ -93,23 +97,27 @@ class TrainConfig:
         atomic_write_bytes(path, (self.to_json() + "\n").encode())
 
 
-def arch_defaults(arch: str) -> dict:
-    if arch == "broad2016":
-        return dict(batch=12, lr=2e-4, gamma=2.5, pixel_weight=0.0, gan_weight=1.0, sim_weight=1.0,
-                    kl_weight=1.0)
-    return dict(batch=8, lr=5e-4, gamma=0.1, pixel_weight=1.0, gan_weight=0.02, sim_weight=0.1, kl_weight=0.02)
-
-
 def resolve(cfg: TrainConfig) -> TrainConfig:
-    """Fill arch-dependent defaults (fields left at 0 / -1)."""
-    d = arch_defaults(cfg.arch)
+    """Fill the fields left at None with the architecture's defaults, and the derived intervals."""
+    from autoencoded.training import archs
+
+    try:
+        defaults = archs.get(cfg.arch).train
+    except ValueError as exc:
+        raise UserError(f"--arch: {exc}") from None
     out = dataclasses.replace(cfg)
-    for key in ("batch", "lr", "gamma"):
-        if not getattr(out, key):
-            setattr(out, key, d[key])
-    for key in ("pixel_weight", "gan_weight", "sim_weight", "kl_weight"):
-        if getattr(out, key) < 0:
-            setattr(out, key, d[key])
+    for f in dataclasses.fields(out):
+        if getattr(out, f.name) is None:
+            if f.name == "z_dim":
+                out.z_dim = int(out.model_overrides.get("z_dim", archs.get(cfg.arch).model["z_dim"]))
+            elif f.name in defaults:
+                setattr(out, f.name, defaults[f.name])
+            elif f.name == "lr_dis":
+                out.lr_dis = defaults.get("lr_dis", out.lr)
+            else:
+                raise UserError(f"training config: {f.name} has no default for --arch {cfg.arch}")
+    if out.lr_schedule not in LR_SCHEDULES:
+        raise UserError(f"--lr-schedule {out.lr_schedule!r}: choose from {', '.join(LR_SCHEDULES)}")
     if not out.checkpoint_every:
         out.checkpoint_every = 100
     if not out.sample_every:

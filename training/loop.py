@@ -23,19 +23,22 @@ import numpy as np
 import torch
 from torch import nn
 
-from autoencoded import signals
+from autoencoded import metrics, signals
 from autoencoded.errors import UserError, one_line
 from autoencoded.training import distributed as dist_mod
 from autoencoded.training.checkpoints import Checkpoints, optimizer_from_flat, restore_rng
 from autoencoded.training.config import TrainConfig
 from autoencoded.training.device import autocast_dtype, pick_device
+from autoencoded.training.ema import WeightAverage
 from autoencoded.training.guard import CollapseGuard
-from autoencoded.training.losses import balance, bce, kl_divergence, similarity
+from autoencoded.training.losses import DiscriminatorOutputs, VAEGANLoss, balance
 from autoencoded.training.model import ModelConfig, build, frames_to_input, output_to_frames
 from autoencoded.training.samples import grid, write_png
 from autoencoded.training.schedules import lr_at, noise_at
 
 NETS = ("encoder", "decoder", "discriminator")
+EVAL_FRAMES = 64
+EVAL_KEYS = ("recon_mse", "diversity", "psnr", "ssim", "psnr_minus_thumb")
 _MASK = (1 << 63) - 1
 
 
@@ -107,8 +110,14 @@ class Trainer:
             if not self.cuda:
                 raise UserError("--compile needs a CUDA device (torch.compile is only used on GPU)")
             self.fns = {k: torch.compile(m) for k, m in self.nets.items()}
-        self.opts = {k: torch.optim.Adam(m.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+        self.base_lr = {"encoder": cfg.lr, "decoder": cfg.lr, "discriminator": cfg.lr_dis}
+        self.opts = {k: torch.optim.Adam(m.parameters(), lr=self.base_lr[k], betas=(cfg.beta1, cfg.beta2))
                      for k, m in self.nets.items()}
+        self.loss = VAEGANLoss(cfg.kl_weight, cfg.sim_weight, cfg.gamma, cfg.pixel_weight, cfg.gan_weight,
+                               self.model_cfg.sim_layers)
+        # the moving average of the encoder's and decoder's weights: what evaluation and export use
+        self.ema = WeightAverage({k: self.nets[k] for k in ("encoder", "decoder")}, cfg.ema) if cfg.ema else None
+        self.adversarial_from = round(cfg.adversarial_start * self.total)
         self.guard = CollapseGuard(cfg.sat_eps, cfg.sat_steps, cfg.spike_factor, cfg.spike_window,
                                    cfg.spike_warmup, cfg.diversity_ratio)
         self.ckpt = Checkpoints(self.out, cfg.keep)
@@ -120,10 +129,13 @@ class Trainer:
         self.first_eval: float | None = None
         self.last_eval: dict = {}
         self.last_losses: dict = {}
+        self.loss_names: list[str] = []
         self.events: list[dict] = []
         self._perm_cache: tuple[tuple[int, int], np.ndarray] | None = None
         k = min(cfg.sample_count, n)
         self.fixed_idx = np.linspace(0, n - 1, k).round().astype(np.int64)
+        # the frames scored at every evaluation (PSNR/SSIM against the 16x9 thumbnail): spread over the film
+        self.eval_idx = np.unique(np.linspace(0, n - 1, min(n, EVAL_FRAMES)).round().astype(np.int64))
         g = torch.Generator().manual_seed(_mix(cfg.seed, 7777))
         self.fixed_z = torch.randn(k, self.model_cfg.z_dim, generator=g)
         self._stop = False
@@ -170,6 +182,10 @@ class Trainer:
 
     def _load(self, path: Path, restore_schedule: bool) -> dict:
         _, weights, tensors, state = self.ckpt.load(path, device=self.device)
+        averaged = {k: v for k, v in weights.items() if k.startswith(WeightAverage.PREFIX)}
+        weights = {k: v for k, v in weights.items() if not k.startswith(WeightAverage.PREFIX)}
+        if self.ema is not None:
+            self.ema.load(averaged, self.nets)
         try:
             self.model.load_state_dict(weights, strict=True)
         except RuntimeError as exc:
@@ -240,9 +256,12 @@ class Trainer:
             return torch.autocast(self.device.type, dtype=self.amp_dtype)
         return contextlib.nullcontext()
 
-    def _micro(self, x: torch.Tensor, gen: torch.Generator, noise: float, train_dis: bool,
+    def adversarial(self, step: int) -> bool:
+        """Whether the discriminator takes part at `step` (after the pixel-led phase)."""
+        return step >= self.adversarial_from
+
+    def _micro(self, x: torch.Tensor, gen: torch.Generator, noise: float, adversarial: bool, train_dis: bool,
                dec_gan: bool) -> tuple[dict[str, float], dict[str, list]]:
-        c = self.cfg
         enc, dec, dis = self.fns["encoder"], self.fns["decoder"], self.fns["discriminator"]
         b = x.shape[0]
         zdim = self.model_cfg.z_dim
@@ -252,41 +271,34 @@ class Trainer:
             mu, log_sigma = enc(x)
             z = mu + torch.exp(log_sigma) * eps
             xr = dec(z)
-            with frozen_bn_stats(self.nets["decoder"]):
-                xp = dec(zp)
-            logits, feats = dis(torch.cat([x, xr, xp]))
-        lr_, lrec, lp = logits.float().split(b)
-        f_real = [f[:b] for f in feats]
-        f_rec = [f[b:2 * b] for f in feats]
-        kl = kl_divergence(mu, log_sigma, noise)
-        sim = similarity(f_real, f_rec, self.model_cfg.sim_layers)
-        pix = (xr.float() - x.float()).abs().mean()
-        b_real, b_rec, b_prior = bce(lr_, 1.0), bce(lrec, 0.0), bce(lp, 0.0)
-        gan_dec = (bce(lrec, 1.0) + bce(lp, 1.0)) / 2
-        enc_loss = c.kl_weight * kl + c.sim_weight * sim + c.pixel_weight * pix
-        dec_loss = c.gamma * sim + c.pixel_weight * pix
-        if dec_gan:
-            dec_loss = dec_loss + c.gan_weight * gan_dec
-        dis_loss = (b_real + b_rec + b_prior) / 3
+            seen = None
+            if adversarial:
+                with frozen_bn_stats(self.nets["decoder"]):
+                    xp = dec(zp)
+                logits, feats = dis(torch.cat([x, xr, xp]))
+                l_real, l_rec, l_prior = logits.float().split(b)
+                seen = DiscriminatorOutputs(l_real, l_rec, l_prior, [f[:b] for f in feats],
+                                            [f[b:2 * b] for f in feats])
+        obj = self.loss(x, xr, mu, log_sigma, noise, seen, decoder_gan=dec_gan)
         params = {k: [p for p in m.parameters() if p.requires_grad] for k, m in self.nets.items()}
-        grads = {"encoder": torch.autograd.grad(enc_loss, params["encoder"], retain_graph=True)}
-        grads["decoder"] = torch.autograd.grad(dec_loss, params["decoder"], retain_graph=train_dis)
+        train_dis = train_dis and obj.discriminator is not None
+        grads = {"encoder": torch.autograd.grad(obj.encoder, params["encoder"], retain_graph=True)}
+        grads["decoder"] = torch.autograd.grad(obj.decoder, params["decoder"], retain_graph=train_dis)
         if train_dis:
-            grads["discriminator"] = torch.autograd.grad(dis_loss, params["discriminator"])
-        vals = {"kl": kl, "sim": sim, "pix": pix, "bce_real": b_real, "bce_recon": b_rec,
-                "bce_prior": b_prior, "gan_dec": gan_dec, "enc": enc_loss, "dec": dec_loss, "dis": dis_loss}
-        return {k: float(v.detach()) for k, v in vals.items()}, grads
+            grads["discriminator"] = torch.autograd.grad(obj.discriminator, params["discriminator"])
+        return {k: float(v.detach()) for k, v in obj.terms.items()}, grads
 
     def train_step(self) -> dict[str, float]:
         """One optimisation step (all micro-batches). Raises Collapse before applying a bad update."""
         c = self.cfg
         step = self.step
         noise = noise_at(step, self.total, c.noise_start, c.noise_end, c.noise_schedule, c.noise_stages)
-        lr = lr_at(c.lr, self.lr_scale)
-        for opt in self.opts.values():
+        for key, opt in self.opts.items():
             for g in opt.param_groups:
-                g["lr"] = lr
-        bal = balance(self.last_bce[0], self.last_bce[1], c.equilibrium, c.margin, c.balance)
+                g["lr"] = lr_at(self.base_lr[key], self.lr_scale, step, self.total, c.lr_schedule, c.lr_min_factor)
+        lr = self.opts["encoder"].param_groups[0]["lr"]
+        adversarial = self.adversarial(step)
+        bal = balance(self.last_bce[0], self.last_bce[1], c.equilibrium, c.margin, c.balance and adversarial)
         frames = self._frames(step)
         sums: dict[str, float] = {}
         acc: dict[str, list] = {}
@@ -294,11 +306,13 @@ class Trainer:
             k = self.dist.rank * c.accum + a
             gen = torch.Generator().manual_seed(_mix(c.seed, step, k, self.rollbacks, 2))
             x = self._to_input(frames[a * self.micro:(a + 1) * self.micro])
-            vals, grads = self._micro(x, gen, noise, bal.train_dis, bal.train_dec_gan)
+            vals, grads = self._micro(x, gen, noise, adversarial, bal.train_dis, bal.train_dec_gan)
             for key, v in vals.items():
                 sums[key] = sums.get(key, 0.0) + v / c.accum
             for key, gs in grads.items():
-                if key not in acc:
+                if c.accum == 1:  # one micro-batch: its gradients are the step's, no copy
+                    acc[key] = list(gs)
+                elif key not in acc:
                     acc[key] = [g.detach().clone() / c.accum for g in gs]
                 else:
                     for t, g in zip(acc[key], gs, strict=True):
@@ -307,7 +321,7 @@ class Trainer:
         avg = dist_mod.average_values(torch.tensor([sums[k] for k in keys], dtype=torch.float64,
                                                    device=self.device), self.dist).tolist()
         losses = dict(zip(keys, avg, strict=True))
-        losses["rec"] = c.sim_weight * losses["sim"] + c.pixel_weight * losses["pix"]
+        self.loss_names = keys
         norms = {}
         for key in NETS:
             if key not in acc:
@@ -331,13 +345,17 @@ class Trainer:
             self.opts[key].step()
         for m in self.nets.values():
             m.zero_grad(set_to_none=True)
-        if not bal.train_dis:
-            self.skips["dis"] += 1
-        if not bal.train_dec_gan:
-            self.skips["dec_gan"] += 1
-        self.last_bce = (losses["bce_real"], (losses["bce_recon"] + losses["bce_prior"]) / 2)
+        if self.ema is not None:
+            self.ema.update({k: self.nets[k] for k in ("encoder", "decoder")}, step)
+        if adversarial:
+            if not bal.train_dis:
+                self.skips["dis"] += 1
+            if not bal.train_dec_gan:
+                self.skips["dec_gan"] += 1
+            self.last_bce = (losses["bce_real"], (losses["bce_recon"] + losses["bce_prior"]) / 2)
         self.step += 1
-        losses.update(noise=noise, lr=lr, train_dis=float(bal.train_dis), train_dec_gan=float(bal.train_dec_gan))
+        losses.update(noise=noise, lr=lr, adversarial=float(adversarial), train_dis=float(bal.train_dis and adversarial),
+                      train_dec_gan=float(bal.train_dec_gan and adversarial))
         losses.update({f"grad_norm_{k}": v for k, v in norms.items()})
         self.last_losses = losses
         return losses
@@ -373,24 +391,39 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> dict:
-        """Decode-the-mean reconstructions of the fixed batch (eval mode) and prior samples."""
-        self.recalibrate_bn()
-        self.model.eval()
-        try:
-            frames = self.ds.batch(self.fixed_idx)
-            x = self._to_input(frames)
-            with self._autocast():
-                mu, _ = self.nets["encoder"](x)
-                xr = self.nets["decoder"](mu).float()
+        """Decode-the-mean reconstructions (eval mode, the averaged weights when --ema is on) of the fixed
+        batch, prior samples, and PSNR/SSIM on the evaluation frames beside the 16x9 thumbnail."""
+        coder = {k: self.nets[k] for k in ("encoder", "decoder")}
+        swap = self.ema.swapped_in(coder) if self.ema is not None else contextlib.nullcontext()
+        with swap:
+            self.recalibrate_bn()
+            self.model.eval()
+            try:
+                frames = self.ds.batch(self.fixed_idx)
+                x = self._to_input(frames)
                 noise = noise_at(self.step, self.total, self.cfg.noise_start, self.cfg.noise_end,
                                  self.cfg.noise_schedule, self.cfg.noise_stages)
-                xp = self.nets["decoder"]((self.fixed_z * noise).to(self.device)).float()
-        finally:
-            self.model.train()
+                xr = self._decode_mean(x)
+                with self._autocast():
+                    xp = self.nets["decoder"]((self.fixed_z * noise).to(self.device)).float()
+                scored = self.ds.batch(self.eval_idx)
+                recon = np.concatenate([output_to_frames(self._decode_mean(self._to_input(scored[i:i + 32])).cpu())
+                                        .numpy() for i in range(0, len(scored), 32)])
+                averaged = WeightAverage.tensors(coder) if self.ema is not None else {}
+            finally:
+                self.model.train()
         mse = float(((xr - x.float()) ** 2).mean())
         diversity = float(xr.std(dim=0).mean()) if xr.shape[0] > 1 else 1.0
-        return {"recon_mse": mse, "diversity": diversity, "frames": frames,
+        model = metrics.compare(scored, recon)
+        thumb = metrics.compare(scored, metrics.baselines(scored)["thumbnail 16x9"])
+        return {"recon_mse": mse, "diversity": diversity, "frames": frames, "averaged": averaged,
+                "psnr": model["psnr"], "ssim": model["ssim"], "psnr_minus_thumb": model["psnr"] - thumb["psnr"],
                 "recon": output_to_frames(xr.cpu()).numpy(), "prior": output_to_frames(xp.cpu()).numpy()}
+
+    def _decode_mean(self, x: torch.Tensor) -> torch.Tensor:
+        with self._autocast():
+            mu, _ = self.nets["encoder"](x)
+            return self.nets["decoder"](mu).float()
 
     def _state(self) -> dict:
         return {"step": self.step, "epoch": self.step / self.steps_per_epoch, "lr_scale": self.lr_scale,
@@ -408,11 +441,11 @@ class Trainer:
                              self.cfg.noise_schedule, self.cfg.noise_stages)
             side = {"epoch": self.step / self.steps_per_epoch, "noise": noise,
                     "losses": {k: v for k, v in self.last_losses.items() if math.isfinite(v)},
-                    "eval": {"recon_mse": ev["recon_mse"], "diversity": ev["diversity"]},
+                    "eval": {k: ev[k] for k in EVAL_KEYS},
                     "lr_scale": self.lr_scale, "rollbacks": self.rollbacks, "time": time.time()}
             try:
-                path = self.ckpt.save(self.step, self.model_cfg, self.model.state_dict(), self.opts,
-                                      self._state(), side, score=ev["recon_mse"])
+                path = self.ckpt.save(self.step, self.model_cfg, {**self.model.state_dict(), **ev["averaged"]},
+                                      self.opts, self._state(), side, score=-ev["psnr"])
             except OSError as exc:
                 raise UserError(f"could not write checkpoint at step {self.step} in {self.ckpt.dir} "
                                 f"({exc.strerror or exc}); the previous checkpoint is intact") from None
@@ -457,6 +490,16 @@ class Trainer:
 
     # ---- the run -------------------------------------------------------------------------------------
 
+    def _write_palette(self) -> None:
+        """The training frames' colour histogram, which export copies into the model pack so that
+        `autoencoded eval` can measure palette transfer without the dataset."""
+        from autoencoded.fileio import atomic_write_bytes
+        from autoencoded.training.evaluation import PALETTE_FILE, palette_record
+
+        path = self.out / PALETTE_FILE
+        if not path.is_file():
+            atomic_write_bytes(path, (json.dumps(palette_record(self.ds)) + "\n").encode())
+
     def _log_line(self, text: str) -> None:
         if self.console is not None:
             self.console.print(text)
@@ -470,7 +513,7 @@ class Trainer:
         w = self.writer
         if w is None:
             return
-        for k in ("kl", "sim", "pix", "bce_real", "bce_recon", "bce_prior", "gan_dec", "enc", "dec", "dis", "rec"):
+        for k in self.loss_names:
             w.add_scalar(f"loss/{k}", losses[k], s)
         w.add_scalar("noise", losses["noise"], s)
         for k in NETS:
@@ -493,6 +536,7 @@ class Trainer:
         self._open_logs()
         if self.dist.main:
             self.ckpt.clean_temps()
+            self._write_palette()
         if self.saved_step is None:  # a new run (same answer on every rank: no process asks the disk)
             ev = self.evaluate()
             self.first_eval = ev["recon_mse"]
@@ -526,12 +570,12 @@ class Trainer:
                     on_step(self, losses)
                 if progress:
                     progress.update(task, completed=self.step, info=f"{sps:6.1f} samples/s  rec {losses['rec']:.4f} "
-                                    f"dis {losses['dis']:.3f}  noise {losses['noise']:.3f}")
+                                    f"dis {losses.get('dis', math.nan):.3f}  noise {losses['noise']:.3f}")
                 if self.dist.main and c.log_every and self.step % c.log_every == 0:
                     eta = (self.total - self.step) * c.batch / max(sps, 1e-9)
                     self._log_line(f"step {self.step}/{self.total}  rec {losses['rec']:.4f}  kl {losses['kl']:.4f}  "
-                                   f"pix {losses['pix']:.4f}  dis {losses['dis']:.3f}  noise {losses['noise']:.3f}  "
-                                   f"{sps:.1f} samples/s  ETA {_clock(eta)}")
+                                   f"pix {losses['pix']:.4f}  dis {losses.get('dis', math.nan):.3f}  "
+                                   f"noise {losses['noise']:.3f}  {sps:.1f} samples/s  ETA {_clock(eta)}")
                 do_ckpt = self.step % c.checkpoint_every == 0 or self.step == self.total
                 do_sample = self.step % c.sample_every == 0 or self.step == self.total
                 if do_ckpt or do_sample:
@@ -572,11 +616,12 @@ class Trainer:
             self.rollback(reason or "reconstruction diversity collapsed")
             return True
         if ev is not None:
-            self.last_eval = {"step": self.step, "recon_mse": ev["recon_mse"], "diversity": ev["diversity"]}
+            self.last_eval = {"step": self.step, **{k: ev[k] for k in EVAL_KEYS}}
             if self.writer:
-                self.writer.add_scalar("eval/recon_mse", ev["recon_mse"], self.step)
-                self.writer.add_scalar("eval/diversity", ev["diversity"], self.step)
-            self._log_line(f"step {self.step}: eval recon mse {ev['recon_mse']:.4f} diversity {ev['diversity']:.4f}")
+                for k in EVAL_KEYS:
+                    self.writer.add_scalar(f"eval/{k}", ev[k], self.step)
+            self._log_line(f"step {self.step}: eval PSNR {ev['psnr']:.2f} dB ({ev['psnr_minus_thumb']:+.2f} vs the "
+                           f"16x9 thumbnail), SSIM {ev['ssim']:.3f}, diversity {ev['diversity']:.4f}")
             if do_sample:
                 self.write_samples(ev)
         if do_ckpt:

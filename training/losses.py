@@ -6,11 +6,16 @@
 - similarity: mean squared distance between discriminator features of input and reconstruction, the mean
   over each configured layer's elements, averaged over layers (a sum over ~150k features explodes).
 - GAN: binary cross-entropy on logits of real (label 1), reconstructed and prior-sampled (label 0) images.
+- pixel: mean absolute error of the reconstruction (not in Larsen et al.; anchors colour and layout, and
+  leads the CPU recipe's first phase, when the discriminator has not joined yet).
+
+`VAEGANLoss` puts them together into the three networks' objectives and names every term, so the loop
+logs whatever it returns and a new term is one line here.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -54,3 +59,61 @@ def balance(bce_real: float, bce_fake: float, equilibrium: float = 0.68, margin:
     if not train_dis and not train_dec:
         return Balance(True, True)
     return Balance(train_dis, train_dec)
+
+
+@dataclass
+class DiscriminatorOutputs:
+    """The discriminator's logits on real, reconstructed and prior-sampled images, and its features of the
+    real and reconstructed ones (each a list over its conv layers)."""
+
+    real: torch.Tensor
+    recon: torch.Tensor
+    prior: torch.Tensor
+    feats_real: list[torch.Tensor]
+    feats_recon: list[torch.Tensor]
+
+
+@dataclass
+class Objectives:
+    encoder: torch.Tensor
+    decoder: torch.Tensor
+    discriminator: torch.Tensor | None  # None while the discriminator has not joined
+    terms: dict[str, torch.Tensor] = field(default_factory=dict)  # every named term, for the logs
+
+
+@dataclass
+class VAEGANLoss:
+    """The VAE-GAN objective (Larsen et al. 2016) with a pixel anchor, as the three networks' losses:
+    - encoder: kl_weight x KL + sim_weight x similarity + pixel_weight x pixel
+    - decoder: gamma x similarity + pixel_weight x pixel + gan_weight x GAN (when the balance allows)
+    - discriminator: (BCE real + BCE recon + BCE prior) / 3
+    Without discriminator outputs (the pixel-led phase) the similarity and GAN terms are absent."""
+
+    kl_weight: float
+    sim_weight: float
+    gamma: float
+    pixel_weight: float
+    gan_weight: float
+    sim_layers: tuple[int, ...]
+
+    def __call__(self, x: torch.Tensor, recon: torch.Tensor, mu: torch.Tensor, log_sigma: torch.Tensor,
+                 noise: float, dis: DiscriminatorOutputs | None = None, decoder_gan: bool = True) -> Objectives:
+        kl = kl_divergence(mu, log_sigma, noise)
+        pix = (recon.float() - x.float()).abs().mean()
+        terms = {"kl": kl, "pix": pix}
+        enc = self.kl_weight * kl + self.pixel_weight * pix
+        dec = self.pixel_weight * pix
+        if dis is None:
+            terms.update(enc=enc, dec=dec, rec=self.pixel_weight * pix)
+            return Objectives(enc, dec, None, terms)
+        sim = similarity(dis.feats_real, dis.feats_recon, self.sim_layers)
+        b_real, b_rec, b_prior = bce(dis.real, 1.0), bce(dis.recon, 0.0), bce(dis.prior, 0.0)
+        gan_dec = (bce(dis.recon, 1.0) + bce(dis.prior, 1.0)) / 2
+        enc = enc + self.sim_weight * sim
+        dec = dec + self.gamma * sim
+        if decoder_gan:
+            dec = dec + self.gan_weight * gan_dec
+        dis_loss = (b_real + b_rec + b_prior) / 3
+        terms.update(sim=sim, bce_real=b_real, bce_recon=b_rec, bce_prior=b_prior, gan_dec=gan_dec, enc=enc,
+                     dec=dec, dis=dis_loss, rec=self.sim_weight * sim + self.pixel_weight * pix)
+        return Objectives(enc, dec, dis_loss, terms)

@@ -1,7 +1,7 @@
 """The VAE-GAN of "Blade Runner - Autoencoded" (Broad 2016) after Larsen et al. 2016.
 
 Encoder, Decoder and Discriminator, rebuilt from a ModelConfig that every checkpoint carries.
-This module imports only torch: export/ and live/ import it, and nothing else from training/.
+This module imports only torch and the architecture table: export/ and live/ import it (and weights.py).
 
 Conventions shared by the whole project:
 - images are float tensors N x 3 x H x W in [-1, 1] (RGB); uint8 frames map by x / 127.5 - 1;
@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-ARCHS = ("broad2016", "lite")
+from autoencoded.training import archs
+
+UPSAMPLERS = ("deconv", "resize")
 CONFIG_VERSION = 1
 
 
@@ -34,6 +36,10 @@ class ModelConfig:
     enc_channels: tuple[int, ...] = (32, 64, 128, 256)
     enc_kernel: int = 4
     dec_kernel: int = 4
+    # decoder upsampling: "deconv" (transposed conv k4 s2 p1, the film's) or "resize" (nearest 2x then a
+    # 3x3 conv: no checkerboard, since every output pixel sees the same number of kernel taps)
+    upsample: str = "deconv"
+    dec_channels: tuple[int, ...] = ()  # decoder widths, widest first; () = the encoder's, mirrored
     # channels of the 1x1 "squeeze" before the FC bottleneck (0 = none): keeps the FC small
     bottleneck_channels: int = 32
     disc_channels: tuple[int, ...] = (32, 64, 128, 256)
@@ -49,6 +55,7 @@ class ModelConfig:
     def __post_init__(self) -> None:
         self.enc_channels = tuple(int(c) for c in self.enc_channels)
         self.disc_channels = tuple(int(c) for c in self.disc_channels)
+        self.dec_channels = tuple(int(c) for c in self.dec_channels)
         self.sim_layers = tuple(int(i) for i in self.sim_layers)
         self.validate()
 
@@ -66,13 +73,16 @@ class ModelConfig:
         return self.height // self.factor, self.width // self.factor
 
     def validate(self) -> None:
-        if self.arch not in ARCHS:
-            raise ValueError(f"unknown architecture {self.arch!r} (choose from {', '.join(ARCHS)})")
+        archs.get(self.arch)  # an unknown name raises ValueError
         f = self.factor
         if self.width <= 0 or self.height <= 0 or self.width % f or self.height % f:
             raise ValueError(f"size {self.width}x{self.height}: both sides must be positive and divisible by {f}")
         if self.z_dim <= 0:
             raise ValueError("z_dim must be positive")
+        if self.upsample not in UPSAMPLERS:
+            raise ValueError(f"upsample {self.upsample!r}: choose from {', '.join(UPSAMPLERS)}")
+        if self.dec_channels and len(self.dec_channels) != len(self.enc_channels):
+            raise ValueError("decoder and encoder must have the same number of stages")
         if len(self.disc_channels) != len(self.enc_channels):
             raise ValueError("discriminator and encoder must have the same number of stages")
         if not self.sim_layers or any(i < 0 or i >= len(self.disc_channels) for i in self.sim_layers):
@@ -82,23 +92,14 @@ class ModelConfig:
 
     @classmethod
     def preset(cls, arch: str, width: int = 256, height: int = 144, **overrides) -> ModelConfig:
-        if arch == "broad2016":
-            base = dict(arch=arch, z_dim=200, enc_channels=(80, 160, 320, 640), enc_kernel=5, dec_kernel=4,
-                        bottleneck_channels=0, disc_channels=(80, 160, 320, 640), disc_kernel=5,
-                        disc_fc=0, sim_layers=(0, 1, 2, 3), bounded_latent=True)
-        elif arch == "lite":
-            base = dict(arch=arch, z_dim=128, enc_channels=(32, 64, 128, 256), enc_kernel=4, dec_kernel=4,
-                        bottleneck_channels=32, disc_channels=(32, 64, 128, 256), disc_kernel=4,
-                        disc_fc=0, sim_layers=(0, 1, 2, 3), bounded_latent=True)
-        else:
-            raise ValueError(f"unknown architecture {arch!r} (choose from {', '.join(ARCHS)})")
-        base.update(width=width, height=height)
+        """The registered architecture `arch` (training/archs.py) at width x height, with overrides."""
+        base = dict(archs.get(arch).model, arch=arch, width=width, height=height)
         base.update(overrides)
         return cls(**base)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
-        for k in ("enc_channels", "disc_channels", "sim_layers"):
+        for k in ("enc_channels", "dec_channels", "disc_channels", "sim_layers"):
             d[k] = list(d[k])
         return d
 
@@ -131,11 +132,15 @@ def _down(cin: int, cout: int, kernel: int, bn: bool) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def _up(cin: int, cout: int, kernel: int, last: bool) -> nn.Sequential:
-    # transposed conv k4 s2 p1 doubles exactly with no output_padding (TensorRT-friendly)
-    if kernel != 4:
-        raise ValueError("decoder kernel must be 4 (exact 2x upsampling without output_padding)")
-    layers: list[nn.Module] = [nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1, bias=last)]
+def _up(cin: int, cout: int, kernel: int, last: bool, upsample: str = "deconv") -> nn.Sequential:
+    layers: list[nn.Module]
+    if upsample == "resize":
+        layers = [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(cin, cout, 3, padding=1, bias=last)]
+    else:
+        # transposed conv k4 s2 p1 doubles exactly with no output_padding (TensorRT-friendly)
+        if kernel != 4:
+            raise ValueError("decoder kernel must be 4 (exact 2x upsampling without output_padding)")
+        layers = [nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1, bias=last)]
     if last:
         layers.append(nn.Tanh())
     else:
@@ -179,7 +184,8 @@ class Decoder(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        c = cfg.enc_channels[-1]
+        widths = cfg.dec_channels or tuple(reversed(cfg.enc_channels))
+        c = widths[0]
         bh, bw = cfg.bottom
         self.c0 = cfg.bottleneck_channels or c
         self.fc = nn.Sequential(nn.Linear(cfg.z_dim, self.c0 * bh * bw, bias=False),
@@ -189,9 +195,10 @@ class Decoder(nn.Module):
                                                    nn.BatchNorm2d(c), nn.ReLU(inplace=True))
         else:
             self.expand = nn.Identity()
-        chans = (*reversed(cfg.enc_channels), 3)
+        chans = (*widths, 3)
         self.deconvs = nn.Sequential(
-            *[_up(chans[i], chans[i + 1], cfg.dec_kernel, last=i == cfg.stages - 1) for i in range(cfg.stages)]
+            *[_up(chans[i], chans[i + 1], cfg.dec_kernel, last=i == cfg.stages - 1, upsample=cfg.upsample)
+              for i in range(cfg.stages)]
         )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -263,9 +270,12 @@ def build(cfg: ModelConfig) -> VAEGAN:
 
 
 def autoencoder_from_state(cfg: ModelConfig, state: dict[str, torch.Tensor]) -> AutoEncoder:
-    """Rebuild encoder + decoder from a (full VAEGAN or autoencoder-only) state dict, in eval mode."""
+    """Rebuild encoder + decoder from a (full VAEGAN or autoencoder-only) state dict, in eval mode: the
+    averaged weights (ema.*) when the state has them, else the live ones."""
     ae = AutoEncoder(cfg)
-    wanted = {k: v for k, v in state.items() if k.startswith(("encoder.", "decoder."))}
+    # a checkpoint trained with --ema carries the averaged weights under "ema.": those are the model
+    prefix = "ema." if any(k.startswith(("ema.encoder.", "ema.decoder.")) for k in state) else ""
+    wanted = {k[len(prefix):]: v for k, v in state.items() if k.startswith((f"{prefix}encoder.", f"{prefix}decoder."))}
     ae.load_state_dict(wanted, strict=True)
     return ae.eval()
 

@@ -28,6 +28,16 @@ def noise_at(step: int, total: int, start: float, end: float, kind: str = "cosin
     return float(start + (end - start) * f)
 
 
-def lr_at(base: float, scale: float) -> float:
-    """Learning rate: constant base lr times the collapse guard's cumulative reduction."""
-    return float(base * scale)
+def lr_at(base: float, scale: float = 1.0, step: int = 0, total: int = 1, schedule: str = "constant",
+          min_factor: float = 0.05) -> float:
+    """Learning rate at `step`: the base lr, decayed by `schedule` ("constant", or "cosine" from base to
+    min_factor x base over the run: a short CPU run ends on small steps that settle the weights), times
+    the collapse guard's cumulative reduction `scale`."""
+    if schedule == "constant" or total <= 1:
+        f = 1.0
+    elif schedule == "cosine":
+        t = min(max(step / (total - 1), 0.0), 1.0)
+        f = min_factor + (1.0 - min_factor) * (0.5 + 0.5 * math.cos(math.pi * t))
+    else:
+        raise ValueError(f"unknown lr schedule {schedule!r} (choose constant or cosine)")
+    return float(base * f * scale)

@@ -12,16 +12,27 @@ import click
 
 from autoencoded.errors import UserError
 from autoencoded.sizes import MODEL_SIZE
+from autoencoded.training import archs
+from autoencoded.training.config import LR_SCHEDULES
 
-RUN_ITEMS = ("checkpoints", "samples", "logs", "metrics.jsonl", "config.json")
+RUN_ITEMS = ("checkpoints", "samples", "logs", "metrics.jsonl", "config.json", "dataset_palette.json")
 # CLI option name -> TrainConfig field
 FIELDS = {"arch": "arch", "steps": "steps", "epochs": "epochs", "batch": "batch", "accum": "accum", "lr": "lr",
+          "lr_dis": "lr_dis", "lr_schedule": "lr_schedule", "adversarial_start": "adversarial_start", "ema": "ema",
           "gamma": "gamma", "kl_weight": "kl_weight", "sim_weight": "sim_weight", "pixel_weight": "pixel_weight", "gan_weight": "gan_weight",
           "clip_grad": "clip_grad", "noise_start": "noise_start", "noise_end": "noise_end",
           "noise_schedule": "noise_schedule", "sample_every": "sample_every",
           "checkpoint_every": "checkpoint_every", "log_every": "log_every", "keep": "keep", "z_dim": "z_dim",
           "seed": "seed", "device": "device", "compile": "compile", "allow_partial": "allow_partial",
           "balance": "balance", "guard": "guard"}
+
+
+def _defaults(field: str) -> str:
+    """'lite 2e-3, broad2016 2e-4': an option's per-architecture defaults, for its help."""
+    return ", ".join(f"{name} {a.train[field]:g}" if isinstance(a.train[field], float) else f"{name} {a.train[field]}"
+                     for name, a in archs.ARCHS.items() if field in a.train)
+
+
 # changing these on --resume would change the model: refused
 FIXED_ON_RESUME = ("arch", "z_dim")
 
@@ -66,27 +77,35 @@ def _resolved_model_value(key: str, saved, value):
 @click.command(name="train")
 @click.argument("dataset", type=click.Path(path_type=Path))
 @click.option("-o", "--out", required=True, type=click.Path(path_type=Path), help="Run folder to create.")
-@click.option("--arch", type=click.Choice(["lite", "broad2016"]), default="lite", show_default=True)
+@click.option("--arch", type=click.Choice(archs.names()), default="lite", show_default=True,
+              help="Architecture (training/archs.py): its networks and its training defaults.")
 @click.option("--steps", type=int, default=0, help="Total optimisation steps.")
 @click.option("--epochs", type=float, default=0.0, help="Total epochs (instead of --steps); default 1.")
-@click.option("--batch", type=int, default=0, help="Global batch (lite 8, broad2016 12).")
+@click.option("--batch", type=int, default=None, help=f"Global batch ({_defaults('batch')}).")
 @click.option("--accum", type=int, default=1, show_default=True, help="Micro-batches per step per process.")
-@click.option("--lr", type=float, default=0.0, help="Adam lr of all three nets (lite 5e-4, broad2016 2e-4).")
-@click.option("--gamma", type=float, default=0.0, help="Decoder weight of the similarity (lite 0.1, broad2016 2.5).")
-@click.option("--kl-weight", type=float, default=-1.0, help="KL weight (lite 0.02, broad2016 1).")
-@click.option("--sim-weight", type=float, default=-1.0, help="Encoder similarity weight (lite 0.1, broad2016 1).")
-@click.option("--pixel-weight", type=float, default=-1.0, help="Pixel L1 weight (lite 1, broad2016 0).")
-@click.option("--gan-weight", type=float, default=-1.0, help="Decoder GAN weight (lite 0.02, broad2016 1).")
+@click.option("--lr", type=float, default=None, help=f"Peak Adam lr of encoder and decoder ({_defaults('lr')}).")
+@click.option("--lr-dis", type=float, default=None, help=f"Discriminator lr ({_defaults('lr_dis')}).")
+@click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default=None,
+              help=f"constant, or cosine decay over the run ({_defaults('lr_schedule')}).")
+@click.option("--adversarial-start", type=click.FloatRange(0, 1), default=None,
+              help=f"Fraction of the run before the discriminator joins ({_defaults('adversarial_start')}).")
+@click.option("--ema", type=click.FloatRange(0, 1, max_open=True), default=None,
+              help=f"Decay of the weight average used for evaluation and export, 0 = off ({_defaults('ema')}).")
+@click.option("--gamma", type=float, default=None, help=f"Decoder weight of the similarity ({_defaults('gamma')}).")
+@click.option("--kl-weight", type=float, default=None, help=f"KL weight ({_defaults('kl_weight')}).")
+@click.option("--sim-weight", type=float, default=None, help=f"Encoder similarity weight ({_defaults('sim_weight')}).")
+@click.option("--pixel-weight", type=float, default=None, help=f"Pixel L1 weight ({_defaults('pixel_weight')}).")
+@click.option("--gan-weight", type=float, default=None, help=f"Decoder GAN weight ({_defaults('gan_weight')}).")
 @click.option("--clip-grad", type=float, default=0.0, help="Max gradient norm per network (0 = off).")
-@click.option("--noise-start", type=float, default=1.0, show_default=True, help="Prior std at the start.")
-@click.option("--noise-end", type=float, default=0.1, show_default=True, help="Prior std at the end.")
+@click.option("--noise-start", type=float, default=None, help=f"Prior std at the start ({_defaults('noise_start')}).")
+@click.option("--noise-end", type=float, default=None, help=f"Prior std at the end ({_defaults('noise_end')}).")
 @click.option("--noise-schedule", type=click.Choice(["linear", "cosine", "step"]), default="cosine",
               show_default=True)
 @click.option("--sample-every", type=int, default=0, help="Steps between sample grids (default: as checkpoints).")
 @click.option("--checkpoint-every", type=int, default=0, help="Steps between checkpoints (default 100).")
 @click.option("--log-every", type=int, default=10, show_default=True)
 @click.option("--keep", type=int, default=3, show_default=True, help="Checkpoints kept (plus the best).")
-@click.option("--z-dim", type=int, default=0, help="Latent size (lite 128, broad2016 200).")
+@click.option("--z-dim", type=int, default=None, help="Latent size (lite 128, broad2016 200).")
 @click.option("--size", "size", default=None, type=MODEL_SIZE, help="Expected WIDTHxHEIGHT (must match the dataset).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True,
@@ -114,9 +133,9 @@ def train(ctx: click.Context, dataset: Path, out: Path, size: tuple[int, int] | 
     if opts["steps"] and opts["epochs"]:
         raise UserError("give --steps or --epochs, not both")
     for k in ("steps", "epochs", "batch", "accum", "keep", "sample_every", "checkpoint_every"):
-        if opts[k] < 0 or (k == "accum" and opts[k] < 1):
+        if opts[k] is not None and (opts[k] < 0 or (k == "accum" and opts[k] < 1)):
             raise UserError(f"--{k.replace('_', '-')} must be positive")
-    if not (opts["noise_start"] >= 0 and opts["noise_end"] >= 0):
+    if any(opts[k] is not None and not opts[k] >= 0 for k in ("noise_start", "noise_end")):
         raise UserError("--noise-start and --noise-end must be >= 0")
     assert opts["noise_schedule"] in NOISE_SCHEDULES
     ds = open_dataset(dataset, allow_partial=opts["allow_partial"])
@@ -187,6 +206,8 @@ def train(ctx: click.Context, dataset: Path, out: Path, size: tuple[int, int] | 
 
 
 def _print_summary(s: dict, out: Path) -> None:
+    from autoencoded.training.loop import EVAL_FRAMES
+
     ev = s["last_eval"] or {}
     first = s["first_recon_mse"]
     lines = [f"trained {s['steps_run']} steps in {s['seconds']:.1f} s ({s['samples_per_s']:.1f} samples/s); "
@@ -194,7 +215,8 @@ def _print_summary(s: dict, out: Path) -> None:
     if ev:
         start = f"{first:.4f} -> " if first is not None else ""
         lines.append(f"reconstruction mse (fixed batch, decode the mean): {start}{ev['recon_mse']:.4f} "
-                     f"at step {ev['step']}")
+                     f"at step {ev['step']}; PSNR {ev['psnr']:.2f} dB ({ev['psnr_minus_thumb']:+.2f} vs the 16x9 "
+                     f"thumbnail), SSIM {ev['ssim']:.3f} on {EVAL_FRAMES} frames")
     lines.append(f"balance skips: discriminator {s['skips']['dis']}, decoder GAN {s['skips']['dec_gan']}; "
                  f"rollbacks {s['rollbacks']}")
     lines.append(f"checkpoints: {out / 'checkpoints'} (latest {Path(s['latest']).name}, best {s['best']})")

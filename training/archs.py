@@ -1,0 +1,62 @@
+"""The architecture registry: a new architecture is one entry here, its networks and its training defaults.
+
+`model` holds ModelConfig fields (the networks), `train` holds TrainConfig fields that the architecture
+sets when the user leaves them unset (None). Click's --arch choices, ModelConfig.preset and the training
+config all read this table, so an unknown name is an error everywhere, never another entry's defaults.
+This module imports nothing of the project: model.py (torch only) and config.py both read it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Arch:
+    name: str
+    description: str
+    model: dict = field(default_factory=dict)
+    train: dict = field(default_factory=dict)
+
+
+# The film's objective (Larsen et al. / Broad 2016): no pixel term, similarity on all discriminator layers,
+# the discriminator from the first step, no weight averaging. On lite it is these flags:
+# --pixel-weight 0 --sim-weight 1 --gamma 2.5 --kl-weight 1 --gan-weight 1 --adversarial-start 0 --ema 0
+VAEGAN_OBJECTIVE = dict(pixel_weight=0.0, sim_weight=1.0, gamma=2.5, kl_weight=1.0, gan_weight=1.0,
+                        adversarial_start=0.0, ema=0.0)
+
+ARCHS: dict[str, Arch] = {
+    "broad2016": Arch(
+        "broad2016",
+        "the film's model: 5x5 stride-2 convs 80-160-320-640 at 256x144, FC to z=200, mirrored decoder "
+        "(transposed convs), a discriminator that mirrors the encoder; Adam 2e-4, beta1 0.5, batch 12",
+        model=dict(z_dim=200, enc_channels=(80, 160, 320, 640), enc_kernel=5, dec_kernel=4, upsample="deconv",
+                   dec_channels=(), bottleneck_channels=0, disc_channels=(80, 160, 320, 640), disc_kernel=5,
+                   disc_fc=0, sim_layers=(0, 1, 2, 3), bounded_latent=True),
+        train=dict(batch=12, lr=2e-4, lr_dis=2e-4, beta1=0.5, lr_schedule="constant", noise_start=1.0,
+                   noise_end=0.1, **VAEGAN_OBJECTIVE),
+    ),
+    "lite": Arch(
+        "lite",
+        "the same family for a laptop CPU: 4x4 stride-2 convs 32-64-128-256, a 1x1 squeeze to 32 channels "
+        "before the FC to z=128, a resize-convolution decoder 192-96-48-24 (no checkerboard); ~1.1 GFLOPs",
+        model=dict(z_dim=128, enc_channels=(32, 64, 128, 256), enc_kernel=4, dec_kernel=4, upsample="resize",
+                   dec_channels=(192, 96, 48, 24), bottleneck_channels=32, disc_channels=(32, 64, 128, 256),
+                   disc_kernel=4, disc_fc=0, sim_layers=(0, 1, 2, 3), bounded_latent=True),
+        # the CPU recipe (README, "Training recipe"): pixel-led autoencoding first, the discriminator
+        # joins for the last part to add the film's texture, an EMA of the weights is what is evaluated
+        train=dict(batch=16, lr=2e-3, lr_dis=2e-4, beta1=0.9, lr_schedule="cosine", noise_start=0.3,
+                   noise_end=0.05, pixel_weight=1.0, sim_weight=0.1, gamma=0.1, kl_weight=1e-3, gan_weight=0.01,
+                   adversarial_start=0.8, ema=0.999),
+    ),
+}
+
+def names() -> list[str]:
+    return list(ARCHS)
+
+
+def get(name: str) -> Arch:
+    try:
+        return ARCHS[name]
+    except KeyError:
+        raise ValueError(f"unknown architecture {name!r} (choose from {', '.join(ARCHS)})") from None
