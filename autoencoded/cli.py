@@ -19,6 +19,7 @@ from autoencoded.errors import UserError
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "prepare": ("autoencoded.training.prepare_cmd", "prepare", "Turn one or more video files into a training dataset."),
     "train": ("autoencoded.training.train_cmd", "train", "Train the VAE-GAN on a prepared dataset."),
+    "eval": ("autoencoded.training.eval_cmd", "eval_", "Score a model's reconstructions against baselines."),
     "export": ("autoencoded.export.export_cmd", "export", "Export a run or checkpoint to an ONNX model pack."),
     "live": ("autoencoded.live.live_cmd", "live", "Run a camera or video through the model in real time."),
     "render": ("autoencoded.live.render_cmd", "render", "Reconstruct every frame of a film offline, with its audio."),

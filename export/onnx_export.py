@@ -23,6 +23,7 @@ import torch
 
 from autoencoded.errors import UserError, one_line
 from autoencoded.live.engines import pack as packfmt
+from autoencoded.training.evaluation import run_palette_record
 from autoencoded.training.model import AutoEncoder, ModelConfig, autoencoder_from_state
 from autoencoded.training.weights import atomic_write_bytes, load_weights, resolve_checkpoint, sha256_file
 
@@ -68,7 +69,8 @@ def _training_summary(weights: Path, meta: dict) -> dict | None:
 
 
 def write_pack(model: AutoEncoder, cfg: ModelConfig, out: Path, *, source: Path | None = None,
-               source_sha256: str | None = None, training: dict | None = None) -> packfmt.ModelPack:
+               source_sha256: str | None = None, training: dict | None = None,
+               palette: dict | None = None) -> packfmt.ModelPack:
     """Export `model` into folder `out` (which must not exist or be empty) and read it back."""
     model = model.eval().cpu()
     out.mkdir(parents=True, exist_ok=True)
@@ -92,6 +94,7 @@ def write_pack(model: AutoEncoder, cfg: ModelConfig, out: Path, *, source: Path 
         "source_sha256": source_sha256,
         "model_hash": packfmt.hash_files(out, files),
         "training": training,
+        "palette": palette,  # the training frames' colour histogram, for `autoencoded eval`
         "files": files,
         "verify": None,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -144,7 +147,7 @@ def export_checkpoint(source: str | Path, out: str | Path, *, which: str = "best
     try:
         log(f"exporting {weights} ({cfg.arch}, {cfg.width}x{cfg.height}, z={cfg.z_dim})")
         write_pack(model, cfg, tmp, source=weights, source_sha256=sha256_file(weights),
-                   training=_training_summary(weights, meta))
+                   training=_training_summary(weights, meta), palette=run_palette_record(weights))
         report = None
         if verify:
             from autoencoded.live.engines.parity import load_frames, verify_pack
