@@ -1,9 +1,16 @@
-"""Training throughput (samples/s) at 256x144 for both architectures, on CPU and on CUDA when present.
+"""Training throughput (samples/s) and FLOP utilisation, for both architectures and both phases of a run.
 
-    .venv/bin/python benchmarks/bench_train.py [--steps 5] [--batch 8] [--device cpu|cuda|all] [--compile]
+    .venv/bin/python benchmarks/bench_train.py [--steps 5] [--batch 0] [--device cpu|cuda|all] [--compile]
+        [--sizes 256x144,96x64] [--peak-gflops 156.8]
 
-Times full training steps of the real Trainer (encoder, decoder and discriminator updates, data read
-from a memory-mapped dataset) after warm-up steps; evaluation and checkpoints are not included.
+Times training steps of the real Trainer (data read from a memory-mapped dataset) after warm-up steps;
+evaluation and checkpoints are not included. Each architecture is timed in its pixel-led phase (encoder and
+decoder only, when its recipe has one) and in its adversarial phase (the three networks, three
+discriminator passes a step). FLOPs a sample are counted from the layers (autoencoded.training.model.
+count_flops): forward plus a backward of twice the forward. Utilisation is that rate against the CPU's peak,
+by default 2 cores x 2.45 GHz x 32 FP32 FLOPs a cycle (AVX2, two FMA units: the AMD EPYC this project is
+built on); pass --peak-gflops for another machine. A step at 96x64 should cost at most a quarter of one
+at 256x144 (it has 6x fewer pixels): the ratio is printed.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from autoencoded.training.config import TrainConfig, resolve  # noqa: E402
 from autoencoded.training.data import open_dataset  # noqa: E402
 from autoencoded.training.loop import Trainer  # noqa: E402
+from autoencoded.training.model import count_flops  # noqa: E402
 
 
 def make_dataset(path: Path, n: int, w: int = 256, h: int = 144) -> Path:
@@ -39,13 +47,30 @@ def make_dataset(path: Path, n: int, w: int = 256, h: int = 144) -> Path:
     return path
 
 
-def bench(arch: str, device: str, batch: int, steps: int, warmup: int, compile_: bool, tmp: Path) -> float:
+def flops_per_sample(tr: Trainer, adversarial: bool) -> float:
+    """Training FLOPs a sample: forward passes counted from the layers, backward taken as twice the forward."""
+    cfg = tr.model_cfg
+    x = torch.zeros(1, 3, cfg.height, cfg.width)
+    enc = count_flops(tr.nets["encoder"], x)
+    dec = count_flops(tr.nets["decoder"], torch.zeros(1, cfg.z_dim))
+    if not adversarial:
+        return 3.0 * (enc + dec)
+    dis = count_flops(tr.nets["discriminator"], x)
+    # decoder on the reconstruction and on a prior sample; the discriminator on real, reconstructed and prior
+    return 3.0 * (enc + 2 * dec + 3 * dis)
+
+
+def bench(arch: str, device: str, batch: int, steps: int, warmup: int, compile_: bool, tmp: Path,
+          size: tuple[int, int] = (256, 144), adversarial: bool = True) -> tuple[float, float]:
+    """-> (samples/s, training FLOPs a sample)."""
+    w, h = size
     n = max(batch * (steps + warmup + 1), 64)
-    ds = make_dataset(tmp / f"ds-{n}", n)
-    out = tmp / f"run-{arch}-{device}"
+    ds = make_dataset(tmp / f"ds-{n}-{w}x{h}", n, w, h)
+    out = tmp / f"run-{arch}-{device}-{w}x{h}-{'adv' if adversarial else 'pix'}"
     out.mkdir()
-    cfg = resolve(TrainConfig(dataset=str(ds), out=str(out), arch=arch, width=256, height=144,
-                              steps=steps + warmup, batch=batch, device=device, compile=compile_, guard=False))
+    cfg = resolve(TrainConfig(dataset=str(ds), out=str(out), arch=arch, width=w, height=h,
+                              steps=steps + warmup, batch=batch or None, device=device, compile=compile_, guard=False,
+                              adversarial_start=0.0 if adversarial else 1.0))
     tr = Trainer(cfg, open_dataset(ds), progress=False)
     for _ in range(warmup):
         tr.train_step()
@@ -56,34 +81,53 @@ def bench(arch: str, device: str, batch: int, steps: int, warmup: int, compile_:
         tr.train_step()
     if device == "cuda":
         torch.cuda.synchronize()
-    return steps * batch / (time.perf_counter() - t)
+    return steps * cfg.batch / (time.perf_counter() - t), flops_per_sample(tr, adversarial)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--batch", type=int, default=0, help="default: 8 on CPU, 128 on CUDA")
+    ap.add_argument("--batch", type=int, default=0, help="default: the architecture's (lite 16, broad2016 12)")
     ap.add_argument("--device", default="all", choices=["all", "cpu", "cuda"])
     ap.add_argument("--arch", default="all", choices=["all", "lite", "broad2016"])
+    ap.add_argument("--sizes", default="256x144,96x64")
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--peak-gflops", type=float, default=2 * 2.45 * 32)
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
     devices = [d for d in devices if d == "cpu" or torch.cuda.is_available()]
     archs = ["lite", "broad2016"] if args.arch == "all" else [args.arch]
+    sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
           + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no CUDA"))
-    print(f"{'arch':10} {'device':6} {'batch':>5} {'samples/s':>10} {'epoch of 170k frames':>22}")
+    print(f"{'arch':10} {'device':6} {'size':>8} {'phase':12} {'samples/s':>10} {'GFLOP/sample':>13} "
+          f"{'GFLOP/s':>8} {'of peak':>8} {'step ms':>8}")
     with tempfile.TemporaryDirectory() as tmp:
         for dev in devices:
-            batch = args.batch or (8 if dev == "cpu" else 128)
             for arch in archs:
-                sps = bench(arch, dev, batch, args.steps, args.warmup, args.compile and dev == "cuda", Path(tmp))
-                epoch = 170_000 / sps
-                print(f"{arch:10} {dev:6} {batch:5d} {sps:10.1f} {epoch / 60:19.1f} min", flush=True)
+                phases = [False, True] if resolve(TrainConfig(arch=arch)).adversarial_start > 0 else [True]
+                step_ms: dict[tuple, float] = {}
+                for size in sizes:
+                    for adversarial in phases:
+                        sps, flops = bench(arch, dev, args.batch, args.steps, args.warmup,
+                                           args.compile and dev == "cuda", Path(tmp), size, adversarial)
+                        batch = args.batch or resolve(TrainConfig(arch=arch)).batch
+                        step_ms[(size, adversarial)] = 1000 * batch / sps
+                        rate = sps * flops / 1e9
+                        util = f"{100 * rate / args.peak_gflops:7.1f}%" if dev == "cpu" else "       -"
+                        print(f"{arch:10} {dev:6} {size[0]:>4}x{size[1]:<3} "
+                              f"{'adversarial' if adversarial else 'pixel-led':12} {sps:10.1f} {flops / 1e9:13.2f} "
+                              f"{rate:8.1f} {util} {step_ms[(size, adversarial)]:8.1f}", flush=True)
+                if len(sizes) > 1:
+                    for adversarial in phases:
+                        big, small = step_ms[(sizes[0], adversarial)], step_ms[(sizes[-1], adversarial)]
+                        print(f"{arch:10} {dev:6} {'adversarial' if adversarial else 'pixel-led'} step at "
+                              f"{sizes[-1][0]}x{sizes[-1][1]} costs {small / big:.2f} of one at "
+                              f"{sizes[0][0]}x{sizes[0][1]}")
 
 
 if __name__ == "__main__":
