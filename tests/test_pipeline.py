@@ -39,7 +39,7 @@ def models(tmp_path_factory):
     from autoencoded.export.onnx_export import export_checkpoint
 
     root = tmp_path_factory.mktemp("models")
-    ckpt = tiny_checkpoint(root / "tiny.safetensors", W, H)
+    ckpt = tiny_checkpoint(root / "tiny.safetensors", W, H, he_init=True)  # an output that follows its input
     pack, _ = export_checkpoint(ckpt, root / "pack", log=lambda m: None)
     return {"torch": ckpt, "onnxruntime": pack}
 
