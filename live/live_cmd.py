@@ -166,15 +166,26 @@ def _interrupt(signum, frame) -> None:  # SIGTERM stops like Ctrl-C: devices rel
 @click.option("--ndi-localhost", is_flag=True,
               help="Make NDI find and send over 127.0.0.1 only (no network needed): writes ndi-config.v1.json "
                    "into $NDI_CONFIG_DIR (default ~/.config/autoencoded/ndi).")
+@click.option("--web", default="127.0.0.1:8080", show_default=True, metavar="[HOST:]PORT",
+              help="The web remote (0: off). Any other host than this machine opens it to the LAN, behind a token.")
+@click.option("--audio", default=None, metavar="DEVICE",
+              help="Audio input for the audio.* signals: default, a device number or part of its name.")
+@click.option("--mod", "mods", multiple=True, metavar="SIGNAL:CONTROL:AMOUNT[:ATTACK[:RELEASE]]",
+              help="Modulate a control, e.g. audio.bass:noise:0.8 or beat.pulse:mix:-0.5; repeatable.")
+@click.option("--tempo", default=None, metavar="link|midi[:PORT]", help="Beat source: Ableton Link or MIDI clock in.")
+@click.option("--quantize", default=None, type=click.Choice(["beat", "bar"]),
+              help="Hold cue recalls and preset changes until the next beat or bar (needs --tempo).")
 @click.pass_context
 def live(ctx: click.Context, model: str | None, backend: str, input_spec: str | None, outputs: tuple[str, ...],
          size: tuple[int, int], fps: float, noise: float, mix: float, overlay: bool, duration: float | None,
          max_frames: int | None, preset: str | None, osc_host: str, osc_port: int, osc_allow: tuple[str, ...],
          osc_feedback: str | None, midi: str | None, midi_learn: str | None, stats_json: str | None,
-         ndi_localhost: bool) -> None:
+         ndi_localhost: bool, web: str, audio: str | None, mods: tuple[str, ...], tempo: str | None,
+         quantize: str | None) -> None:
     """Run a camera or video through the model in real time. Ctrl-C stops."""
     import cv2
 
+    from autoencoded.live.control.modulation import mod_option
     from autoencoded.live.control.params import ParamStore
     from autoencoded.live.control.presets import load_preset
     from autoencoded.live.control.surface import ControlSurface
@@ -182,6 +193,7 @@ def live(ctx: click.Context, model: str | None, backend: str, input_spec: str | 
     from autoencoded.live.io.latency_probe import ProbeSource, ProbeTap, report_lines
     from autoencoded.live.loop.pipeline import Pipeline
     from autoencoded.live.loop.stats import stats_report
+    from autoencoded.live.stage import Stage
 
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     console = Console()
@@ -205,6 +217,8 @@ def live(ctx: click.Context, model: str | None, backend: str, input_spec: str | 
         config = write_localhost_config()
         console.event(f"NDI: using 127.0.0.1 only ({config}); give other NDI apps NDI_CONFIG_DIR={config.parent}")
     params = ParamStore(noise=noise, mix=mix)
+    stage = Stage(params, web=web, audio=audio, mods=[mod_option(m) for m in mods], tempo=tempo, quantize=quantize,
+                  log=console.event, web_required=ctx.get_parameter_source("web") == click.core.ParameterSource.COMMANDLINE)
     previous = signal.signal(signal.SIGTERM, _interrupt)
     engine = sinks = None
     try:
@@ -221,23 +235,29 @@ def live(ctx: click.Context, model: str | None, backend: str, input_spec: str | 
         if in_why or out_why:
             console.event(f"live: {source.name} -> {', '.join(s.name for s in sinks)} "
                           f"({'; '.join(w for w in (in_why, out_why) if w)}; change with --input / --output)")
-        pipeline = Pipeline(source, engine, sinks, params=params, fps=fps, size=(width, height), overlay=overlay,
-                            backend=backend, log=console.event)
+        pipeline = Pipeline(source, engine, [*sinks, *stage.sinks], params=params, fps=fps, size=(width, height),
+                            overlay=overlay, backend=backend, log=console.event, modulate=stage.modulate)
         engine = sinks = None  # the pipeline owns them now
+        controls = None
         try:
             controls = ControlSurface(
                 params, preset=the_preset, osc_host=osc_host, osc_port=osc_port or None, osc_allow=osc_allow,
                 osc_feedback=osc_feedback, midi=midi, midi_learn=midi_learn, on_model=pipeline.request_model,
-                status=pipeline.stats, log=console.event,
+                status=pipeline.stats, log=console.event, on_preset=stage.on_preset,
                 osc_required=ctx.get_parameter_source("osc_port") == click.core.ParameterSource.COMMANDLINE)
             controls.start()
+            stage.start(surface=controls, status=pipeline.stats, on_model=pipeline.request_model)
         except BaseException:
+            stage.stop()
+            if controls is not None:
+                controls.stop()
             pipeline.stop()
             raise
         params.update(explicit)  # --noise / --mix given on the command line win over the preset
         try:
             final = pipeline.run(duration=duration, max_frames=max_frames, status=console.status)
         finally:
+            stage.stop()
             controls.stop()
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -216,7 +216,17 @@ def test_lan_bind_requires_the_token_everywhere(http, monkeypatch):
         assert http.get(url(server, "/api/v1/status"), headers={"Authorization": f"Bearer {token}"}).status_code == 200
         r = http.post(url(server, "/api/v1/params"), json={"noise": 1}, headers={"X-Token": token})
         assert r.status_code == 200 and store.peek().noise == 1
+        # the page opened with ?token= gets a cookie for what it loads next
+        r = http.get(url(server, f"/?token={token}"))
+        assert r.status_code == 200 and "SameSite=Strict" in r.headers["set-cookie"] and "HttpOnly" in r.headers[
+            "set-cookie"]
+        cookie = {"Cookie": f"autoencoded_token={token}"}
+        assert http.get(url(server, "/static/app.js"), headers=cookie).status_code == 200
+        assert http.get(url(server, "/static/app.js"), headers={"Cookie": "autoencoded_token=x"}).status_code == 401
         ws_url = f"ws://127.0.0.1:{server.port}/api/v1/ws"
+        with connect(ws_url, additional_headers=cookie) as ws:
+            assert json.loads(ws.recv(timeout=10))["type"] == "params"
+        http.cookies.clear()
         with pytest.raises(InvalidStatus) as refused:
             connect(ws_url, open_timeout=10)
         assert refused.value.response.status_code == 403

@@ -51,7 +51,7 @@ _BUNDLE = b"#bundle\x00"
 # of: applied, bad_args, refused (NaN, bad cue slot, no callback), unknown_address, callback_errors
 # processed: datagrams whose handling has finished (received == processed once the server is idle)
 COUNTERS = ("received", "processed", "parsed", "applied", "coalesced", "not_allowed", "not_osc", "malformed", "oversize",
-            "bad_args", "refused", "unknown_address", "callback_errors", "status_replies")
+            "bad_args", "refused", "unknown_address", "callback_errors", "status_replies", "signal_feedback")
 
 
 @dataclass(frozen=True)
@@ -455,6 +455,25 @@ class OscServer(BlockingOSCUDPServer):
             self.counters["status_replies"] += 1
         except OSError as exc:
             self._say("status", f"osc: /status reply to {dest[0]}:{dest[1]} failed: {exc.strerror or exc}")
+
+    def send_signals(self, values: dict[str, float]) -> bool:
+        """The modulation signals as one bundle to the --osc-feedback destination: audio.bass -> /audio/bass,
+        beat.phase -> /beat/phase (floats 0..1). Returns False when there is no destination."""
+        if self.feedback is None or not values:
+            return False
+        bundle = osc_bundle_builder.OscBundleBuilder(osc_bundle_builder.IMMEDIATELY)
+        for name, value in values.items():
+            m = osc_message_builder.OscMessageBuilder("/" + name.replace(".", "/"))
+            m.add_arg(float(value))
+            bundle.add_content(m.build())
+        try:
+            self.socket.sendto(bundle.build().dgram, self.feedback)
+            self.counters["signal_feedback"] += 1
+        except OSError as exc:
+            self._say("signals", f"osc: signal feedback to {self.feedback[0]}:{self.feedback[1]} failed: "
+                                 f"{exc.strerror or exc}")
+            return False
+        return True
 
     def _say(self, kind: str, line: str) -> None:
         """Log at most one line per kind per second (a flood of bad /preset names must not flood stderr)."""

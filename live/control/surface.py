@@ -72,6 +72,8 @@ class ControlSurface:
         self.mapper = MidiMapper(store)
         self.osc: OscServer | None = None
         self.midi: MidiInput | None = None
+        # set by --quantize: runs a preset's application on the next beat or bar (validation is immediate)
+        self.defer: Callable[[Callable[[], None]], None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> ControlSurface:
@@ -127,18 +129,25 @@ class ControlSurface:
         """Load (UserError if invalid: nothing changes) and apply: params in one atomic update, OSC aliases
         and MIDI map replaced where the preset has them, its model requested through on_model."""
         preset = ref if isinstance(ref, Preset) else load_preset(ref, allow_path=allow_path)
-        with self._lock:
-            self.store.update(preset.params)
-            if preset.osc_aliases is not None and self.osc is not None:
-                self.osc.set_aliases(preset.osc_aliases)
-            if preset.midi_cc is not None:
-                self.mapper.set_map(preset.midi_cc, preset.midi_channel)
-            self.preset = preset
+
+        def apply() -> None:
+            with self._lock:
+                self.store.update(preset.params)
+                if preset.osc_aliases is not None and self.osc is not None:
+                    self.osc.set_aliases(preset.osc_aliases)
+                if preset.midi_cc is not None:
+                    self.mapper.set_map(preset.midi_cc, preset.midi_channel)
+                self.preset = preset
+            if self.on_preset is not None:
+                self.on_preset(preset)
+
         model = preset.live.get("model")
         if model and request_model and self.on_model is not None:
-            self.on_model(str(model))
-        if self.on_preset is not None:
-            self.on_preset(preset)
+            self.on_model(str(model))  # loading takes a while anyway; the swap happens between two frames
+        if self.defer is not None:
+            self.defer(apply)
+        else:
+            apply()
         return preset
 
     def _osc_preset(self, name: str) -> None:

@@ -71,13 +71,15 @@ class Pipeline:
     def __init__(self, source: Source, engine: Engine, sinks: list[Sink], params: ParamStore | None = None,
                  fps: float = 30.0, size: tuple[int, int] = (1280, 720), overlay: bool = False,
                  on_fault: str = "passthrough", backend: str = "auto", log: Callable[[str], object] = print,
-                 feed_options: dict | None = None) -> None:
+                 feed_options: dict | None = None, modulate: Callable[[Params], Params] | None = None) -> None:
         if on_fault not in ("passthrough", "last"):
             raise ValueError("on_fault must be 'passthrough' or 'last'")
         if not sinks:
             raise ValueError("a pipeline needs at least one sink")
         self.source, self.engine, self.sinks = source, engine, list(sinks)
         self.params: ParamStore = params if params is not None else ParamStore()
+        # per frame, on the engine thread: the store's values -> what this frame plays (modulation, quantize)
+        self.modulate = modulate
         self.fps, self.size = float(fps), (int(size[0]), int(size[1]))
         self.overlay, self.on_fault, self.backend, self.log = overlay, on_fault, backend, log
         self.fx = LatentFX(engine.z_dim)
@@ -262,6 +264,8 @@ class Pipeline:
         """Engine thread: the model's frame at the model size (meta 'model'), or None after a fault."""
         t0 = time.perf_counter()
         p = self.params.snapshot()
+        if self.modulate is not None:
+            p = self.modulate(p)
         engine = self.engine
         model = None
         try:

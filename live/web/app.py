@@ -13,7 +13,8 @@
                                  {"set": {...}} like POST /api/v1/params
 
 Every request and WebSocket passes Guard first: with a token (required off loopback) it must come as
-?token=, an `Authorization: Bearer` header or `X-Token`; on loopback without a token the Host header must
+?token= (which also sets a SameSite=Strict cookie for what the page loads next), an `Authorization: Bearer`
+header, `X-Token` or that cookie; on loopback without a token the Host header must
 name this machine (DNS rebinding) and a cross-site Origin is refused (another site's page in the same
 browser must not play the show). Errors are one line: {"error": "..."} with a 4xx status.
 """
@@ -47,6 +48,7 @@ SIGNALS_S = 0.1
 PREVIEW_POLL_S = 0.01
 MAX_BODY = 64 * 1024
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+COOKIE = "autoencoded_token"
 TRIGGER_HELP = {"cue/store": "store the current latent in cue {n}", "cue/recall": "blend toward cue {n}",
                 "noise/reseed": "next noise seed", "freeze/toggle": "flip freeze"}
 
@@ -336,16 +338,30 @@ class Guard:
                 else:  # closing before accepting: the handshake gets 403
                     await send({"type": "websocket.close", "code": 1008, "reason": message[:120]})
                 return
+            if self.token is not None and scope["type"] == "http" and _query_token(scope):
+                send = self._with_cookie(send)
         await self.app(scope, receive, send)
+
+    def _with_cookie(self, send):
+        """The page was opened with ?token=: a cookie carries it to what the page loads next (its script, the
+        preview <img>, the WebSocket). HttpOnly, and SameSite=Strict: no other site's page sends it."""
+        cookie = f"{COOKIE}={self.token}; Path=/; HttpOnly; SameSite=Strict".encode("latin-1")
+
+        async def sending(message) -> None:
+            if message["type"] == "http.response.start":
+                message = dict(message, headers=[*message.get("headers", []), (b"set-cookie", cookie)])
+            await send(message)
+
+        return sending
 
     def check(self, scope) -> tuple[int, str] | None:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         host = headers.get("host", "")
         if self.token is not None:
-            given = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token", [""])[-1]
             auth = headers.get("authorization", "")
-            given = given or (auth[7:].strip() if auth.lower().startswith("bearer ") else "") or headers.get("x-token", "")
-            if not hmac.compare_digest(given.encode(), self.token.encode()):
+            given = [_query_token(scope), auth[7:].strip() if auth.lower().startswith("bearer ") else "",
+                     headers.get("x-token", ""), _cookie(headers.get("cookie", ""), COOKIE)]
+            if not any(g and hmac.compare_digest(g.encode(), self.token.encode()) for g in given):
                 return 401, "a token is required: open the URL that `autoencoded live` printed"
         elif self.loopback and _host_name(host) not in LOOPBACK_NAMES:
             return 403, "this remote answers to 127.0.0.1 or localhost only"
@@ -353,6 +369,18 @@ class Guard:
         if origin and origin != "null" and urlsplit(origin).netloc.lower() != host.lower():
             return 403, "cross-origin request refused"
         return None
+
+
+def _query_token(scope) -> str:
+    return parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token", [""])[-1]
+
+
+def _cookie(header: str, name: str) -> str:
+    for part in header.split(";"):
+        key, _, value = part.strip().partition("=")
+        if key == name:
+            return value
+    return ""
 
 
 def _host_name(host: str) -> str:
