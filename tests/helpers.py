@@ -99,6 +99,28 @@ def kick_track(seconds: float = 6.0, rate: int = 44100, bpm: float = 120.0, firs
     return np.clip(x, -1.0, 1.0), kicks
 
 
+ALSA_FILE_DEVICE = """
+pcm.{name} {{
+    type file
+    slave.pcm "null"
+    file "/dev/null"
+    infile "{raw}"
+    format "raw"
+    hint {{ show on description "a file played as a capture device" }}
+}}
+"""
+
+
+def alsa_file_device(home: Path, samples: np.ndarray, name: str = "kicks") -> Path:
+    """A real capture device without a sound card: ALSA's file plugin plays `samples` (float32, any rate) to
+    whoever records from PCM `name`, for processes whose HOME is `home` (it reads home/.asoundrc). The device
+    is not clocked: it delivers as fast as it is read."""
+    raw = Path(home) / f"{name}.f32"
+    np.asarray(samples, "<f4").tofile(raw)
+    (Path(home) / ".asoundrc").write_text(ALSA_FILE_DEVICE.format(name=name, raw=raw))
+    return raw
+
+
 def write_wav(path: Path, samples: np.ndarray, rate: int) -> Path:
     """16-bit mono PCM WAV (stdlib wave)."""
     import wave

@@ -15,7 +15,7 @@ from autoencoded.errors import UserError
 from autoencoded.live.audio.analysis import AUDIO_SIGNALS, AudioAnalyzer, analyze_track, signals_at
 from autoencoded.media.audio import read_soundtrack
 
-from helpers import kick_track, write_video, write_wav
+from helpers import alsa_file_device, kick_track, write_video, write_wav
 
 TOLERANCE_S = 0.025
 
@@ -114,16 +114,6 @@ def test_soundtrack_decoded_by_ffmpeg(tmp_path):
         read_soundtrack(silent)
 
 
-ALSA_FILE_DEVICE = """
-pcm.kicks {{
-    type file
-    slave.pcm "null"
-    file "/dev/null"
-    infile "{raw}"
-    format "raw"
-    hint {{ show on description "a synthetic kick track" }}
-}}
-"""
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="ALSA file device")
@@ -132,9 +122,7 @@ def test_live_input_through_portaudio(tmp_path):
     pytest.importorskip("sounddevice")
     rate = 48000
     x, kicks = kick_track(seconds=3.0, rate=rate)
-    raw = tmp_path / "kicks.f32"
-    x.astype("<f4").tofile(raw)
-    (tmp_path / ".asoundrc").write_text(ALSA_FILE_DEVICE.format(raw=raw))
+    alsa_file_device(tmp_path, x)
     code = textwrap.dedent(f"""
         import time
         from autoencoded.live.audio.device import AudioInput

@@ -10,7 +10,9 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -168,3 +170,88 @@ def test_busy_default_web_port_is_one_line_and_an_explicit_one_an_error(tmp_path
         assert cli("live", "--input", "demo", "--output", "null", "--osc-port", "0", "--web", str(port),
                    "--duration", "1") == 2
         assert f"web 127.0.0.1:{port} is in use" in capsys.readouterr().err
+
+
+def test_200_requests_a_second_are_served_while_the_loop_runs():
+    """Correctness under the issue's load (the fps ratio is measured by benchmarks/bench_web.py): every request
+    of a 200/s burst is answered, and the loop keeps making frames meanwhile."""
+    import cv2
+
+    from autoencoded.live.engines import open_engine
+    from autoencoded.live.io.sinks import NullSink
+    from autoencoded.live.io.sources import ImageFolderSource
+    from autoencoded.live.loop.pipeline import Pipeline
+
+    from helpers import synthetic_frame
+
+    store = ParamStore()
+    stage = Stage(store, web="127.0.0.1:0", log=lambda line: None)
+    folder = Path(tempfile.mkdtemp())
+    cv2.imwrite(str(folder / "a.png"), synthetic_frame(1, 320, 180))
+    pipeline = Pipeline(ImageFolderSource(folder, fps=15), open_engine(None, backend="onnxruntime", log=lambda m: None),
+                        [NullSink(), *stage.sinks], params=store, fps=15, size=(320, 180), log=lambda m: None,
+                        modulate=stage.modulate).start()
+    stage.start(status=pipeline.stats, on_model=pipeline.request_model)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{stage.web.port}/", trust_env=False, timeout=60) as http:
+            deadline = time.monotonic() + 120
+            while pipeline.stats()["frames_processed"] < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            before = pipeline.stats()["frames_processed"]
+            t0 = time.perf_counter()
+            codes = []
+            for i in range(200):
+                time.sleep(max(0.0, t0 + i / 200 - time.perf_counter()))
+                r = (http.post("api/v1/params", json={"noise": i / 200}) if i % 2 else http.get("api/v1/status"))
+                codes.append(r.status_code)
+            assert codes == [200] * 200
+            deadline = time.monotonic() + 120
+            while pipeline.stats()["frames_processed"] <= before + 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert pipeline.stats()["frames_processed"] > before + 2 and pipeline.running
+            assert store.peek().noise == pytest.approx(199 / 200)
+    finally:
+        stage.stop()
+        pipeline.stop()
+
+
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="an ALSA file device")
+def test_live_listens_to_an_audio_device(tmp_path):
+    """`live --audio kicks --mod audio.onset:noise:1`: a real PortAudio input (an ALSA device that plays a file)
+    feeds the signals the remote shows."""
+    pytest.importorskip("sounddevice")
+    from helpers import alsa_file_device, kick_track
+
+    samples, _ = kick_track(seconds=3.0, rate=48000)
+    alsa_file_device(tmp_path, samples)
+    port = _free_port()
+    env = dict(os.environ, HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path / "config"))
+    proc = subprocess.Popen([sys.executable, "-m", "autoencoded", "live", "--input", "demo", "--output", "null",
+                             "--osc-port", "0", "--web", str(port), "--duration", "300", "--audio", "kicks",
+                             "--mod", "audio.onset:noise:1"], stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        lines = []
+        for line in proc.stderr:
+            lines.append(line.strip())
+            if line.startswith("web: remote on"):
+                break
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", trust_env=False, timeout=60) as http:
+            deadline = time.monotonic() + 120
+            status = {}
+            while time.monotonic() < deadline and not (status.get("signals") or {}).get("audio.level"):
+                status = http.get("/api/v1/status").json()
+                time.sleep(0.1)
+        assert status["audio"] == "open" and status["signals"]["audio.level"] > 0, status
+        assert set(status["signals"]) >= {"audio.level", "audio.bass", "audio.mid", "audio.high", "audio.onset"}
+        assert status["mods"] == ["audio.onset:noise:1:0.005:0.15"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    rest = proc.stderr.read()
+    assert "Traceback" not in rest
+    assert any(line.startswith("audio: listening to kicks") for line in lines + rest.splitlines()), lines

@@ -3,6 +3,7 @@ controller, the MJPEG preview, the token off loopback, Host and Origin checks, a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import socket
@@ -310,3 +311,18 @@ def test_stopping_ends_open_streams_promptly(show):
     server.stop()
     assert time.monotonic() - t0 < 3
     s.close()
+
+
+def test_a_broken_stats_function_and_too_many_remotes(http):
+    def broken():
+        raise RuntimeError("stats bug")
+
+    with WebServer(Remote(ParamStore(), status=broken), "127.0.0.1", 0) as server:
+        r = http.get(url(server, "/api/v1/status"))
+        assert r.status_code == 200 and r.json()["status_error"] == "RuntimeError: stats bug"
+        ws_url = f"ws://127.0.0.1:{server.port}/api/v1/ws"
+        with contextlib.ExitStack() as stack:
+            open_ = [stack.enter_context(connect(ws_url)) for _ in range(32)]
+            with pytest.raises(InvalidStatus):  # the 33rd is turned away; each one costs a look every 20 ms
+                connect(ws_url, open_timeout=10)
+            assert json.loads(open_[0].recv(timeout=10))["type"] == "params"  # the others keep working

@@ -47,6 +47,7 @@ STATUS_S = 1.0
 SIGNALS_S = 0.1
 PREVIEW_POLL_S = 0.01
 MAX_BODY = 64 * 1024
+MAX_WS_CLIENTS = 32
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 COOKIE = "autoencoded_token"
 TRIGGER_HELP = {"cue/store": "store the current latent in cue {n}", "cue/recall": "blend toward cue {n}",
@@ -146,10 +147,14 @@ class Remote:
 
     def status(self) -> dict:
         out: dict[str, object] = {}
-        if self.status_fn is not None:
-            out.update(self.status_fn() or {})
-        if self.signals is not None:
-            out["signals"] = dict(self.signals() or {})
+        try:
+            if self.status_fn is not None:
+                out.update(self.status_fn() or {})
+            if self.signals is not None:
+                out["signals"] = dict(self.signals() or {})
+        except Exception as exc:  # a stats bug must not break the remote: say so in the answer
+            self.counters["status_errors"] = self.counters.get("status_errors", 0) + 1
+            out["status_error"] = f"{type(exc).__name__}: {exc}"
         out["web"] = dict(self.counters)
         return jsonable(out)
 
@@ -252,6 +257,9 @@ class Remote:
 
     # -- WebSocket ---------------------------------------------------------------------------------
     async def websocket(self, ws: WebSocket) -> None:
+        if self.counters["ws_clients"] >= MAX_WS_CLIENTS:  # each costs a look at the store every 20 ms
+            await ws.close(code=1013, reason="too many remotes open")
+            return
         await ws.accept()
         self.counters["ws_clients"] += 1
         tasks = [asyncio.ensure_future(self._ws_receive(ws)), asyncio.ensure_future(self._ws_push(ws))]

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 
 from autoencoded.errors import UserError
-from autoencoded.live.web.app import Remote, build_app
+from autoencoded.live.web.app import MAX_BODY, Remote, build_app
 
 DEFAULT = "127.0.0.1:8080"
 TOKEN_ENV = "AUTOENCODED_WEB_TOKEN"
@@ -130,7 +130,8 @@ class WebServer:
             logger.propagate = False
         app = build_app(self.remote, token=self.token, loopback=self.loopback)
         config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", loop="asyncio",
-                                timeout_graceful_shutdown=1, ws_ping_interval=10, ws_ping_timeout=10)
+                                timeout_graceful_shutdown=1, ws_ping_interval=10, ws_ping_timeout=10,
+                                ws_max_size=MAX_BODY, limit_concurrency=256)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._serve, name="web-server", daemon=True)
         self._thread.start()
