@@ -163,7 +163,8 @@ def test_websocket_pushes_every_change_from_every_controller(show):
 
 
 def _mjpeg_frames(http, server, n, token=""):
-    """The first n JPEG frames of /preview.mjpg, decoded."""
+    """The first n JPEG frames of /preview.mjpg, decoded. Each frame's part ends where the next part begins."""
+    part = b"--frame\r\nContent-Type: image/jpeg\r\n\r\n"
     frames = []
     with http.stream("GET", url(server, "/preview.mjpg" + token), timeout=10) as r:
         assert r.status_code == 200
@@ -171,12 +172,12 @@ def _mjpeg_frames(http, server, n, token=""):
         buf = b""
         for chunk in r.iter_bytes():
             buf += chunk
+            assert buf.startswith(part[:len(buf)])
             while True:
-                m = re.search(rb"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: (\d+)\r\n\r\n", buf)
-                if not m or len(buf) < m.end() + int(m.group(1)):
+                end = buf.find(b"\r\n" + part, len(part))
+                if end < 0:
                     break
-                data = buf[m.end():m.end() + int(m.group(1))]
-                buf = buf[m.end() + int(m.group(1)):]
+                data, buf = buf[len(part):end], buf[end + 2:]
                 frames.append(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR))
             if len(frames) >= n:
                 return frames
@@ -188,7 +189,7 @@ def test_preview_streams_the_latest_frame(http, show):
     red = np.zeros((720, 1280, 3), np.uint8)
     red[..., 0] = 255
     preview.write(red)
-    frames = _mjpeg_frames(http, server, 1)
+    frames = _mjpeg_frames(http, server, 1)  # the only frame so far arrives whole: no waiting for a second
     assert frames[0].shape == (360, 640, 3)  # downscaled for phones
     assert frames[0][..., 2].mean() > 240 and frames[0][..., 0].mean() < 15  # red (decoded as BGR)
     # a client gets the latest frame; what it missed is skipped, never queued
@@ -286,6 +287,8 @@ def test_presets_models_and_midi_learn(http, show, tmp_path):
         assert http.post(url(server, "/api/v1/presets"), json={"nom": "x"}).status_code == 422
         r = http.post(url(server, "/api/v1/model"), json={"model": "demo"})
         assert r.status_code == 202 and models == ["demo"]
+        r = http.post(url(server, "/api/v1/model"), json={"model": "x\u001b[2J"})  # a terminal escape
+        assert r.status_code == 422 and models == ["demo"]
         r = http.post(url(server, "/api/v1/midi-learn"), json={"target": "noise/drift"})
         assert r.status_code == 200 and r.json() == {"learning": "noise/drift"}
         assert surface.stats()["midi_learn"] == "noise/drift"

@@ -48,6 +48,7 @@ SIGNALS_S = 0.1
 PREVIEW_POLL_S = 0.01
 MAX_BODY = 64 * 1024
 MAX_WS_CLIENTS = 32
+PART = b"--frame\r\nContent-Type: image/jpeg\r\n\r\n"  # a multipart part's boundary and headers
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 COOKIE = "autoencoded_token"
 TRIGGER_HELP = {"cue/store": "store the current latent in cue {n}", "cue/recall": "blend toward cue {n}",
@@ -191,6 +192,8 @@ class Remote:
     async def post_model(self, request: Request) -> Response:
         def load(body: object) -> dict:
             spec = _field(body, "model")
+            if not spec.isprintable():  # it is printed in the log: no terminal control sequences from the network
+                raise Refused(422, "a model is a name or a path of printable characters")
             if self.on_model is None:
                 raise Refused(409, "models cannot be swapped here")
             self.on_model(spec)
@@ -236,7 +239,7 @@ class Remote:
         preview = self.preview
 
         async def frames():
-            seq = 0
+            seq, first = 0, True
             self.counters["preview_clients"] += 1
             try:
                 while not self.stopping:
@@ -247,8 +250,10 @@ class Remote:
                         await asyncio.sleep(PREVIEW_POLL_S)
                         continue
                     seq, data = got
-                    yield (b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(data)
-                           + data + b"\r\n")
+                    # each frame is followed at once by the next part's boundary and headers: chromium shows a part
+                    # only when it has read the next one's headers, and a frame must not wait for the next frame
+                    yield (PART if first else b"") + data + b"\r\n" + PART
+                    first = False
             finally:
                 self.counters["preview_clients"] -= 1
 

@@ -79,7 +79,7 @@ class _OneLine(logging.Handler):
             now = time.monotonic()
             if now - self._last.get(text[:40], -10.0) >= 1.0:
                 self._last[text[:40]] = now
-                self.log(f"web: {text!s}".encode("ascii", "backslashreplace").decode())
+                self.log("web: " + text.encode("unicode_escape").decode("ascii"))  # no control characters
         except Exception:  # logging must never raise into the server
             pass
 

@@ -215,7 +215,9 @@
   $("learn").onclick = () => api("api/v1/midi-learn", {target: $("learn-target").value})
     .then((r) => say("MIDI learn: move a control to bind it to " + r.learning)).catch((e) => say(e.message));
 
-  $("preview").src = withToken("preview.mjpg");
+  // the endless MJPEG response would hold the page's load event: start it once the page has loaded
+  const startPreview = () => { $("preview").src = withToken("preview.mjpg"); };
+  if (document.readyState === "complete") startPreview(); else window.addEventListener("load", startPreview);
   api("api/v1/params").then((r) => { build(r.controls); connect(); }).catch((e) => say(e.message));
   presets().catch(() => {});
 })();
