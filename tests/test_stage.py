@@ -110,6 +110,10 @@ def test_signals_go_out_as_osc_feedback():
         data, _ = listener.recvfrom(65536)
         got = {m.address: m.params for m in OscBundle(data)}
         assert got == {"/audio/level": [0.5], "/audio/onset": [1.0]}
+        # the counter moves just after the send: the datagram can arrive first
+        deadline = time.monotonic() + 5
+        while surface.osc.counters["signal_feedback"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert surface.osc.counters["signal_feedback"] >= 1
     finally:
         stage.stop()
