@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     debug = os.environ.get("AUTOENCODED_DEBUG") == "1"
     signals.install()
     try:
-        cli.main(args=argv, prog_name="autoencoded", standalone_mode=False)
+        # outside standalone mode click returns ctx.exit(code)'s code instead of raising it
+        code = cli.main(args=argv, prog_name="autoencoded", standalone_mode=False)
     except UserError as exc:
         click.echo(f"error: {exc}", err=True)
         return exc.exit_code
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         click.echo(f"internal error: {type(exc).__name__}: {exc} (set AUTOENCODED_DEBUG=1 for a traceback)",
                    err=True)
         return 1
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 def _say_interrupted() -> None:

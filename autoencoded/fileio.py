@@ -46,3 +46,27 @@ def sha256_file(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def check_writable(folder: str | os.PathLike, what: str) -> Path:
+    """Make `folder` if needed and prove a file can be written there, before a long job writes `what`.
+
+    A read-only file system, a missing permission or a path through a file is one line (UserError)."""
+    from autoencoded.errors import UserError
+
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UserError(f"{folder}: cannot write {what} there ({exc.strerror or exc})") from None
+    return folder
+
+
+def write_failed(path: str | os.PathLike, exc: OSError, what: str) -> Exception:
+    """The UserError for a write that failed part-way (a full disk): says what was not written."""
+    from autoencoded.errors import UserError
+
+    return UserError(f"{path}: cannot write {what} ({exc.strerror or exc}); nothing was written")

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from autoencoded.errors import UserError, one_line
+from autoencoded.fileio import check_writable, write_failed
 from autoencoded.live.engines import pack as packfmt
 from autoencoded.training.evaluation import run_palette_record
 from autoencoded.training.model import AutoEncoder, ModelConfig, autoencoder_from_state
@@ -141,7 +142,7 @@ def export_checkpoint(source: str | Path, out: str | Path, *, which: str = "best
         model = autoencoder_from_state(cfg, state)
     except RuntimeError as exc:
         raise UserError(f"{weights}: weights do not match their config ({one_line(exc)})") from None
-    out.parent.mkdir(parents=True, exist_ok=True)
+    check_writable(out.parent, "the model pack")
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
@@ -160,6 +161,8 @@ def export_checkpoint(source: str | Path, out: str | Path, *, which: str = "best
             if not report["ok"]:
                 raise UserError(f"verification failed: {report['reason']} (pack not written)")
         _replace(tmp, out)
+    except OSError as exc:  # a disk that fills up on the way: the old pack, if any, is untouched
+        raise write_failed(out, exc, "the model pack") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out, report

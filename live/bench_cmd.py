@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from autoencoded.errors import UserError
+from autoencoded.fileio import atomic_write_bytes, check_writable, write_failed
 from autoencoded.sizes import MODEL_SIZE
 
 CHOICES = ("auto", "all", "tensorrt", "onnxruntime", "torch")
@@ -100,6 +101,10 @@ def bench(model: Path | None, backend: str, archs: tuple[str, ...], size: str, s
     from autoencoded.live.engines.bench import latency, throughput
 
     console = Console(width=None if os.isatty(1) else 150)
+    if json_path is not None:  # said now, not after minutes of measuring
+        if json_path.is_dir():
+            raise UserError(f"--json {json_path}: is a folder, expected a file name")
+        check_writable(json_path.parent, "the results")
     size_wh = size
     archs = archs or ("lite", "broad2016")
     batches = tuple(b for b in (1, 4, 8, 16, 32, 64, 128, 256, 512, 1024) if b <= max_batch)
@@ -141,7 +146,9 @@ def bench(model: Path | None, backend: str, archs: tuple[str, ...], size: str, s
                       f"{r['best']['fps']:.1f}")
     console.print(table)
     if json_path is not None:
-        from autoencoded.training.weights import atomic_write_bytes
         doc = {"machine": _machine(), "seconds": seconds, "results": results}
-        atomic_write_bytes(json_path, (json.dumps(doc, indent=2) + "\n").encode())
+        try:
+            atomic_write_bytes(json_path, (json.dumps(doc, indent=2) + "\n").encode())
+        except OSError as exc:  # a disk that filled up while measuring
+            raise write_failed(json_path, exc, "the results") from None
         console.print(f"wrote {json_path}", highlight=False)

@@ -1,21 +1,26 @@
 """`autoencoded live`: a camera, clip or folder through the model in real time, out to a virtual camera,
 a window, a file or nowhere. The loop itself lives in live/pipeline.py.
 
-Structure (so that controls can be added in one place): parse options -> open the engine -> choose the
-input and outputs (one line says what was chosen when left to the defaults) -> build the Pipeline ->
-attach controls to pipeline.params / pipeline.request_model / pipeline.stats -> pipeline.run().
+Structure (so that controls can be added in one place): parse options -> open the outputs (a missing
+device fails at once, before the model loads) -> open the engine -> choose the input (one line says what
+was chosen when left to the defaults) -> build the Pipeline -> attach controls to pipeline.params /
+pipeline.request_model / pipeline.stats -> pipeline.run().
+
+Exit status: 0 after --duration, --max-frames or a closed window; 130 after Ctrl-C, SIGTERM or SIGHUP (the
+recording is finished either way); 1 when an output failed (disk full, encoder killed, device gone).
 """
 
 from __future__ import annotations
 
-import signal
 import sys
 import time
 from pathlib import Path
 
 import click
 
+from autoencoded import signals
 from autoencoded.errors import UserError
+from autoencoded.media.framing import CROP_MODES
 from autoencoded.sizes import VIDEO_SIZE
 
 DEFAULT_RECORDING = "autoencoded-live.mp4"
@@ -69,13 +74,24 @@ def choose_input(spec: str | None, width: int, height: int, fps: float) -> tuple
     return VideoFileSource(clip), "no camera found, playing the demo clip"
 
 
-def choose_outputs(specs: tuple[str, ...], width: int, height: int, fps: float, log) -> tuple[list, str]:
+def free_name(path: Path) -> Path:
+    """`path`, or the first of NAME-2.EXT, NAME-3.EXT ... that does not exist yet."""
+    n = 1
+    candidate = path
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
+    return candidate
+
+
+def choose_outputs(specs: tuple[str, ...], width: int, height: int, fps: float, log,
+                   overwrite: bool = False) -> tuple[list, str]:
     """-> (sinks, why they were chosen, '' when the user named them)."""
     from autoencoded.live.io.sinks import RecorderSink, VirtualCamSink, WindowSink, open_sink
     from autoencoded.live.io.sources import has_display
 
     if specs:
-        sinks = [open_sink(s, log=log) for s in specs]
+        sinks = [open_sink(s, log=log, overwrite=overwrite) for s in specs]
         try:
             for s in sinks:  # open now: a missing device fails before the camera and model start
                 s.open(width, height, fps)
@@ -92,9 +108,10 @@ def choose_outputs(specs: tuple[str, ...], width: int, height: int, fps: float, 
         why = str(exc)
     if has_display():
         return [WindowSink()], f"{why}; showing a window instead"
-    rec = RecorderSink(DEFAULT_RECORDING, log=log)
+    name = free_name(Path(DEFAULT_RECORDING))  # an earlier recording is never replaced
+    rec = RecorderSink(name, log=log)
     rec.open(width, height, fps)
-    return [rec], f"{why}; no display either, recording to ./{DEFAULT_RECORDING}"
+    return [rec], f"{why}; no display either, recording to ./{name}"
 
 
 def check_stats_path(spec: str) -> Path:
@@ -120,10 +137,6 @@ def write_stats_json(path: Path, report: dict, probe: list[dict] | None = None) 
     if probe:
         data["probe"] = probe
     atomic_write_bytes(path, (json.dumps(data, indent=2) + "\n").encode())
-
-
-def _interrupt(signum, frame) -> None:  # SIGTERM stops like Ctrl-C: devices released, recording finished
-    raise KeyboardInterrupt
 
 
 @click.command("live")
@@ -175,13 +188,19 @@ def _interrupt(signum, frame) -> None:  # SIGTERM stops like Ctrl-C: devices rel
 @click.option("--tempo", default=None, metavar="link|midi[:PORT]", help="Beat source: Ableton Link or MIDI clock in.")
 @click.option("--quantize", default=None, type=click.Choice(["beat", "bar"]),
               help="Hold cue recalls and preset changes until the next beat or bar (needs --tempo).")
+@click.option("--crop", default="auto", show_default=True, type=click.Choice(CROP_MODES),
+              help="How the input's picture becomes the model's: auto trims a file's black bars, then crops the "
+                   "centre if that cuts at most 10% of the picture, else fits it whole (a 4:3 face or a 2.35:1 "
+                   "film stays whole); center crops the centre; fit keeps it whole (black bars); none "
+                   "stretches. A line at the start says what was done.")
+@click.option("--overwrite", is_flag=True, help="Replace an --output file that exists.")
 @click.pass_context
 def live(ctx: click.Context, model: str | None, backend: str, input_spec: str | None, outputs: tuple[str, ...],
          size: tuple[int, int], fps: float, noise: float, mix: float, overlay: bool, duration: float | None,
          max_frames: int | None, preset: str | None, osc_host: str, osc_port: int, osc_allow: tuple[str, ...],
          osc_feedback: str | None, midi: str | None, midi_learn: str | None, stats_json: str | None,
          ndi_localhost: bool, web: str, audio: str | None, mods: tuple[str, ...], tempo: str | None,
-         quantize: str | None) -> None:
+         quantize: str | None, crop: str, overwrite: bool) -> None:
     """Run a camera or video through the model in real time. Ctrl-C stops."""
     import cv2
 
@@ -219,14 +238,16 @@ def live(ctx: click.Context, model: str | None, backend: str, input_spec: str | 
     params = ParamStore(noise=noise, mix=mix)
     stage = Stage(params, web=web, audio=audio, mods=[mod_option(m) for m in mods], tempo=tempo, quantize=quantize,
                   log=console.event, web_required=ctx.get_parameter_source("web") == click.core.ParameterSource.COMMANDLINE)
-    previous = signal.signal(signal.SIGTERM, _interrupt)
     engine = sinks = None
     try:
         source, in_why = choose_input(input_spec, width, height, fps) if input_spec else (None, "")
+        # outputs first: a missing virtual camera or display is said at once, not after the model loads
+        sinks, out_why = choose_outputs(outputs, width, height, fps, console.event, overwrite=overwrite)
         engine = open_engine(model, backend=backend, log=console.event)
-        sinks, out_why = choose_outputs(outputs, width, height, fps, console.event)
         if source is None:  # the camera probe, after the cheap checks
             source, in_why = choose_input(None, width, height, fps)
+        if crop == "auto":
+            source.find_bars()
         taps = []
         if isinstance(source, ProbeSource):  # the cells must survive: play dry, the engine still runs
             sinks = taps = [ProbeTap(s, source, log=console.event) for s in sinks]
@@ -236,7 +257,7 @@ def live(ctx: click.Context, model: str | None, backend: str, input_spec: str | 
             console.event(f"live: {source.name} -> {', '.join(s.name for s in sinks)} "
                           f"({'; '.join(w for w in (in_why, out_why) if w)}; change with --input / --output)")
         pipeline = Pipeline(source, engine, [*sinks, *stage.sinks], params=params, fps=fps, size=(width, height),
-                            overlay=overlay, backend=backend, log=console.event, modulate=stage.modulate)
+                            overlay=overlay, backend=backend, log=console.event, modulate=stage.modulate, crop=crop)
         engine = sinks = None  # the pipeline owns them now
         controls = None
         try:
@@ -260,7 +281,6 @@ def live(ctx: click.Context, model: str | None, backend: str, input_spec: str | 
             stage.stop()
             controls.stop()
     finally:
-        signal.signal(signal.SIGTERM, previous)
         if engine is not None:
             engine.close()
         for s in sinks or ():
@@ -275,3 +295,8 @@ def live(ctx: click.Context, model: str | None, backend: str, input_spec: str | 
     if stats_path is not None:
         write_stats_json(stats_path, stats_report(final), probe=[r for t in taps for r in t.report()])
         console.event(f"stats written to {stats_path}")
+    if pipeline.failed_outputs:
+        console.event(f"error: {len(pipeline.failed_outputs)} output(s) failed: {'; '.join(pipeline.failed_outputs)}")
+        ctx.exit(1)
+    if pipeline.interrupted:
+        ctx.exit(signals.INTERRUPTED_EXIT)

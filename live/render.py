@@ -27,10 +27,11 @@ from autoencoded.live.control.latent import LatentFX, dry_wet
 from autoencoded.live.control.modulation import ModMatrix, ModRoute
 from autoencoded.live.control.params import Params
 from autoencoded.live.engines.base import Engine, EngineFault
-from autoencoded.live.engines.frames import fit, upscale
+from autoencoded.live.engines.frames import picture_size, upscale
 from autoencoded.live.io.sources import demo_clip
 from autoencoded.live.loop.pipeline import stylize
 from autoencoded.media.audio import read_soundtrack
+from autoencoded.media.framing import for_video, pad_to
 from autoencoded.media.probe import check_decodes, probe
 from autoencoded.media.tools import ffmpeg_path
 from autoencoded.media.writers import check_output_path, open_video_writer
@@ -66,12 +67,17 @@ def _put(q: queue.Queue, item: object, stop: threading.Event) -> None:
 
 def render(input_path: str | os.PathLike, output_path: str | os.PathLike, engine: Engine, *, noise: float = 0.0,
            seed: int = 0, batch: int = 8, side_by_side: bool = False, size: tuple[int, int] | None = None,
-           overwrite: bool = False, progress: bool = True, log: Callable[[str], object] = print,
+           crop: str = "auto", overwrite: bool = False, progress: bool = True, log: Callable[[str], object] = print,
            params: Params | None = None, mods: Sequence[ModRoute] = ()) -> dict:
     """Render `input_path` through `engine` into `output_path`. Returns a summary dict.
 
+    size: the whole output frame (both pictures with side_by_side; each keeps the model's aspect, with black
+    bars if the frame's half has another). crop: how the film's picture becomes the model's (framing.py).
     params: the controls (default: `noise` and `seed` alone). mods: modulation routes, fed by the film's own
-    soundtrack (audio.*), analysed causally and sampled at each frame's time."""
+    soundtrack (audio.*), analysed causally and sampled at each frame's time.
+
+    A film that ends before its declared frame count leaves the frames rendered in a file whose name says
+    partial (NAME.partial.EXT) and raises UserError saying where the input stopped."""
     src = demo_clip() if str(input_path) == "demo" else Path(input_path)
     if not src.is_file():
         raise UserError(f"{src}: no such video file")
@@ -87,8 +93,13 @@ def render(input_path: str | os.PathLike, output_path: str | os.PathLike, engine
     if info.rate is None:
         raise UserError(f"{src}: the video does not state a usable frame rate ({info.fps:g})")
     fps = float(Fraction(info.rate))
-    w, h = size or (engine.width, engine.height)
-    out_w = 2 * w if side_by_side else w
+    framing = for_video(info, crop, engine.width, engine.height)
+    log(f"framing: {src.name} {framing.describe()}")
+    out_w, h = size or ((2 if side_by_side else 1) * engine.width, engine.height)
+    panes = [out_w // 2, out_w - out_w // 2] if side_by_side else [out_w]
+    w = panes[-1]  # the model's picture
+    # the input as the model sees it, at the size the model's picture has in its pane
+    dry_size = picture_size(engine.width / engine.height, panes[0], h)
 
     audio_from = None
     if info.audio_codec and ffmpeg_path():
@@ -116,7 +127,7 @@ def render(input_path: str | os.PathLike, output_path: str | os.PathLike, engine
                 break
             if isinstance(item, BaseException):
                 raise item
-            small = np.stack([fit(f, engine.width, engine.height) for f in item])
+            small = np.stack([framing.apply(f, engine.width, engine.height) for f in item])
             frame_params = [modulation.params(params, frames_done + j) for j in range(len(item))] \
                 if modulation is not None else [params] * len(item)
             try:
@@ -129,14 +140,19 @@ def render(input_path: str | os.PathLike, output_path: str | os.PathLike, engine
                 model_frames = small
             for src_frame, mframe, p in zip(item, model_frames, frame_params, strict=True):
                 frame = upscale(mframe, w, h)
-                if p.mix < 1.0:
-                    frame = dry_wet(frame, fit(src_frame, w, h), p.mix)
-                if side_by_side:
-                    frame = np.concatenate([fit(src_frame, w, h), frame], axis=1)
+                if p.mix < 1.0 or side_by_side:
+                    dry = pad_to(framing.apply(src_frame, *dry_size), panes[0], h)
+                    if p.mix < 1.0:
+                        frame = dry_wet(frame, dry if panes[0] == w else pad_to(dry, w, h), p.mix)
+                    if side_by_side:
+                        frame = np.concatenate([dry, frame], axis=1)
                 writer.write(frame)
             frames_done += len(item)
             bar.update(frames_done)
-        writer.close()
+        declared = None if info.estimated else info.expected_frames
+        stopped_early = bool(declared) and 0 < frames_done < declared - 1  # a declared count is off by 1 at most
+        partial = partial_name(out) if stopped_early else None
+        writer.close(to=partial)
     except BaseException:
         stop.set()
         writer.abort()
@@ -149,12 +165,24 @@ def render(input_path: str | os.PathLike, output_path: str | os.PathLike, engine
     seconds = time.perf_counter() - t0
     if frames_done == 0:
         raise UserError(f"{src}: no frames could be decoded")
+    if partial is not None:
+        raise UserError(f"{src}: the input stopped at frame {frames_done} of its {declared} (damaged or "
+                        f"truncated); the {frames_done} frames rendered are in {partial}")
     summary = {"input": str(src), "output": str(out), "frames": frames_done, "fps": fps, "rate": info.rate,
                "size": f"{out_w}x{h}", "audio": audio_from is not None, "seconds": round(seconds, 2),
                "render_fps": round(frames_done / seconds, 2) if seconds > 0 else 0.0,
                "x_realtime": round(frames_done / fps / seconds, 3) if seconds > 0 else 0.0,
                "faults": faults, "engine": engine.name, "writer": writer.backend}
     return summary
+
+
+def partial_name(out: Path) -> Path:
+    """film.mp4 -> film.partial.mp4 (film.partial-2.mp4 ... when taken): playable, and says what it is."""
+    candidate, n = out.with_name(f"{out.stem}.partial{out.suffix}"), 1
+    while candidate.exists():
+        n += 1
+        candidate = out.with_name(f"{out.stem}.partial-{n}{out.suffix}")
+    return candidate
 
 
 class _Modulation:

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
 
 import click
 
 from autoencoded.errors import UserError
+from autoencoded.media.framing import CROP_MODES
 from autoencoded.sizes import VIDEO_SIZE
-
-
-def _interrupt(signum, frame) -> None:  # SIGTERM behaves like Ctrl-C: the partial file is removed
-    raise KeyboardInterrupt
 
 
 @click.command("render")
@@ -27,15 +23,22 @@ def _interrupt(signum, frame) -> None:  # SIGTERM behaves like Ctrl-C: the parti
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**31 - 1), help="Noise seed.")
 @click.option("--batch", default=8, show_default=True, type=click.IntRange(1, 256), help="Frames per engine call.")
 @click.option("--side-by-side", is_flag=True, help="Put the input on the left, the model's frame on the right.")
-@click.option("--upscale", default=None, type=VIDEO_SIZE, help="Output size (default: the model's own size).")
+@click.option("--size", "--upscale", "size", default=None, type=VIDEO_SIZE, metavar="WxH",
+              help="Size of the whole output frame, both pictures together with --side-by-side (default: the "
+                   "model's size, twice as wide side by side). A picture keeps the model's aspect: black bars "
+                   "fill the rest. --upscale is the old name.")
+@click.option("--crop", default="auto", show_default=True, type=click.Choice(CROP_MODES),
+              help="How the film's picture becomes the model's: auto trims black bars, then crops the centre "
+                   "if that cuts at most 10% of the picture, else fits it whole; center crops the centre; "
+                   "fit keeps it whole (black bars); none stretches. The first line says what was done.")
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
 @click.option("--preset", default=None, metavar="NAME|FILE", help="A preset's [params] and [[mod]] routes.")
 @click.option("--mod", "mods", multiple=True, metavar="SIGNAL:CONTROL:AMOUNT[:ATTACK[:RELEASE]]",
               help="Modulate a control from the film's soundtrack, e.g. audio.onset:noise:1; repeatable.")
 @click.pass_context
 def render(ctx: click.Context, input: str, output: Path, model: str | None, backend: str, noise: float, seed: int,
-           batch: int, side_by_side: bool, upscale: tuple[int, int] | None, overwrite: bool, preset: str | None,
-           mods: tuple[str, ...]) -> None:
+           batch: int, side_by_side: bool, size: tuple[int, int] | None, crop: str, overwrite: bool,
+           preset: str | None, mods: tuple[str, ...]) -> None:
     """Reconstruct every frame of INPUT (a video file, or 'demo') through the model into OUTPUT
     (.mp4, .mkv, .mov or .avi), keeping its frame rate, frame count and audio."""
     from autoencoded.live.control.modulation import mod_option
@@ -44,7 +47,6 @@ def render(ctx: click.Context, input: str, output: Path, model: str | None, back
     from autoencoded.live.engines import open_engine
     from autoencoded.live.render import render as do_render
 
-    size = upscale
     the_preset = load_preset(preset) if preset else None
     routes = [*((the_preset.mods or []) if the_preset else []), *(mod_option(m) for m in mods)]
     store = ParamStore(noise=noise, noise_seed=seed)
@@ -56,16 +58,12 @@ def render(ctx: click.Context, input: str, output: Path, model: str | None, back
         raise UserError(f"{input}: no such video file")
     if output.exists() and not overwrite:
         raise UserError(f"{output} exists; pass --overwrite to replace it")
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    engine = open_engine(model, backend=backend, log=click.echo)
     try:
-        engine = open_engine(model, backend=backend, log=click.echo)
-        try:
-            s = do_render(input, output, engine, batch=batch, side_by_side=side_by_side, size=size,
-                          overwrite=overwrite, log=click.echo, params=store.snapshot(), mods=routes)
-        finally:
-            engine.close()
+        s = do_render(input, output, engine, batch=batch, side_by_side=side_by_side, size=size, crop=crop,
+                      overwrite=overwrite, log=click.echo, params=store.snapshot(), mods=routes)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        engine.close()
     audio = "with audio" if s["audio"] else "no audio"
     faults = f", {s['faults']} frames passed through after model faults" if s["faults"] else ""
     click.echo(f"wrote {s['output']}: {s['frames']} frames {s['size']} @ {s['rate']} fps, {audio}, "

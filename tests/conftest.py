@@ -4,6 +4,7 @@ Shared functions live in helpers.py."""
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -33,3 +34,24 @@ def shared_footage():
     if not (SHARED_FOOTAGE / "bigbuckbunny.mp4").is_file():
         pytest.skip(f"shared footage not present at {SHARED_FOOTAGE}")
     return SHARED_FOOTAGE
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """tmpfs(size="256k", readonly=False) -> a freshly mounted small file system (a full disk, a read-only
+    one); unmounted afterwards. Skips where mounting is not allowed (not root)."""
+    mounted: list[Path] = []
+
+    def _mount(size: str = "256k", readonly: bool = False) -> Path:
+        mnt = tmp_path / f"fs{len(mounted)}"
+        mnt.mkdir()
+        opts = f"size={size}" + (",ro" if readonly else "")
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(mnt)], capture_output=True)
+        if r.returncode != 0:
+            pytest.skip("cannot mount a tmpfs here (needs root)")
+        mounted.append(mnt)
+        return mnt
+
+    yield _mount
+    for mnt in mounted:
+        subprocess.run(["umount", str(mnt)], check=False)

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from autoencoded.errors import UserError
+from autoencoded.media import framing
 from autoencoded.media.probe import VideoInfo
 from autoencoded.sizes import parse_size
-from autoencoded.training import video
 from autoencoded.training.data import open_dataset
 from autoencoded.training.prepare import npy_header, prepare
 
@@ -58,7 +58,7 @@ def test_writes_a_dataset_that_matches_the_video(make_video, tmp_path, decoder):
     for i in range(24):
         ok, bgr = cap.read()
         assert ok
-        want = cv2.cvtColor(video.resize(bgr[:, 40:280], 64, 48), cv2.COLOR_BGR2RGB)
+        want = cv2.cvtColor(framing.resize(bgr[:, 40:280], 64, 48), cv2.COLOR_BGR2RGB)
         assert np.abs(ds[i].astype(int) - want.astype(int)).mean() < 6, i
     cap.release()
 
@@ -106,20 +106,20 @@ def test_detect_bars_on_samples():
     boxed = pic.copy()
     boxed[:12] = boxed[-12:] = 0
     dark = boxed // 12  # a dark scene: picture below the bar level, bars still black
-    assert video.detect_bars([dark, boxed, dark], (320, 180)) == (0, 24, 320, 132)
-    assert video.detect_bars([dark, dark]) is None  # nothing bright to judge by: crop nothing
-    assert video.detect_bars([pic]) is None
+    assert framing.detect_bars([dark, boxed, dark], (320, 180)) == (0, 24, 320, 132)
+    assert framing.detect_bars([dark, dark]) is None  # nothing bright to judge by: crop nothing
+    assert framing.detect_bars([pic]) is None
     pillar = pic.copy()
     pillar[:, :20] = pillar[:, -20:] = 0
-    assert video.detect_bars([pillar]) == (20, 0, 120, 90)
+    assert framing.detect_bars([pillar]) == (20, 0, 120, 90)
 
 
 def test_crop_box_honours_pixel_aspect():
     # anamorphic 720x576 PAL with SAR 64/45 shows as 1024x576 (16:9): the centre crop for 16:9 is all of it
     info = VideoInfo(path=None, width=720, height=576, fps=25.0, expected_frames=10, duration_s=0.4,
                            sar=64 / 45)
-    assert video.crop_box(info, "center", 256, 144) == (0, 0, 720, 576)
-    x, y, w, h = video.crop_box(info, "center", 64, 48)  # 4:3 -> narrower in stored pixels
+    assert framing.frame_for(720, 576, info.sar, "center", 256, 144).box == (0, 0, 720, 576)
+    x, y, w, h = framing.frame_for(720, 576, info.sar, "center", 64, 48).box  # 4:3 -> narrower in stored pixels
     assert w * info.sar / h == pytest.approx(4 / 3, abs=0.01) and x == (720 - w) // 2 // 2 * 2
 
 

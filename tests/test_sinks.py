@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -35,16 +36,22 @@ def test_recorder_writes_partial_then_renames(tmp_path, name, codec):
     out = tmp_path / name
     rec = RecorderSink(out, log=lambda m: None)
     rec.open(64, 48, 25)
-    for f in frames(12):
+    shown = []
+    for f in frames(12):  # shown at about 12.5 fps: each frame is on screen for about two of the file's slots
+        shown.append(time.perf_counter())
         rec.write(f)
+        time.sleep(0.08)
     assert not out.exists(), "nothing at the target name until the file is complete"
     partial = [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
     assert len(partial) == 1 and partial[0].name.startswith(f".{name}.")
     rec.close()
     assert out.is_file() and not any(p.name.endswith(".partial") for p in tmp_path.iterdir())
     v = streams(out)["video"]
-    assert (v["codec_name"], v["width"], v["height"], v["r_frame_rate"], int(v["nb_read_frames"])) == \
-        (codec, 64, 48, "25/1", 12)
+    assert (v["codec_name"], v["width"], v["height"], v["r_frame_rate"]) == (codec, 64, 48, "25/1")
+    # real time: the file lasts from the first frame shown through the last one's slot, at 25 fps
+    assert abs(int(v["nb_read_frames"]) - (int((shown[-1] - shown[0]) * 25) + 1)) <= 1
+    levels = [round(g.mean() / 20) for g in read_video(out)]  # which of the 12 frames each slot shows
+    assert levels == sorted(levels) and set(levels) == set(range(12)), levels  # all of them, in order, held
     rec.close()  # twice is fine
 
 

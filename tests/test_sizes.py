@@ -14,7 +14,8 @@ from autoencoded.cli import main
     (["bench", "--size", "16x16x16"], "--size"),
     (["live", "--size", "1281x720"], "--size"),
     (["live", "--size", "100000x720"], "--size"),
-    (["render", "demo", "out.mp4", "--upscale", "640x3"], "--upscale"),
+    (["render", "demo", "out.mp4", "--size", "640x3"], "--size"),
+    (["render", "demo", "out.mp4", "--upscale", "640x3"], "--size"),  # the old name of the same option
 ])
 def test_bad_size_is_one_line_and_exit_2(args, option, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -22,6 +22,8 @@ import numpy as np
 from autoencoded import __version__
 from autoencoded.errors import UserError
 from autoencoded.fileio import atomic_write_bytes
+from autoencoded.media import framing
+from autoencoded.media.framing import CROP_MODES
 from autoencoded.media.probe import probe
 from autoencoded.training import video
 from autoencoded.training.data import FORMAT, FRAMES_FILE, META_FILE, VERSION
@@ -126,8 +128,8 @@ def prepare(videos: Sequence[str | os.PathLike], out: str | os.PathLike, size: t
         raise UserError(f"--every {every}: must be 1 or more")
     if dedupe is not None and dedupe < 0:
         raise UserError(f"--dedupe {dedupe}: must be 0 or more")
-    if crop not in video.CROP_MODES:
-        raise UserError(f"--crop {crop!r}: use one of {', '.join(video.CROP_MODES)}")
+    if crop not in CROP_MODES:
+        raise UserError(f"--crop {crop!r}: use one of {', '.join(CROP_MODES)}")
     if max_frames is not None and max_frames < 1:
         raise UserError(f"--max-frames {max_frames}: must be 1 or more")
     decoder = video.decoder_name()
@@ -147,9 +149,7 @@ def prepare(videos: Sequence[str | os.PathLike], out: str | os.PathLike, size: t
         for info in infos:
             if max_frames is not None and summary.kept >= max_frames:
                 break
-            bars = (video.detect_bars(video.sample_frames(info, decoder), (info.width, info.height))
-                    if crop == "auto" else None)
-            box = video.crop_box(info, crop, width, height, bars)
+            box = framing.for_video(info, crop, width, height, crop_limit=1.0, decoder=decoder).box
             state = video.Decoded()
             rec = _run_source(info, decoder, box, size, crop, every, dedupe, max_frames, writer, summary,
                               state, progress, total)

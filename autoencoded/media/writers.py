@@ -59,8 +59,8 @@ class VideoWriter(ABC):
         """Append one uint8 RGB frame at the writer's size."""
 
     @abstractmethod
-    def close(self) -> None:
-        """Finish the file and rename it to `path`."""
+    def close(self, to: Path | None = None) -> None:
+        """Finish the file and rename it to `path` (or `to`, e.g. a name that says it is partial)."""
 
     @abstractmethod
     def abort(self) -> None:
@@ -128,7 +128,7 @@ class FfmpegWriter(VideoWriter):
             raise OSError(f"writing {self.path.name} failed: {self._error_text()}") from None
         self.frames += 1
 
-    def close(self) -> None:
+    def close(self, to: Path | None = None) -> None:
         try:
             self.proc.stdin.close()
         except OSError:
@@ -138,7 +138,7 @@ class FfmpegWriter(VideoWriter):
             msg = self._error_text()
             self._remove_tmp()
             raise OSError(f"writing {self.path.name} failed: {msg}")
-        os.replace(self.tmp, self.path)
+        os.replace(self.tmp, to or self.path)
 
     def abort(self) -> None:
         if self.proc.poll() is None:
@@ -165,9 +165,9 @@ class CvWriter(VideoWriter):
         self.writer.write(cv2.cvtColor(self._check(frame), cv2.COLOR_RGB2BGR))
         self.frames += 1
 
-    def close(self) -> None:
+    def close(self, to: Path | None = None) -> None:
         self.writer.release()
-        os.replace(self.tmp, self.path)
+        os.replace(self.tmp, to or self.path)
 
     def abort(self) -> None:
         self.writer.release()

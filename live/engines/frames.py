@@ -11,6 +11,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from autoencoded.media.framing import frame_for, pad_to
+
 
 def to_model_input(frames: np.ndarray) -> np.ndarray:
     """uint8 (H,W,3) or (N,H,W,3) RGB -> float32 (N,3,H,W) in [-1,1], C-contiguous."""
@@ -29,38 +31,32 @@ def from_model_output(images: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.rint(x).astype(np.uint8).transpose(0, 2, 3, 1))
 
 
-def fit(frame: np.ndarray, width: int, height: int, mode: str = "center") -> np.ndarray:
-    """Resize a frame to exactly width x height.
-
-    mode "center": crop the middle to the target aspect, then resize; "fit": stretch.
-    Downscaling uses area filtering, in two steps when shrinking by more than 2x (same look, ~3x faster).
-    """
+def fit(frame: np.ndarray, width: int, height: int) -> np.ndarray:
+    """A frame cropped to its centre at width x height's aspect and resized (--crop center, square pixels).
+    Sources with another shape or pixel aspect go through an autoencoded.media.framing.Framing instead."""
     h, w = frame.shape[:2]
     if (w, h) == (width, height):
         return frame
-    if mode == "center":
-        target = width / height
-        if w / h > target:
-            cw = max(1, round(h * target))
-            x0 = (w - cw) // 2
-            frame = frame[:, x0:x0 + cw]
-        elif w / h < target:
-            ch = max(1, round(w / target))
-            y0 = (h - ch) // 2
-            frame = frame[y0:y0 + ch]
-        h, w = frame.shape[:2]
-    if w > 4 * width and h > 4 * height:
-        frame = cv2.resize(frame, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
-        h, w = frame.shape[:2]
-    interp = cv2.INTER_AREA if (w >= width and h >= height) else cv2.INTER_LINEAR
-    return cv2.resize(np.ascontiguousarray(frame), (width, height), interpolation=interp)
+    return frame_for(w, h, 1.0, "center", width, height).apply(frame, width, height)
+
+
+def picture_size(aspect: float, width: int, height: int) -> tuple[int, int]:
+    """The size of a picture of display aspect `aspect` scaled whole into width x height."""
+    if abs(aspect - width / height) <= 1e-3 * aspect:
+        return width, height
+    if aspect > width / height:
+        return width, max(1, min(height, round(width / aspect)))
+    return max(1, min(width, round(height * aspect))), height
 
 
 def upscale(frame: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Model output (small) -> output size, smooth (the hazy look survives the upscale)."""
-    if frame.shape[1] == width and frame.shape[0] == height:
+    """Model output (small) -> width x height, smooth (the hazy look survives the upscale). Its aspect is
+    kept: a frame of another shape gets black bars on its short sides (picture_size), never a stretch."""
+    h, w = frame.shape[:2]
+    if (w, h) == (width, height):
         return frame
-    return cv2.resize(frame, (width, height), interpolation=cv2.INTER_CUBIC)
+    iw, ih = picture_size(w / h, width, height)
+    return pad_to(cv2.resize(frame, (iw, ih), interpolation=cv2.INTER_CUBIC), width, height)
 
 
 def is_finite_image(x: np.ndarray) -> bool:

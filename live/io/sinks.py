@@ -16,14 +16,9 @@ import cv2
 import numpy as np
 
 from autoencoded.errors import UserError
+from autoencoded.live.io.realtime import RealTimeWriter
 from autoencoded.live.io.sources import has_display
-from autoencoded.media.writers import (
-    LIVE_PRESET,
-    VideoWriter,
-    check_output_path,
-    open_video_writer,
-    supported_extensions,
-)
+from autoencoded.media.writers import LIVE_PRESET, check_output_path, open_video_writer, supported_extensions
 
 
 # ---------------------------------------------------------------------------------------------- sinks
@@ -44,6 +39,10 @@ class Sink(ABC):
     def close(self) -> None:  # noqa: B027
         """Release the device, finish the file. Safe to call twice."""
 
+    def note(self) -> str:
+        """A word for the status line when this output is in trouble (a recorder behind), else ''."""
+        return ""
+
 
 class NullSink(Sink):
     """Discards frames (benchmarks); keeps the count and the last frame."""
@@ -60,35 +59,54 @@ class NullSink(Sink):
 
 
 class RecorderSink(Sink):
-    def __init__(self, path: str | os.PathLike, log: Callable[[str], None] = print) -> None:
+    """A video file that keeps real time (live/io/realtime.py): N seconds of show play N seconds at the
+    declared `fps`, and a slow encoder never holds up the other outputs. An existing file is replaced only
+    when `overwrite`."""
+
+    def __init__(self, path: str | os.PathLike, log: Callable[[str], None] = print, overwrite: bool = False) -> None:
         self.path = check_output_path(path)
+        if self.path.exists() and not overwrite:
+            raise UserError(f"--output {path}: the file exists; pass --overwrite to replace it")
         self.name = f"file {self.path}"
         self.log = log
-        self.writer: VideoWriter | None = None
+        self.recorder: RealTimeWriter | None = None
 
     def open(self, width: int, height: int, fps: float) -> None:
-        if self.writer is not None and (self.writer.width, self.writer.height) == (width, height):
+        r = self.recorder
+        if r is not None and (r.writer.width, r.writer.height, r.fps) == (width, height, fps):
             return
         self.close()
-        self.writer = open_video_writer(self.path, width, height, fps, preset=LIVE_PRESET)
+        self.recorder = RealTimeWriter(open_video_writer(self.path, width, height, fps, preset=LIVE_PRESET), fps)
 
     def write(self, frame: np.ndarray) -> None:
-        self.writer.write(frame)
+        if self.recorder is not None:  # a frame in flight while the loop closes the file is not a fault
+            self.recorder.write(frame)
 
     @property
     def frames(self) -> int:
-        return self.writer.frames if self.writer else 0
+        return self.recorder.slots if self.recorder else 0
+
+    def note(self) -> str:
+        r = self.recorder
+        if r is None:
+            return ""
+        lag = r.lag()
+        if lag > max(0.25, 3.0 / r.fps) or r.dropped:
+            return f"recorder {lag:.1f} s behind" + (f", {r.dropped} frames dropped" if r.dropped else "")
+        return ""
 
     def close(self) -> None:
-        writer, self.writer = self.writer, None
-        if writer is None:
+        r, self.recorder = self.recorder, None
+        if r is None:
             return
-        if writer.frames == 0:
-            writer.abort()
+        if r.shown == 0:
+            r.abort()
             self.log(f"{self.path}: no frames were recorded, no file written")
             return
-        writer.close()
-        self.log(f"recorded {writer.frames} frames to {self.path}")
+        r.close()
+        behind = f"; {r.dropped} frames dropped while the encoder was behind" if r.dropped else ""
+        self.log(f"recorded {r.slots / r.fps:.1f} s to {self.path} ({r.slots} frames at {r.fps:g} fps: "
+                 f"{r.shown} shown, {r.repeated} repeats{behind})")
 
 
 def vcam_help(platform: str | None = None) -> str:
@@ -206,12 +224,12 @@ SINKS: dict[str, Callable[[str | None, Callable[[str], None]], Sink]] = {
 }
 
 
-def open_sink(spec: str, log: Callable[[str], None] = print) -> Sink:
+def open_sink(spec: str, log: Callable[[str], None] = print, overwrite: bool = False) -> Sink:
     """An --output value -> a Sink (not yet opened)."""
     kind, _, arg = spec.partition(":")
     if kind in SINKS:
         return SINKS[kind](arg or None, log)
     if Path(spec).suffix:
-        return RecorderSink(spec, log=log)
+        return RecorderSink(spec, log=log, overwrite=overwrite)
     raise UserError(f"--output {spec}: expected vcam, window, null, ndi[:NAME], spout[:NAME], syphon[:NAME] "
                     f"or a video file ({supported_extensions()})")

@@ -19,6 +19,9 @@ import cv2
 import numpy as np
 
 from autoencoded.errors import UserError
+from autoencoded.media.framing import Box, detect_bars, sample_frames
+from autoencoded.media.probe import probe as probe_video
+from autoencoded.media.tools import have_ffmpeg
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 VIDEO_EXTS = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts"}
@@ -41,6 +44,8 @@ class Source(ABC):
     name = "source"
     fps = 30.0
     camera = False
+    sar = 1.0  # a pixel's width over its height (files may have non-square pixels)
+    bars: Box | None = None  # the picture inside black letterbox/pillarbox bars, once find_bars() found some
 
     @property
     def freeze_check(self) -> bool:
@@ -50,6 +55,9 @@ class Source(ABC):
     @abstractmethod
     def open(self) -> Reader:
         """Open the device or file; raises on failure (the feed retries with backoff)."""
+
+    def find_bars(self) -> None:  # noqa: B027 - cameras and image folders have no bars to find
+        """Look for black bars around the picture (for --crop auto), setting `bars`."""
 
 
 def _video_fps(cap, default: float = 30.0) -> float:
@@ -151,8 +159,14 @@ class VideoFileSource(Source):
             cap.release()
         if not ok:
             raise UserError(f"{self.path}: cannot decode any frame (not a video, or damaged)")
+        self.info = probe_video(self.path)
+        self.sar = self.info.sar
         self.loop = loop
         self.name = f"file {self.path.name}"
+
+    def find_bars(self) -> None:
+        self.bars = detect_bars(sample_frames(self.info, "ffmpeg" if have_ffmpeg() else "opencv"),
+                                (self.info.width, self.info.height))
 
     def open(self) -> Reader:
         return VideoFileReader(self.path, self.loop)

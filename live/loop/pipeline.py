@@ -28,12 +28,13 @@ from autoencoded.errors import one_line
 from autoencoded.live.control.latent import LatentFX, dry_wet
 from autoencoded.live.control.params import Params, ParamStore
 from autoencoded.live.engines.base import Engine, EngineFault
-from autoencoded.live.engines.frames import fit, upscale
+from autoencoded.live.engines.frames import picture_size, upscale
 from autoencoded.live.io.sinks import Sink
 from autoencoded.live.io.sources import Source
 from autoencoded.live.loop.boxes import LatestBox, Packet
 from autoencoded.live.loop.feed import Feed
 from autoencoded.live.loop.stats import LoopStats, stats_report, status_line
+from autoencoded.media.framing import AUTO_CROP_LIMIT, Framing, frame_for, pad_to
 
 
 def fused_ok(p: Params) -> bool:
@@ -71,7 +72,8 @@ class Pipeline:
     def __init__(self, source: Source, engine: Engine, sinks: list[Sink], params: ParamStore | None = None,
                  fps: float = 30.0, size: tuple[int, int] = (1280, 720), overlay: bool = False,
                  on_fault: str = "passthrough", backend: str = "auto", log: Callable[[str], object] = print,
-                 feed_options: dict | None = None, modulate: Callable[[Params], Params] | None = None) -> None:
+                 feed_options: dict | None = None, modulate: Callable[[Params], Params] | None = None,
+                 crop: str = "auto") -> None:
         if on_fault not in ("passthrough", "last"):
             raise ValueError("on_fault must be 'passthrough' or 'last'")
         if not sinks:
@@ -82,6 +84,8 @@ class Pipeline:
         self.modulate = modulate
         self.fps, self.size = float(fps), (int(size[0]), int(size[1]))
         self.overlay, self.on_fault, self.backend, self.log = overlay, on_fault, backend, log
+        self.crop = crop
+        self._framings: dict[tuple[int, int, int, int], Framing] = {}
         self.fx = LatentFX(engine.z_dim)
         self._stats = LoopStats()
         self.in_box, self.out_box = LatestBox(), LatestBox()
@@ -97,6 +101,9 @@ class Pipeline:
         self._last_good: np.ndarray | None = None
         self._was_fused = False
         self._max_frames: int | None = None
+        self._duration: float | None = None
+        self._first_out: float | None = None  # when the first frame went out: --duration counts from there
+        self.failed_outputs: list[str] = []  # "name: why" of every output that failed while writing or closing
         self._overlay_text = ""
         self._started = False
         self._closed = False
@@ -143,6 +150,7 @@ class Pipeline:
             try:
                 s.close()
             except Exception as exc:
+                self.failed_outputs.append(f"{s.name}: {one_line(exc)}")
                 self.log(f"output {s.name}: closing failed ({one_line(exc, typed=True)})")
         with self._swap_lock:
             pending, self._pending = self._pending, None
@@ -153,17 +161,18 @@ class Pipeline:
 
     def run(self, duration: float | None = None, max_frames: int | None = None,
             status: Callable[[dict], object] | None = None, status_every: float = 1.0) -> dict:
-        """Start, run until `duration` s, `max_frames` output frames, a sink asks to stop, or Ctrl-C;
-        then stop. Returns the final stats."""
-        self._max_frames = max_frames
-        t_end = None if duration is None else time.perf_counter() + duration
+        """Start, run until `duration` s of output (counted from the first frame out, so a recording of
+        --duration S plays S seconds), `max_frames` output frames, a sink asks to stop, or Ctrl-C; then
+        stop. Returns the final stats."""
+        self._max_frames, self._duration = max_frames, duration
+        t_start = time.perf_counter()
         self.start()
         next_status = time.perf_counter() + status_every
         try:
             while not self._stop.wait(0.05):
                 now = time.perf_counter()
-                if t_end is not None and now >= t_end:
-                    break
+                if duration is not None and self._first_out is None and now >= t_start + duration:
+                    break  # not one frame came out in all that time
                 if status is not None and now >= next_status:
                     status(self.stats())
                     next_status = now + status_every
@@ -189,7 +198,8 @@ class Pipeline:
         d.update(dropped=self.in_box.dropped + self.out_box.dropped, model=self.engine.name,
                  model_loading=self._loading > 0, model_error=self.model_error, source=self.source.name,
                  sinks=[s.name for s in self.sinks], target_fps=self.fps, size=f"{self.size[0]}x{self.size[1]}",
-                 params_rejected=self.params.rejected)
+                 params_rejected=self.params.rejected,
+                 output_notes=[n for s in list(self.sinks) if (n := s.note())])
         # the figures for scripts (--stats-json) ride along, so every status reader (console, OSC /status,
         # the web remote's /api/v1/status) serves the same ones
         d.update({k: v for k, v in stats_report(d).items() if k not in d})
@@ -246,10 +256,36 @@ class Pipeline:
         threading.Thread(target=_quiet, args=(old.close,), name="model-close", daemon=True).start()
 
     # ------------------------------------------------------------------------------------- threads
-    def _prepare(self, frame: np.ndarray) -> dict:
-        """Source thread: fit the frame to the current model's size (in parallel with the engine)."""
+    def framing(self, frame: np.ndarray, width: int, height: int) -> Framing:
+        """How frames of this source, at this frame's size, become width x height ones (--crop; the source's
+        pixel aspect and black bars). Worked out once per shape; the model's is announced in one line."""
+        h, w = frame.shape[:2]
+        key = (w, h, width, height)
+        f = self._framings.get(key)
+        if f is None:
+            bars = getattr(self.source, "bars", None)
+            if bars is not None and (bars[0] + bars[2] > w or bars[1] + bars[3] > h):
+                bars = None  # found on a picture of another size
+            f = frame_for(w, h, getattr(self.source, "sar", 1.0), self.crop, width, height, bars, AUTO_CROP_LIMIT)
+            self._framings[key] = f
+            engine = self.engine
+            if (width, height) == (engine.width, engine.height):
+                self.log(f"framing: {self.source.name} {f.describe()}")
+        return f
+
+    def _model_input(self, frame: np.ndarray, engine: Engine) -> np.ndarray:
+        return self.framing(frame, engine.width, engine.height).apply(frame, engine.width, engine.height)
+
+    def _dry(self, frame: np.ndarray, width: int, height: int) -> np.ndarray:
+        """The input framed as the model sees it, at the size the model's picture has in width x height."""
         engine = self.engine
-        return {"small": fit(frame, engine.width, engine.height)}
+        framing = self.framing(frame, engine.width, engine.height)
+        inner = picture_size(engine.width / engine.height, width, height)
+        return pad_to(framing.apply(frame, *inner), width, height)
+
+    def _prepare(self, frame: np.ndarray) -> dict:
+        """Source thread: frame the picture for the current model (in parallel with the engine)."""
+        return {"small": self._model_input(frame, self.engine)}
 
     def _engine_loop(self) -> None:
         while not self._stop.is_set():
@@ -271,7 +307,7 @@ class Pipeline:
         try:
             small = pkt.meta.get("small")
             if small is None or small.shape[:2] != (engine.height, engine.width):
-                small = fit(pkt.frame, engine.width, engine.height)  # just swapped to another size
+                small = self._model_input(pkt.frame, engine)  # just swapped to another size
             fused = fused_ok(p)
             if fused and not self._was_fused:
                 self.fx.reset()
@@ -301,9 +337,9 @@ class Pipeline:
         elif self.on_fault == "last" and self._last_good is not None:
             out = self._last_good
         else:
-            out = full_in = fit(pkt.frame, w, h)
+            out = full_in = self._dry(pkt.frame, w, h)
         if mix < 1.0:
-            out = dry_wet(out, full_in if full_in is not None else fit(pkt.frame, w, h), mix)
+            out = dry_wet(out, full_in if full_in is not None else self._dry(pkt.frame, w, h), mix)
         return out
 
     def process(self, frame: np.ndarray) -> np.ndarray:
@@ -315,15 +351,27 @@ class Pipeline:
     def _sink_loop(self) -> None:
         interval = 1.0 / self.fps
         last: Packet | None = None
+        shown: np.ndarray | None = None  # the frame the outputs show now
         last_write = time.perf_counter()
         next_overlay = 0.0
         while not self._stop.is_set():
             wait = max(0.0, last_write + 1.5 * interval - time.perf_counter()) if last is not None else 0.1
+            if self._duration is not None and self._first_out is not None:  # wake up on time for the end
+                wait = min(wait, max(0.0, self._first_out + self._duration - time.perf_counter()))
             pkt = self.out_box.get(timeout=min(wait, 0.1))
             now = time.perf_counter()
+            ending = self._duration is not None and self._first_out is not None \
+                and now - self._first_out >= self._duration
+            if pkt is None and not ending and (last is None or now - last_write < 1.5 * interval):
+                continue
+            if self._first_out is None:
+                self._first_out = now
+            elif ending:
+                if shown is not None:  # the last picture stays up to the end: a recording lasts the duration
+                    self._write(shown)
+                self._stop.set()
+                break
             if pkt is None:
-                if last is None or now - last_write < 1.5 * interval:
-                    continue
                 self._stats.frames_repeated += 1
                 pkt = last
             else:
@@ -336,6 +384,7 @@ class Pipeline:
                     next_overlay = now + 0.5
                 frame = draw_overlay(frame, self._overlay_text)
             self._write(frame)
+            shown = frame
             if not pkt.held and last is not pkt:
                 self._stats.latency_ms.add((time.perf_counter() - pkt.t_capture) * 1000.0)
             last, last_write = pkt, now
@@ -350,6 +399,7 @@ class Pipeline:
                 s.write(frame)
             except Exception as exc:  # noqa: BLE001 - one failing output must not stop the others
                 self._stats.sink_errors += 1
+                self.failed_outputs.append(f"{s.name}: {one_line(exc)}")
                 self.log(f"output {s.name} failed ({one_line(exc, typed=True)}); dropping it")
                 self.sinks.remove(s)
                 _quiet(s.close)

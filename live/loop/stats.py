@@ -158,6 +158,7 @@ def status_line(s: dict) -> str:
         parts.append(f"source {s['source_state']}")
     if s.get("model_loading"):
         parts.append("loading model...")
+    parts.extend(s.get("output_notes", ()))
     return " | ".join(parts)
 
 
