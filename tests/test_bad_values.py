@@ -21,7 +21,7 @@ def one_line_error(capsys, *words: str) -> str:
 
 @pytest.mark.parametrize("option, value", [
     ("--lr", "nan"), ("--lr", "inf"), ("--lr", "-1e-4"), ("--epochs", "nan"), ("--epochs", "inf"),
-    ("--epochs", "-2"), ("--gamma", "nan"), ("--kl-weight", "-1"), ("--seed", str(2**70)), ("--seed", "-1"),
+    ("--epochs", "-2"), ("--gamma", "nan"), ("--kl-weight", "-1"), ("--lr-dis", "inf"), ("--seed", str(2**70)), ("--seed", "-1"),
     ("--z-dim", str(10**9)), ("--size", "100000x100000"),
 ])
 def test_train_refuses_bad_numbers(tmp_path, capsys, option, value):

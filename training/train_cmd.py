@@ -40,18 +40,18 @@ FIXED_ON_RESUME = ("arch", "z_dim")
 
 MAX_Z_DIM = 4096  # the film's model has 200; a bigger latent is a typo that would ask for gigabytes
 MAX_SEED = 2**63 - 1  # torch seeds are 64-bit
-# float options that must be finite and, when given, 0 or more (the weights' -1 default means "the arch's")
-FLOAT_OPTIONS = ("epochs", "lr", "gamma", "kl_weight", "sim_weight", "pixel_weight", "gan_weight", "clip_grad",
-                 "noise_start", "noise_end")
+# float options that must be finite and 0 or more when given (None: the architecture's default)
+FLOAT_OPTIONS = ("epochs", "lr", "lr_dis", "gamma", "kl_weight", "sim_weight", "pixel_weight", "gan_weight",
+                 "clip_grad", "noise_start", "noise_end")
 
 
-def check_numbers(opts: dict, given: set[str]) -> None:
+def check_numbers(opts: dict) -> None:
     """nan, inf, negative or huge values: one line and exit 2 before anything is read or built."""
     for k in FLOAT_OPTIONS:
-        v = opts[k]
-        if not math.isfinite(v) or (k in given and v < 0):
+        v = opts.get(k)
+        if v is not None and not (math.isfinite(v) and v >= 0):
             raise UserError(f"--{k.replace('_', '-')} {v:g}: must be a finite number, 0 or more")
-    if not 0 <= opts["z_dim"] <= MAX_Z_DIM:
+    if opts["z_dim"] is not None and not 1 <= opts["z_dim"] <= MAX_Z_DIM:
         raise UserError(f"--z-dim {opts['z_dim']}: must be between 1 and {MAX_Z_DIM}")
     if not 0 <= opts["seed"] <= MAX_SEED:
         raise UserError(f"--seed {opts['seed']}: must be between 0 and 2^63-1")
@@ -157,7 +157,7 @@ def train(ctx: click.Context, dataset: Path, out: Path, size: tuple[int, int] | 
             raise UserError(f"--{k.replace('_', '-')} must be positive")
     if any(opts[k] is not None and not opts[k] >= 0 for k in ("noise_start", "noise_end")):
         raise UserError("--noise-start and --noise-end must be >= 0")
-    check_numbers(opts, given)
+    check_numbers(opts)
     assert opts["noise_schedule"] in NOISE_SCHEDULES
     ds = open_dataset(dataset, allow_partial=opts["allow_partial"])
     if not ds.complete:
