@@ -230,3 +230,20 @@ def test_render_preset_params_and_mods(make_video, tmp_path, ckpt):
     assert len(got) == 6
     diff = np.mean([np.abs(g.astype(int) - fit(s, W, H).astype(int)).mean() for g, s in zip(got, src, strict=True)])
     assert diff < 4.0  # the input, re-encoded
+
+
+def test_truncated_input_leaves_a_partial_named_file_and_exits_2(tmp_path, ckpt, capsys):
+    """An AVI cut in half still declares 60 frames: the 30 that decode are rendered into out.partial.mp4,
+    the command says where the input stopped, exits 2, and nothing is called out.mp4."""
+    src = write_video(tmp_path / "cut.avi", n_frames=60, width=128, height=96, fps=25.0, fourcc="MJPG")
+    data = src.read_bytes()
+    src.write_bytes(data[:len(data) // 2])
+    out = tmp_path / "out.mp4"
+    assert main(["render", str(src), str(out), "--model", str(ckpt)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: ") and "stopped at frame" in err and "of its 60" in err and "out.partial.mp4" in err
+    assert not out.exists()
+    partial = tmp_path / "out.partial.mp4"
+    frames = int(streams(partial)["video"]["nb_read_frames"])
+    assert 0 < frames < 60 and f"stopped at frame {frames} " in err
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
