@@ -110,13 +110,13 @@ def open_footage(spec: str | os.PathLike, width: int, height: int, limit: int, b
         raise UserError(f"{path}: a folder without {DATASET_META} (give a prepared dataset or a video file)")
     if not path.is_file():
         raise UserError(f"{path}: no such footage (give a prepared dataset or a video file)")
+    from autoencoded.media.framing import for_video
     from autoencoded.media.probe import probe
     from autoencoded.training import video
 
     decoder = video.decoder_name()
     info = probe(path, decoder)
-    bars = video.detect_bars(video.sample_frames(info, decoder), (info.width, info.height))
-    box = video.crop_box(info, "auto", width, height, bars)
+    box = for_video(info, "auto", width, height, crop_limit=1.0, decoder=decoder).box  # as prepare frames it
 
     def decoded() -> Iterator[np.ndarray]:
         state = video.Decoded()
