@@ -399,3 +399,82 @@ def test_cosine_learning_rate_decays_over_the_run():
     assert lrs[0] == pytest.approx(1e-3) and lrs[-1] == pytest.approx(5e-5)
     assert all(a > b for a, b in zip(lrs, lrs[1:], strict=False))
     assert lr_at(1e-3, 0.5, 5, 11, "constant") == pytest.approx(5e-4)
+
+
+# ---- --resume writes only under -o, from any folder, and compares resolved model choices (issue 13.3) -------
+
+def test_resume_of_a_copied_run_writes_only_into_the_copy_from_any_working_folder(tmp_path, capsys):
+    ds = make_dataset(tmp_path / "ds", n=8)
+    original = tmp_path / "original"
+    assert cli("train", ds, "-o", original, "--steps", 2, "--batch", 4, "--checkpoint-every", 1, "--keep", 1,
+               "--z-dim", 16, "--no-progress") == 0
+    import shutil
+    copy = tmp_path / "elsewhere" / "copy"
+    shutil.copytree(original, copy)
+    before = {p.name: p.read_bytes() for p in (original / "checkpoints").iterdir()}
+    away = tmp_path / "somewhere" / "else"
+    away.mkdir(parents=True)
+    cwd = os.getcwd()
+    os.chdir(away)  # relative paths given from another working folder
+    try:
+        rel_ds, rel_copy = os.path.relpath(ds), os.path.relpath(copy)
+        # --z-dim as resolved: the run was trained with z=16, so asking for 16 again is the same model
+        assert cli("train", rel_ds, "-o", rel_copy, "--resume", "--steps", 4, "--z-dim", 16, "--no-progress") == 0
+    finally:
+        os.chdir(cwd)
+    capsys.readouterr()
+    assert {p.name: p.read_bytes() for p in (original / "checkpoints").iterdir()} == before  # untouched
+    assert max(metrics(copy)) == 4 and max(metrics(original)) == 2
+    assert Checkpoints(copy).steps()[-1] == 4
+    assert json.loads((copy / "config.json").read_text())["out"] == os.path.relpath(copy, away)
+
+
+def test_resume_compares_the_resolved_latent_size(tmp_path, capsys):
+    ds = make_dataset(tmp_path / "ds", n=8)
+    run = tmp_path / "run"
+    assert cli("train", ds, "-o", run, "--steps", 1, "--batch", 4, "--no-progress") == 0  # lite: z = 128
+    capsys.readouterr()
+    assert cli("train", ds, "-o", run, "--resume", "--steps", 2, "--z-dim", 128, "--no-progress") == 0
+    capsys.readouterr()
+    assert cli("train", ds, "-o", run, "--resume", "--steps", 3, "--z-dim", 64) == 2
+    assert "trained with z_dim=128, not 64" in _err_line(capsys)
+
+
+# ---- the collapse guard catches an early collapse (issue 13.6) ---------------------------------------------
+
+def test_an_exploding_learning_rate_is_caught_at_step_2_and_stops_after_the_last_rollback(tmp_path, capsys):
+    ds = make_dataset(tmp_path / "ds", n=8)
+    run = tmp_path / "run"
+    rc = cli("train", ds, "-o", run, "--lr", "1e6", "--steps", 20, "--batch", 4, "--checkpoint-every", 10,
+             "--z-dim", 16, "--no-progress")
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and sum(line.startswith("collapse at step 1: rec loss spike") for line in lines) == 5
+    err = lines[-1]
+    assert err.startswith("error: training stopped: it collapsed 6 times, more than the 5 rollbacks allowed")
+    assert "the last good checkpoint step-0000000.safetensors is kept" in err and "--resume" in err
+    ev = events(run)
+    assert len(ev) == 5 and all(e["at_step"] <= 2 and e["to_step"] == 0 for e in ev)
+    assert [e["lr_scale"] for e in ev] == [0.5, 0.25, 0.125, 0.0625, 0.03125]
+    _, w, _ = load_weights(run / "checkpoints" / "step-0000000.safetensors")  # the kept one is sound
+    assert all(torch.isfinite(t.float()).all() for t in w.values())
+
+
+def test_diversity_collapse_before_the_first_checkpoint_is_measured_against_step_0(tmp_path):
+    ds = make_dataset(tmp_path / "ds", n=16)
+    run = tmp_path / "run"
+    run.mkdir()
+    cfg = tiny_cfg(ds, run, steps=4, checkpoint_every=2, sample_every=2)
+    tr = Trainer(cfg, open_dataset(ds))
+
+    def collapse(trainer, losses):  # every reconstruction becomes one flat picture after step 1
+        if trainer.step == 1 and trainer.rollbacks == 0:
+            with torch.no_grad():
+                for p in trainer.nets["decoder"].parameters():
+                    p.zero_()
+
+    summary = tr.run(on_step=collapse)
+    ev = events(run)
+    assert summary["rollbacks"] == 1 and summary["step"] == 4
+    assert ev[0]["at_step"] == 2 and ev[0]["to_step"] == 0 and "diversity collapsed" in ev[0]["reason"]
+    side = json.loads((run / "checkpoints" / "step-0000000.json").read_text())
+    assert f"best {side['eval']['diversity']:.4g}" in ev[0]["reason"]  # the step-0 baseline

@@ -3,7 +3,10 @@
 Signals (any one is a collapse):
 - a NaN or Inf in any loss;
 - discriminator saturation: its loss below `sat_eps` for `sat_steps` steps in a row;
-- a loss spike: the reconstruction or discriminator loss above `spike_factor` x its running median;
+- a loss spike: the reconstruction or discriminator loss above `spike_factor` x its running median, judged
+  from the second step on: while fewer than `spike_warmup` losses are known, against the largest of those
+  first losses (a few early values make a noisy median; a learning rate that explodes the model shows at
+  step 2, 1e12 against 0.5, and must not wait for a warm-up);
 - loss of diversity: reconstructions of a fixed batch that differ among themselves far less than they
   did at their best (checked by the loop at each checkpoint, before saving).
 """
@@ -45,10 +48,12 @@ class CollapseGuard:
             if k not in losses:
                 continue
             hist = self.history[k]
-            if len(hist) >= self.spike_warmup:
-                med = statistics.median(hist)
-                if med > 0 and losses[k] > self.spike_factor * med:
-                    return f"{k} loss spike ({losses[k]:.4g} > {self.spike_factor:g} x median {med:.4g})"
+            if hist:
+                early = len(hist) < self.spike_warmup
+                ref = max(hist) if early else statistics.median(hist)
+                if ref > 0 and losses[k] > self.spike_factor * ref:
+                    what = "the first losses' largest" if early else "median"
+                    return f"{k} loss spike ({losses[k]:.4g} > {self.spike_factor:g} x {what} {ref:.4g})"
             hist.append(float(losses[k]))
         return None
 

@@ -462,10 +462,12 @@ class Trainer:
     def rollback(self, reason: str) -> None:
         self.rollbacks += 1
         at = self.step
-        if self.rollbacks > self.cfg.max_rollbacks:
-            raise UserError(f"training collapsed {self.rollbacks} times (last: {reason} at step {at}); "
-                            "try a lower --lr or a smaller --noise-end")
         path = self._agreed_latest()
+        if self.rollbacks > self.cfg.max_rollbacks:  # stop: the last good checkpoint stays as it is
+            kept = f"; the last good checkpoint {path.name} is kept" if path else ""
+            raise UserError(f"training stopped: it collapsed {self.rollbacks} times, more than the "
+                            f"{self.cfg.max_rollbacks} rollbacks allowed (last: {reason} at step {at}){kept}; "
+                            "continue it with --resume and a lower --lr or a smaller --noise-end")
         if path is None:
             raise UserError(f"training collapsed ({reason}) before any checkpoint was written")
         rollbacks, current = self.rollbacks, self.lr_scale
@@ -540,6 +542,8 @@ class Trainer:
         if self.saved_step is None:  # a new run (same answer on every rank: no process asks the disk)
             ev = self.evaluate()
             self.first_eval = ev["recon_mse"]
+            if self.cfg.guard:  # the diversity baseline: a collapse before the first checkpoint is caught too
+                self.guard.check_diversity(ev["diversity"])
             self.save(ev)
             self.write_samples(ev)
         # Ctrl-C, SIGTERM and SIGHUP finish the step and save; a second one aborts at once
