@@ -87,10 +87,11 @@ def _clear_run(out: Path) -> None:
 
 
 def _resolved_model_value(key: str, saved, value):
-    """A model choice as the trainer resolves it for the run `saved`: z_dim 0 means the default."""
+    """A model choice as the trainer resolves it for the run `saved`: no z_dim (or an old run's 0) means
+    the architecture's default."""
     if key == "z_dim" and not value:
-        from autoencoded.training.model import ModelConfig
-        return saved.model_overrides.get("z_dim") or ModelConfig.preset(saved.arch).z_dim
+        from autoencoded.training.config import resolve
+        return resolve(dataclasses.replace(saved, z_dim=None)).z_dim
     return value
 
 
