@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from autoencoded.documents import parse_json
 from autoencoded.errors import UserError, one_line
 from autoencoded.fileio import check_writable, write_failed
 from autoencoded.live.engines import pack as packfmt
@@ -58,7 +59,7 @@ def _training_summary(weights: Path, meta: dict) -> dict | None:
     summary: dict = {}
     if sidecar.is_file():
         try:
-            data = json.loads(sidecar.read_text(encoding="utf-8"))
+            data = parse_json(sidecar.read_text(encoding="utf-8"))
             if isinstance(data, dict):
                 summary = {k: v for k, v in data.items() if len(json.dumps(v, default=str)) < 4096}
         except (ValueError, OSError):

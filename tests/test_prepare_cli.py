@@ -86,7 +86,7 @@ def test_truncated_avi_keeps_frames_and_marks_partial(make_video, tmp_path, deco
     cut = tmp_path / "cut.avi"
     cut.write_bytes(src.read_bytes()[:src.stat().st_size // 2])
     line = assert_user_error(run(cut, "-o", tmp_path / "ds", "--size", "64x48", decoder=decoder),
-                             "cut.avi", "stopped at frame", "of 48", "partial")
+                             "cut.avi", "stopped at frame", "48", "partial")
     k = int(line.split("stopped at frame ")[1].split()[0])
     assert 15 <= k <= 30
     meta = json.loads((tmp_path / "ds" / "dataset.json").read_text())
@@ -196,3 +196,72 @@ def test_stop_signals_remove_the_temp_files(make_video, tmp_path, how, decoder="
     assert list(out.iterdir()) == []
     again = run(src, "-o", out, "--size", "64x48", decoder=decoder)
     assert again.returncode == 0, again.stderr
+
+
+# ---- phone video and variable frame rate (issue 13.7) ----------------------------------------------------
+
+needs_ffmpeg = pytest.mark.skipif(not HAVE_FFMPEG, reason="ffmpeg makes the test files")
+
+
+def ffmpeg(*args: str) -> None:
+    subprocess.run(["ffmpeg", "-v", "error", "-y", *map(str, args)], check=True, capture_output=True, timeout=120)
+
+
+def frames_of(folder: Path):
+    import numpy as np
+    return np.load(folder / "frames.npy")
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_phone_video_with_rotation_metadata(make_video, tmp_path, decoder):
+    """Stored 320x180 with a 90-degree display matrix, as a phone held upright writes it: the decoders turn
+    the picture, so the crop box must be computed on the turned size (it failed in ffmpeg's crop)."""
+    import cv2
+    import numpy as np
+
+    src = make_video("landscape.mp4", n_frames=24, width=320, height=180)
+    phone = tmp_path / "phone.mp4"
+    ffmpeg("-i", src, "-c", "copy", "-metadata:s:v:0", "rotate=90", phone)
+    r = run(phone, "-o", tmp_path / "ds", "--size", "144x256", decoder=decoder)
+    assert r.returncode == 0, r.stderr
+    got = frames_of(tmp_path / "ds")
+    assert got.shape == (24, 256, 144, 3)
+    # the picture is the source turned a quarter, not the source squeezed into a portrait box
+    first = cv2.cvtColor(cv2.VideoCapture(str(src)).read()[1], cv2.COLOR_BGR2RGB)
+    turned = [cv2.resize(cv2.rotate(first, k), (144, 256), interpolation=cv2.INTER_AREA)
+              for k in (cv2.ROTATE_90_CLOCKWISE, cv2.ROTATE_90_COUNTERCLOCKWISE)]
+    squeezed = cv2.resize(first, (144, 256), interpolation=cv2.INTER_AREA)
+    err = [float(np.abs(got[0].astype(int) - t).mean()) for t in turned]
+    assert min(err) < 12 < float(np.abs(got[0].astype(int) - squeezed).mean()), err
+
+
+def make_vfr(tmp_path: Path) -> Path:
+    """A healthy Matroska file whose frame rate changes: 60 frames at 30 fps, then 20 at 10 fps. Matroska
+    declares no frame count, and duration x 30 fps estimates 118 frames for its 80."""
+    vfr = tmp_path / "vfr.mkv"
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=320x180:rate=30", "-frames:v", "80", "-vf",
+           "setpts='if(lt(N,60),N/(30*TB),2/TB+(N-60)/(10*TB))'", "-vsync", "vfr", "-c:v", "libx264",
+           "-pix_fmt", "yuv420p", vfr)
+    return vfr
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_variable_frame_rate_file_is_not_called_damaged_against_an_estimate(tmp_path, decoder):
+    vfr = make_vfr(tmp_path)
+    r = run(vfr, "-o", tmp_path / "ds", "--size", "64x48", decoder=decoder)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    meta = json.loads((tmp_path / "ds" / "dataset.json").read_text())
+    assert meta["complete"] is True and meta["frames"] == 80 and meta["sources"][0]["stopped_at"] is None
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_truncated_variable_frame_rate_file_is_still_partial(tmp_path, decoder):
+    vfr = make_vfr(tmp_path)
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(vfr.read_bytes()[: vfr.stat().st_size // 2])
+    line = assert_user_error(run(cut, "-o", tmp_path / "ds", "--size", "64x48", decoder=decoder),
+                             "cut.mkv", "stopped at frame", "of about 118", "partial")
+    assert "ended at" in line or "ended prematurely" in line

@@ -20,6 +20,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as st_save
 
+from autoencoded.documents import parse_json
 from autoencoded.errors import UserError, one_line
 from autoencoded.training.model import ModelConfig
 from autoencoded.training.weights import STEP_RE, atomic_write_bytes, load_weights, save_weights
@@ -102,7 +103,7 @@ class Checkpoints:
         if not p.is_file():
             return {}
         try:
-            data = json.loads(p.read_text())
+            data = parse_json(p.read_text())
         except (OSError, ValueError):
             return {}
         return data if isinstance(data, dict) else {}
@@ -181,7 +182,7 @@ class Checkpoints:
                     tensors[k] = f.get_tensor(k)
             if meta.get("format") != STATE_FORMAT:
                 raise ValueError("not a training state file of this tool")
-            state = json.loads(meta["state"])
+            state = parse_json(meta["state"])
         except (SafetensorError, OSError, ValueError, KeyError) as exc:
             raise UserError(f"{state_path}: corrupt training state ({one_line(exc)})") from None
         return cfg, weights, tensors, state

@@ -16,12 +16,12 @@ source stopped early (truncated or corrupted mid-stream): those frames are usabl
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import numpy as np
 
+from autoencoded.documents import parse_json
 from autoencoded.errors import UserError, one_line
 
 FORMAT = "autoencoded-dataset"
@@ -92,8 +92,8 @@ def read_meta(path: str | os.PathLike) -> dict:
     if not meta_path.is_file():
         raise UserError(f"{folder}: no {META_FILE} (not a dataset, or 'autoencoded prepare' did not finish)")
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        meta = parse_json(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # ValueError: bad UTF-8, bad JSON, nested too deeply
         raise UserError(f"{meta_path}: unreadable or corrupt ({one_line(exc)})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise UserError(f"{meta_path}: not an autoencoded dataset description")

@@ -133,7 +133,9 @@ def prepare(videos: Sequence[str | os.PathLike], out: str | os.PathLike, size: t
     if max_frames is not None and max_frames < 1:
         raise UserError(f"--max-frames {max_frames}: must be 1 or more")
     decoder = video.decoder_name()
-    infos = [probe(v, decoder) for v in videos]  # every input is checked before anything is written
+    # every input is checked before anything is written; ffprobe (when installed) also for the OpenCV
+    # decoder, since only it tells a frame count the container declares from one estimated from duration
+    infos = [probe(v) for v in videos]
     out = Path(out)
     prepare_output(out, overwrite)
 
@@ -155,7 +157,8 @@ def prepare(videos: Sequence[str | os.PathLike], out: str | os.PathLike, size: t
                               state, progress, total)
             sources.append(rec)
             if rec["stopped_at"] is not None:
-                of = f" of {info.expected_frames}" if info.expected_frames else ""
+                of = (f" of {'about ' if info.estimated else ''}{info.expected_frames}" if info.expected_frames
+                      else "")
                 summary.partial.append(f"{info.path}: stopped at frame {rec['stopped_at']}{of} ({rec['error']})")
         if summary.kept == 0:
             names = ", ".join(str(i.path) for i in infos)

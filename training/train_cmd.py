@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import shutil
 import sys
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from autoencoded.documents import parse_json
 from autoencoded.errors import UserError
 from autoencoded.sizes import MODEL_SIZE
 from autoencoded.training import archs
@@ -175,7 +175,7 @@ def train(ctx: click.Context, dataset: Path, out: Path, size: tuple[int, int] | 
     fields = {FIELDS[k]: v for k, v in opts.items()}
     if resume:
         try:
-            saved = TrainConfig.from_dict(json.loads((out / "config.json").read_text()))
+            saved = TrainConfig.from_dict(parse_json((out / "config.json").read_text()))
         except (OSError, ValueError, TypeError) as exc:
             raise UserError(f"{out / 'config.json'}: unreadable ({exc})") from None
         for k in FIXED_ON_RESUME:

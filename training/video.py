@@ -36,6 +36,7 @@ class Decoded:
     stopped_at: int | None = None
     error: str | None = None
     messages: list[str] = field(default_factory=list)
+    last_time_s: float | None = None  # timestamp of the last frame delivered, where the decoder tells it
 
 
 def decoder_name() -> str:
@@ -62,17 +63,29 @@ def frames(info: VideoInfo, decoder: str, box: tuple[int, int, int, int], width:
     inner = fit_size(box, info.sar, width, height) if mode == "fit" else (width, height)
     gen = _frames_ffmpeg if decoder == "ffmpeg" else _frames_opencv
     yield from gen(info, box, inner, (width, height), state)
-    expected = info.expected_frames
-    if state.stopped_at is None and expected and state.frames < expected - _tolerance(info):
-        state.stopped_at = state.frames
-        state.error = error_line("\n".join(state.messages)) or f"ended before its declared {expected} frames"
+    if state.stopped_at is None:
+        why = _ended_early(info, state)
+        if why:
+            state.stopped_at = state.frames
+            state.error = error_line("\n".join(state.messages)) or why
     if state.stopped_at is not None and state.error is None:
         state.error = "decoding failed"
 
 
-def _tolerance(info: VideoInfo) -> int:
-    # a declared count is off by a frame at most on healthy files; duration x fps can be off by more
-    return max(2, int((info.expected_frames or 0) * 0.02)) if info.estimated else 1
+def _ended_early(info: VideoInfo, state: Decoded) -> str | None:
+    """Why the source looks cut short, from evidence only: a frame count the container declares, the
+    decoder's own complaints, or the last frame's time against the container's duration. A frame count
+    estimated from duration x fps is never evidence: a variable-frame-rate film misses it by far."""
+    expected = info.expected_frames
+    if not info.estimated:
+        return f"ended before its declared {expected} frames" if expected and state.frames < expected - 1 else None
+    if state.messages and expected and state.frames < expected:
+        return "the decoder reported errors"
+    if state.last_time_s is not None and info.duration_s and info.fps > 0:
+        end = state.last_time_s + 1 / info.fps
+        if end < info.duration_s - max(2 / info.fps, 0.02 * info.duration_s):
+            return f"ended at {end:.2f} s of {info.duration_s:.2f} s"
+    return None
 
 
 def _frames_opencv(info, box, inner, size, state: Decoded) -> Iterator[np.ndarray]:
@@ -89,6 +102,7 @@ def _frames_opencv(info, box, inner, size, state: Decoded) -> Iterator[np.ndarra
                 break
             small = resize(bgr[y:y + h, x:x + w], *inner)
             state.frames += 1
+            state.last_time_s = cap.get(cv2.CAP_PROP_POS_MSEC) / 1000
             yield pad_to(cv2.cvtColor(small, cv2.COLOR_BGR2RGB), *size)
     finally:
         cap.release()

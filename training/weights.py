@@ -23,6 +23,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as st_save
 
+from autoencoded.documents import parse_json
 from autoencoded.errors import UserError, one_line
 from autoencoded.fileio import atomic_write_bytes, sha256_file
 from autoencoded.training.model import ModelConfig
@@ -70,7 +71,7 @@ def load_weights(path: str | os.PathLike, device: str = "cpu") -> tuple[ModelCon
         raise UserError(f"{path}: weights format version {meta.get('format_version')!r} is not supported "
                         f"(this tool reads up to {FORMAT_VERSION})")
     try:
-        cfg = ModelConfig.from_json(meta["config"])
+        cfg = ModelConfig.from_dict(parse_json(meta["config"]))
     except (KeyError, ValueError, TypeError) as exc:
         raise UserError(f"{path}: bad model config in checkpoint ({one_line(exc)})") from None
     try:
@@ -80,7 +81,36 @@ def load_weights(path: str | os.PathLike, device: str = "cpu") -> tuple[ModelCon
                 state[k] = f.get_tensor(k)
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise UserError(f"{path}: corrupt checkpoint ({one_line(exc)})") from None
+    check_config_fits(path, cfg, state)
     return cfg, state, meta
+
+
+def _shape(shape) -> str:
+    return "x".join(map(str, shape)) or "scalar"
+
+
+def check_config_fits(path: Path, cfg: ModelConfig, state: dict[str, torch.Tensor]) -> None:
+    """The model a checkpoint's config describes must be the one its tensors hold. It is built on the
+    meta device first (shapes, no memory), so a config asking for gigabytes beside megabytes of weights
+    (a 9 MB file once asked for 3.4 GB) is refused before anything is allocated."""
+    from autoencoded.training.model import AutoEncoder
+    try:
+        with torch.device("meta"):
+            want = {k: tuple(v.shape) for k, v in AutoEncoder(cfg).state_dict().items()}
+    except (ValueError, TypeError, RuntimeError, OverflowError) as exc:
+        raise UserError(f"{path}: bad model config in checkpoint ({one_line(exc)})") from None
+    for prefix in ("", "ema."):  # the live weights, and the averaged ones when the run kept them
+        held = {k[len(prefix):]: tuple(v.shape) for k, v in state.items()
+                if k.startswith((f"{prefix}encoder.", f"{prefix}decoder."))}
+        if prefix and not held:
+            continue
+        if held != want:
+            bad = next((k for k in want if held.get(k) != want[k]), None) or next(k for k in held if k not in want)
+            what = (f"{prefix}{bad}: the config makes {_shape(want[bad])}, the file holds "
+                    f"{_shape(held[bad]) if bad in held else 'nothing'}" if bad in want
+                    else f"{prefix}{bad} is not part of the configured model")
+            raise UserError(f"{path}: its model config does not match its weights ({what}); refused "
+                            "before building the model")
 
 
 def resolve_checkpoint(path: str | os.PathLike, which: str = "best") -> Path:
@@ -99,7 +129,8 @@ def resolve_checkpoint(path: str | os.PathLike, which: str = "best") -> Path:
     index = ckdir / "index.json"
     if index.is_file():
         try:
-            name = json.loads(index.read_text()).get(which) or json.loads(index.read_text()).get("latest")
+            doc = parse_json(index.read_text())
+            name = (doc.get(which) or doc.get("latest")) if isinstance(doc, dict) else None
         except (ValueError, OSError):
             name = None
         if name and (ckdir / name).is_file():

@@ -70,7 +70,7 @@ def check_decodes(path: str | os.PathLike) -> None:
 def _probe_ffprobe(path: Path) -> VideoInfo:
     cmd = [ffprobe_path() or "ffprobe", "-v", "error", "-of", "json", "-show_entries",
            "stream=codec_type,codec_name,width,height,avg_frame_rate,r_frame_rate,nb_frames,duration,"
-           "sample_aspect_ratio:format=duration", file_arg(path)]
+           "sample_aspect_ratio:stream_side_data=rotation:stream_tags=rotate:format=duration", file_arg(path)]
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=60)
     except (OSError, subprocess.SubprocessError) as exc:
@@ -99,8 +99,24 @@ def _probe_ffprobe(path: Path) -> VideoInfo:
     usable = [r for r in (avg, real) if r and 1 <= r <= MAX_RATE]
     rate = f"{usable[0].numerator}/{usable[0].denominator}" if usable else None
     audio = (audios[0].get("codec_name") or "unknown") if audios else None
-    return VideoInfo(path, int(s.get("width") or 0), int(s.get("height") or 0), fps, expected, duration,
-                     float(sar), estimated, rate, audio)
+    width, height = int(s.get("width") or 0), int(s.get("height") or 0)
+    if _rotation(s) % 180 == 90:  # a phone held upright: decoders turn the picture, so describe it turned
+        width, height, sar = height, width, 1 / sar
+    return VideoInfo(path, width, height, fps, expected, duration, float(sar), estimated, rate, audio)
+
+
+def _rotation(stream: dict) -> int:
+    """Degrees the picture is turned for display: the display matrix (side data), else the old rotate tag."""
+    for side in stream.get("side_data_list") or []:
+        if isinstance(side, dict) and "rotation" in side:
+            try:
+                return round(float(side["rotation"]))
+            except (TypeError, ValueError):
+                return 0
+    try:
+        return round(float((stream.get("tags") or {}).get("rotate", 0)))
+    except (TypeError, ValueError):
+        return 0
 
 
 def _probe_opencv(path: Path) -> VideoInfo:

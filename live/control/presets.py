@@ -35,21 +35,16 @@ import importlib.resources
 import math
 import os
 import re
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import tomli_w
 
+from autoencoded.documents import parse_toml
 from autoencoded.errors import UserError
 from autoencoded.live.control.modulation import ModRoute, make_route
 from autoencoded.live.control.params import SPECS, ParamStore, coerce, parse_target
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 SHIPPED_DIR = Path(str(importlib.resources.files("autoencoded.presets")))
@@ -121,12 +116,12 @@ def find_preset(ref: str, allow_path: bool = True) -> Path:
 def load_preset(ref: str | Path, allow_path: bool = True) -> Preset:
     path = ref if isinstance(ref, Path) else find_preset(ref, allow_path=allow_path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = parse_toml(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise UserError(f"cannot read preset {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
         raise UserError(f"{path}: not UTF-8 text") from None
-    except tomllib.TOMLDecodeError as exc:
+    except ValueError as exc:
         raise UserError(f"{path}: not valid TOML: {exc}") from None
     return parse_preset(data, path.stem, path)
 
@@ -296,7 +291,7 @@ def write_preset(path: Path | str, preset: Preset) -> Path:
     """Write atomically (temp file + rename): a crash never leaves half a preset behind."""
     path = Path(path)
     text = tomli_w.dumps(preset_to_toml(preset))
-    parse_preset(tomllib.loads(text), preset.name, path)  # never write what we could not read back
+    parse_preset(parse_toml(text), preset.name, path)  # never write what we could not read back
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

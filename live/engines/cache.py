@@ -21,6 +21,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from autoencoded.documents import parse_json
 from autoencoded.training.weights import atomic_write_bytes
 
 MAGIC = b"AEENGIN1"
@@ -66,7 +67,7 @@ def decode_file(data: bytes, key: EngineKey) -> tuple[bytes | None, str, dict]:
     if n > HEADER_MAX or start + n > len(data):
         return None, "corrupt header (truncated)", {}
     try:
-        header = json.loads(data[start:start + n])
+        header = parse_json(data[start:start + n])
     except ValueError:
         return None, "corrupt header (not JSON)", {}
     if not isinstance(header, dict) or header.get("key") != dataclasses.asdict(key):

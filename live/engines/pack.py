@@ -19,7 +19,6 @@ leave the pack (`../`, absolute, symlinks out) are refused before any runtime op
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from pathlib import Path
 import onnx
 from onnx import compose, external_data_helper
 
+from autoencoded.documents import parse_json
 from autoencoded.errors import UserError, one_line
 
 FORMAT = "autoencoded-model"
@@ -146,7 +146,7 @@ def read_meta(pack_dir: str | os.PathLike) -> dict:
     if not meta_path.is_file():
         raise UserError(f"{pack_dir}: not a model pack (no {META_FILE}); create one with `autoencoded export`")
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        meta = parse_json(meta_path.read_text(encoding="utf-8"))
     except (ValueError, OSError) as exc:
         raise UserError(f"{meta_path}: unreadable ({one_line(exc)})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
