@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from autoencoded.errors import UserError
+from autoencoded.errors import UserError, one_line
 from autoencoded.fileio import atomic_write_bytes, check_writable, write_failed
 from autoencoded.sizes import MODEL_SIZE
 
@@ -121,10 +121,12 @@ def bench(model: Path | None, backend: str, archs: tuple[str, ...], size: str, s
                 try:
                     engine = open_engine(target, "auto" if name == "auto" else name,
                                          log=lambda s: console.print(escape(s), highlight=False), max_batch=max_batch)
-                except UserError as exc:
+                except Exception as exc:  # a UserError, or an engine that fails to build (TensorRT, CUDA)
+                    why = str(exc) if isinstance(exc, UserError) else \
+                        f"the {name} backend failed to load: {one_line(exc, typed=True)}"
                     if backend != "all":
-                        raise
-                    results.append({"arch": m["arch"], "backend": name, "skipped": str(exc)})
+                        raise UserError(why) from None
+                    results.append({"arch": m["arch"], "backend": name, "skipped": why})
                     continue
                 with engine:
                     console.print(f"measuring {m['arch']} on {escape(engine.name)} ...", highlight=False)

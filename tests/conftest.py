@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,11 @@ SHARED_FOOTAGE = Path(__file__).resolve().parents[1].parent / "shared" / "footag
 
 # tests share 2 cores with everything else; keep torch from oversubscribing them
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+# TensorRT engines that tests build (on a GPU machine) go to a folder of their own, removed at exit, never
+# into the user's ~/.cache/autoencoded/engines; the environment carries it into the commands tests start
+_ENGINE_CACHE = tempfile.TemporaryDirectory(prefix="autoencoded-test-cache-")
+os.environ["AUTOENCODED_CACHE"] = _ENGINE_CACHE.name
 
 
 @pytest.fixture

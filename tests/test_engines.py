@@ -55,11 +55,14 @@ def video_frames(make_video, n: int = 6) -> np.ndarray:
 
 
 def test_onnxruntime_matches_torch(model, make_video):
+    """Both on the CPU, in FP32: on a CUDA machine torch would run cuDNN with TF32 and ONNX Runtime its CUDA
+    provider, and 1e-4 would measure TF32's 10-bit products, not the export."""
+    from autoencoded.live.engines.ort_backend import OnnxRuntimeEngine
+    from autoencoded.live.engines.torch_backend import TorchEngine
+
     frames = video_frames(make_video)
-    lines: list[str] = []
-    with open_engine(model["pack"], "auto", log=lines.append) as ort_engine, \
-            open_engine(model["ckpt"], "torch", log=lines.append) as torch_engine:
-        assert len(lines) == 1 and lines[0].startswith("engine: onnxruntime") and "auto:" in lines[0]
+    with OnnxRuntimeEngine(read_pack(model["pack"]), device="cpu") as ort_engine, \
+            TorchEngine(model["ckpt"], device="cpu") as torch_engine:
         assert ort_engine.name.startswith("onnxruntime (CPUExecutionProvider")
         assert (ort_engine.width, ort_engine.height, ort_engine.z_dim) == (W, H, 128)
         mu_o, ls_o = ort_engine.encode(frames)
@@ -76,10 +79,38 @@ def test_onnxruntime_matches_torch(model, make_video):
             ort_engine.encode(np.zeros((1, H + 1, W, 3), np.uint8))
 
 
+def test_auto_takes_the_fastest_backend_this_machine_has_and_says_why(model):
+    from autoencoded.live.engines.ort_backend import cuda_available
+
+    lines: list[str] = []
+    with open_engine(model["pack"], "auto", log=lines.append) as engine:
+        assert len(lines) == 1 and lines[0].startswith(f"engine: {engine.name} (auto")
+        if tensorrt_unavailable() is None:  # an NVIDIA GPU with TensorRT
+            assert engine.name.startswith("tensorrt")
+        elif cuda_available() and torch.cuda.is_available():
+            assert engine.name.startswith(("onnxruntime (CUDAExecutionProvider", "onnxruntime (CPU"))
+        else:
+            assert engine.name.startswith("onnxruntime (CPUExecutionProvider")
+            assert "onnxruntime has no CUDA provider" in lines[0] or "CUDA failed" in lines[0]
+
+
+def test_explicit_onnxruntime_runs_on_the_cpu_when_the_gpu_cannot(model):
+    from autoencoded.live.engines.ort_backend import cuda_available
+
+    lines: list[str] = []
+    with open_engine(model["pack"], "onnxruntime", log=lines.append) as engine:
+        if engine.name.startswith("onnxruntime (CUDAExecutionProvider"):
+            assert lines == []
+        elif torch.cuda.is_available() or cuda_available():  # a GPU it could not use: said in one line
+            assert len(lines) == 1 and lines[0].startswith("engine: onnxruntime runs on the CPU: ")
+        else:  # no GPU at all: nothing to say
+            assert lines == [] and engine.name.startswith("onnxruntime (CPUExecutionProvider")
+
+
 def test_torch_backend_from_pack_source_and_run_folder(model, tmp_path):
     lines: list[str] = []
     with open_engine(model["pack"], "torch", log=lines.append) as e:
-        assert e.name.startswith("torch cpu")
+        assert e.name.startswith("torch cuda" if torch.cuda.is_available() else "torch cpu")
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
     shutil.copy(model["ckpt"], run / "checkpoints" / model["ckpt"].name)

@@ -1,4 +1,6 @@
-"""TensorRT engine cache (CPU-testable: keys, header validation, rebuild) and, on a GPU, real engines."""
+"""TensorRT: the engine cache (keys, header validation, rebuild), the build recipe of TensorRT 10 and 11,
+the FP16 graph and the proof that an engine computes in FP16 (CPU-testable, with real ONNX Runtime sessions),
+and, on a GPU, real engines."""
 
 from __future__ import annotations
 
@@ -10,10 +12,20 @@ import pytest
 
 from autoencoded.live.engines import tensorrt_unavailable
 from autoencoded.live.engines.cache import MAGIC, EngineCache, EngineKey, cache_dir, decode_file
-from autoencoded.live.engines.tensorrt_build import cached_engine, make_key, shape_spec
+from autoencoded.live.engines.tensorrt_build import (
+    BUILDER_VERSION,
+    batch_profiles,
+    cached_engine,
+    fp16_onnx,
+    fp16_share,
+    layer_precisions,
+    make_key,
+    recipe,
+    shape_spec,
+)
 
-IDENTITY = {"trt_version": "10.9.0", "gpu_name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}
-PROFILES = {"image": ((1, 3, 144, 256), (1, 3, 144, 256), (16, 3, 144, 256))}
+IDENTITY = {"trt_version": "10.16.1.11", "gpu_name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}
+PROFILES = batch_profiles("image", (3, 144, 256), 16)
 
 
 def key(**changes) -> EngineKey:
@@ -30,10 +42,12 @@ def test_cache_dir_env(monkeypatch, tmp_path):
 
 def test_every_key_field_changes_the_file():
     base = key()
-    assert shape_spec(PROFILES) == "image:1x3x144x256/1x3x144x256/16x3x144x256"
-    variants = [key(model_hash="cd" * 32), key(part="encoder"), key(trt_version="10.10.0"),
+    assert shape_spec(PROFILES) == ("image:1x3x144x256/1x3x144x256/1x3x144x256|"
+                                    "image:1x3x144x256/1x3x144x256/16x3x144x256")
+    assert base.builder == BUILDER_VERSION  # how engines are built is part of the key
+    variants = [key(model_hash="cd" * 32), key(part="encoder"), key(trt_version="11.4.0.106"),
                 key(gpu_name="NVIDIA GeForce RTX 4090"), key(compute_capability="8.9"), key(precision="fp32"),
-                key(shape=shape_spec({"image": ((1, 3, 144, 256),) * 2 + ((32, 3, 144, 256),)}))]
+                key(shape=shape_spec(batch_profiles("image", (3, 144, 256), 32))), key(builder="1")]
     names = {base.filename()} | {v.filename() for v in variants}
     assert len(names) == 1 + len(variants)
     assert base.filename() == key().filename()  # stable
@@ -62,6 +76,11 @@ def test_store_load_and_reject_corrupt_or_stale(tmp_path):
     # garbage (e.g. a raw engine from another tool)
     path.write_bytes(b"ftrt" + payload)
     assert cache.load(k)[1] == "not an engine cache file (bad magic)"
+    # built by an older builder (e.g. weakly typed TensorRT 10 engines): rebuilt, never loaded
+    old = key(builder="1")
+    EngineCache(tmp_path / "old").store(old, payload)
+    path.write_bytes(EngineCache(tmp_path / "old").path(old).read_bytes())
+    assert cache.load(k)[1].startswith("built for a different")
     # a valid file built for another GPU, copied under this key's name
     other = key(gpu_name="NVIDIA A100-SXM4-80GB")
     cache_other = EngineCache(tmp_path / "o")
@@ -126,3 +145,120 @@ def test_tensorrt_build_module_imports_without_tensorrt():
     with pytest.raises(ImportError):
         from autoencoded.live.engines.tensorrt_build import device_identity
         device_identity()
+
+
+# ---- the build recipe of TensorRT 10 and 11 ---------------------------------------------------------
+
+def test_fp16_is_a_strongly_typed_fp16_graph_on_tensorrt_10_and_11():
+    """TensorRT 11 removed BuilderFlag.FP16 (weak typing): both majors build an FP16 graph, strongly typed.
+    10 must be asked with NetworkDefinitionCreationFlag.STRONGLY_TYPED (in the 10.16.1 bindings); 11
+    accepts the flag (in the 11.4.0 bindings) and is strongly typed whether or not a later 11.x keeps it."""
+    ten = recipe("10.16.1.11", "fp16", has_strongly_typed_flag=True)
+    assert (ten.major, ten.strongly_typed_flag, ten.fp16_graph, ten.clear_tf32) == (10, True, True, False)
+    eleven = recipe("11.4.0.106", "fp16", has_strongly_typed_flag=True)
+    assert (eleven.major, eleven.strongly_typed_flag, eleven.fp16_graph) == (11, True, True)
+    later = recipe("11.9.0", "fp16", has_strongly_typed_flag=False)
+    assert (later.strongly_typed_flag, later.fp16_graph) == (False, True)
+    fp32 = recipe("11.4.0.106", "fp32", has_strongly_typed_flag=True)
+    assert (fp32.fp16_graph, fp32.clear_tf32) == (False, True)  # the FP32 reference is FP32, not TF32
+
+
+@pytest.mark.parametrize("version", ["8.6.1", "9.3.0", "12.0.0", "x.y"])
+def test_unsupported_tensorrt_majors_are_one_line(version):
+    from autoencoded.errors import UserError
+    with pytest.raises(UserError) as err:
+        recipe(version, "fp16", has_strongly_typed_flag=True)
+    assert "\n" not in str(err.value) and version in str(err.value)
+
+
+def test_tensorrt_10_without_strong_typing_is_refused():
+    from autoencoded.errors import UserError
+    with pytest.raises(UserError, match="no strongly typed networks"):
+        recipe("10.0.0", "fp16", has_strongly_typed_flag=False)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is None, reason="the tensorrt package is not installed")
+def test_recipe_of_the_installed_tensorrt():
+    import tensorrt as trt
+    r = recipe(trt.__version__, "fp16", hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"))
+    assert r.fp16_graph and r.major in (10, 11)
+    if r.major == 11:
+        assert not hasattr(trt.BuilderFlag, "FP16")  # why the weakly typed build had to go
+
+
+# ---- the FP16 graph and the proof of FP16 ------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def lite_pack(tmp_path_factory):
+    from autoencoded.export.onnx_export import random_pack
+    return random_pack("lite", tmp_path_factory.mktemp("trt") / "pack", width=64, height=48)
+
+
+def test_fp16_graph_keeps_fp32_io_and_runs_close_to_fp32(lite_pack):
+    import onnx
+    import onnxruntime as ort
+
+    from autoencoded.live.engines.frames import to_model_input
+    from autoencoded.live.engines.pack import FUSED_IN, FUSED_OUT
+    from autoencoded.live.engines.parity import compare, synthetic_frames
+
+    fp32 = lite_pack.fused().SerializeToString()
+    half = onnx.load_from_string(fp16_onnx(fp32))
+    assert [i.type.tensor_type.elem_type for i in half.graph.input] == [onnx.TensorProto.FLOAT]
+    assert [o.type.tensor_type.elem_type for o in half.graph.output] == [onnx.TensorProto.FLOAT]
+    weights = [t for t in half.graph.initializer if len(t.dims) > 1]
+    assert weights and all(t.data_type == onnx.TensorProto.FLOAT16 for t in weights)
+    # casts at the edges: the FP32 input becomes FP16 first thing, the FP16 image becomes FP32 last thing
+    first = next(n for n in half.graph.node if FUSED_IN in n.input)
+    last = next(n for n in half.graph.node if FUSED_OUT in n.output)
+    to = {n.name: next(a.i for a in n.attribute if a.name == "to") for n in (first, last)}
+    assert (first.op_type, last.op_type) == ("Cast", "Cast")
+    assert (to[first.name], to[last.name]) == (onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT)
+    x = to_model_input(synthetic_frames(4, 64, 48))
+    run = {name: ort.InferenceSession(m, providers=["CPUExecutionProvider"]).run([FUSED_OUT], {FUSED_IN: x})[0]
+           for name, m in (("fp32", fp32), ("fp16", half.SerializeToString()))}
+    r = compare(run["fp32"], run["fp16"])
+    assert r["finite"] and 40 < r["psnr_db"] < 150  # FP16 weights: close, but not the FP32 model
+
+
+def test_fp16_share_tells_fp16_outputs_from_fp32_ones(lite_pack):
+    import onnxruntime as ort
+
+    from autoencoded.live.engines.frames import to_model_input
+    from autoencoded.live.engines.pack import FUSED_IN, FUSED_OUT
+    from autoencoded.live.engines.parity import synthetic_frames
+
+    session = ort.InferenceSession(lite_pack.fused().SerializeToString(), providers=["CPUExecutionProvider"])
+    y = session.run([FUSED_OUT], {FUSED_IN: to_model_input(synthetic_frames(4, 64, 48))})[0]
+    assert fp16_share(y) < 0.01  # FP32 arithmetic: about 1 in 8192 values happen to be FP16 numbers
+    # what an FP16 engine's final cast to FP32 outputs: every value an FP16 number
+    assert fp16_share(y.astype(np.float16).astype(np.float32)) == 1.0
+    assert fp16_share(np.array([np.nan, np.inf])) == 0.0
+
+
+TRT10_INSPECTOR = """{"Layers": [
+ {"Name": "Reformatting CopyNode for Input Tensor 0", "LayerType": "Reformat",
+  "Inputs": [{"Name": "enc/image", "Format/Datatype": "Row major linear FP32 format"}],
+  "Outputs": [{"Name": "x", "Format/Datatype": "Channel major FP16 format where channel % 8 == 0"}]},
+ {"Name": "enc/conv2d + enc/leaky_relu", "LayerType": "CaskConvolution",
+  "Inputs": [{"Name": "x", "Format/Datatype": "Channel major FP16 format where channel % 8 == 0"}],
+  "Outputs": [{"Name": "y", "Format/Datatype": "Channel major FP16 format where channel % 8 == 0"}]},
+ {"Name": "dec/gemm", "LayerType": "CaskGemmConvolution",
+  "Inputs": [{"Name": "y", "Format/Datatype": "Row major linear FP32 format"}],
+  "Outputs": [{"Name": "z", "Format/Datatype": "Row major linear FP32 format"}]}],
+ "Bindings": ["enc/image", "dec/image"]}"""
+
+TRT11_INSPECTOR = """{"Layers": [
+ {"Name": "enc/conv2d + enc/leaky_relu", "LayerType": "CaskConvolution",
+  "Inputs": [{"Name": "x", "DataType": "Half", "Format": "Channel major format where channel % 8 == 0"}],
+  "Outputs": [{"Name": "y", "DataType": "Half", "Format": "Channel major format where channel % 8 == 0"}]},
+ {"Name": "dec/tanh", "LayerType": "PointWiseV2",
+  "Inputs": [{"Name": "y", "DataType": "Half", "Format": "Row major linear format"}],
+  "Outputs": [{"Name": "z", "DataType": "Float", "Format": "Row major linear format"}]}],
+ "I/O Tensors": [{"Name": "enc/image", "IOMode": "Input", "DataType": "Float"}]}"""
+
+
+def test_inspector_precisions_in_the_tensorrt_10_and_11_schemas():
+    assert layer_precisions(TRT10_INSPECTOR) == {"other": 1, "fp16": 1, "fp32": 1}
+    assert layer_precisions(TRT11_INSPECTOR) == {"fp16": 2}
+    assert layer_precisions("not json") == {}

@@ -102,7 +102,7 @@ def open_engine(model: str | Path | None = None, backend: str = "auto", log: Cal
 
     from autoencoded.live.engines.ort_backend import OnnxRuntimeEngine, cuda_available
     if backend == "onnxruntime":
-        return OnnxRuntimeEngine(pack)
+        return _onnxruntime(pack, log)
 
     # auto: fastest first, and say why each faster one was passed over
     why: list[str] = []
@@ -129,3 +129,20 @@ def open_engine(model: str | Path | None = None, backend: str = "auto", log: Cal
     engine = OnnxRuntimeEngine(pack, device="cpu")
     log(f"engine: {engine.name} (auto: {'; '.join(why)})")
     return engine
+
+
+def _onnxruntime(pack, log: Callable[[str], object]) -> Engine:
+    """--backend onnxruntime: the CUDA provider when it works; when a GPU is there but unusable, the CPU
+    provider, with one line saying why (the user asked for onnxruntime, not for a GPU)."""
+    import torch
+
+    from autoencoded.live.engines.ort_backend import OnnxRuntimeEngine, cuda_available
+    if cuda_available():
+        try:
+            return OnnxRuntimeEngine(pack, device="cuda")
+        except UserError as exc:
+            log(f"engine: onnxruntime runs on the CPU: its CUDA provider is unusable ({exc})")
+    elif torch.cuda.is_available():
+        log("engine: onnxruntime runs on the CPU: this onnxruntime has no CUDA provider "
+            f"(for the GPU: pip uninstall -y onnxruntime && {GPU_HINT})")
+    return OnnxRuntimeEngine(pack, device="cpu")

@@ -1,7 +1,7 @@
 """The TensorRT engine cache: serialized engines kept outside the model pack, safe against staleness.
 
 An engine is only valid for the exact ONNX graph, TensorRT version, GPU model and compute capability,
-precision and shape range it was built for. All of these make up the EngineKey; its digest names the
+precision, shape range and build settings it was built for. All of these make up the EngineKey; its digest names the
 file, and the full key is stored again in the file's header and compared on load, so a renamed, stale
 or foreign file never matches. The payload's sha256 is in the header too: a truncated or corrupt file is
 detected and rebuilt, never handed to the TensorRT runtime.
@@ -42,7 +42,8 @@ class EngineKey:
     gpu_name: str            # e.g. "NVIDIA H100 80GB HBM3"
     compute_capability: str  # e.g. "9.0"
     precision: str           # "fp16" or "fp32"
-    shape: str               # e.g. "image:1-1-16x3x144x256"
+    shape: str               # the optimisation profiles, e.g. "image:1x3x144x256/...|image:..."
+    builder: str             # how engines are built (tensorrt_build.BUILDER_VERSION): new settings rebuild
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(dataclasses.asdict(self), sort_keys=True).encode()).hexdigest()
@@ -71,7 +72,7 @@ def decode_file(data: bytes, key: EngineKey) -> tuple[bytes | None, str, dict]:
     except ValueError:
         return None, "corrupt header (not JSON)", {}
     if not isinstance(header, dict) or header.get("key") != dataclasses.asdict(key):
-        return None, "built for a different model, GPU, TensorRT version, precision or shape", {}
+        return None, "built for a different model, GPU, TensorRT version, precision, shape or builder", {}
     payload = data[start + n:]
     if len(payload) != header.get("size") or hashlib.sha256(payload).hexdigest() != header.get("sha256"):
         return None, "corrupt engine (size or sha256 mismatch)", {}

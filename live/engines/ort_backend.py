@@ -6,8 +6,11 @@ keeps idle workers busy-waiting, which steals the CPU from those very threads: m
 threads gave 44 fps next to other work, 2 resting ones 68, 1 thread 71), full graph optimisation and
 sequential execution (the fastest for these small conv nets on 2-8 cores). reconstruct() runs one fused graph
 (encoder and decoder merged in memory, mu wired to z), so a live frame costs a single session call.
-A CUDA provider that fails to load (missing cuDNN, driver mismatch) is reported, never silently
-replaced by the CPU.
+A CUDA provider that fails to load (missing cuDNN, driver mismatch) raises; `open_engine` then runs the
+CPU provider and says why in one line, never silently.
+
+ONNX Runtime comes from the `cpu` extra (onnxruntime) or the `gpu` extra (onnxruntime-gpu), never both;
+without either, importing this module is one line naming them.
 """
 
 from __future__ import annotations
@@ -16,9 +19,16 @@ import os
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 from autoencoded.errors import UserError, one_line
+
+try:
+    import onnxruntime as ort
+except ModuleNotFoundError as _exc:
+    if _exc.name != "onnxruntime":
+        raise
+    raise UserError("ONNX Runtime is not installed: pip install 'autoencoded[cpu]' "
+                    "(or 'autoencoded[gpu]' on an NVIDIA machine)") from None
 from autoencoded.live.engines.base import Engine, finite_images
 from autoencoded.live.engines.frames import from_model_output, to_model_input
 from autoencoded.live.engines.pack import FUSED_IN, FUSED_OUT, ModelPack
@@ -77,6 +87,13 @@ class OnnxRuntimeEngine(Engine):
         opts.log_severity_level = 3
         providers: list = [(CUDA_EP, {"cudnn_conv_algo_search": "EXHAUSTIVE"}), CPU_EP] if use_cuda else [CPU_EP]
         self._opts, self._providers = opts, providers
+        if use_cuda and hasattr(ort, "preload_dlls"):
+            # CUDA and cuDNN from the pip packages torch brought (onnxruntime-gpu >= 1.21; torch is
+            # imported already, and preload_dlls coexists with it: microsoft/onnxruntime#23744)
+            try:
+                ort.preload_dlls()
+            except Exception:  # best effort: the session below says whether CUDA loaded
+                pass
         try:
             self.enc = self._session(pack.model_bytes("encoder"))
             self.dec = self._session(pack.model_bytes("decoder"))

@@ -1,10 +1,11 @@
-"""The TensorRT backend (TensorRT 10 name-based API): FP16 engines built from the pack, cached per GPU.
+"""The TensorRT backend (TensorRT 10 and 11, name-based API): FP16 engines built from the pack, cached per GPU.
 
 - three engines: encoder, decoder and the fused encoder->decoder graph (reconstruct() is one launch);
 - preallocated device buffers (torch CUDA tensors) sized for max_batch, bound once by address;
-- batch 1 (the live path) replays a CUDA graph of the engine launch when capture works;
-- on a fresh FP16 build, parity against an FP32 engine on real frames (PSNR >= 40 dB, no NaN); when it
-  fails the backend says so and runs FP32 engines instead.
+- batch 1 (the live path) replays a CUDA graph of the engine launch, on an execution context of its own;
+- on a fresh FP16 build, parity against an FP32 engine on real frames (PSNR >= 40 dB, no NaN, and the
+  outputs FP16 numbers: proof that the engine computes in FP16, see tensorrt_build); when it fails the
+  backend says so and runs FP32 engines instead.
 Only imported when tensorrt is installed and a CUDA GPU is present (open_engine checks).
 """
 
@@ -22,11 +23,16 @@ from autoencoded.training.model import frames_to_input, output_to_frames
 
 
 class _Runner:
-    """One engine + execution context + its device buffers, run on one stream."""
+    """One engine, its device buffers, and two execution contexts on one stream.
+
+    The engine has two optimisation profiles (tensorrt_build.batch_profiles). Batch 1, the live path, runs
+    on a context of its own, bound to the batch-1 profile: its input shape never changes after capture, so
+    the CUDA graph replays exactly the launch it recorded. Every other batch size runs on the second context
+    (profile 1), whose shape changes never touch the captured one.
+    """
 
     def __init__(self, engine, max_batch: int, stream: torch.cuda.Stream, use_graph: bool) -> None:
         self.engine = engine
-        self.context = engine.create_execution_context()
         self.stream = stream
         self.max_batch = max_batch
         self.inputs: list[str] = []
@@ -39,12 +45,24 @@ class _Runner:
             if trt.nptype(engine.get_tensor_dtype(name)) != np.float32:
                 raise RuntimeError(f"engine tensor {name} is not float32")
             self.buffers[name] = torch.empty((max_batch, *shape[1:]), dtype=torch.float32, device="cuda")
-            self.context.set_tensor_address(name, self.buffers[name].data_ptr())
+        self.single = self._context(profile=0, batch=1)  # batch 1 only: the CUDA graph's
+        self.context = self._context(profile=1, batch=None)  # every batch size
         self.batch = -1
         self.graph: torch.cuda.CUDAGraph | None = None
         self.graph_error: str | None = None
         if use_graph:
             self._capture()
+
+    def _context(self, profile: int, batch: int | None):
+        ctx = self.engine.create_execution_context()
+        if not ctx.set_optimization_profile_async(profile, self.stream.cuda_stream):
+            raise RuntimeError(f"TensorRT cannot select optimisation profile {profile}")
+        for name, buf in self.buffers.items():
+            ctx.set_tensor_address(name, buf.data_ptr())
+        if batch is not None:
+            for name in self.inputs:
+                ctx.set_input_shape(name, (batch, *self.buffers[name].shape[1:]))
+        return ctx
 
     def _set_batch(self, n: int) -> None:
         if n != self.batch:
@@ -52,32 +70,46 @@ class _Runner:
                 self.context.set_input_shape(name, (n, *self.buffers[name].shape[1:]))
             self.batch = n
 
-    def _launch(self) -> None:
-        if not self.context.execute_async_v3(self.stream.cuda_stream):
+    def _launch(self, ctx) -> None:
+        if not ctx.execute_async_v3(self.stream.cuda_stream):
             raise RuntimeError("TensorRT execute_async_v3 failed")
 
     def _capture(self) -> None:
         try:
             with torch.cuda.stream(self.stream):
-                self._set_batch(1)
-                self._launch()  # TensorRT needs one launch before capture (deferred shape updates)
+                self._launch(self.single)  # TensorRT needs one launch before capture (deferred shape updates)
                 self.stream.synchronize()
                 graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph, stream=self.stream):
-                    self._launch()
+                # thread_local: a hot-swap builds and captures a second engine on a loader thread while
+                # this one keeps running on the engine thread; "global" capture would fail on (and fail)
+                # that other thread's CUDA calls
+                with torch.cuda.graph(graph, stream=self.stream, capture_error_mode="thread_local"):
+                    self._launch(self.single)
             self.graph = graph
         except Exception as exc:  # capture unsupported here: plain launches still work
             self.graph, self.graph_error = None, f"{type(exc).__name__}: {exc}"
-            torch.cuda.synchronize()
+            self.stream.synchronize()
 
     def run(self, n: int) -> None:
         """Run on the first n rows of the input buffers (the caller filled them on self.stream)."""
-        if n == 1 and self.graph is not None:
-            self._set_batch(1)
-            self.graph.replay()
+        if n == 1:
+            if self.graph is not None:
+                self.graph.replay()
+            else:
+                self._launch(self.single)
         else:
             self._set_batch(n)
-            self._launch()
+            self._launch(self.context)
+
+    def precisions(self) -> dict[str, int]:
+        """Layers by the precision they compute in, as the engine inspector reports them."""
+        from autoencoded.live.engines.tensorrt_build import layer_precisions
+        try:
+            inspector = self.engine.create_engine_inspector()
+            inspector.execution_context = self.single  # shapes set: formats known, not "N/A"
+            return layer_precisions(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
+        except Exception:  # the inspector is a report, never a reason to stop
+            return {}
 
 
 class TensorRTEngine(Engine):
@@ -85,7 +117,12 @@ class TensorRTEngine(Engine):
                  log: Callable[[str], object] = print, cache_root=None, parity_frames: np.ndarray | None = None,
                  cuda_graphs: bool = True) -> None:
         from autoencoded.live.engines.cache import EngineCache
-        from autoencoded.live.engines.tensorrt_build import cached_engine, device_identity, make_key
+        from autoencoded.live.engines.tensorrt_build import (
+            batch_profiles,
+            cached_engine,
+            device_identity,
+            make_key,
+        )
 
         self.pack, self.log = pack, log
         self.width, self.height, self.z_dim = pack.width, pack.height, pack.z_dim
@@ -98,9 +135,9 @@ class TensorRTEngine(Engine):
         identity = device_identity()
         h, w, z, b = pack.height, pack.width, pack.z_dim, max_batch
         parts = {
-            "encoder": (pack.model_bytes("encoder"), {"image": ((1, 3, h, w), (1, 3, h, w), (b, 3, h, w))}),
-            "decoder": (pack.model_bytes("decoder"), {"z": ((1, z), (1, z), (b, z))}),
-            "fused": (pack.fused().SerializeToString(), {FUSED_IN: ((1, 3, h, w), (1, 3, h, w), (b, 3, h, w))}),
+            "encoder": (pack.model_bytes("encoder"), batch_profiles("image", (3, h, w), b)),
+            "decoder": (pack.model_bytes("decoder"), batch_profiles("z", (z,), b)),
+            "fused": (pack.fused().SerializeToString(), batch_profiles(FUSED_IN, (3, h, w), b)),
         }
 
         def load(part: str, prec: str) -> tuple[object, dict, bool]:
@@ -126,6 +163,10 @@ class TensorRTEngine(Engine):
                 payload = cache.load(key)[0]
                 if payload is not None:  # remember the verdict beside the engine: no re-check next start
                     cache.store(key, payload, {"parity": parity})
+                layers = ", ".join(f"{n} {k.upper()}" for k, n in sorted(parity["layers"].items())) or "unknown"
+                log(f"tensorrt: FP16 check: {parity['fp16_share']:.1%} of outputs are FP16 numbers "
+                    f"(FP32 engine: {parity['fp32_fp16_share']:.2%}); layers: {layers}; PSNR "
+                    f"{parity['psnr_db']:.1f} dB against FP32")
             if not parity["ok"]:
                 log(f"tensorrt: FP16 fails parity against FP32 on real frames ({parity['reason']}); "
                     "running FP32 engines instead")
@@ -145,24 +186,32 @@ class TensorRTEngine(Engine):
     def _parity(self, fp16_engine, fp32_engine, frames: np.ndarray | None) -> dict:
         from autoencoded.live.assets import DEMO_CLIP
         from autoencoded.live.engines.parity import FP16_MIN_PSNR, compare, load_frames
+        from autoencoded.live.engines.tensorrt_build import FP16_SHARE_MIN, fp16_share
         if frames is None:
             frames, _ = load_frames(DEMO_CLIP if DEMO_CLIP.is_file() else None, self.width, self.height, n=8)
         frames = frames[: self.max_batch]
-        outs = []
+        outs, layers = [], {}
         for engine in (fp16_engine, fp32_engine):
             runner = _Runner(engine, self.max_batch, self.stream, use_graph=False)
+            if engine is fp16_engine:
+                layers = runner.precisions()
             with torch.cuda.stream(self.stream):
                 x = frames_to_input(torch.from_numpy(np.ascontiguousarray(frames)).to(self.device))
                 runner.buffers[FUSED_IN][: len(frames)].copy_(x)
                 runner.run(len(frames))
                 outs.append(runner.buffers[FUSED_OUT][: len(frames)].float().cpu().numpy())
         r = compare(outs[1], outs[0])
+        share = fp16_share(outs[0])
         reason = None
         if not r["finite"]:
             reason = "NaN/Inf in the FP16 output"
+        elif share < FP16_SHARE_MIN:
+            reason = (f"the fp16 engine computes in FP32: {share:.1%} of its outputs are FP16 numbers "
+                      f"(FP32: {fp16_share(outs[1]):.2%})")
         elif r["psnr_db"] < FP16_MIN_PSNR:
             reason = f"PSNR {r['psnr_db']:.1f} dB < {FP16_MIN_PSNR:.0f} dB"
-        return {**r, "ok": reason is None, "reason": reason, "n_frames": len(frames)}
+        return {**r, "ok": reason is None, "reason": reason, "n_frames": len(frames), "fp16_share": share,
+                "fp32_fp16_share": fp16_share(outs[1]), "layers": layers}
 
     # --- Engine interface ---------------------------------------------------------------------------
     def _chunks(self, n: int):
