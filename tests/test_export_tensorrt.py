@@ -126,13 +126,20 @@ def test_tensorrt_fp16_engine_on_gpu(tmp_path, monkeypatch):
     frames = synthetic_frames(8, 256, 144)
     logs: list[str] = []
     with TensorRTEngine(pack, max_batch=8, log=logs.append, parity_frames=frames) as trt_engine:
-        assert trt_engine.parity["ok"] and trt_engine.parity["psnr_db"] >= 40
-        assert any("building" in line for line in logs)
+        p = trt_engine.parity
+        assert p["ok"] and p["psnr_db"] >= 40 and trt_engine.precision == "fp16"
+        assert p["fp16_share"] >= 0.99 > 0.01 > p["fp32_fp16_share"]  # FP16 for real, not FP32 named fp16
+        assert any("building" in line for line in logs) and any("FP16 check" in line for line in logs)
+        assert "CUDA graphs" in trt_engine.name, [r.graph_error for r in trt_engine.runners.values()]
         rec = trt_engine.reconstruct(frames)
         mu, _ = trt_engine.encode(frames[:1])
         assert np.isfinite(mu).all() and rec.shape == frames.shape
         with open_engine(pack.path, "onnxruntime") as ref:
-            assert np.abs(ref.reconstruct(frames).astype(int) - rec.astype(int)).mean() < 2.0
+            expected = ref.reconstruct(frames)
+            assert np.abs(expected.astype(int) - rec.astype(int)).mean() < 2.0
+            for n in (8, 1, 3, 1):  # the graph context at 1, the dynamic profile otherwise, back and forth
+                got = trt_engine.reconstruct(frames[:n])
+                assert np.abs(expected[:n].astype(int) - got.astype(int)).mean() < 2.0, n
     logs.clear()
     with TensorRTEngine(pack, max_batch=8, log=logs.append) as again:  # from the cache: no build
         assert not any("building" in line for line in logs)
