@@ -19,7 +19,7 @@ from autoencoded.media.tools import have_ffmpeg
 from helpers import Terminal, read_video, write_video
 
 pytestmark = pytest.mark.skipif(not have_ffmpeg(), reason="ffmpeg/ffprobe are not installed")
-LIVE = [sys.executable, "-m", "autoencoded", "live", "--osc-port", "0"]
+LIVE = [sys.executable, "-m", "autoencoded", "live", "--osc-port", "0", "--web", "0"]
 
 
 def headless_env() -> dict:
@@ -132,7 +132,7 @@ def test_a_killed_encoder_fails_the_run(clip, tmp_path):
     try:
         wait_for_recording(tmp_path, "rec.mp4", proc)
         os.kill(ffmpeg_child(proc.pid), signal.SIGKILL)
-        _, err = proc.communicate(timeout=120)
+        _, err = proc.communicate(timeout=300)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -48,7 +48,8 @@ def test_readme_examples_write_only_ignored_paths():
 
 def test_readme_names_the_apt_packages_ci_installs():
     ci = (REPO / ".ci" / "run").read_text()
-    wanted = set(re.search(r"apt-get install -y -qq --no-install-recommends ([^>\n]+)", ci).group(1).split())
+    line = re.search(r"apt-get install -y -qq --no-install-recommends ((?:[^>\n]|\\\n)+)", ci).group(1)
+    wanted = set(line.replace("\\", " ").split())
     named = set(re.search(r"`sudo apt install ([^`]+)`", (REPO / "README.md").read_text().replace("\n", " "))
                 .group(1).split())
     assert wanted <= named, f"README's test paragraph does not name {sorted(wanted - named)}"
