@@ -7,7 +7,8 @@ A live loop as `autoencoded live` builds it (the demo model on ONNX Runtime, a c
 --fps, 1280x720 out to a null sink, the Stage's web remote and preview sink) runs in this process. Another
 process plays the clients, in phases that alternate --rounds times:
   quiet    nobody connected;
-  api      --rate requests a second over keep-alive HTTP (half POST /api/v1/params moving the noise, a quarter
+  api      --rate requests a second over keep-alive HTTP (half POST /api/v1/params moving the noise within
+           0.45..0.55, which the loop plays with noise on in every phase; a quarter
            GET /api/v1/status, a quarter GET /api/v1/params) and a WebSocket following the changes it causes;
   preview  the same, plus a browser-like client reading /preview.mjpg.
 Per phase: output frames a second (new frames from the engine, not repeats), requests served and their
@@ -78,7 +79,7 @@ def load(url: str, rate: float, seconds: float, preview: bool, out: str) -> None
             k = sent % 4
             s = time.perf_counter()
             if k in (0, 2):
-                r = c.post("api/v1/params", json={"noise": (sent % 100) / 100})
+                r = c.post("api/v1/params", json={"noise": 0.45 + (sent % 100) / 1000})
             elif k == 1:
                 r = c.get("api/v1/status")
             else:
@@ -117,7 +118,9 @@ def main() -> None:
     from autoencoded.live.loop.pipeline import Pipeline
     from autoencoded.live.stage import Stage
 
-    store = ParamStore()
+    # noise stays on (0.45..0.55) in every phase, so that the engine does the same work (encode, latent
+    # noise, decode) whether requests come or not: the phases differ by the requests alone
+    store = ParamStore(noise=0.5)
     stage = Stage(store, web="127.0.0.1:0", log=lambda line: None)
     engine = open_engine(None, backend="onnxruntime", log=lambda line: None)
     pipeline = Pipeline(SyntheticSource(1280, 720, args.fps), engine, [NullSink(), *stage.sinks], params=store,
