@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from autoencoded import signals
+from autoencoded import shutdown, signals
 from autoencoded.errors import UserError
 
 # name -> (module, attribute, issue that delivers it, one-line help)
@@ -61,7 +61,15 @@ def cli() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: user errors become one line on stderr and exit code 2; Ctrl-C, SIGTERM and SIGHUP
-    exit 130."""
+    exit 130. Run as the command (argv None), the process ends here when a thread is still inside native
+    code (autoencoded.shutdown), with the same status."""
+    code = _main(argv)
+    if argv is None:
+        shutdown.exit_if_stuck(code)
+    return code
+
+
+def _main(argv: list[str] | None) -> int:
     debug = os.environ.get("AUTOENCODED_DEBUG") == "1"
     signals.install()
     try:

@@ -5,7 +5,10 @@
 1. fuzz: N hostile datagrams (tests/test_osc.py's corpus), then how long until a valid message is applied,
    measured from just before sendto to the ParamStore's own timestamp of the write (store.changed_at).
 2. apply latency of single valid messages on an idle server (p50 / p99 / max over 300 sends).
-3. flood: a real engine loop (lite model at 256x144, torch CPU: encode -> latent effects -> decode, reading
+3. patterns: the cost of one datagram carrying an address pattern of each hostile shape (every one
+   distinct, so none is answered from the pattern cache), handled by the server's own code; CPU time of
+   the handling thread, so the figure holds on a busy machine.
+4. flood: a real engine loop (lite model at 256x144, torch CPU: encode -> latent effects -> decode, reading
    a ParamStore snapshot every frame) runs unflooded, then while another process sends /noise messages at
    --flood-rate msg/s to the server; fps ratio, the server's counters and the process's peak RSS.
 Prints a markdown table.
@@ -26,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from autoencoded.live.control.latent import LatentFX  # noqa: E402
-from autoencoded.live.control.osc import OscServer  # noqa: E402
+from autoencoded.live.control.osc import MAX_BUNDLE_ITEMS, OscServer  # noqa: E402
 from autoencoded.live.control.params import ParamStore  # noqa: E402
 
 
@@ -87,6 +90,47 @@ def bench_fuzz(n: int) -> dict:
     srv.stop()
     return {"n": n, "seconds": dt, "rate": n / dt, "first_ms": first, "lat": lat, "alive": alive,
             "counters": c, "kinds": kinds, "rss_growth_mb": rss_mb() - rss0}
+
+
+PATTERN_SHAPES = {
+    "`*` (the 44-byte freeze)": "/****************/****************x{i}",
+    "`?`": "/*?*?*?*?*?*?*?*?*?*?*?*?*?*?*?*?*?*?*?*?/?{i}",
+    "`[...]`": "/[a-z]*[a-z]*[a-z]*[a-z]*[a-z]*[a-z]*[a-z]*[!x]/*{i}",
+    "`{a,b}`": "/{{n,c,s,f,m}}*/{{store,recall,max,drift,seed}}*{i}",
+    "all at once": "/*/{{st,re}}*[a-z]?*/[0-9]{i}*",
+    "a bundle of MAX_BUNDLE_ITEMS patterns": "bundle",
+    "a bundle of MAX_BUNDLE_ITEMS plain messages (for scale)": "plain",
+}
+
+
+def bench_patterns(n: int = 300) -> dict[str, tuple[float, float]]:
+    """shape -> (p50, max) microseconds of CPU to handle one datagram."""
+    from pythonosc.osc_bundle_builder import IMMEDIATELY, OscBundleBuilder
+    from pythonosc.osc_message_builder import OscMessageBuilder
+
+
+    store = ParamStore()
+    srv = OscServer(store, "127.0.0.1", 0)
+    srv.set_aliases({f"/{p}/fader{k}": "noise" for p in range(1, 5) for k in range(1, 9)})  # TouchOSC's size
+    out = {}
+    for shape, pattern in PATTERN_SHAPES.items():
+        cpu = []
+        for i in range(n):
+            if pattern in ("bundle", "plain"):
+                b = OscBundleBuilder(IMMEDIATELY)
+                for k in range(MAX_BUNDLE_ITEMS):
+                    m = OscMessageBuilder(f"/cue/store/{{{i},{k}}}*" if pattern == "bundle" else "/noise")
+                    m.add_arg(1.0)
+                    b.add_content(m.build())
+                data = b.build().dgram
+            else:
+                data = msg(pattern.format(i=i), 1.0)
+            t0 = time.thread_time()
+            srv.handle_datagram(data, ("127.0.0.1", 9))
+            cpu.append((time.thread_time() - t0) * 1e6)
+        out[shape] = (statistics.median(cpu), max(cpu))
+    srv.socket.close()
+    return out
 
 
 def flood_sender(target, rate: int, stop, ready, count) -> None:
@@ -210,6 +254,11 @@ def main() -> None:
     print(f"| apply latency, idle (300 sends) | p50 {statistics.median(lat):.3f} ms, "
           f"p99 {lat[int(len(lat) * 0.99) - 1]:.3f} ms, max {lat[-1]:.3f} ms |")
     print(f"| RSS growth over the fuzz | {f['rss_growth_mb']:.1f} MB |\n")
+
+    print("| address pattern shape (each datagram distinct) | CPU per datagram p50 / max |\n|---|---|")
+    for shape, (p50, mx) in bench_patterns().items():
+        print(f"| {shape.replace('MAX_BUNDLE_ITEMS', str(MAX_BUNDLE_ITEMS))} | {p50:.0f} / {mx:.0f} us |")
+    print()
 
     fl = bench_flood(a.flood_rate, a.seconds, a.engine_threads)
     m = fl["med"]

@@ -205,6 +205,7 @@ def live(ctx: click.Context, model: str | None, backend: str, input_spec: str | 
     import cv2
 
     from autoencoded.live.control.modulation import mod_option
+    from autoencoded.live.control.osc import parse_allow, parse_hostport
     from autoencoded.live.control.params import ParamStore
     from autoencoded.live.control.presets import load_preset
     from autoencoded.live.control.surface import ControlSurface
@@ -217,6 +218,9 @@ def live(ctx: click.Context, model: str | None, backend: str, input_spec: str | 
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     console = Console()
     width, height = size
+    # the network options are checked before the model loads: a typo is one line at once
+    feedback = parse_hostport(osc_feedback) if osc_feedback else None
+    parse_allow(osc_allow)
     the_preset = load_preset(preset) if preset else None
     if the_preset is not None:  # its [live] settings are defaults; the command line wins
         model = model or the_preset.live.get("model")
@@ -263,7 +267,7 @@ def live(ctx: click.Context, model: str | None, backend: str, input_spec: str | 
         try:
             controls = ControlSurface(
                 params, preset=the_preset, osc_host=osc_host, osc_port=osc_port or None, osc_allow=osc_allow,
-                osc_feedback=osc_feedback, midi=midi, midi_learn=midi_learn, on_model=pipeline.request_model,
+                osc_feedback=feedback, midi=midi, midi_learn=midi_learn, on_model=pipeline.request_model,
                 status=pipeline.stats, log=console.event, on_preset=stage.on_preset,
                 osc_required=ctx.get_parameter_source("osc_port") == click.core.ParameterSource.COMMANDLINE)
             controls.start()

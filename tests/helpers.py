@@ -351,3 +351,59 @@ class Terminal:
             self._reader.join(2.0)
             os.close(self.master)
         return rc
+
+
+# ------------------------------------------------------------------------------------- doctored models
+
+def doctored_pack(src: Path, out: Path, kind: str, size: int = 1000) -> Path:
+    """A copy of the model pack `src` whose decoder is real ONNX that misbehaves inside onnxruntime:
+    kind "hang": every inference spins in a Loop of 2**62 steps (it never ends by itself);
+    kind "slow": opening it takes a while, constant-folding two size x size matrix products.
+    The picture is otherwise the model's own (the extra result is added times zero)."""
+    import shutil
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    from autoencoded.live.engines.pack import META_FILE, hash_files
+
+    shutil.copytree(src, out)
+    meta = json.loads((out / META_FILE).read_text())
+    path = out / meta["files"]["decoder"]
+    model = onnx.load(str(path))
+    g = model.graph
+    for node in g.node:  # the node that made "image" now makes "image_raw"
+        node.output[:] = ["image_raw" if o == "image" else o for o in node.output]
+    if kind == "hang":
+        body = helper.make_graph(
+            [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+             helper.make_node("Add", ["x_in", "one"], ["x_out"])], "spin",
+            [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+             helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+             helper.make_tensor_value_info("x_in", TensorProto.FLOAT, [1])],
+            [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+             helper.make_tensor_value_info("x_out", TensorProto.FLOAT, [1])],
+            [helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])])
+        g.initializer.extend([helper.make_tensor("trips", TensorProto.INT64, [], [2**62]),
+                              helper.make_tensor("go", TensorProto.BOOL, [], [True]),
+                              helper.make_tensor("to1", TensorProto.INT64, [1], [1])])
+        # the loop starts from the latent, so onnxruntime cannot fold it away when it opens the model
+        g.node.extend([helper.make_node("ReduceSum", ["z"], ["zsum"], keepdims=0),
+                       helper.make_node("Reshape", ["zsum", "to1"], ["zsum1"]),
+                       helper.make_node("Loop", ["trips", "go", "zsum1"], ["extra"], body=body)])
+    elif kind == "slow":
+        g.initializer.append(helper.make_tensor("square", TensorProto.INT64, [2], [size, size]))
+        g.node.extend([helper.make_node("ConstantOfShape", ["square"], ["big"],
+                                        value=helper.make_tensor("v", TensorProto.FLOAT, [1], [0.5])),
+                       helper.make_node("MatMul", ["big", "big"], ["big2"]),
+                       helper.make_node("MatMul", ["big2", "big"], ["big3"]),
+                       helper.make_node("ReduceSum", ["big3"], ["extra"], keepdims=0)])
+    else:
+        raise ValueError(kind)
+    g.initializer.append(helper.make_tensor("nothing", TensorProto.FLOAT, [], [0.0]))
+    g.node.extend([helper.make_node("Mul", ["extra", "nothing"], ["extra0"]),
+                   helper.make_node("Add", ["image_raw", "extra0"], ["image"])])
+    onnx.save(model, str(path))
+    meta["model_hash"] = hash_files(out, meta["files"])
+    (out / META_FILE).write_text(json.dumps(meta))
+    return out

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from autoencoded.live.control.latent import LatentFX, dry_wet
+from autoencoded.live.control.latent import EFFECTS, LatentFX, dry_wet
 from autoencoded.live.control.params import Params, ParamStore
 
 Z = 32
@@ -154,3 +154,16 @@ def test_batches_are_consecutive_frames(rows):
     d = (out - mu) / np.exp(ls)
     for r in range(1, rows):
         np.testing.assert_allclose(d[r], d[0], rtol=1e-4, atol=1e-5)
+
+
+def test_is_identity_reads_every_effect():
+    """fused_ok had to name every effect by hand; is_identity reads EFFECTS, so none can be skipped."""
+    on = {"noise": Params(noise=0.1), "smooth": Params(smooth=0.1), "freeze": Params(freeze=True),
+          "cue/store": Params(cue_store=(1,)), "cue/recall": Params(cue_recall=0)}
+    assert {e.name for e in EFFECTS} == set(on)
+    assert LatentFX.is_identity(Params(noise_drift=1.0, noise_seed=5, noise_max=4.0, cue_mix=0.5, mix=0.2))
+    for name, p in on.items():
+        assert not LatentFX.is_identity(p), name
+    fx = LatentFX(8)
+    mu = np.random.default_rng(0).standard_normal((3, 8)).astype(np.float32)
+    assert np.array_equal(fx(mu, np.zeros_like(mu), Params()), mu)  # identity: the encoder's own latent

@@ -7,7 +7,18 @@ import threading
 
 import pytest
 
-from autoencoded.live.control.params import N_CUES, SPECS, Params, ParamStore, coerce, parse_target
+from autoencoded.live.control.params import (
+    CONTROLS,
+    N_CUES,
+    SPECS,
+    TRIGGERS,
+    Params,
+    ParamStore,
+    Refused,
+    coerce,
+    parse_target,
+    target_name,
+)
 
 
 def test_defaults_match_specs():
@@ -114,31 +125,91 @@ def test_bad_cue_slots_are_refused(slot):
 
 def test_reseed_and_toggle():
     store = ParamStore(noise_seed=2**31 - 1)
-    assert store.reseed() == 0 and store.snapshot().noise_seed == 0
-    assert store.reseed() == 1
-    assert store.toggle_freeze() is True and store.snapshot().freeze is True
-    assert store.toggle_freeze() is False and store.snapshot().freeze is False
+    assert store.press("noise/reseed") and store.snapshot().noise_seed == 0
+    assert store.press("noise/reseed") and store.snapshot().noise_seed == 1
+    assert store.press("freeze/toggle") and store.snapshot().freeze is True
+    assert store.press("/freeze/toggle") and store.snapshot().freeze is False
 
 
 def test_parse_target():
     assert parse_target("noise") == ("noise", None)
     assert parse_target("/noise/drift") == ("noise/drift", None)
-    assert parse_target("cue/recall/15") == ("cue/recall", 15)
-    assert parse_target("cue/store/0") == ("cue/store", 0)
+    assert parse_target("cue/recall") == ("cue/recall", None)  # the value, not the row of buttons
+    assert parse_target("cue/recall/15") == ("cue/recall/N", 15)
+    assert parse_target("cue/store/0") == ("cue/store/N", 0)
+    assert parse_target("cue/store") == ("cue/store/N", None)  # the slot comes with the value
     assert parse_target("noise/reseed") == ("noise/reseed", None)
-    for bad in ("cue/recall/16", "cue/store/-1", "cue/store/x", "noize", "", "mix/1"):
+    for bad in ("cue/recall/16", "cue/store/-1", "cue/store/x", "cue/store/\u00b2", "cue/store/N", "noize", "",
+                "mix/1"):
         with pytest.raises(ValueError):
             parse_target(bad)
     with pytest.raises(ValueError):
         parse_target(3)
+    for target in ("noise", "cue/recall/3", "freeze/toggle", "cue/store"):
+        assert target_name(*parse_target(target)) == target
 
 
-def test_triggers_fire_one_shot_actions():
+def test_buttons_fire_one_shot_actions():
     store = ParamStore()
-    assert store.trigger("noise/reseed") and store.peek().noise_seed == 1
-    assert store.trigger("freeze/toggle") and store.peek().freeze
-    assert store.trigger("cue/recall", 5) and store.peek().cue_recall == 5
-    assert store.trigger("cue/store", 3) and store.snapshot().cue_store == (3,)
+    assert store.press("noise/reseed") and store.peek().noise_seed == 1
+    assert store.press("freeze/toggle") and store.peek().freeze
+    assert store.press("cue/recall/5") and store.peek().cue_recall == 5
+    assert store.press("cue/store", 3) and store.snapshot().cue_store == (3,)
     rejected = store.rejected
-    assert not store.trigger("cue/store", 16) and not store.trigger("explode")
-    assert store.rejected == rejected + 2
+    assert not store.press("cue/store", 16) and not store.press("explode") and not store.press("noise")
+    assert store.rejected == rejected + 3
+
+
+def test_every_control_is_one_entry_of_the_table():
+    """OSC addresses, the web remote's list and MIDI targets all come from CONTROLS."""
+    from autoencoded.live.control.osc import base_routes
+
+    routes = base_routes()
+    described = ParamStore().describe()
+    for key, control in CONTROLS.items():
+        slots = control.slots if key in TRIGGERS else 0
+        for name in [target_name(key, n) for n in range(slots)] or [key]:
+            assert f"/{name}" in routes and name in described, name
+            assert parse_target(name)[0] == key
+    # /cue/store takes its slot as the argument; the list names each button instead
+    assert set(described) == {a[1:] for a in routes} - {"preset", "model", "status", "cue/store"}
+    assert described["noise"] == {"type": "float", "value": 0.0, "min": 0.0, "max": 1.0, "default": 0.0,
+                                  "help": SPECS["noise"].help}
+    assert described["freeze"]["type"] == "toggle" and described["noise/seed"]["type"] == "int"
+    assert described["cue/recall/3"] == {"type": "trigger", "help": "blend toward cue 3"}
+
+
+def test_apply_is_all_or_nothing_with_osc_validation():
+    store = ParamStore()
+    before = store.peek()
+    bad_batches = [{"noise": 0.5, "nosie": 1}, {"noise": 0.5, "mix": "loud"}, {"noise": math.nan},
+                   {"noise": 0.5, "cue/recall/3": "yes"}, {"cue/store": 99}, {"cue/store/99": True}, {"noise": None}]
+    for bad in bad_batches:
+        with pytest.raises(Refused) as info:
+            store.apply(bad)
+        assert info.value.name in bad and "\n" not in str(info.value)
+        assert store.peek() == before and store.snapshot().cue_store == ()
+    assert store.rejected == len(bad_batches)
+    changed = store.apply({"noise": 7, "mix": 0.25, "cue/recall/3": True, "noise/reseed": 1.0,
+                           "freeze/toggle": False, "cue/store": 2})
+    p = store.snapshot()
+    assert (p.noise, p.mix, p.cue_recall, p.noise_seed, p.freeze, p.cue_store) == (1.0, 0.25, 3, 1, False, (2,))
+    assert changed == {"noise": 1.0, "mix": 0.25, "cue/recall": 3, "noise/seed": 1}
+    assert p.version == before.version + 1  # one step: no snapshot saw half of it
+
+
+def test_subscribers_hear_every_change_once_with_its_source():
+    store = ParamStore()
+    heard: list[tuple[dict, str | None]] = []
+    unsubscribe = store.subscribe(lambda changed, source: heard.append((changed, source)))
+    store.subscribe(lambda changed, source: 1 / 0)  # a broken controller must not reach the writer
+    store.set("noise", 0.5, source="osc")
+    store.set("noise", 0.5, source="osc")  # no change: nothing to push
+    store.press("freeze/toggle", source="midi")
+    store.apply({"mix": 0.0, "smooth": 0.2}, source="web")
+    store.store_cue(4)  # stores a latent, changes no value
+    assert heard == [({"noise": 0.5}, "osc"), ({"freeze": 1}, "midi"), ({"mix": 0.0, "smooth": 0.2}, "web")]
+    assert store.subscriber_errors == 3
+    unsubscribe()
+    store.set("noise", 0.1)
+    assert len(heard) == 3

@@ -152,7 +152,7 @@ def test_websocket_pushes_every_change_from_every_controller(show):
             for ws in (a, b):
                 until(ws, lambda m: m["type"] == "params" and m["values"].get("mix") == 0.25, "OSC's move")
             # from MIDI or anything else that writes the store
-            store.trigger("cue/recall", 5)
+            store.press("cue/recall/5")
             until(b, lambda m: m["type"] == "params" and m["values"].get("cue/recall") == 5, "a cue recall")
             a.send("{broken")
             assert "bad JSON" in until(a, lambda m: m["type"] == "error", "an error")["error"]

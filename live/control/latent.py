@@ -7,12 +7,31 @@ The pattern evolves as eps <- sqrt(1 - d^2) eps + d n, so its variance stays 1 f
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import numpy as np
 
 from autoencoded.live.control.params import N_CUES, Params
 
 
+@dataclass(frozen=True)
+class Effect:
+    """One latent effect: when it is on for a frame's Params, and what it does to that frame's latent.
+
+    `apply(fx, z, frame_in, p)` gets the latent so far and returns the new one; `idle(fx)` runs on frames
+    where the effect is off (to drop state such as a frozen latent)."""
+
+    name: str
+    active: Callable[[Params], bool]
+    apply: Callable[[LatentFX, np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray], Params], np.ndarray]
+    idle: Callable[[LatentFX], None] = lambda fx: None
+
+
 class LatentFX:
+    """The latent effects of one stream, in EFFECTS order, with their state across frames (the noise
+    pattern, the previous and the frozen latent, the stored cues)."""
+
     def __init__(self, z_dim: int, seed: int = 0) -> None:
         self.z_dim = z_dim
         self._seed = seed
@@ -21,6 +40,17 @@ class LatentFX:
         self._prev: np.ndarray | None = None
         self._frozen: np.ndarray | None = None
         self.cues: list[np.ndarray | None] = [None] * N_CUES
+
+    @property
+    def seed(self) -> int:
+        return self._seed
+
+    @staticmethod
+    def is_identity(p: Params) -> bool:
+        """Whether no effect is on for these Params: the latent goes to the decoder as the encoder gave it
+        (so the engine may run its fused encode->decode graph). Read from EFFECTS: an effect cannot be
+        skipped by forgetting to name it here."""
+        return not any(e.active(p) for e in EFFECTS)
 
     def reset(self) -> None:
         """Forget temporal state (after a model swap with another latent size, say)."""
@@ -52,27 +82,63 @@ class LatentFX:
         return out
 
     def _one(self, mu: np.ndarray, log_sigma: np.ndarray, p: Params) -> np.ndarray:
+        frame_in = (mu, log_sigma, self._next_eps(p))  # the pattern evolves on every frame, used or not
         z = mu
-        eps = self._next_eps(p)
-        if p.noise > 0:
-            z = mu + np.float32(p.noise * p.noise_max) * np.exp(log_sigma) * eps
-        if p.smooth > 0 and self._prev is not None:
-            a = np.float32(min(p.smooth, 0.99))
-            z = a * self._prev + (1 - a) * z
-        if p.freeze:
-            if self._frozen is None:
-                self._frozen = (self._prev if self._prev is not None else z).copy()
-            z = self._frozen
-        else:
-            self._frozen = None
-        for slot in p.cue_store:
-            self.cues[slot] = z.copy()
-        if 0 <= p.cue_recall < N_CUES and self.cues[p.cue_recall] is not None and p.cue_mix > 0:
-            m = np.float32(p.cue_mix)
-            z = (1 - m) * z + m * self.cues[p.cue_recall]
+        for effect in EFFECTS:
+            if effect.active(p):
+                z = effect.apply(self, z, frame_in, p)
+            else:
+                effect.idle(self)
         z = np.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
         self._prev = z
         return z
+
+
+def _noise(fx: LatentFX, z, frame_in, p: Params) -> np.ndarray:
+    mu, log_sigma, eps = frame_in
+    return mu + np.float32(p.noise * p.noise_max) * np.exp(log_sigma) * eps
+
+
+def _smooth(fx: LatentFX, z, frame_in, p: Params) -> np.ndarray:
+    if fx._prev is None:
+        return z
+    a = np.float32(min(p.smooth, 0.99))
+    return a * fx._prev + (1 - a) * z
+
+
+def _freeze(fx: LatentFX, z, frame_in, p: Params) -> np.ndarray:
+    if fx._frozen is None:
+        fx._frozen = (fx._prev if fx._prev is not None else z).copy()
+    return fx._frozen
+
+
+def _unfreeze(fx: LatentFX) -> None:
+    fx._frozen = None
+
+
+def _store_cues(fx: LatentFX, z, frame_in, p: Params) -> np.ndarray:
+    for slot in p.cue_store:
+        fx.cues[slot] = z.copy()
+    return z
+
+
+def _recall_cue(fx: LatentFX, z, frame_in, p: Params) -> np.ndarray:
+    cue = fx.cues[p.cue_recall] if p.cue_recall < N_CUES else None
+    if cue is None or p.cue_mix <= 0:
+        return z
+    m = np.float32(p.cue_mix)
+    return (1 - m) * z + m * cue
+
+
+# every latent effect, in the order they apply; a new effect is one entry here (with its control in
+# autoencoded.live.control.params.CONTROLS)
+EFFECTS: tuple[Effect, ...] = (
+    Effect("noise", lambda p: p.noise > 0, _noise),
+    Effect("smooth", lambda p: p.smooth > 0, _smooth),
+    Effect("freeze", lambda p: bool(p.freeze), _freeze, _unfreeze),
+    Effect("cue/store", lambda p: bool(p.cue_store), _store_cues),
+    Effect("cue/recall", lambda p: p.cue_recall >= 0, _recall_cue),
+)
 
 
 def dry_wet(model_frame: np.ndarray, input_frame: np.ndarray, mix: float) -> np.ndarray:

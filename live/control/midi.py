@@ -17,7 +17,7 @@ import sys
 import threading
 from collections.abc import Callable
 
-from autoencoded.live.control.params import SPECS, ParamStore, parse_target
+from autoencoded.live.control.params import ROW, SPECS, ParamStore, parse_target, target_name
 
 
 def cc_to_value(name: str, value: int) -> float | int:
@@ -45,7 +45,7 @@ class MidiMapper:
 
     @property
     def cc_map(self) -> dict[int, str]:
-        return {cc: name if slot is None else f"{name}/{slot}" for cc, (name, slot) in self._map.items()}
+        return {cc: target_name(key, slot) for cc, (key, slot) in self._map.items()}
 
     def handle(self, msg) -> bool:
         """Apply one mido message; returns True when it changed a control."""
@@ -62,11 +62,11 @@ class MidiMapper:
         if target is None:
             self.counters["unmapped"] += 1
             return False
-        name, slot = target
-        if name in SPECS and slot is None:
-            ok = self.store.set(name, cc_to_value(name, msg.value))
-        elif msg.value >= 64 > previous:  # a trigger fires on the press edge only
-            ok = self.store.trigger(name, slot)
+        key, slot = target
+        if key in SPECS:
+            ok = self.store.set(key, cc_to_value(key, msg.value), source="midi")
+        elif msg.value >= 64 > previous:  # a button fires on the press edge only
+            ok = self.store.press(target_name(key, slot), source="midi")
         else:
             return False
         self.counters["applied"] += ok
@@ -77,8 +77,10 @@ class MidiLearn:
     """`--midi-learn PARAM`: the next control change binds its CC to PARAM, then `on_learned(cc, target)`."""
 
     def __init__(self, target: str, on_learned: Callable[[int, str], None]) -> None:
-        name, slot = parse_target(target)  # ValueError for an unknown control
-        self.target = name if slot is None else f"{name}/{slot}"
+        key, slot = parse_target(target)  # ValueError for an unknown control
+        if key.endswith(ROW) and slot is None:
+            raise ValueError(f"name the button's slot: {key[:-len(ROW)]}/N")
+        self.target = target_name(key, slot)
         self.on_learned = on_learned
         self.done = False
 

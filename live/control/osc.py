@@ -1,15 +1,20 @@
-"""The OSC server: a hardened python-osc BlockingOSCUDPServer that writes into the ParamStore.
+"""The OSC server: a hardened UDP listener that writes into the ParamStore.
 
 Safe on a stage network and immune to garbage and floods:
 - binds 127.0.0.1 by default; on the LAN only senders on the allow-list are heard (others dropped, counted);
+  `--osc-host ::` listens on IPv6 and IPv4 at once, and an IPv4 allow-list matches IPv4 senders that arrive
+  as IPv4-mapped addresses (::ffff:a.b.c.d);
 - a large receive buffer, drained in batches; within a batch the latest value per address wins, so a
   fader spamming 50k messages a second costs one store write per batch;
 - every datagram is checked before python-osc parses it: non-UTF-8 addresses, unknown type tags,
   truncated arguments, oversized, deeply nested or broken bundles are dropped and counted, never printed;
-- bundles are applied at once whatever their timetag (the Dispatcher's strict_timing=False semantics:
-  a bundle dated an hour ahead must not stall the server);
-- every handler checks its argument count and types; values are clamped by the store (NaN refused);
-- /preset, /model and /status call back into the live command (this module never imports the pipeline).
+- bundles are applied at once whatever their timetag (a bundle dated an hour ahead must not stall the server);
+- address patterns (`/cue/store/*`) are matched in bounded time by autoencoded.live.control.oscmatch, never
+  by python-osc's backtracking matcher; a pattern over its limits is refused and counted;
+- the routes are a table derived from the control vocabulary (autoencoded.live.control.params.CONTROLS):
+  address -> Route(kind, control, slot), and each kind has one handler in HANDLERS;
+- /preset, /model and /status call back into the live command (this module never imports the pipeline);
+  the text they carry is escaped before it is printed.
 """
 
 from __future__ import annotations
@@ -24,12 +29,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pythonosc import osc_bundle_builder, osc_message_builder
-from pythonosc.dispatcher import Dispatcher
 from pythonosc.osc_message import OscMessage
-from pythonosc.osc_server import BlockingOSCUDPServer
 
 from autoencoded.errors import UserError
-from autoencoded.live.control.params import N_CUES, SPECS, ParamStore, parse_target
+from autoencoded.live.control.oscmatch import AddressTree, PatternRefused, is_pattern
+from autoencoded.live.control.params import CONTROLS, ROW, ParamStore, Spec, parse_target, target_name
+from autoencoded.text import printable
 
 DEFAULT_PORT = 9000
 RCVBUF = 4 << 20  # bytes asked for; Linux caps it at net.core.rmem_max
@@ -40,24 +45,30 @@ BATCH = 512  # datagrams drained per wake-up (bounds the memory a flood can hold
 # (handling capacity stays ~80k msg/s, far above any controller)
 FLOOD_PAUSE = 0.005
 MAX_BUNDLE_DEPTH = 8
-MAX_BUNDLE_ITEMS = 512
+MAX_BUNDLE_ITEMS = 128  # messages in one bundle: parsing 128 costs about a millisecond; controllers send a few
+# address patterns matched per datagram (a bundle may carry hundreds): each costs up to ~0.3 ms, so a
+# datagram costs at most about a millisecond; further patterns are refused and counted
+PATTERNS_PER_DATAGRAM = 3
+PATTERN_CACHE = 512  # distinct patterns remembered (TouchOSC-style senders repeat theirs)
 STATUS_INTERVAL = 0.02  # at most one /status reply per destination per 20 ms
 _TAGS_OK = b"ihfdsbrmtTFN[]"  # the type tags python-osc parses (anything else it logs: refuse first)
-_PATTERN_CHARS = "*?[]{}"
 _BUNDLE = b"#bundle\x00"
 
 # every received datagram lands in exactly one of: not_allowed, oversize, coalesced (superseded by a later
 # value for the same address), not_osc, malformed, parsed; each message of a parsed datagram then in one
-# of: applied, bad_args, refused (NaN, bad cue slot, no callback), unknown_address, callback_errors
-# processed: datagrams whose handling has finished (received == processed once the server is idle)
-COUNTERS = ("received", "processed", "parsed", "applied", "coalesced", "not_allowed", "not_osc", "malformed", "oversize",
-            "bad_args", "refused", "unknown_address", "callback_errors", "status_replies", "signal_feedback")
+# of: applied, bad_args, refused (NaN, bad cue slot, no callback), unknown_address, pattern_refused (a
+# pattern not well-formed, over its limits or beyond the datagram's share), callback_errors. processed: datagrams whose handling has finished (received == processed once idle)
+COUNTERS = ("received", "processed", "parsed", "applied", "coalesced", "not_allowed", "not_osc", "malformed",
+            "oversize", "bad_args", "refused", "unknown_address", "pattern_refused", "callback_errors",
+            "status_replies", "signal_feedback")
 
 
 @dataclass(frozen=True)
 class Route:
-    kind: str  # "param" | "trigger" | "cue_store" | "preset" | "model" | "status"
-    name: str = ""
+    """What an address does: `kind` names its handler in HANDLERS; `key` and `slot` the control it plays."""
+
+    kind: str  # "value" | "button" | "row" (a row of buttons, the slot sent as the argument) | "preset" | ...
+    key: str = ""
     slot: int | None = None
 
 
@@ -65,34 +76,44 @@ class _Bad(Exception):
     """A datagram that is not well-formed OSC (counted as malformed)."""
 
 
+def route_for(key: str, slot: int | None) -> Route:
+    """A control (parse_target's answer) -> the route that plays it."""
+    control = CONTROLS[key]
+    if isinstance(control, Spec):
+        return Route("value", key)
+    if control.slots and slot is None:
+        return Route("row", key)
+    return Route("button", key, slot)
+
+
 def base_routes() -> dict[str, Route]:
-    routes = {f"/{name}": Route("param", name) for name in SPECS}
-    routes["/cue/store"] = Route("cue_store")
-    for n in range(N_CUES):
-        routes[f"/cue/store/{n}"] = Route("trigger", "cue/store", n)
-        routes[f"/cue/recall/{n}"] = Route("trigger", "cue/recall", n)
-    routes["/noise/reseed"] = Route("trigger", "noise/reseed")
-    routes["/freeze/toggle"] = Route("trigger", "freeze/toggle")
-    routes["/preset"] = Route("preset")
-    routes["/model"] = Route("model")
-    routes["/status"] = Route("status")
+    """Every control of the vocabulary at its own address, then /preset, /model and /status."""
+    routes: dict[str, Route] = {}
+    for key, control in CONTROLS.items():
+        if isinstance(control, Spec):
+            routes[f"/{key}"] = route_for(key, None)
+        elif control.slots:
+            head = key[:-len(ROW)]
+            routes.setdefault(f"/{head}", route_for(key, None))  # /cue/store 3; /cue/recall stays the value
+            for n in range(control.slots):
+                routes[f"/{head}/{n}"] = route_for(key, n)
+        else:
+            routes[f"/{key}"] = route_for(key, None)
+    for command in ("preset", "model", "status"):
+        routes[f"/{command}"] = Route(command)
     return routes
 
 
-def target_route(target: str) -> Route:
-    name, slot = parse_target(target)
-    if name in SPECS and slot is None:
-        return Route("param", name)
-    if name == "cue/store" and slot is None:
-        return Route("cue_store")
-    return Route("trigger", name, slot)
-
-
 def parse_hostport(text: str, what: str = "--osc-feedback") -> tuple[str, int]:
+    """'HOST:PORT' or '[IPv6]:PORT' -> (host, port); UserError (one line, the text escaped) otherwise."""
     host, sep, port = text.strip().rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise UserError(f"{what} expects HOST:PORT (e.g. 127.0.0.1:9001), got {text!r}")
-    return host.strip("[]"), int(port)
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    ok = sep and host and port.isascii() and port.isdigit() and 0 < int(port) < 65536 \
+        and host.isprintable() and not any(c.isspace() or c in "[]/" for c in host)
+    if not ok:
+        raise UserError(f"{what} expects HOST:PORT (e.g. 127.0.0.1:9001 or [::1]:9001), got {printable(text)}")
+    return host, int(port)
 
 
 def parse_allow(items) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
@@ -103,9 +124,45 @@ def parse_allow(items) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
                 try:
                     nets.append(ipaddress.ip_network(part.strip(), strict=False))
                 except ValueError:
-                    raise UserError(f"--osc-allow: {part.strip()!r} is not an IP address or network "
+                    raise UserError(f"--osc-allow: {printable(part.strip())} is not an IP address or network "
                                     "(e.g. 192.168.1.20 or 192.168.1.0/24)") from None
     return nets
+
+
+def sender_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """A sender's address as the allow-list sees it: an IPv4 sender reaching an IPv6 socket (::ffff:a.b.c.d)
+    is the IPv4 address a.b.c.d. None if it is not an address."""
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def open_socket(host: str, port: int) -> socket.socket:
+    """A UDP socket bound to host:port. An IPv6 host (`::`) hears IPv4 too where the OS allows it."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    except (socket.gaierror, UnicodeError, ValueError) as exc:
+        why = exc.strerror if isinstance(exc, socket.gaierror) else "not a host name or address"
+        raise UserError(f"--osc-host {printable(host)}: {why}") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        if family == socket.AF_INET6:
+            try:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            except (OSError, AttributeError):
+                pass  # an IPv6-only socket: IPv4 senders then simply cannot reach it
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        why = "is in use (another autoencoded live? pick one with --osc-port)" if \
+            getattr(exc, "errno", None) in (98, 48, 10048) else f"cannot be opened: {exc.strerror or exc}"
+        raise UserError(f"OSC {printable(host)}:{port} {why}") from None
+    return sock
 
 
 def check_message(data: bytes) -> OscMessage:
@@ -163,11 +220,80 @@ def bundle_messages(data: bytes) -> list[bytes]:
     return out
 
 
-def _noop(*_a) -> None:
-    return None
+# ---------------------------------------------------------------------------------------------- handlers
+# one per route kind: (server, route, args, client) -> None; each checks its argument count and types
+
+def _number(args: list) -> bool:
+    """One int, float or OSC true/false (toggles take them)."""
+    return len(args) == 1 and isinstance(args[0], (int, float))
 
 
-class OscServer(BlockingOSCUDPServer):
+def on_value(server: OscServer, route: Route, args: list, client: tuple) -> None:
+    if not _number(args):
+        server.counters["bad_args"] += 1
+    elif server.store.set(route.key, args[0], source="osc"):
+        server.counters["applied"] += 1
+    else:
+        server.counters["refused"] += 1
+
+
+def on_button(server: OscServer, route: Route, args: list, client: tuple) -> None:
+    """No argument, or a float: TouchOSC sends 1.0 on press and 0.0 on release; one press = one action."""
+    if len(args) > 1 or (args and not isinstance(args[0], (int, float))):
+        server.counters["bad_args"] += 1
+        return
+    if args and not args[0] > 0.5:  # a release (0.0) or NaN: nothing to do
+        return
+    server.store.press(target_name(route.key, route.slot), source="osc")
+    server.counters["applied"] += 1
+
+
+def on_row(server: OscServer, route: Route, args: list, client: tuple) -> None:
+    """A row of buttons addressed by its name, the slot as the argument: /cue/store 3."""
+    if not _number(args):
+        server.counters["bad_args"] += 1
+    elif server.store.press(route.key[:-len(ROW)], args[0], source="osc"):
+        server.counters["applied"] += 1
+    else:
+        server.counters["refused"] += 1
+
+
+def _on_command(server: OscServer, route: Route, args: list, callback) -> None:
+    if len(args) != 1 or not isinstance(args[0], str) or not args[0].strip() or len(args[0]) > 1024:
+        server.counters["bad_args"] += 1
+        return
+    if callback is None:
+        server.counters["refused"] += 1
+        return
+    text = args[0].strip()
+    try:
+        callback(text)
+        server.counters["applied"] += 1
+    except Exception as exc:  # UserError from a bad name, a failed load...
+        server.counters["callback_errors"] += 1
+        server.say(route.kind, f"osc: /{route.kind} {printable(text)}: {printable(str(exc))}")
+
+
+def on_preset(server: OscServer, route: Route, args: list, client: tuple) -> None:
+    _on_command(server, route, args, server.on_preset)
+
+
+def on_model(server: OscServer, route: Route, args: list, client: tuple) -> None:
+    _on_command(server, route, args, server.on_model)
+
+
+def on_status(server: OscServer, route: Route, args: list, client: tuple) -> None:
+    server.reply_status(client)
+
+
+HANDLERS: dict[str, Callable[[OscServer, Route, list, tuple], None]] = {
+    "value": on_value, "button": on_button, "row": on_row,
+    "preset": on_preset, "model": on_model, "status": on_status,
+}
+PATTERN_KINDS = ("value", "button", "row")  # patterns never reach /preset, /model or /status
+
+
+class OscServer:
     """Serve OSC into `store` from a background thread: start() / stop().
 
     port 0 picks a free port (see .port). `allow`: IP networks heard besides loopback; None hears everyone.
@@ -182,7 +308,6 @@ class OscServer(BlockingOSCUDPServer):
                  aliases: dict[str, str] | None = None,
                  log: Callable[[str], None] | None = None) -> None:
         self.store = store
-        self.feedback = feedback
         self.on_preset, self.on_model, self.status_fn = on_preset, on_model, status
         self.log = log or (lambda line: None)
         self.counters = dict.fromkeys(COUNTERS, 0)
@@ -192,62 +317,57 @@ class OscServer(BlockingOSCUDPServer):
         self._last_log: dict[str, float] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._patterns_left = PATTERNS_PER_DATAGRAM
+        self.socket = open_socket(host, port)
+        self.feedback = None if feedback is None else self._destination(*feedback)
         self.set_aliases(aliases or {})
-        try:
-            super().__init__((host, port), Dispatcher(strict_timing=False))
-        except OSError as exc:
-            why = "is in use (another autoencoded live? pick one with --osc-port)" if \
-                getattr(exc, "errno", None) in (98, 48, 10048) else f"cannot be opened: {exc.strerror or exc}"
-            raise UserError(f"OSC {host}:{port} {why}") from None
-        self._build_dispatcher()
         try:
             self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
         except OSError:
             pass
         self.rcvbuf = self.socket.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
 
+    def _destination(self, host: str, port: int) -> tuple:
+        """A feedback HOST:PORT as this socket's family addresses it (an IPv4 host on an IPv6 socket is
+        mapped); UserError if it does not resolve."""
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        except (socket.gaierror, UnicodeError, ValueError) as exc:
+            why = exc.strerror if isinstance(exc, socket.gaierror) else "not a host name or address"
+            raise UserError(f"--osc-feedback {printable(host)}:{port}: {why}") from None
+        family = self.socket.family
+        for fam, _, _, _, address in infos:
+            if fam == family:
+                return address
+        if family == socket.AF_INET6:  # an IPv4 destination from a dual-stack socket
+            return (f"::ffff:{infos[0][4][0]}", port, 0, 0)
+        raise UserError(f"--osc-feedback {printable(host)}: an IPv6 destination needs an IPv6 --osc-host")
+
     # -- routing ---------------------------------------------------------------------------------
     def set_aliases(self, aliases: dict[str, str]) -> None:
         """Replace the alias table (address -> control target) in one step; safe while serving."""
         routes = base_routes()
         for address, target in aliases.items():
-            routes.setdefault(address, target_route(target))
+            routes.setdefault(address, route_for(*parse_target(target)))
         self._routes = routes
-        self._coalescable = {a.encode() for a, r in routes.items() if r.kind == "param"}
-        if hasattr(self, "_dispatcher"):
-            self._build_dispatcher()
-
-    def _build_dispatcher(self) -> None:
-        d = Dispatcher(strict_timing=False)
-        for address, route in self._routes.items():
-            if route.kind in ("param", "trigger", "cue_store"):  # patterns never reach /preset /model /status
-                d.map(address, _noop, route)
-        self._dispatcher = d
+        self._coalescable = {a.encode() for a, r in routes.items() if r.kind == "value"}
+        self._tree = AddressTree({a: r for a, r in routes.items() if r.kind in PATTERN_KINDS})
+        self._pattern_cache: dict[str, tuple[Route, ...] | None] = {}
 
     @property
     def port(self) -> int:
-        return self.server_address[1]
+        return self.socket.getsockname()[1]
 
     def aliases_for(self, name: str) -> list[str]:
-        return [a for a, r in self._routes.items() if r == Route("param", name) and a != f"/{name}"]
-
-    # -- socketserver hooks (kept quiet: nothing here ever prints a traceback) ---------------------
-    def verify_request(self, request, client_address) -> bool:
-        return self.allowed(client_address[0])
-
-    def handle_error(self, request, client_address) -> None:
-        self.counters["malformed"] += 1
+        return [a for a, r in self._routes.items() if r == Route("value", name) and a != f"/{name}"]
 
     def allowed(self, host: str) -> bool:
         if self._allow is None:
             return True
         ok = self._allowed_cache.get(host)
         if ok is None:
-            try:
-                ip = ipaddress.ip_address(host.split("%", 1)[0])
-                ok = ip.is_loopback or any(ip in net for net in self._allow)
-            except ValueError:
-                ok = False
+            ip = sender_ip(host)
+            ok = ip is not None and (ip.is_loopback or any(ip in net for net in self._allow))
             if len(self._allowed_cache) > 4096:
                 self._allowed_cache.clear()
             self._allowed_cache[host] = ok
@@ -264,10 +384,7 @@ class OscServer(BlockingOSCUDPServer):
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
-        self.server_close()
-
-    def shutdown(self) -> None:
-        self._stop.set()
+        self.socket.close()
 
     def serve_forever(self, poll_interval: float = 0.1) -> None:
         sock = self.socket
@@ -309,7 +426,7 @@ class OscServer(BlockingOSCUDPServer):
                 self.handle_datagram(data, client)
             except Exception as exc:  # a bug in a handler must not kill the server
                 c["callback_errors"] += 1
-                self._say("error", f"osc: {type(exc).__name__}: {exc}")
+                self.say("error", f"osc: {type(exc).__name__}: {printable(str(exc))}")
         c["processed"] = n
         return read
 
@@ -344,64 +461,40 @@ class OscServer(BlockingOSCUDPServer):
             c["malformed"] += 1
             return
         c["parsed"] += 1
+        self._patterns_left = PATTERNS_PER_DATAGRAM
         for msg in messages:
             self.dispatch(msg.address, msg.params, client)
 
-    # -- handlers --------------------------------------------------------------------------------
     def dispatch(self, address: str, args: list, client: tuple) -> None:
         route = self._routes.get(address)
         if route is not None:
-            self._apply(route, args, client)
+            HANDLERS[route.kind](self, route, args, client)
             return
-        if any(ch in address for ch in _PATTERN_CHARS):
-            matched = [h.args[0] for h in self._dispatcher.handlers_for_address(address)]
-            for r in matched:
-                self._apply(r, args, client)
-            if matched:
-                return
-        self.counters["unknown_address"] += 1
+        matched = self._match(address) if is_pattern(address) else ()
+        if matched is None:
+            self.counters["pattern_refused"] += 1
+            return
+        for r in matched:
+            HANDLERS[r.kind](self, r, args, client)
+        if not matched:
+            self.counters["unknown_address"] += 1
 
-    def _apply(self, route: Route, args: list, client: tuple) -> None:
-        c = self.counters
-        kind = route.kind
-        if kind == "param":
-            if len(args) != 1 or not isinstance(args[0], (int, float)):
-                c["bad_args"] += 1
-            elif self.store.set(route.name, args[0]):
-                c["applied"] += 1
-            else:
-                c["refused"] += 1
-        elif kind == "trigger":
-            if len(args) > 1 or (args and not isinstance(args[0], (int, float))):
-                c["bad_args"] += 1
-                return
-            if args and not args[0] > 0.5:  # a button's release (0.0) or NaN: nothing to do
-                return
-            self.store.trigger(route.name, route.slot)
-            c["applied"] += 1
-        elif kind == "cue_store":
-            if len(args) != 1 or not isinstance(args[0], (int, float)):
-                c["bad_args"] += 1
-            elif self.store.store_cue(args[0]):
-                c["applied"] += 1
-            else:
-                c["refused"] += 1
-        elif kind in ("preset", "model"):
-            if len(args) != 1 or not isinstance(args[0], str) or not args[0].strip() or len(args[0]) > 1024:
-                c["bad_args"] += 1
-                return
-            callback = self.on_preset if kind == "preset" else self.on_model
-            if callback is None:
-                c["refused"] += 1
-                return
-            try:
-                callback(args[0].strip())
-                c["applied"] += 1
-            except Exception as exc:  # UserError from a bad name, a failed load...
-                c["callback_errors"] += 1
-                self._say(kind, f"osc: /{kind} {args[0].strip()!r}: {exc}")
-        elif kind == "status":
-            self.reply_status(client)
+    def _match(self, pattern: str) -> tuple[Route, ...] | None:
+        """The routes a pattern addresses; None when refused (over its limits, or this datagram's share)."""
+        cache = self._pattern_cache
+        if pattern in cache:
+            return cache[pattern]
+        if self._patterns_left <= 0:
+            return None
+        self._patterns_left -= 1
+        try:
+            found: tuple[Route, ...] | None = tuple(self._tree.match(pattern))  # type: ignore[arg-type]
+        except PatternRefused:  # over its limits, or not well-formed ('/{')
+            found = None
+        if len(cache) >= PATTERN_CACHE:
+            cache.clear()
+        cache[pattern] = found
+        return found
 
     # -- /status -----------------------------------------------------------------------------------
     def status_values(self) -> dict[str, object]:
@@ -411,7 +504,7 @@ class OscServer(BlockingOSCUDPServer):
                 values.update(self.status_fn() or {})
             except Exception as exc:
                 self.counters["callback_errors"] += 1
-                self._say("status", f"osc: /status: {type(exc).__name__}: {exc}")
+                self.say("status", f"osc: /status: {type(exc).__name__}: {printable(str(exc))}")
         return values
 
     def status_packet(self) -> bytes:
@@ -443,18 +536,20 @@ class OscServer(BlockingOSCUDPServer):
         return bundle.build().dgram
 
     def reply_status(self, client: tuple) -> None:
-        dest = self.feedback or (client[0], client[1])
+        dest = self.feedback or client
+        key = dest[:2]
         now = time.monotonic()
-        if now - self._last_reply.get(dest, -1.0) < STATUS_INTERVAL:
+        if now - self._last_reply.get(key, -1.0) < STATUS_INTERVAL:
             return
         if len(self._last_reply) > 1024:
             self._last_reply.clear()
-        self._last_reply[dest] = now
+        self._last_reply[key] = now
         try:
             self.socket.sendto(self.status_packet(), dest)
             self.counters["status_replies"] += 1
         except OSError as exc:
-            self._say("status", f"osc: /status reply to {dest[0]}:{dest[1]} failed: {exc.strerror or exc}")
+            self.say("status", f"osc: /status reply to {printable(str(dest[0]))}:{dest[1]} failed: "
+                               f"{exc.strerror or exc}")
 
     def send_signals(self, values: dict[str, float]) -> bool:
         """The modulation signals as one bundle to the --osc-feedback destination: audio.bass -> /audio/bass,
@@ -470,12 +565,12 @@ class OscServer(BlockingOSCUDPServer):
             self.socket.sendto(bundle.build().dgram, self.feedback)
             self.counters["signal_feedback"] += 1
         except OSError as exc:
-            self._say("signals", f"osc: signal feedback to {self.feedback[0]}:{self.feedback[1]} failed: "
-                                 f"{exc.strerror or exc}")
+            self.say("signals", f"osc: signal feedback to {printable(str(self.feedback[0]))}:{self.feedback[1]} "
+                                f"failed: {exc.strerror or exc}")
             return False
         return True
 
-    def _say(self, kind: str, line: str) -> None:
+    def say(self, kind: str, line: str) -> None:
         """Log at most one line per kind per second (a flood of bad /preset names must not flood stderr)."""
         now = time.monotonic()
         if now - self._last_log.get(kind, -10.0) >= 1.0:

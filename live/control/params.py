@@ -1,8 +1,15 @@
-"""The one parameter store for live latent controls, shared by OSC, MIDI, presets and the engine.
+"""The one control vocabulary and the one parameter store, shared by OSC, MIDI, the web remote, presets and
+the engine.
 
-Writers (OSC and MIDI threads, preset loads) call `set`; the engine thread calls `snapshot()` once per
-frame and gets an immutable Params. Values are clamped to their range; NaN and wrong types are refused
-(counted), never applied. The latest value wins.
+`CONTROLS` lists every control once, in the order a controller shows them: values the store holds
+(`Spec`: a type, a range, a default) and buttons (`Trigger`: what a press sets). A row of buttons is one
+entry whose name ends in /N (`cue/store/N`: cue/store/0 .. cue/store/15). OSC addresses, MIDI maps, the web
+remote's list and presets all derive from this table: a new control is one entry here.
+
+Writers (OSC and MIDI threads, the web remote, preset loads) call `set`, `update`, `apply` or `press`; the
+engine thread calls `snapshot()` once per frame and gets an immutable Params. Values are clamped to their
+range; NaN and wrong types are refused (counted), never applied. The latest value wins. `subscribe` hears
+every change, so a change from one controller can be pushed to all the others.
 """
 
 from __future__ import annotations
@@ -11,54 +18,86 @@ import dataclasses
 import math
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 N_CUES = 16
+ROW = "/N"  # the name of a row of buttons ends in this; each button is the name with its slot instead
 
 
 @dataclass(frozen=True)
 class Spec:
+    """A value the store holds: its Python type, range (clamped to), default and one line of help."""
+
     kind: type
     lo: float | None
     hi: float | None
     default: object
     help: str
 
+    @property
+    def type_name(self) -> str:
+        """How a controller shows it: "float" (a fader), "int" (a number) or "toggle" (on/off)."""
+        return "toggle" if self.kind is int and (self.lo, self.hi) == (0, 1) else self.kind.__name__
 
-# name -> spec; names are the OSC addresses without the leading slash
-SPECS: dict[str, Spec] = {
+
+@dataclass(frozen=True)
+class Trigger:
+    """A button: a press sets values computed from the current ones (`press(params, slot)` -> {name: value}).
+    The pseudo-name "cue/store" in that result asks the next frame to store its latent in that slot.
+    `slots` > 0 makes a row of buttons, one per slot."""
+
+    help: str
+    press: Callable[[Params, int | None], dict[str, object]]
+    slots: int = 0
+
+
+CONTROLS: dict[str, Spec | Trigger] = {
     "noise": Spec(float, 0.0, 1.0, 0.0, "latent noise amount: 0 decodes the mean, 1 the strongest dream"),
     "noise/max": Spec(float, 0.0, 4.0, 1.0, "sigma of the noise at amount 1 (in units of the encoder's sigma)"),
     "noise/drift": Spec(float, 0.0, 1.0, 0.1, "how fast the noise pattern evolves: 0 frozen, 1 new every frame"),
     "noise/seed": Spec(int, 0, 2**31 - 1, 0, "reseed the noise pattern"),
+    "noise/reseed": Trigger("next noise pattern (seed + 1)",
+                            lambda p, n: {"noise/seed": (p.noise_seed + 1) % 2**31}),
     "smooth": Spec(float, 0.0, 1.0, 0.0, "temporal smoothing of z (anti-flicker)"),
     "freeze": Spec(int, 0, 1, 0, "hold the current latent"),
+    "freeze/toggle": Trigger("flip freeze", lambda p, n: {"freeze": int(not p.freeze)}),
+    "cue/store/N": Trigger("store the current latent in cue N", lambda p, n: {"cue/store": n}, slots=N_CUES),
     "cue/recall": Spec(int, -1, N_CUES - 1, -1, "blend toward stored latent N (-1: none)"),
+    "cue/recall/N": Trigger("blend toward cue N", lambda p, n: {"cue/recall": n}, slots=N_CUES),
     "cue/mix": Spec(float, 0.0, 1.0, 1.0, "how far to blend toward the recalled cue"),
     "mix": Spec(float, 0.0, 1.0, 1.0, "dry/wet: 0 the input, 1 the model's output"),
 }
+SPECS: dict[str, Spec] = {k: c for k, c in CONTROLS.items() if isinstance(c, Spec)}
+TRIGGERS: dict[str, Trigger] = {k: c for k, c in CONTROLS.items() if isinstance(c, Trigger)}
 
 
-# one-shot actions beside the parameters, shared by OSC addresses and MIDI maps:
-#   cue/store/N, cue/recall/N (N in 0..15: fire on press), noise/reseed (seed + 1), freeze/toggle
-TRIGGERS = ("cue/store", "cue/recall", "noise/reseed", "freeze/toggle")
+def parse_target(target: object) -> tuple[str, int | None]:
+    """A control as a MIDI map, an OSC alias or the web remote names it -> (its CONTROLS key, its slot).
 
-
-def parse_target(target: str) -> tuple[str, int | None]:
-    """'noise' -> ('noise', None); 'cue/recall/3' -> ('cue/recall', 3). Raises ValueError on anything else.
-
-    A target is what a MIDI control or an OSC alias drives: a parameter (SPECS) or a trigger.
+    'noise' -> ('noise', None); '/cue/recall/3' -> ('cue/recall/N', 3); 'noise/reseed' -> ('noise/reseed',
+    None); 'cue/store' -> ('cue/store/N', None): a row named without a slot takes the slot from the value it
+    is sent (OSC `/cue/store 3`). Raises ValueError for anything else.
     """
     if not isinstance(target, str):
         raise ValueError(f"a control target must be a string, got {type(target).__name__}")
     t = target.strip().lstrip("/")
-    if t in SPECS or t in ("noise/reseed", "freeze/toggle", "cue/store", "cue/recall"):
+    if t in CONTROLS and not t.endswith(ROW):
         return t, None
+    if t + ROW in TRIGGERS and t not in SPECS:
+        return t + ROW, None
     head, _, slot = t.rpartition("/")
-    if head in ("cue/store", "cue/recall") and slot.isdigit() and int(slot) < N_CUES:
-        return head, int(slot)
-    known = ", ".join([*SPECS, "cue/store/N", "cue/recall/N", "noise/reseed", "freeze/toggle"])
-    raise ValueError(f"unknown control {target!r} (known: {known}; N is 0..{N_CUES - 1})")
+    row = TRIGGERS.get(head + ROW)
+    if row is not None and slot.isascii() and slot.isdigit() and int(slot) < row.slots:
+        return head + ROW, int(slot)
+    raise ValueError(f"unknown control {target!r} (known: {', '.join(CONTROLS)}; N is 0..{N_CUES - 1})")
+
+
+def target_name(key: str, slot: int | None) -> str:
+    """The inverse of parse_target: ('cue/recall/N', 3) -> 'cue/recall/3'; ('cue/store/N', None) -> 'cue/store'."""
+    if not key.endswith(ROW):
+        return key
+    return key[:-len(ROW)] if slot is None else f"{key[:-len(ROW)]}/{slot}"
 
 
 @dataclass(frozen=True)
@@ -98,7 +137,7 @@ def coerce(name: str, value: object) -> float | int:
     if isinstance(value, bool):
         value = int(value)
     if not isinstance(value, (int, float)):
-        raise ValueError(f"{name} expects a number, got {type(value).__name__}")
+        raise ValueError(f"{name} expects a number, got {_kind(value)}")
     if isinstance(value, float) and math.isnan(value):
         raise ValueError(f"{name}: NaN")
     if spec.kind is int:
@@ -116,6 +155,42 @@ def coerce(name: str, value: object) -> float | int:
     return value
 
 
+def _kind(value: object) -> str:
+    """What a refused value is, in words (it came from OSC, JSON or TOML)."""
+    return {str: "a string", bytes: "bytes", list: "a list", dict: "an object",
+            type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _slot(key: str, value: object) -> int:
+    """The slot a row's button is sent as a value (OSC `/cue/store 3`); ValueError unless a whole number in range."""
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) \
+        and float(value).is_integer() and 0 <= value < TRIGGERS[key].slots
+    if not ok:
+        raise ValueError(f"{key[:-len(ROW)]} expects a slot 0..{TRIGGERS[key].slots - 1}, got {value!r}")
+    return int(value)
+
+
+def _pressed(name: str, value: object) -> bool:
+    """A button's value: True/1/anything above 0.5 presses it, False/0 releases it (nothing happens)."""
+    if isinstance(value, bool):
+        return value
+    if not isinstance(value, (int, float)) or math.isnan(value):
+        raise ValueError(f"{name} is a button: send true (press) or false (release)")
+    return value > 0.5
+
+
+class Refused(ValueError):
+    """A value `ParamStore.apply` refused (nothing was applied): `name` says which, the message why."""
+
+    def __init__(self, name: str, why: str) -> None:
+        super().__init__(why)
+        self.name = name
+
+
+# a subscriber hears (the values that changed by name, who changed them: "osc", "midi", "web", "preset"...)
+Subscriber = Callable[[dict[str, object], str | None], object]
+
+
 class ParamStore:
     """Thread-safe holder of the current Params. `snapshot()` never blocks for long (one lock, no I/O)."""
 
@@ -125,85 +200,162 @@ class ParamStore:
         self._pending_cues: list[int] = []
         # name -> time.perf_counter() of its last accepted write (for latency measurements)
         self._stamps: dict[str, float] = {}
+        self._subscribers: tuple[Subscriber, ...] = ()
         self.rejected = 0
+        self.subscriber_errors = 0
         for k, v in initial.items():
             self.set(k.replace("_", "/", 1) if k.startswith(("noise_", "cue_")) else k, v)
 
-    def set(self, name: str, value: object) -> bool:
-        """Set one control by OSC name. Returns False (and counts) when the value is refused."""
-        return self.update({name: value}) == 0
+    # -- writing -----------------------------------------------------------------------------------
+    def set(self, name: str, value: object, source: str | None = None) -> bool:
+        """Set one value by OSC name. Returns False (and counts) when the value is refused."""
+        return self.update({name: value}, source) == 0
 
-    def update(self, values: dict[str, object]) -> int:
-        """Set several controls atomically (one snapshot sees all or none); returns how many were refused."""
+    def update(self, values: Mapping[str, object], source: str | None = None) -> int:
+        """Set several values atomically (one snapshot sees all or none); refused entries are skipped and
+        counted. Returns how many were refused."""
         changes: dict[str, object] = {}
         refused = 0
         for name, value in values.items():
             try:
-                v = coerce(name, value)
+                changes[name] = coerce(name, value)
             except ValueError:
                 refused += 1
-                continue
-            attr = _attr(name)
-            changes[attr] = bool(v) if attr == "freeze" else v
+        if refused:
+            with self._lock:
+                self.rejected += refused
+        if changes:
+            self._commit(changes, (), source)
+        return refused
+
+    def press(self, target: str, slot: object = None, source: str | None = None) -> bool:
+        """Fire a button: 'noise/reseed', 'cue/recall/3', or a row with its slot ('cue/store', 3).
+        Returns False (and counts) when refused (an unknown button, a slot out of range)."""
+        try:
+            key, at = parse_target(target)
+            if key not in TRIGGERS:
+                raise ValueError(f"{target} is not a button")
+            if at is None and TRIGGERS[key].slots:
+                at = _slot(key, slot)
+        except ValueError:
+            with self._lock:
+                self.rejected += 1
+            return False
+        self._commit({}, ((key, at),), source)
+        return True
+
+    def apply(self, values: Mapping[str, object], source: str | None = None) -> dict[str, object]:
+        """Set values and press buttons by name in one step, all or nothing: the web remote's POST.
+
+        Values are validated and clamped as OSC's are; a button takes true/false (or a number: > 0.5
+        presses), a row named without its slot takes the slot (`{"cue/store": 3}`). Raises Refused (naming
+        the entry) and changes nothing when any entry is refused. Returns the values that changed."""
+        changes: dict[str, object] = {}
+        presses: list[tuple[str, int | None]] = []
+        try:
+            for name, value in values.items():
+                if name in SPECS:
+                    try:
+                        changes[name] = coerce(name, value)
+                    except ValueError as exc:
+                        raise Refused(name, str(exc)) from None
+                    continue
+                try:
+                    key, slot = parse_target(name)
+                    if slot is None and TRIGGERS[key].slots:
+                        presses.append((key, _slot(key, value)))
+                    elif _pressed(name, value):
+                        presses.append((key, slot))
+                except ValueError as exc:
+                    raise Refused(name, str(exc)) from None
+        except Refused:
+            with self._lock:
+                self.rejected += 1
+            raise
+        if not changes and not presses:
+            return {}
+        return self._commit(changes, presses, source)
+
+    def store_cue(self, slot: object, source: str | None = None) -> bool:
+        """Store the next frame's latent into cue `slot` (0..15). Out-of-range slots are refused, not clamped."""
+        return self.press("cue/store", slot, source)
+
+    def _commit(self, changes: dict[str, object], presses, source: str | None) -> dict[str, object]:
+        """Apply coerced values, then presses (each sees the values before it), as one new Params."""
         now = time.perf_counter()
         with self._lock:
-            self.rejected += refused
-            if changes:
-                self._p = dataclasses.replace(self._p, **changes, version=self._p.version + 1)
-                for attr in changes:
+            old = self._p
+            values = dict(changes)
+            cues: list[int] = []
+            for key, slot in presses:
+                current = dataclasses.replace(old, **{_attr(k): v for k, v in values.items()}) if values else old
+                for name, value in TRIGGERS[key].press(current, slot).items():
+                    if name == "cue/store":
+                        cues.append(int(value))
+                    else:
+                        values[name] = coerce(name, value)
+            attrs = {_attr(k): (bool(v) if k == "freeze" else v) for k, v in values.items()}
+            if attrs:
+                self._p = dataclasses.replace(old, **attrs, version=old.version + 1)
+                for attr in attrs:
                     self._stamps[attr] = now
-        return refused
+            for slot in cues:
+                if slot not in self._pending_cues:  # bounded: at most N_CUES pending, whatever the flood
+                    self._pending_cues.append(slot)
+            changed = {k: _get(self._p, k) for k in values if _get(self._p, k) != _get(old, k)}
+            subscribers = self._subscribers
+        if changed and subscribers:
+            self._notify(subscribers, changed, source)
+        return changed
+
+    # -- listening ---------------------------------------------------------------------------------
+    def subscribe(self, fn: Subscriber) -> Callable[[], None]:
+        """Call `fn(changed, source)` after every write that changed a value; returns the unsubscribe.
+
+        It runs on the writer's thread (OSC, MIDI, web) right after the write, so it must be quick (hand the
+        change to a queue or an event loop) and must not write to the store. Its errors are counted, never
+        raised into the writer."""
+        with self._lock:
+            self._subscribers = (*self._subscribers, fn)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                self._subscribers = tuple(s for s in self._subscribers if s is not fn)
+
+        return unsubscribe
+
+    def _notify(self, subscribers, changed: dict[str, object], source: str | None) -> None:
+        for fn in subscribers:
+            try:
+                fn(dict(changed), source)
+            except Exception:  # noqa: BLE001 - a controller's bug must not reach the writer (an OSC thread)
+                self.subscriber_errors += 1
+
+    # -- reading -----------------------------------------------------------------------------------
+    def describe(self) -> dict[str, dict[str, object]]:
+        """Every control a controller can show, in CONTROLS order, by the name it is set by: values with
+        {"type": "float"|"int"|"toggle", "value", "min", "max", "default", "help"}, each button of a row with
+        {"type": "trigger", "help"}."""
+        current = self.peek().values()
+        out: dict[str, dict[str, object]] = {}
+        for key, control in CONTROLS.items():
+            if isinstance(control, Spec):
+                out[key] = {"type": control.type_name, "value": current[key], "min": control.lo,
+                            "max": control.hi, "default": control.default, "help": control.help}
+            elif control.slots:
+                for n in range(control.slots):
+                    out[target_name(key, n)] = {"type": "trigger", "help": control.help.replace(" N", f" {n}")}
+            else:
+                out[key] = {"type": "trigger", "help": control.help}
+        return out
 
     def changed_at(self, name: str) -> float | None:
         """time.perf_counter() when `name` last changed (None: never set since start)."""
         with self._lock:
             return self._stamps.get(_attr(name))
 
-    def reseed(self) -> int:
-        """Move to the next noise seed (a button's action); returns it."""
-        with self._lock:
-            seed = (self._p.noise_seed + 1) % (2**31)
-            self._p = dataclasses.replace(self._p, noise_seed=seed, version=self._p.version + 1)
-            self._stamps["noise_seed"] = time.perf_counter()
-        return seed
-
-    def toggle_freeze(self) -> bool:
-        with self._lock:
-            frozen = not self._p.freeze
-            self._p = dataclasses.replace(self._p, freeze=frozen, version=self._p.version + 1)
-            self._stamps["freeze"] = time.perf_counter()
-        return frozen
-
-    def store_cue(self, slot: object) -> bool:
-        """Store the next frame's latent into cue `slot` (0..15). Out-of-range slots are refused, not clamped."""
-        ok = not isinstance(slot, bool) and isinstance(slot, (int, float)) and math.isfinite(slot) \
-            and float(slot).is_integer() and 0 <= slot < N_CUES
-        with self._lock:
-            if not ok:
-                self.rejected += 1
-                return False
-            if int(slot) not in self._pending_cues:  # bounded: at most N_CUES pending, whatever the flood
-                self._pending_cues.append(int(slot))
-        return True
-
-    def trigger(self, name: str, slot: int | None = None) -> bool:
-        """Fire a one-shot action (TRIGGERS): cue/store N, cue/recall N, noise/reseed, freeze/toggle.
-        Returns False (and counts) when it is refused (an unknown action, a cue slot out of range)."""
-        if name == "cue/store":
-            return self.store_cue(slot if slot is not None else 0)
-        if name == "cue/recall":
-            return self.set("cue/recall", slot if slot is not None else -1)
-        if name == "noise/reseed":
-            self.reseed()
-            return True
-        if name == "freeze/toggle":
-            self.toggle_freeze()
-            return True
-        with self._lock:
-            self.rejected += 1
-        return False
-
     def snapshot(self) -> Params:
+        """The current Params for one frame; drains the cue stores asked for since the last snapshot."""
         with self._lock:
             p = self._p
             if self._pending_cues:

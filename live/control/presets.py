@@ -44,7 +44,16 @@ import tomli_w
 from autoencoded.documents import parse_toml
 from autoencoded.errors import UserError
 from autoencoded.live.control.modulation import ModRoute, make_route
-from autoencoded.live.control.params import SPECS, ParamStore, coerce, parse_target
+from autoencoded.live.control.params import (
+    ROW,
+    SPECS,
+    TRIGGERS,
+    ParamStore,
+    coerce,
+    parse_target,
+    target_name,
+)
+from autoencoded.text import printable
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 SHIPPED_DIR = Path(str(importlib.resources.files("autoencoded.presets")))
@@ -171,12 +180,16 @@ def _params(data: dict, path) -> dict[str, float | int]:
     return out
 
 
-def _target(value: object, path, where: str) -> str:
+def _target(value: object, path, where: str, row_ok: bool = True) -> str:
+    """A control target as the preset names it, checked against the vocabulary; a row of buttons without
+    its slot ('cue/store') only where the slot can come with the value (an OSC alias, not a MIDI control)."""
     try:
-        name, slot = parse_target(value)  # type: ignore[arg-type]
+        key, slot = parse_target(value)  # type: ignore[arg-type]
     except ValueError as exc:
-        raise _fail(path, where, str(exc)) from None
-    return name if slot is None else f"{name}/{slot}"
+        raise _fail(path, where, printable(exc)) from None
+    if key.endswith(ROW) and slot is None and not row_ok:
+        raise _fail(path, where, f"name the button's slot: {key[:-len(ROW)]}/0..{TRIGGERS[key].slots - 1}")
+    return target_name(key, slot)
 
 
 def _osc(data: dict, path) -> dict[str, str] | None:
@@ -207,10 +220,10 @@ def _midi(data: dict, path) -> tuple[str | None, int | None, dict[int, str] | No
         raise _fail(path, "midi.channel", f"expected 1..16, got {channel!r}")
     cc: dict[int, str] = {}
     for key, target in _table(midi, "midi.cc", path).items():
-        where = f"midi.cc.{key}"
-        if not key.isdigit() or not 0 <= int(key) <= 127:
+        where = f"midi.cc.{printable(key)}"
+        if not (key.isascii() and key.isdigit()) or not 0 <= int(key) <= 127:
             raise _fail(path, where, "a CC number is 0..127")
-        cc[int(key)] = _target(target, path, where)
+        cc[int(key)] = _target(target, path, where, row_ok=False)
     return device, channel, cc
 
 
@@ -333,7 +346,7 @@ def writable_path(preset: Preset) -> Path:
 
 def bind_cc(preset: Preset, cc: int, target: str) -> Path:
     """Add `cc -> target` to the preset's MIDI map (one control per CC, one CC per parameter) and save it."""
-    target = _target(target, preset.path or preset.name, "midi-learn")
+    target = _target(target, preset.path or preset.name, "midi-learn", row_ok=False)
     if not 0 <= int(cc) <= 127:
         raise UserError(f"midi-learn: CC {cc} is outside 0..127")
     cc_map = {k: v for k, v in (preset.midi_cc or {}).items() if v != target}

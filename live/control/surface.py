@@ -23,6 +23,7 @@ from autoencoded.live.control.midi import MidiInput, MidiLearn, MidiMapper
 from autoencoded.live.control.osc import OscServer, parse_allow, parse_hostport
 from autoencoded.live.control.params import ParamStore
 from autoencoded.live.control.presets import Preset, bind_cc, load_preset, save_preset
+from autoencoded.text import printable
 
 
 def _stderr(line: str) -> None:
@@ -132,7 +133,7 @@ class ControlSurface:
 
         def apply() -> None:
             with self._lock:
-                self.store.update(preset.params)
+                self.store.update(preset.params, source="preset")
                 if preset.osc_aliases is not None and self.osc is not None:
                     self.osc.set_aliases(preset.osc_aliases)
                 if preset.midi_cc is not None:
@@ -152,7 +153,7 @@ class ControlSurface:
 
     def _osc_preset(self, name: str) -> None:
         self.switch_preset(name, allow_path=False)
-        self.log(f"preset: {name}")
+        self.log(f"preset: {printable(name)}")
 
     def save_preset(self, path: str | Path, description: str | None = None) -> Path:
         """Save the current values (with the current preset's maps and live settings) as a preset file."""

@@ -67,6 +67,11 @@ class Engine(ABC):
         mu, _ = self.encode(frames)
         return self.decode(mu)
 
+    def interrupt(self) -> bool:
+        """Make an inference running on another thread give up (it then raises). True where the backend
+        can do that (onnxruntime); False where it cannot, and the call then runs on to its end."""
+        return False
+
     def close(self) -> None:  # noqa: B027
         """Release device memory, sessions and threads. Safe to call twice."""
 

@@ -94,6 +94,9 @@ class OnnxRuntimeEngine(Engine):
                 ort.preload_dlls()
             except Exception:  # best effort: the session below says whether CUDA loaded
                 pass
+        # every run shares these options, so that interrupt() can stop one from another thread
+        self._run = ort.RunOptions()
+        self._run.log_severity_level = 4  # an interrupted run is expected: no error line from onnxruntime
         try:
             self.enc = self._session(pack.model_bytes("encoder"))
             self.dec = self._session(pack.model_bytes("decoder"))
@@ -116,15 +119,21 @@ class OnnxRuntimeEngine(Engine):
         return to_model_input(self.check_frames(frames))
 
     def encode(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        mu, log_sigma = self.enc.run(["mu", "log_sigma"], {"image": self._input(frames)})
+        mu, log_sigma = self.enc.run(["mu", "log_sigma"], {"image": self._input(frames)}, self._run)
         return mu, log_sigma
 
     def decode(self, z: np.ndarray) -> np.ndarray:
         z = self.check_latents(z)
-        return from_model_output(finite_images(self.dec.run(["image"], {"z": z})[0]))
+        return from_model_output(finite_images(self.dec.run(["image"], {"z": z}, self._run)[0]))
 
     def reconstruct(self, frames: np.ndarray) -> np.ndarray:
-        return from_model_output(finite_images(self.fused.run([FUSED_OUT], {FUSED_IN: self._input(frames)})[0]))
+        return from_model_output(finite_images(
+            self.fused.run([FUSED_OUT], {FUSED_IN: self._input(frames)}, self._run)[0]))
+
+    def interrupt(self) -> bool:
+        """onnxruntime checks this flag between operators (inside loops too): the run raises at once."""
+        self._run.terminate = True
+        return True
 
     def close(self) -> None:
         self.enc = self.dec = self.fused = None  # type: ignore[assignment]

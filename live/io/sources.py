@@ -22,6 +22,7 @@ from autoencoded.errors import UserError
 from autoencoded.media.framing import Box, detect_bars, sample_frames
 from autoencoded.media.probe import probe as probe_video
 from autoencoded.media.tools import have_ffmpeg
+from autoencoded.text import printable
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 VIDEO_EXTS = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts"}
@@ -217,17 +218,22 @@ def demo_clip() -> Path:
     return assets.DEMO_CLIP
 
 
+MAX_CAMERA_INDEX = 99
+
+
 def parse_camera(spec: str) -> int | str | None:
-    """'camera', 'camera:1', '/dev/video2', 'video=...' -> a device for OpenCV; None if not a camera."""
+    """'camera', 'camera:1', 'camera:/dev/video2', '/dev/video2' -> a device for OpenCV; None if not a camera.
+    Anything else after 'camera:' is one UserError line (the text escaped)."""
     if spec == "camera":
         return 0
     if spec.startswith("camera:"):
         dev = spec.split(":", 1)[1]
-        if dev.isdigit():
+        if dev.isascii() and dev.isdigit() and int(dev) <= MAX_CAMERA_INDEX:
             return int(dev)
-        if not dev:
-            raise UserError(f"--input {spec}: give a camera index or device path after 'camera:'")
-        return dev
+        if dev.startswith("/dev/") and dev.isprintable() and dev.isascii() and " " not in dev:
+            return dev
+        raise UserError(f"--input {printable(spec)}: after 'camera:' give a camera index 0..{MAX_CAMERA_INDEX} "
+                        "or a device path (/dev/video2)")
     if spec.startswith("/dev/video"):
         return spec
     return None
@@ -239,7 +245,7 @@ def open_source(spec: str, width: int = 1280, height: int = 720, fps: float = 30
     cam = parse_camera(spec)
     if cam is not None:
         if isinstance(cam, str) and cam.startswith("/dev/") and not Path(cam).exists():
-            raise UserError(f"--input {spec}: no such device")
+            raise UserError(f"--input {printable(spec)}: no such device")
         return CameraSource(cam, width, height, fps, capture_factory=capture_factory)
     if spec == "demo":
         return VideoFileSource(demo_clip())
@@ -256,7 +262,7 @@ def open_source(spec: str, width: int = 1280, height: int = 720, fps: float = 30
         return ImageFolderSource(p, fps=fps)
     if p.is_file():
         return VideoFileSource(p)
-    raise UserError(f"--input {spec}: not a camera (camera:N, /dev/videoN), ndi:NAME, 'demo', 'probe', "
+    raise UserError(f"--input {printable(spec)}: not a camera (camera:N, /dev/videoN), ndi:NAME, 'demo', 'probe', "
                     "a video file or a folder")
 
 

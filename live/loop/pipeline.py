@@ -10,7 +10,11 @@
   before post-processing), returns non-finite latents or a wrong shape is bypassed for that frame
   (passthrough of the input, or the last good frame), counted, and used again from the next frame.
 - `request_model(spec)` loads another model on a background thread and swaps it in between two frames;
-  a model that fails to load leaves the current one playing and is reported.
+  one load runs at a time and the latest request wins (autoencoded.live.loop.loader); a model that fails
+  to load leaves the current one playing and is reported.
+- An engine that hangs inside one inference (longer than HANG_S) is interrupted where the backend can be
+  (onnxruntime) and left behind where it cannot: frames pass through on a fresh engine thread until another
+  model is swapped in, and stopping never waits for it.
 - The pipeline owns its engine(s) and sinks: `stop()` releases devices and closes the engine.
 """
 
@@ -33,13 +37,14 @@ from autoencoded.live.io.sinks import Sink
 from autoencoded.live.io.sources import Source
 from autoencoded.live.loop.boxes import LatestBox, Packet
 from autoencoded.live.loop.feed import Feed
+from autoencoded.live.loop.loader import ModelLoader
 from autoencoded.live.loop.stats import LoopStats, stats_report, status_line
 from autoencoded.media.framing import AUTO_CROP_LIMIT, Framing, frame_for, pad_to
+from autoencoded.shutdown import native_thread
+from autoencoded.text import printable
 
-
-def fused_ok(p: Params) -> bool:
-    """Whether this frame needs nothing between encode and decode (so reconstruct() may run fused)."""
-    return p.noise <= 0 and p.smooth <= 0 and not p.freeze and p.cue_recall < 0 and not p.cue_store
+HANG_S = 5.0  # one inference this long is hung (the slowest model here takes ~0.1 s a frame on a CPU)
+LOAD_WAIT_S = 10.0  # stopping waits this long for a model load under way (they take 1-3 s)
 
 
 def stylize(engine: Engine, fx: LatentFX, frames: np.ndarray, p: Params | Sequence[Params]) -> np.ndarray:
@@ -47,7 +52,7 @@ def stylize(engine: Engine, fx: LatentFX, frames: np.ndarray, p: Params | Sequen
 
     p: the controls for every frame, or one Params per frame (a modulated render)."""
     n = frames.shape[0]
-    if all(fused_ok(q) for q in ([p] if isinstance(p, Params) else p)):
+    if all(LatentFX.is_identity(q) for q in ([p] if isinstance(p, Params) else p)):
         out = engine.reconstruct(frames)
     else:
         mu, log_sigma = engine.encode(frames)
@@ -95,8 +100,13 @@ class Pipeline:
         self._threads: list[threading.Thread] = []
         self._swap_lock = threading.Lock()
         self._pending: tuple[Engine, Future] | None = None
-        self._loading = 0
+        self.loader = ModelLoader(self._open, self._deliver, self._load_failed, log)
         self.model_error = ""
+        self._busy: tuple[Engine, float] | None = None  # the engine inside an inference, and since when
+        self._hung: Engine | None = None  # an engine found hung: frames pass it by until a swap
+        self._engine_thread: threading.Thread | None = None
+        self._engine_generation = 0
+        self.stuck: list[str] = []  # threads still inside native code after stop() (see autoencoded.shutdown)
         self._fault_streak = 0
         self._last_good: np.ndarray | None = None
         self._was_fused = False
@@ -125,10 +135,9 @@ class Pipeline:
             self.engine.close()
             self._closed = True
             raise
-        self._threads = [threading.Thread(target=self._engine_loop, name="engine", daemon=True),
-                         threading.Thread(target=self._sink_loop, name="sink", daemon=True)]
-        for t in self._threads:
-            t.start()
+        self._threads = [threading.Thread(target=self._sink_loop, name="sink", daemon=True)]
+        self._threads[0].start()
+        self._start_engine_thread()
         self.feed.start()
         return self
 
@@ -140,11 +149,19 @@ class Pipeline:
         self.in_box.close()
         self.out_box.close()
         deadline = time.monotonic() + 0.5
-        for t in self._threads:
-            if t is not threading.current_thread():
+        for t in [*self._threads, self._engine_thread]:
+            if t is not None and t is not threading.current_thread():
                 t.join(max(0.0, deadline - time.monotonic()))
         if self._closed:
             return
+        busy = self._busy
+        if busy is not None:  # an inference still running: interrupt it where the backend can
+            busy[0].interrupt()
+            if self._engine_thread is not None:
+                self._engine_thread.join(0.5)
+        if not self.loader.close(LOAD_WAIT_S):
+            self.log(f"model: a load is still running after {LOAD_WAIT_S:.0f} s; leaving it behind")
+        self.stuck = [t.name for t in (self._engine_thread, self.loader.worker) if t is not None and t.is_alive()]
         self._closed = True
         for s in self.sinks:
             try:
@@ -196,7 +213,8 @@ class Pipeline:
     def stats(self) -> dict:
         d = self._stats.snapshot()
         d.update(dropped=self.in_box.dropped + self.out_box.dropped, model=self.engine.name,
-                 model_loading=self._loading > 0, model_error=self.model_error, source=self.source.name,
+                 model_loading=self.loader.busy, model_error=self.model_error, engine_hung=self._hung is not None,
+                 source=self.source.name,
                  sinks=[s.name for s in self.sinks], target_fps=self.fps, size=f"{self.size[0]}x{self.size[1]}",
                  params_rejected=self.params.rejected,
                  output_notes=[n for s in list(self.sinks) if (n := s.note())])
@@ -207,36 +225,31 @@ class Pipeline:
 
     # ------------------------------------------------------------------------------------ hot swap
     def request_model(self, spec: object, backend: str | None = None) -> Future:
-        """Load `spec` (anything autoencoded.live.engines.open_engine takes) in the background and swap it in between
-        two frames. The returned Future gives the new engine's name, or the load error; on error the
+        """Load `spec` (anything autoencoded.live.engines.open_engine takes) in the background and swap it in
+        between two frames. One load runs at a time; a newer request overtakes a waiting one (whose Future
+        is cancelled). The returned Future gives the new engine's name, or the load error; on error the
         current model keeps playing and `model_error` says why."""
-        fut: Future = Future()
+        return self.loader.request(spec, backend=backend or self.backend)
+
+    def _open(self, spec: object, backend: str) -> Engine:
+        from autoencoded.live.engines import open_engine
+
+        return open_engine(spec, backend=backend, log=self.log)
+
+    def _load_failed(self, spec: object, exc: BaseException) -> None:
+        why = printable(one_line(exc, typed=True))
+        self.model_error = f"{printable(spec)}: {why}"
+        self.log(f"model: could not load {printable(spec)} ({why}); still playing {self.engine.name}")
+
+    def _deliver(self, engine: Engine, fut: Future) -> None:
+        """Loader thread: a loaded engine waits here for the engine thread to swap it in between frames."""
         with self._swap_lock:
-            self._loading += 1
-
-        def load() -> None:
-            try:
-                from autoencoded.live.engines import open_engine
-
-                engine = open_engine(spec, backend=backend or self.backend, log=self.log)
-            except BaseException as exc:  # noqa: BLE001 - any failure keeps the current model
-                self.model_error = f"{spec}: {one_line(exc, typed=True)}"
-                self.log(f"model: could not load {spec} ({one_line(exc, typed=True)}); still playing {self.engine.name}")
-                with self._swap_lock:
-                    self._loading -= 1
-                fut.set_exception(exc)
-                return
-            with self._swap_lock:
-                self._loading -= 1
-                superseded, self._pending = self._pending, (engine, fut)
-            if superseded is not None:
-                _quiet(superseded[0].close)
-                superseded[1].cancel()
-            if self._closed:
-                self._swap_in()
-
-        threading.Thread(target=load, name="model-loader", daemon=True).start()
-        return fut
+            superseded, self._pending = self._pending, (engine, fut)
+        if superseded is not None:
+            _quiet(superseded[0].close)
+            superseded[1].cancel()
+        if self._closed:
+            self._swap_in()
 
     def _swap_in(self) -> None:
         with self._swap_lock:
@@ -249,11 +262,14 @@ class Pipeline:
             fut.cancel()
             return
         old, self.engine = self.engine, engine
-        self.fx = LatentFX(engine.z_dim, seed=self.fx._seed)  # old cues and smoothing mean nothing here
+        self.fx = LatentFX(engine.z_dim, seed=self.fx.seed)  # old cues and smoothing mean nothing here
         self.model_error = ""
         self.log(f"model: now playing {engine.name}")
         fut.set_result(engine.name)
-        threading.Thread(target=_quiet, args=(old.close,), name="model-close", daemon=True).start()
+        if old is self._hung:
+            self._hung = None  # still inside its inference, on the thread left behind: that thread drops it
+        else:
+            threading.Thread(target=_quiet, args=(old.close,), name="model-close", daemon=True).start()
 
     # ------------------------------------------------------------------------------------- threads
     def framing(self, frame: np.ndarray, width: int, height: int) -> Framing:
@@ -287,14 +303,39 @@ class Pipeline:
         """Source thread: frame the picture for the current model (in parallel with the engine)."""
         return {"small": self._model_input(frame, self.engine)}
 
-    def _engine_loop(self) -> None:
-        while not self._stop.is_set():
+    def _start_engine_thread(self) -> None:
+        """A new engine thread; one before it (hung in an inference) stops when it ever comes back."""
+        self._engine_generation += 1
+        self._engine_thread = native_thread(threading.Thread(
+            target=self._engine_loop, args=(self._engine_generation,), name="engine", daemon=True))
+        self._engine_thread.start()
+
+    def _engine_loop(self, generation: int) -> None:
+        while not self._stop.is_set() and generation == self._engine_generation:
             pkt = self.in_box.get(timeout=0.1)
             if pkt is None:
                 continue
             if self._pending is not None:
                 self._swap_in()
-            self.out_box.put(self._run_engine(pkt))
+            out = self._run_engine(pkt)
+            if generation == self._engine_generation:
+                self.out_box.put(out)
+
+    def _watch_engine(self, now: float) -> None:
+        """Sink thread: an inference running longer than HANG_S means a hung model. Interrupt it where the
+        backend can, pass frames through on a fresh engine thread, and wait for another model."""
+        busy = self._busy
+        if busy is None or busy[0] is self._hung or now - busy[1] < HANG_S:
+            return
+        engine = busy[0]
+        self._hung = engine
+        self._stats.engine_faults += 1
+        self._stats.last_fault = f"hung for {now - busy[1]:.0f} s"
+        interrupted = engine.interrupt()
+        self.log(f"engine: {engine.name} has been inside one inference for {now - busy[1]:.0f} s"
+                 f"{' (interrupted)' if interrupted else ''}; passing frames through until another model "
+                 "is loaded (/model)")
+        self._start_engine_thread()
 
     def _run_engine(self, pkt: Packet) -> Packet:
         """Engine thread: the model's frame at the model size (meta 'model'), or None after a fault."""
@@ -304,11 +345,15 @@ class Pipeline:
             p = self.modulate(p)
         engine = self.engine
         model = None
+        if engine is self._hung:  # passthrough until a swap
+            return Packet(frame=pkt.frame, t_capture=pkt.t_capture, index=pkt.index, held=pkt.held,
+                          meta={"model": None, "mix": p.mix})
+        busy = self._busy = (engine, t0)
         try:
             small = pkt.meta.get("small")
             if small is None or small.shape[:2] != (engine.height, engine.width):
                 small = self._model_input(pkt.frame, engine)  # just swapped to another size
-            fused = fused_ok(p)
+            fused = LatentFX.is_identity(p)
             if fused and not self._was_fused:
                 self.fx.reset()
             self._was_fused = fused
@@ -322,6 +367,9 @@ class Pipeline:
             if self._fault_streak == 0:
                 self.log(f"engine: {one_line(exc, typed=True)}; passing frames through until it recovers")
             self._fault_streak += 1
+        finally:
+            if self._busy is busy:
+                self._busy = None
         self._stats.engine_ms.add((time.perf_counter() - t0) * 1000.0)
         self._stats.frames_processed += 1
         return Packet(frame=pkt.frame, t_capture=pkt.t_capture, index=pkt.index, held=pkt.held,
@@ -360,6 +408,7 @@ class Pipeline:
                 wait = min(wait, max(0.0, self._first_out + self._duration - time.perf_counter()))
             pkt = self.out_box.get(timeout=min(wait, 0.1))
             now = time.perf_counter()
+            self._watch_engine(now)
             ending = self._duration is not None and self._first_out is not None \
                 and now - self._first_out >= self._duration
             if pkt is None and not ending and (last is None or now - last_write < 1.5 * interval):

@@ -156,6 +156,8 @@ def status_line(s: dict) -> str:
         parts.append(f"outages {s['source_outages']}")
     if s["source_state"] != "ok":
         parts.append(f"source {s['source_state']}")
+    if s.get("engine_hung"):
+        parts.append("model hung: passing through")
     if s.get("model_loading"):
         parts.append("loading model...")
     parts.extend(s.get("output_notes", ()))

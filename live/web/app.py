@@ -39,7 +39,8 @@ from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from autoencoded.errors import UserError
-from autoencoded.live.control.params import N_CUES, SPECS, ParamStore, coerce, parse_target
+from autoencoded.live.control.params import ParamStore
+from autoencoded.live.control.params import Refused as ControlRefused
 
 STATIC = resources.files("autoencoded.live.web") / "static"
 PUSH_S = 0.02  # how often a WebSocket looks for changed controls
@@ -51,8 +52,6 @@ MAX_WS_CLIENTS = 32
 PART = b"--frame\r\nContent-Type: image/jpeg\r\n\r\n"  # a multipart part's boundary and headers
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 COOKIE = "autoencoded_token"
-TRIGGER_HELP = {"cue/store": "store the current latent in cue {n}", "cue/recall": "blend toward cue {n}",
-                "noise/reseed": "next noise seed", "freeze/toggle": "flip freeze"}
 
 
 class Refused(Exception):
@@ -81,22 +80,6 @@ def jsonable(obj: object) -> object:
     return str(obj)
 
 
-def describe(store: ParamStore) -> dict[str, dict]:
-    """Every control with its type, value and range; buttons as type 'trigger'."""
-    values = store.peek().values()
-    out: dict[str, dict] = {}
-    for name, spec in SPECS.items():
-        kind = "toggle" if spec.kind is int and (spec.lo, spec.hi) == (0, 1) else spec.kind.__name__
-        out[name] = {"type": kind, "value": values[name], "min": spec.lo, "max": spec.hi, "default": spec.default,
-                     "help": spec.help}
-    for name in ("noise/reseed", "freeze/toggle"):
-        out[name] = {"type": "trigger", "help": TRIGGER_HELP[name]}
-    for name in ("cue/store", "cue/recall"):
-        for n in range(N_CUES):
-            out[f"{name}/{n}"] = {"type": "trigger", "help": TRIGGER_HELP[name].format(n=n)}
-    return out
-
-
 class Remote:
     """What the web remote plays and shows. Everything but the store is optional:
     surface (presets, MIDI learn: a ControlSurface), on_model(spec), status() -> dict, preview (Preview),
@@ -112,39 +95,17 @@ class Remote:
 
     # -- actions shared by REST and WebSocket ------------------------------------------------------
     def apply(self, body: object) -> dict[str, object]:
-        """Validate every entry first (nothing changes on any error), then apply the values in one atomic
-        update and fire the buttons. Returns the current values of the controls it touched."""
+        """Every entry validated first (nothing changes on any error), then applied in one step: the
+        store's own `apply`, which clamps as OSC does. Returns the current values of the controls it set."""
         if not isinstance(body, dict) or not body:
             raise Refused(400, 'expected a JSON object {"control": value, ...}')
-        params: dict[str, float | int] = {}
-        triggers: list[tuple[str, int | None]] = []
-        for name, value in body.items():
-            if name in SPECS:
-                if isinstance(value, bool):
-                    value = int(value)
-                if not isinstance(value, (int, float)):
-                    raise Refused(422, f"{name} expects a number, got {_json_type(value)}")
-                try:
-                    params[name] = coerce(name, value)
-                except ValueError as exc:
-                    raise Refused(422, str(exc)) from None
-                continue
-            try:
-                target, slot = parse_target(name)
-            except ValueError:
-                raise Refused(422, f"unknown control {_shown(name)} (GET /api/v1/params lists them)") from None
-            if isinstance(value, bool):
-                value = int(value)
-            if not isinstance(value, (int, float)) or math.isnan(value):
-                raise Refused(422, f"{name} is a button: send true (press) or false (release)")
-            if value > 0.5:
-                triggers.append((target, slot))
-        self.store.update(params)
-        for target, slot in triggers:
-            self.store.trigger(target, slot)
+        try:
+            self.store.apply(body, source="web")
+        except ControlRefused as exc:
+            raise Refused(422, str(exc)) from None  # names known controls; an unknown one as repr()
         self.counters["applied"] += 1
         values = self.store.peek().values()
-        return {name: values[name] for name in params}
+        return {name: values[name] for name in body if name in values}
 
     def status(self) -> dict:
         out: dict[str, object] = {}
@@ -164,7 +125,7 @@ class Remote:
         return FileResponse(str(STATIC / "index.html"), headers={"Cache-Control": "no-store"})
 
     async def get_params(self, request: Request) -> Response:
-        return JSONResponse({"controls": describe(self.store), "version": self.store.peek().version})
+        return JSONResponse({"controls": self.store.describe(), "version": self.store.peek().version})
 
     async def post_params(self, request: Request) -> Response:
         return await self._json_action(request, lambda body: {"values": self.apply(body)})
@@ -320,10 +281,6 @@ class Remote:
                 if values:
                     await ws.send_text(json.dumps({"type": "signals", "values": jsonable(values)}))
             await asyncio.sleep(PUSH_S)
-
-
-def _json_type(value: object) -> str:
-    return {str: "a string", list: "a list", dict: "an object", type(None): "null"}.get(type(value), type(value).__name__)
 
 
 def _field(body: object, key: str) -> str:

@@ -1,0 +1,23 @@
+"""Text that arrived from outside (the network, a file name in a message) made safe to print on a terminal."""
+
+from __future__ import annotations
+
+import unicodedata
+
+# control (Cc), format (Cf: bidi overrides, zero-width), line/paragraph separators and lone surrogates:
+# what can move the cursor, clear the screen, reorder a line or hide text on a terminal
+_UNSAFE = {"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"}
+
+
+def printable(text: object, limit: int = 200) -> str:
+    """`text` with every unsafe character escaped as Python writes it (\\x1b, \\u202e), cut to `limit`
+    characters (then ending in '...'). Plain text, accents and other scripts pass unchanged."""
+    s = str(text)
+    cut = len(s) > limit
+    out = []
+    for ch in s[:limit]:
+        if unicodedata.category(ch) in _UNSAFE:
+            out.append(ascii(ch)[1:-1])
+        else:
+            out.append(ch)
+    return "".join(out) + ("..." if cut else "")
