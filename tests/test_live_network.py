@@ -115,6 +115,7 @@ def test_model_requests_from_the_network(tmp_path):
     hang = doctored_pack(DEMO_MODEL_DIR, tmp_path / "hang", "hang")
     live = Live(tmp_path, *allow, **host_args)
     try:
+        live.wait_status("the show to run", lambda s: s["frames_out"] > 0)
         for _ in range(20):
             live.send("/model", str(DEMO_MODEL_DIR))
         live.wait_log("model: now playing")
@@ -147,6 +148,7 @@ def test_ctrl_c_during_a_model_load_exits_cleanly(tmp_path):
     exception", exit 134."""
     slow = doctored_pack(DEMO_MODEL_DIR, tmp_path / "slow", "slow", size=1500)
     live = Live(tmp_path)
+    live.wait_status("the show to run", lambda s: s["frames_out"] > 0)
     live.send("/model", str(slow))
     live.wait_status("the load to start", lambda s: s["model_loading"] == 1)
     rc = live.finish(signal.SIGINT)

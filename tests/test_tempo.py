@@ -99,7 +99,7 @@ def test_quantized_cue_recall_waits_for_the_bar():
     beat = _Beat(5.2)
     q = Quantizer(beat, "bar", store)
     assert q(store.snapshot()).cue_recall == -1
-    store.trigger("cue/recall", 3)  # from any controller
+    store.press("cue/recall/3")  # from any controller
     assert q(store.snapshot()).cue_recall == -1  # held: the bar starts at beat 8
     beat.now = 7.9
     assert q(store.snapshot()).cue_recall == -1

@@ -561,10 +561,11 @@ class OscServer:
             m = osc_message_builder.OscMessageBuilder("/" + name.replace(".", "/"))
             m.add_arg(float(value))
             bundle.add_content(m.build())
+        self.counters["signal_feedback"] += 1  # before the send: whoever receives it sees it counted
         try:
             self.socket.sendto(bundle.build().dgram, self.feedback)
-            self.counters["signal_feedback"] += 1
         except OSError as exc:
+            self.counters["signal_feedback"] -= 1
             self.say("signals", f"osc: signal feedback to {printable(str(self.feedback[0]))}:{self.feedback[1]} "
                                 f"failed: {exc.strerror or exc}")
             return False
