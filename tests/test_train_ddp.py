@@ -55,7 +55,7 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     assert json.loads((two / "config.json").read_text())["batch"] == 8
 
 
-def torchrun(ds: Path, run: Path, env: dict, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+def torchrun(ds: Path, run: Path, env: dict, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     """The real command under torchrun (2 gloo ranks), through tests/ddp_worker.py's late/interrupted rank."""
     worker = Path(__file__).with_name("ddp_worker.py")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(worker),

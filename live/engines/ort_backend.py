@@ -87,13 +87,13 @@ class OnnxRuntimeEngine(Engine):
         opts.log_severity_level = 3
         providers: list = [(CUDA_EP, {"cudnn_conv_algo_search": "EXHAUSTIVE"}), CPU_EP] if use_cuda else [CPU_EP]
         self._opts, self._providers = opts, providers
-        if use_cuda and hasattr(ort, "preload_dlls"):
-            # CUDA and cuDNN from the pip packages torch brought (onnxruntime-gpu >= 1.21; torch is
-            # imported already, and preload_dlls coexists with it: microsoft/onnxruntime#23744)
-            try:
-                ort.preload_dlls()
-            except Exception:  # best effort: the session below says whether CUDA loaded
-                pass
+        if use_cuda:
+            # a CUDA provider that cannot load prints several red lines of its own; this backend reports the
+            # failure itself, in one line (open_engine then runs the CPU provider and says so)
+            ort.set_default_logger_severity(4)
+            # torch first: on Linux it loads the CUDA and cuDNN libraries of its wheels globally, where
+            # onnxruntime-gpu's provider finds them (ONNX Runtime's "compatibility with PyTorch")
+            import torch  # noqa: F401
         # every run shares these options, so that interrupt() can stop one from another thread
         self._run = ort.RunOptions()
         self._run.log_severity_level = 4  # an interrupted run is expected: no error line from onnxruntime
@@ -107,8 +107,8 @@ class OnnxRuntimeEngine(Engine):
             raise UserError(f"{pack.path}: onnxruntime cannot load the model ({one_line(exc)})") from None
         self.provider = self.enc.get_providers()[0]
         if use_cuda and self.provider != CUDA_EP:
-            raise UserError(f"onnxruntime's CUDA execution provider failed to load (it fell back to "
-                            f"{self.provider}); check the CUDA and cuDNN libraries")
+            raise UserError(f"onnxruntime {ort.__version__}'s CUDA execution provider failed to load (it fell "
+                            f"back to {self.provider}): the CUDA and cuDNN libraries it was built for are missing")
         self.name = (f"onnxruntime ({self.provider})" if self.provider == CUDA_EP
                      else f"onnxruntime ({self.provider}, {self.threads} thread{'s' if self.threads != 1 else ''})")
 
