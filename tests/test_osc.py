@@ -504,3 +504,10 @@ def test_an_alias_to_a_row_of_buttons_takes_the_slot_as_its_argument(server, sto
     (tmp_path / "midi.toml").write_text('[midi.cc]\n7 = "cue/store"\n')  # a CC value cannot carry a slot
     with pytest.raises(UserError, match="name the button's slot: cue/store/0..15"):
         load_preset(str(tmp_path / "midi.toml"))
+
+
+def test_a_bundle_past_its_message_limit_is_dropped_whole(server, store):
+    from autoencoded.live.control.osc import MAX_BUNDLE_ITEMS
+
+    send(server, bundle(*[msg("/noise", 0.5)] * (MAX_BUNDLE_ITEMS + 1)), bundle(*[msg("/mix", 0.5)] * MAX_BUNDLE_ITEMS))
+    assert server.counters["malformed"] == 1 and store.peek().noise == 0.0 and store.peek().mix == 0.5
