@@ -65,6 +65,23 @@ def check_writable(folder: str | os.PathLike, what: str) -> Path:
     return folder
 
 
+def check_file_name(path: str | os.PathLike, option: str = "") -> Path:
+    """A file we will write later (a recording, a report), checked before anything starts: not a folder, in a
+    folder that exists and is writable. Unlike check_writable it makes no folder: a mistyped folder in a file
+    name is one line, not a new folder. `option` (like "--stats-json") starts the message."""
+    from autoencoded.errors import UserError
+
+    p = Path(path)
+    said = f"{option} {p}" if option else str(p)
+    if p.is_dir():
+        raise UserError(f"{said}: is a folder, expected a file name")
+    if not p.parent.is_dir():
+        raise UserError(f"{said}: no such folder {p.parent}")
+    if not os.access(p.parent, os.W_OK):
+        raise UserError(f"{said}: folder {p.parent} is not writable")
+    return p
+
+
 def write_failed(path: str | os.PathLike, exc: OSError, what: str) -> Exception:
     """The UserError for a write that failed part-way (a full disk): says what was not written."""
     from autoencoded.errors import UserError

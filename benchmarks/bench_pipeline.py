@@ -43,7 +43,7 @@ from autoencoded.live.engines.ort_backend import OnnxRuntimeEngine, physical_cor
 from autoencoded.live.engines.pack import read_pack  # noqa: E402
 from autoencoded.live.io import sinks as sinks_module  # noqa: E402
 from autoencoded.live.io.sinks import NullSink, RecorderSink  # noqa: E402
-from autoencoded.live.io.sources import Reader, Source, VideoFileSource  # noqa: E402
+from autoencoded.live.io.sources import CameraClock, Reader, Source, VideoFileSource  # noqa: E402
 from autoencoded.live.loop.pipeline import Pipeline  # noqa: E402
 from autoencoded.live.render import render  # noqa: E402
 from autoencoded.media.writers import LIVE_PRESET  # noqa: E402
@@ -64,15 +64,10 @@ class SyntheticSource(Source):
         src = self
 
         class _R(Reader):
-            i, next_t = 0, time.perf_counter()
+            i, clock = 0, CameraClock(src.fps)
 
             def read(self):
-                self.next_t += 1.0 / src.fps
-                delay = self.next_t - time.perf_counter()
-                if delay > 0:
-                    time.sleep(delay)
-                else:
-                    self.next_t = time.perf_counter()
+                self.clock.wait()
                 self.i += 1
                 return src.frames[self.i % len(src.frames)]
 

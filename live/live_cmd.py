@@ -20,6 +20,7 @@ import click
 
 from autoencoded import signals
 from autoencoded.errors import UserError
+from autoencoded.fileio import check_file_name
 from autoencoded.media.framing import CROP_MODES
 from autoencoded.sizes import VIDEO_SIZE
 
@@ -112,20 +113,6 @@ def choose_outputs(specs: tuple[str, ...], width: int, height: int, fps: float, 
     rec = RecorderSink(name, log=log)
     rec.open(width, height, fps)
     return [rec], f"{why}; no display either, recording to ./{name}"
-
-
-def check_stats_path(spec: str) -> Path:
-    """--stats-json FILE: a file name in a writable folder (checked before anything starts)."""
-    import os
-
-    path = Path(spec)
-    if path.is_dir():
-        raise UserError(f"--stats-json {spec}: is a folder, expected a file name")
-    if not path.parent.is_dir():
-        raise UserError(f"--stats-json {spec}: no such folder {path.parent}")
-    if not os.access(path.parent, os.W_OK):
-        raise UserError(f"--stats-json {spec}: folder {path.parent} is not writable")
-    return path
 
 
 def write_stats_json(path: Path, report: dict, probe: list[dict] | None = None) -> None:
@@ -233,7 +220,7 @@ def live(ctx: click.Context, model: str | None, backend: str, input_spec: str | 
     for spec in outputs:
         if Path(spec).suffix and input_spec and Path(spec).resolve() == Path(input_spec).resolve():
             raise UserError(f"--output {spec}: would overwrite the input")
-    stats_path = check_stats_path(stats_json) if stats_json else None
+    stats_path = check_file_name(stats_json, "--stats-json") if stats_json else None
     if ndi_localhost:
         from autoencoded.live.io.ndi import write_localhost_config
 

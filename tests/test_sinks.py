@@ -90,6 +90,9 @@ def test_output_path_checks(tmp_path):
         open_sink(str(tmp_path / "x.gif"))
     with pytest.raises(UserError, match="no such folder"):
         open_sink(str(tmp_path / "nope" / "x.mp4"))
+    (tmp_path / "taken.mp4").mkdir()
+    with pytest.raises(UserError, match="is a folder, expected a file name"):
+        open_sink(str(tmp_path / "taken.mp4"))
     with pytest.raises(UserError, match="expected vcam, window, null, ndi"):
         open_sink("speakers")
     assert isinstance(open_sink("null"), NullSink)

@@ -18,6 +18,7 @@ import numpy as np
 
 from autoencoded import signals
 from autoencoded.errors import UserError
+from autoencoded.fileio import check_file_name
 from autoencoded.media.tools import ffmpeg_path, file_arg, has_encoder
 
 # extension -> (ffmpeg container, ffmpeg video codec args, audio codecs it can take as they are)
@@ -178,13 +179,7 @@ def check_output_path(path: str | os.PathLike) -> Path:
     p = Path(path)
     if p.suffix.lower() not in CONTAINERS:
         raise UserError(f"{p}: unsupported video file type {p.suffix or '(none)'!r} (use {supported_extensions()})")
-    if p.is_dir():
-        raise UserError(f"{p}: is a folder, expected a video file name")
-    if not p.parent.exists():
-        raise UserError(f"{p.parent}: no such folder for the output")
-    if not os.access(p.parent, os.W_OK):
-        raise UserError(f"{p.parent}: folder is not writable")
-    return p
+    return check_file_name(p)
 
 
 # x264 preset of live recordings: x264 at 1080p30 takes 1.7 cores at veryfast (render's preset), 1 at

@@ -26,7 +26,7 @@ import numpy as np
 
 from autoencoded.errors import one_line
 from autoencoded.live.io.sinks import Sink
-from autoencoded.live.io.sources import Reader, Source
+from autoencoded.live.io.sources import CameraClock, Reader, Source
 
 GRID_W, GRID_H = 8, 4
 WHITE = [0, 7, 24, 31]  # the corners of the grid
@@ -81,17 +81,11 @@ def decode(frame: np.ndarray) -> int | None:
 class _ProbeReader(Reader):
     def __init__(self, source: ProbeSource) -> None:
         self.source = source
-        self.next_t = time.perf_counter()
+        self.clock = CameraClock(source.fps)
 
     def read(self) -> np.ndarray:
-        src = self.source
-        self.next_t += 1.0 / src.fps
-        delay = self.next_t - time.perf_counter()
-        if delay > 0:
-            time.sleep(delay)
-        else:
-            self.next_t = time.perf_counter()
-        return src.make()
+        self.clock.wait()
+        return self.source.make()
 
 
 class ProbeSource(Source):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
@@ -59,6 +60,23 @@ class Source(ABC):
 
     def find_bars(self) -> None:  # noqa: B027 - cameras and image folders have no bars to find
         """Look for black bars around the picture (for --crop auto), setting `bars`."""
+
+
+class CameraClock:
+    """Paces a synthetic reader like a camera: `wait()` sleeps until the next frame is due at `fps`; a reader
+    that fell behind starts the clock again from now instead of bursting to catch up."""
+
+    def __init__(self, fps: float) -> None:
+        self.period = 1.0 / fps
+        self.next_t = time.perf_counter()
+
+    def wait(self) -> None:
+        self.next_t += self.period
+        delay = self.next_t - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        else:
+            self.next_t = time.perf_counter()
 
 
 def _video_fps(cap, default: float = 30.0) -> float:
