@@ -19,6 +19,7 @@ from autoencoded.errors import UserError
 from autoencoded.live.control.osc import COUNTERS, OscServer, parse_allow, parse_hostport
 from autoencoded.live.control.params import ParamStore
 from autoencoded.live.control.presets import load_preset
+from autoencoded.net import is_loopback
 
 from helpers import bundle, msg, non_loopback_ipv4, osc_string, sender, settle, wait_for
 
@@ -300,6 +301,9 @@ def test_parse_helpers():
     assert len(nets) == 3
     with pytest.raises(UserError, match="not an IP"):
         parse_allow(["stage-laptop"])
+    # the host that decides whether a listener warns about (OSC) or guards (the web token) LAN access
+    assert all(map(is_loopback, ("localhost", "127.0.0.1", "127.3.2.1", "::1")))
+    assert not any(map(is_loopback, ("0.0.0.0", "::", "192.168.1.20", "stage-laptop", "")))
 
 
 def test_port_in_use_is_one_line(server, store):

@@ -10,11 +10,11 @@ mid-show (unplugged) is reopened every few seconds.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 
 from autoencoded.errors import one_line
 from autoencoded.live.audio.analysis import AUDIO_SIGNALS, AudioAnalyzer
+from autoencoded.service import ThreadService
 
 REOPEN_S = 3.0
 
@@ -27,9 +27,12 @@ def parse_device(spec: str) -> int | str | None:
     return int(spec) if spec.isdigit() else spec
 
 
-class AudioInput:
+class AudioInput(ThreadService):
+    thread_name = "audio-input"
+
     def __init__(self, device: str = "default", *, rate: int | None = None,
                  log: Callable[[str], object] | None = None, backend=None) -> None:
+        super().__init__()
         self.device = parse_device(device)
         self.spec = device
         self.rate = rate
@@ -38,8 +41,6 @@ class AudioInput:
         self.analyzer: AudioAnalyzer | None = None
         self.state = "starting"  # starting | open | unavailable | reopening | stopped
         self.overflows = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._zero = dict.fromkeys(AUDIO_SIGNALS, 0.0)
 
     @property
@@ -47,23 +48,8 @@ class AudioInput:
         a = self.analyzer
         return a.values if a is not None and self.state == "open" else self._zero
 
-    def start(self) -> AudioInput:
-        self._thread = threading.Thread(target=self._run, name="audio-input", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=3)
-            self._thread = None
+    def _stopped(self) -> None:
         self.state = "stopped"
-
-    def __enter__(self) -> AudioInput:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def _sd(self):
         if self.backend is None:

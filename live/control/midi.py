@@ -14,10 +14,10 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-import threading
 from collections.abc import Callable
 
 from autoencoded.live.control.params import ROW, SPECS, ParamStore, parse_target, target_name
+from autoencoded.service import ThreadService
 
 
 def cc_to_value(name: str, value: int) -> float | int:
@@ -125,15 +125,19 @@ def pick_port(names: list[str], device: str) -> str | None:
     return None
 
 
-class MidiInput:
+class MidiInput(ThreadService):
     """Listens on a MIDI input port from a background thread and feeds `handler(msg)`.
 
     `backend` is mido (default) or anything with get_input_names() and open_input(name, callback=...):
     the device boundary, so reconnection can be exercised without hardware.
     """
 
+    thread_name = "midi-input"
+    join_s = 5.0
+
     def __init__(self, handler: Callable[[object], object], device: str = "auto", *,
                  poll_s: float = 1.0, backend=None, log: Callable[[str], None] | None = None) -> None:
+        super().__init__()
         self.handler = handler
         self.device = device
         self.poll_s = poll_s
@@ -143,19 +147,8 @@ class MidiInput:
         self.opens = 0
         self.state = "starting"  # starting | waiting | open | unavailable | stopped
         self._port = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> MidiInput:
-        self._thread = threading.Thread(target=self._run, name="midi-input", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+    def _stopped(self) -> None:
         self._close()
         self.state = "stopped"
 

@@ -23,7 +23,6 @@ import ipaddress
 import select
 import socket
 import struct
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from pythonosc.osc_message import OscMessage
 from autoencoded.errors import UserError
 from autoencoded.live.control.oscmatch import AddressTree, PatternRefused, is_pattern
 from autoencoded.live.control.params import CONTROLS, ROW, ParamStore, Spec, parse_target, target_name
+from autoencoded.service import ThreadService
 from autoencoded.text import printable
 
 DEFAULT_PORT = 9000
@@ -293,12 +293,15 @@ HANDLERS: dict[str, Callable[[OscServer, Route, list, tuple], None]] = {
 PATTERN_KINDS = ("value", "button", "row")  # patterns never reach /preset, /model or /status
 
 
-class OscServer:
+class OscServer(ThreadService):
     """Serve OSC into `store` from a background thread: start() / stop().
 
     port 0 picks a free port (see .port). `allow`: IP networks heard besides loopback; None hears everyone.
     `feedback`: (host, port) that /status replies go to instead of the sender.
     """
+
+    thread_name = "osc-server"
+    join_s = 5.0
 
     def __init__(self, store: ParamStore, host: str = "127.0.0.1", port: int = DEFAULT_PORT, *,
                  allow=None, feedback: tuple[str, int] | None = None,
@@ -307,6 +310,7 @@ class OscServer:
                  status: Callable[[], dict] | None = None,
                  aliases: dict[str, str] | None = None,
                  log: Callable[[str], None] | None = None) -> None:
+        super().__init__()
         self.store = store
         self.on_preset, self.on_model, self.status_fn = on_preset, on_model, status
         self.log = log or (lambda line: None)
@@ -315,8 +319,6 @@ class OscServer:
         self._allowed_cache: dict[str, bool] = {}
         self._last_reply: dict[tuple, float] = {}
         self._last_log: dict[str, float] = {}
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._patterns_left = PATTERNS_PER_DATAGRAM
         self.socket = open_socket(host, port)
         self.feedback = None if feedback is None else self._destination(*feedback)
@@ -374,16 +376,10 @@ class OscServer:
         return ok
 
     # -- the receive loop ------------------------------------------------------------------------
-    def start(self) -> OscServer:
-        self._thread = threading.Thread(target=self.serve_forever, name="osc-server", daemon=True)
-        self._thread.start()
-        return self
+    def _run(self) -> None:
+        self.serve_forever()
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+    def _stopped(self) -> None:
         self.socket.close()
 
     def serve_forever(self, poll_interval: float = 0.1) -> None:

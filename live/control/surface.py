@@ -12,7 +12,6 @@ It never imports the pipeline: on_model, on_preset and status are plain callback
 
 from __future__ import annotations
 
-import ipaddress
 import sys
 import threading
 from collections.abc import Callable
@@ -23,6 +22,8 @@ from autoencoded.live.control.midi import MidiInput, MidiLearn, MidiMapper
 from autoencoded.live.control.osc import OscServer, parse_allow, parse_hostport
 from autoencoded.live.control.params import ParamStore
 from autoencoded.live.control.presets import Preset, bind_cc, load_preset, save_preset
+from autoencoded.net import is_loopback
+from autoencoded.service import Service
 from autoencoded.text import printable
 
 
@@ -30,16 +31,7 @@ def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-class ControlSurface:
+class ControlSurface(Service):
     """osc_port None: no OSC (the CLI's --osc-port 0); 0 here picks a free port (tests)."""
 
     def __init__(self, store: ParamStore, *, preset: str | Path | Preset | None = None,
@@ -84,7 +76,7 @@ class ControlSurface:
             self.switch_preset(self._preset_ref, allow_path=True, request_model=False)
         if self.osc_port is not None:
             allow = None
-            if not _is_loopback(self.osc_host):
+            if not is_loopback(self.osc_host):
                 if self.osc_allow:
                     allow = self.osc_allow
                 else:
@@ -117,12 +109,6 @@ class ControlSurface:
         if self.midi is not None:
             self.midi.stop()
             self.midi = None
-
-    def __enter__(self) -> ControlSurface:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # -- presets ---------------------------------------------------------------------------------
     def switch_preset(self, ref: str | Path | Preset, allow_path: bool = True,

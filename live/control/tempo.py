@@ -24,6 +24,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 from autoencoded.live.control.params import Params, ParamStore
+from autoencoded.service import Service, ThreadService
 
 TICKS_PER_BEAT = 24  # MIDI clock
 CLOCK_TIMEOUT_S = 0.5  # no clock for this long: the tempo is lost
@@ -106,7 +107,7 @@ class MidiClock(BeatClock):
         return None if i is None else 60.0 / (i * TICKS_PER_BEAT)
 
 
-class MidiClockInput(BeatClock):
+class MidiClockInput(BeatClock, Service):
     """MIDI clock from a port (MidiInput: reopened when the device comes back), into a MidiClock."""
 
     def __init__(self, device: str = "auto", *, backend=None, log: Callable[[str], object] | None = None) -> None:
@@ -130,33 +131,24 @@ class MidiClockInput(BeatClock):
         self.input.stop()
 
 
-class LinkClock(BeatClock):
+class LinkClock(BeatClock, ThreadService):
     """Ableton Link (the `link` extra: aalink). aalink needs a running asyncio loop, so the session lives on a
     thread of its own, which samples the timeline every few milliseconds; beat() extrapolates from the last
     sample at the session's tempo."""
 
     POLL_S = 0.005
+    thread_name = "link"
 
     def __init__(self, bpm: float = 120.0, *, log: Callable[[str], object] | None = None) -> None:
+        super().__init__()
         self.start_bpm = bpm
         self.log = log or (lambda line: None)
         self._state: tuple[float, float, float] | None = None  # (beat, tempo, monotonic time)
         self.peers = 0
         self.state = "starting"  # starting | open | unavailable | stopped
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._link = None
 
-    def start(self) -> LinkClock:
-        self._thread = threading.Thread(target=self._run, name="link", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=3)
-            self._thread = None
+    def _stopped(self) -> None:
         self.state = "stopped"
 
     def set_tempo(self, bpm: float) -> None:

@@ -13,7 +13,6 @@ that misbehaves, a handler that raised) reach the show's log as one line each, n
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import secrets
@@ -24,6 +23,8 @@ from collections.abc import Callable
 
 from autoencoded.errors import UserError
 from autoencoded.live.web.app import MAX_BODY, Remote, build_app
+from autoencoded.net import is_loopback
+from autoencoded.service import Service
 
 DEFAULT = "127.0.0.1:8080"
 TOKEN_ENV = "AUTOENCODED_WEB_TOKEN"
@@ -41,15 +42,6 @@ def parse_web(text: str) -> tuple[str, int] | None:
     if not port.isdigit() or not 0 <= int(port) < 65536 or (not sep and int(port) == 0):
         raise UserError(f"--web expects [HOST:]PORT (e.g. 8080 or 0.0.0.0:8080), or 0 to turn it off; got {text!r}")
     return host, int(port)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def lan_address() -> str:
@@ -84,7 +76,7 @@ class _OneLine(logging.Handler):
             pass
 
 
-class WebServer:
+class WebServer(Service):
     def __init__(self, remote: Remote, host: str = "127.0.0.1", port: int = 8080, *,
                  token: str | None = None, log: Callable[[str], object] | None = None) -> None:
         self.remote, self.host, self.port = remote, host, port
@@ -162,9 +154,3 @@ class WebServer:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
-
-    def __enter__(self) -> WebServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
