@@ -225,13 +225,14 @@ def sender(bind: str = "127.0.0.1") -> socket.socket:
     return s
 
 
-def wait_for(cond, what: str, timeout: float = 30.0) -> None:
-    """Poll until cond() is true. The timeout only guards against a hang; it is not a latency check."""
+def wait_for(cond, what: str, timeout: float = 30.0, poll_s: float = 0.002) -> None:
+    """Poll until cond() is true, every `poll_s` (longer where cond() itself costs, like a page round trip).
+    The timeout only guards against a hang; it is not a latency check."""
     deadline = time.monotonic() + timeout
     while not cond():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.002)
+        time.sleep(poll_s)
 
 
 def settle(server, received: int, timeout: float = 30.0) -> None:

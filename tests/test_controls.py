@@ -3,6 +3,7 @@ played by a real OSC client, changes its output visibly."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 
@@ -179,24 +180,32 @@ def _frames_after(pipe, sink, n: int) -> list[np.ndarray]:
     return out
 
 
-@pytest.mark.skipif(shutil.which("oscsend") is None, reason="oscsend (liblo-tools) is not installed")
-def test_done_when_osc_from_a_real_client_changes_the_live_output(tmp_path, make_video):
+@contextlib.contextmanager
+def played_show(tmp_path, video):
+    """A live loop on `video` through a tiny model into a NullSink, played by a ControlSurface on a free OSC
+    port: yields (store, sink, pipeline, surface)."""
     from autoencoded.live.engines.torch_backend import TorchEngine
     from autoencoded.live.io.sinks import NullSink
     from autoencoded.live.io.sources import VideoFileSource
     from autoencoded.live.loop.pipeline import Pipeline
 
     ckpt = tiny_checkpoint(tmp_path / "tiny.safetensors", he_init=True)
-    # a still scene, so any change in the output comes from the controls, not the footage
-    # (MJPG: intra-only, so every decoded frame of the still scene is bit-identical)
-    video = make_video("still.avi", n_frames=12, width=64, height=48, fps=25.0, fourcc="MJPG",
-                       frame_fn=lambda i, w, h: synthetic_frame(0, w, h))
     store = ParamStore()
     sink = NullSink()
     pipe = Pipeline(VideoFileSource(video), TorchEngine(ckpt, device="cpu"), [sink], params=store, fps=25.0,
                     size=(64, 48), log=lambda s: None)
     with ControlSurface(store, osc_port=0, on_model=pipe.request_model, status=pipe.stats,
                         log=lambda s: None) as cs, pipe:
+        yield store, sink, pipe, cs
+
+
+@pytest.mark.skipif(shutil.which("oscsend") is None, reason="oscsend (liblo-tools) is not installed")
+def test_done_when_osc_from_a_real_client_changes_the_live_output(tmp_path, make_video):
+    # a still scene, so any change in the output comes from the controls, not the footage
+    # (MJPG: intra-only, so every decoded frame of the still scene is bit-identical)
+    video = make_video("still.avi", n_frames=12, width=64, height=48, fps=25.0, fourcc="MJPG",
+                       frame_fn=lambda i, w, h: synthetic_frame(0, w, h))
+    with played_show(tmp_path, video) as (store, sink, pipe, cs):
         port, osc = str(cs.osc.port), cs.osc
 
         def oscsend(*args):
@@ -229,19 +238,8 @@ def test_done_when_osc_from_a_real_client_changes_the_live_output(tmp_path, make
 
 
 def test_osc_status_carries_pipeline_stats(tmp_path, make_video):
-    from autoencoded.live.engines.torch_backend import TorchEngine
-    from autoencoded.live.io.sinks import NullSink
-    from autoencoded.live.io.sources import VideoFileSource
-    from autoencoded.live.loop.pipeline import Pipeline
-
-    ckpt = tiny_checkpoint(tmp_path / "tiny.safetensors", he_init=True)
     video = make_video("clip.mp4", n_frames=6, width=64, height=48)
-    store = ParamStore()
-    sink = NullSink()
-    pipe = Pipeline(VideoFileSource(video), TorchEngine(ckpt, device="cpu"), [sink], params=store, fps=25.0,
-                    size=(64, 48), log=lambda s: None)
-    with ControlSurface(store, osc_port=0, on_model=pipe.request_model, status=pipe.stats,
-                        log=lambda s: None) as cs, pipe:
+    with played_show(tmp_path, video) as (store, sink, pipe, cs):
         wait_for(lambda: sink.frames >= 3, "a few frames")
         client = sender()
         client.settimeout(10)

@@ -22,6 +22,8 @@ from autoencoded.live.engines.pack import read_pack
 from autoencoded.training.model import AutoEncoder, ModelConfig
 from autoencoded.training.weights import save_weights
 
+from helpers import read_video
+
 W, H = 64, 48
 
 
@@ -43,15 +45,7 @@ def model(tmp_path_factory) -> dict[str, Path]:
 
 def video_frames(make_video, n: int = 6) -> np.ndarray:
     path = make_video("engines.mp4", n_frames=n, width=W * 2, height=H * 2)
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, bgr = cap.read()
-        if not ok:
-            break
-        frames.append(cv2.resize(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), (W, H), interpolation=cv2.INTER_AREA))
-    cap.release()
-    return np.stack(frames)
+    return np.stack([cv2.resize(rgb, (W, H), interpolation=cv2.INTER_AREA) for rgb in read_video(path)])
 
 
 def test_onnxruntime_matches_torch(model, make_video):

@@ -163,22 +163,13 @@ def test_texture_sharing_without_its_library_says_how_to_install(kind, platform,
         open_sink(kind).open(64, 48, 30)
 
 
-@pytest.mark.skipif(sys.platform != "win32", reason="Spout is Windows only")
-def test_spout_sends_frames():
-    pytest.importorskip("SpoutGL")
-    sink = open_sink("spout:autoencoded-test")
-    sink.open(64, 48, 30)
-    try:
-        for f in frames(3):
-            sink.write(f)
-    finally:
-        sink.close()
-
-
-@pytest.mark.skipif(sys.platform != "darwin", reason="Syphon is macOS only")
-def test_syphon_publishes_frames():
-    pytest.importorskip("syphon")
-    sink = open_sink("syphon:autoencoded-test")
+@pytest.mark.parametrize("kind, module", [
+    pytest.param("spout", "SpoutGL", marks=pytest.mark.skipif(sys.platform != "win32", reason="Spout is Windows only")),
+    pytest.param("syphon", "syphon", marks=pytest.mark.skipif(sys.platform != "darwin", reason="Syphon is macOS only")),
+])
+def test_texture_sharing_publishes_frames(kind, module):
+    pytest.importorskip(module)
+    sink = open_sink(f"{kind}:autoencoded-test")
     sink.open(64, 48, 30)
     try:
         for f in frames(3):

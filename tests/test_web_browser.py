@@ -21,6 +21,7 @@ from autoencoded.live.io.sources import ImageFolderSource, VideoFileSource, demo
 from autoencoded.live.loop.pipeline import Pipeline
 from autoencoded.live.stage import Stage
 
+import helpers
 from helpers import synthetic_frame
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -75,13 +76,9 @@ def show(tmp_path, monkeypatch):
         pipeline.stop()
 
 
-def wait_for(cond, what: str, timeout: float = 120.0) -> None:
-    """Poll every 50 ms (a page round trip each time). The timeout only guards against a hang."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+def wait_for(cond, what: str) -> None:
+    """helpers.wait_for, polling every 50 ms (a page round trip each time), with a slow browser's timeout."""
+    helpers.wait_for(cond, what, timeout=120.0, poll_s=0.05)
 
 
 def drag(page, name: str, fraction: float) -> None:
