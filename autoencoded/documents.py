@@ -7,6 +7,7 @@ document, malformed or nested too deeply, is a ValueError (DocumentError), so ca
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 
@@ -36,3 +37,11 @@ def parse_toml(text: str) -> dict:
         raise DocumentError("TOML nested too deeply") from None
     except tomllib.TOMLDecodeError as exc:
         raise DocumentError(str(exc)) from None
+
+
+def check_fields(cls: type, d: dict, what: str) -> None:
+    """ValueError naming the keys of `d` that are no field of the dataclass `cls` (a config from a newer
+    version, or a typo), before `cls(**d)` would raise a TypeError that names only one of them."""
+    unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise ValueError(f"unknown {what} keys: {', '.join(sorted(unknown))}")

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from autoencoded.documents import check_fields
 from autoencoded.training import archs
 
 UPSAMPLERS = ("deconv", "resize")
@@ -108,10 +109,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown model config keys: {', '.join(sorted(unknown))}")
+        check_fields(cls, d, "model config")
         return cls(**d)
 
     @classmethod
@@ -130,6 +128,13 @@ def _down(cin: int, cout: int, kernel: int, bn: bool) -> nn.Sequential:
         layers.append(nn.BatchNorm2d(cout))
     layers.append(nn.LeakyReLU(0.2, inplace=True))
     return nn.Sequential(*layers)
+
+
+def _down_stages(channels: tuple[int, ...], kernel: int) -> list[nn.Sequential]:
+    """The halving stages from the RGB picture through `channels`, as the encoder and the discriminator
+    both see it; the first has no BatchNorm (it sees the picture itself)."""
+    chans = (3, *channels)
+    return [_down(chans[i], chans[i + 1], kernel, bn=i > 0) for i in range(len(channels))]
 
 
 def _up(cin: int, cout: int, kernel: int, last: bool, upsample: str = "deconv") -> nn.Sequential:
@@ -154,10 +159,7 @@ class Encoder(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        chans = (3, *cfg.enc_channels)
-        self.convs = nn.Sequential(
-            *[_down(chans[i], chans[i + 1], cfg.enc_kernel, bn=i > 0) for i in range(cfg.stages)]
-        )
+        self.convs = nn.Sequential(*_down_stages(cfg.enc_channels, cfg.enc_kernel))
         c = cfg.enc_channels[-1]
         if cfg.bottleneck_channels:
             self.squeeze: nn.Module = nn.Sequential(
@@ -213,10 +215,7 @@ class Discriminator(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        chans = (3, *cfg.disc_channels)
-        self.convs = nn.ModuleList(
-            [_down(chans[i], chans[i + 1], cfg.disc_kernel, bn=i > 0) for i in range(cfg.stages)]
-        )
+        self.convs = nn.ModuleList(_down_stages(cfg.disc_channels, cfg.disc_kernel))  # each stage's features
         bh, bw = cfg.bottom
         flat = cfg.disc_channels[-1] * bh * bw
         if cfg.disc_fc:
@@ -234,23 +233,6 @@ class Discriminator(nn.Module):
         return self.head(h.flatten(1)).squeeze(1), feats
 
 
-class VAEGAN(nn.Module):
-    """The three networks together; state_dict keys are prefixed encoder./decoder./discriminator."""
-
-    def __init__(self, cfg: ModelConfig) -> None:
-        super().__init__()
-        self.cfg = cfg
-        self.encoder = Encoder(cfg)
-        self.decoder = Decoder(cfg)
-        self.discriminator = Discriminator(cfg)
-
-    @torch.no_grad()
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """Decode the mean: the film's render mode (noise 0)."""
-        mu, _ = self.encoder(x)
-        return self.decoder(mu)
-
-
 class AutoEncoder(nn.Module):
     """Encoder + decoder only (what export and live need): forward decodes the mean."""
 
@@ -263,6 +245,20 @@ class AutoEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mu, _ = self.encoder(x)
         return self.decoder(mu)
+
+
+class VAEGAN(AutoEncoder):
+    """The autoencoder and its discriminator, the three networks trained together; state_dict keys are
+    prefixed encoder./decoder./discriminator. (the first two load into an AutoEncoder as they are)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__(cfg)
+        self.discriminator = Discriminator(cfg)
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """Decode the mean: the film's render mode (noise 0)."""
+        return self(x)
 
 
 def build(cfg: ModelConfig) -> VAEGAN:
