@@ -10,14 +10,17 @@ it with onnxruntime (speed does not depend on the weights). It measures:
   2. capture-to-sink latency from a 30 fps source, 1280x720 out. Target: p99 <= 2 frame intervals.
   3. a 720p 30 fps video file, looping, through the model to 1280x720: sustained without falling behind.
   4. offline render speed: frames/s and multiple of real time, at the model's size and upscaled to 720p.
-  5. VJ sizes (issue 14): a 25 fps 2.35:1 1080p file through the model to 1920x1080 and to 1280x720, each
-     with a recording at that size, --vj-seconds (30) each. Targets: new frames out = source fps, 0 dropped,
-     latency p99 <= 2 frame intervals (80 ms).
+  5. VJ sizes (issue 14): a 25 fps 2.35:1 1080p file (encoded as films are) through the model to 1920x1080
+     and to 1280x720, each with a recording at that size, --vj-seconds (30) each. Targets: new frames out =
+     source fps, 0 dropped, latency p99 <= 2 frame intervals (80 ms).
   6. the bare engine quiet and with one core busy (an x264 720p encode in another process), alternated:
-     target >= 0.90x. Both 5 and 6 run with the shipped settings and, side by side, with the old ones
-     (onnxruntime spinning on every core, recordings at x264 veryfast) unless --no-old.
+     target >= 0.90x.
+  5 and 6 run once per --settings entry, side by side in one sitting (SETTINGS: new = shipped; rgb24 = the
+  same with rgb24 frames converted by ffmpeg, as before the I420 pipe; old = before issue 14: onnxruntime
+  spinning on every core, recordings at x264 veryfast, rgb24). Each result carries the load average at its
+  start and end.
 
-    .venv/bin/python benchmarks/bench_pipeline.py --only vj     # just 5 and 6
+    .venv/bin/python benchmarks/bench_pipeline.py --only vj [--settings new,rgb24,old] [--vj-clip F]
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -46,7 +50,8 @@ from autoencoded.live.io.sinks import NullSink, RecorderSink  # noqa: E402
 from autoencoded.live.io.sources import CameraClock, Reader, Source, VideoFileSource  # noqa: E402
 from autoencoded.live.loop.pipeline import Pipeline  # noqa: E402
 from autoencoded.live.render import render  # noqa: E402
-from autoencoded.media.writers import LIVE_PRESET  # noqa: E402
+from autoencoded.media import writers as writers_module  # noqa: E402
+from autoencoded.media.writers import LIVE_PRESET, PIPE_I420  # noqa: E402
 
 
 class SyntheticSource(Source):
@@ -107,47 +112,76 @@ BUSY_CMD = ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=1280x72
 
 
 def vj_clip(folder: Path, seconds: float = 34.0) -> Path:
-    """A 25 fps 2.35:1 (1920x816) H.264 file made from the demo clip, long enough not to loop in a run."""
+    """A 25 fps 2.35:1 (1920x816) H.264 file made from the demo clip, long enough not to loop in a run. Encoded
+    as films are (x264's default preset: CABAC, B-frames), so it costs what a film costs to decode; 8 s are
+    encoded and repeated by stream copy (a minute of encoding fewer on a busy machine)."""
     from autoencoded.live.assets import DEMO_CLIP
 
-    clip = folder / "vj-1920x816-25.mp4"
+    clip, piece = folder / "vj-1920x816-25.mp4", folder / "vj-piece.mp4"
     if not clip.exists():
-        subprocess.run(["ffmpeg", "-v", "error", "-y", "-stream_loop", "-1", "-i", str(DEMO_CLIP), "-t", str(seconds),
-                        "-vf", "scale=1920:816,fps=25", "-c:v", "libx264", "-preset", "ultrafast", "-crf", "20",
-                        "-an", str(clip)], check=True)
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-stream_loop", "-1", "-i", str(DEMO_CLIP), "-t", "8",
+                        "-vf", "scale=1920:816,fps=25", "-c:v", "libx264", "-preset", "medium", "-crf", "20",
+                        "-an", str(piece)], check=True)
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-stream_loop", "-1", "-i", str(piece), "-t", str(seconds),
+                        "-c", "copy", str(clip)], check=True)
     return clip
 
 
-def ort_engine(model, old: bool):
-    """The shipped onnxruntime settings, or the old ones (every core, spinning)."""
+@dataclass(frozen=True)
+class Settings:
+    """The knobs the VJ sections compare: onnxruntime's threads and spinning, x264's preset for live
+    recordings, and how frames reach the encoder (I420 converted here, or rgb24 converted by ffmpeg)."""
+
+    spin: bool
+    all_cores: bool
+    preset: str
+    pipe_i420: bool
+
+
+SETTINGS = {
+    "new": Settings(spin=False, all_cores=False, preset=LIVE_PRESET, pipe_i420=True),  # shipped
+    "rgb24": Settings(spin=False, all_cores=False, preset=LIVE_PRESET, pipe_i420=False),  # before the I420 pipe
+    "old": Settings(spin=True, all_cores=True, preset="veryfast", pipe_i420=False),  # before issue 14
+}
+
+
+def ort_engine(model, s: Settings):
     pack = read_pack(model)
-    return OnnxRuntimeEngine(pack, device="cpu", threads=physical_cores() if old else None, spin=old)
+    return OnnxRuntimeEngine(pack, device="cpu", threads=physical_cores() if s.all_cores else None, spin=s.spin)
 
 
-def vj_run(model, clip: Path, size, seconds: float, old: bool, folder: Path) -> dict:
+def vj_run(model, clip: Path, size, seconds: float, tag: str, folder: Path) -> dict:
+    s = SETTINGS[tag]
     src = VideoFileSource(clip)
-    sinks_module.LIVE_PRESET = "veryfast" if old else LIVE_PRESET
-    rec = RecorderSink(folder / f"rec-{size[0]}x{size[1]}{'-old' if old else ''}.mp4", log=lambda m: None)
-    p = Pipeline(src, ort_engine(model, old), [rec], fps=src.fps, size=size, log=lambda m: None)
-    p.start()
+    sinks_module.LIVE_PRESET, writers_module.PIPE_I420 = s.preset, s.pipe_i420
+    try:
+        rec = RecorderSink(folder / f"rec-{size[0]}x{size[1]}-{tag}.mp4", log=lambda m: None, overwrite=True)
+        p = Pipeline(src, ort_engine(model, s), [rec], fps=src.fps, size=size, log=lambda m: None)
+        p.start()
+    finally:
+        sinks_module.LIVE_PRESET, writers_module.PIPE_I420 = LIVE_PRESET, PIPE_I420
+    load0 = os.getloadavg()[0]
     time.sleep(2.0)  # warm-up
     s0, t0 = p.stats(), time.perf_counter()
     time.sleep(seconds)
     s1, dt = p.stats(), time.perf_counter() - t0
-    recorded = rec.frames
+    recorder = rec.recorder
     p.stop()
-    sinks_module.LIVE_PRESET = LIVE_PRESET
     new = (s1["frames_out"] - s1["frames_repeated"]) - (s0["frames_out"] - s0["frames_repeated"])
     return {"source_fps": src.fps, "fps_in": round((s1["frames_in"] - s0["frames_in"]) / dt, 2),
             "new_frames_out_fps": round(new / dt, 2), "dropped": s1["dropped"] - s0["dropped"],
             "latency_ms_p50": s1["latency_ms_p50"], "latency_ms_p99": s1["latency_ms_p99"],
             "latency_budget_ms": round(2000 / src.fps, 1), "engine_ms_p50": s1["engine_ms_p50"],
-            "recorded_frames": recorded}
+            "recorded_frames": recorder.slots if recorder else 0,
+            "recorder_dropped": recorder.dropped if recorder else 0,
+            "loadavg": [round(load0, 2), round(os.getloadavg()[0], 2)]}
 
 
-def engine_busy(model, old: bool, rounds: int = 3, seconds: float = 3.0) -> dict:
-    engine = ort_engine(model, old)
+def engine_busy(model, tag: str, rounds: int = 3, seconds: float = 3.0) -> dict:
+    s = SETTINGS[tag]
+    engine = ort_engine(model, s)
     quiet, busy = [], []
+    load0 = os.getloadavg()[0]
     for _ in range(rounds):
         quiet.append(bare_engine_fps(engine, seconds))
         proc = subprocess.Popen(BUSY_CMD)
@@ -159,18 +193,22 @@ def engine_busy(model, old: bool, rounds: int = 3, seconds: float = 3.0) -> dict
             proc.wait()
     engine.close()
     q, b = float(np.median(quiet)), float(np.median(busy))
-    return {"engine": engine.name + (" spinning" if old else ""), "quiet_fps": round(q, 1), "busy_fps": round(b, 1),
-            "busy_vs_quiet": round(b / q, 3)}
+    return {"engine": engine.name + (" spinning" if s.spin else ""), "quiet_fps": round(q, 1),
+            "busy_fps": round(b, 1), "busy_vs_quiet": round(b / q, 3),
+            "loadavg": [round(load0, 2), round(os.getloadavg()[0], 2)]}
 
 
-def vj_sections(model, tmp: Path, seconds: float, with_old: bool) -> dict:
+def vj_sections(model, tmp: Path, seconds: float, tags: list[str], clip: Path | None = None) -> dict:
     res: dict = {}
-    clip = vj_clip(tmp)
-    for old in ([False, True] if with_old else [False]):
-        tag = "old" if old else "new"
-        res[f"engine_one_core_busy_{tag}"] = engine_busy(model, old)
+    clip = clip or vj_clip(tmp)
+    engines_done = set()
+    for tag in tags:
+        s = SETTINGS[tag]
+        if (s.spin, s.all_cores) not in engines_done:  # the engine alone depends on its own settings only
+            engines_done.add((s.spin, s.all_cores))
+            res[f"engine_one_core_busy_{tag}"] = engine_busy(model, tag)
         for size in ((1920, 1080), (1280, 720)):
-            res[f"vj_{size[1]}p_{tag}"] = vj_run(model, clip, size, seconds, old, tmp)
+            res[f"vj_{size[1]}p_{tag}"] = vj_run(model, clip, size, seconds, tag, tmp)
     return res
 
 
@@ -183,8 +221,14 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     ap.add_argument("--only", choices=["all", "vj"], default="all", help="vj: sections 5 and 6 only")
     ap.add_argument("--vj-seconds", type=float, default=30.0)
-    ap.add_argument("--no-old", action="store_true", help="skip the old settings in 5 and 6")
+    ap.add_argument("--settings", default="new,old",
+                    help=f"settings compared in 5 and 6, comma-separated, first the shipped ones ({', '.join(SETTINGS)})")
+    ap.add_argument("--vj-clip", type=Path, default=None,
+                    help="the 25 fps 1080p-class file for 5 (default: made from the demo clip; takes a minute)")
     a = ap.parse_args()
+    tags = [t.strip() for t in a.settings.split(",") if t.strip()]
+    if not tags or any(t not in SETTINGS for t in tags):
+        ap.error(f"--settings: choose among {', '.join(SETTINGS)}")
     tmp = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     model = a.model
     if model is None:
@@ -198,7 +242,7 @@ def main() -> None:
                  "loadavg_start": os.getloadavg()[0]}
     if a.only == "vj":
         engine.close()
-        res.update(vj_sections(model, tmp, a.vj_seconds, not a.no_old))
+        res.update(vj_sections(model, tmp, a.vj_seconds, tags, a.vj_clip))
         res["loadavg_end"] = os.getloadavg()[0]
         report(res, a.json)
         return
@@ -247,7 +291,7 @@ def main() -> None:
         res[f"render_fps_{label}"] = r["render_fps"]
         res[f"render_x_realtime_{label}"] = r["x_realtime"]
     engine.close()
-    res.update(vj_sections(model, tmp, a.vj_seconds, not a.no_old))
+    res.update(vj_sections(model, tmp, a.vj_seconds, tags, a.vj_clip))
     res["loadavg_end"] = os.getloadavg()[0]
     report(res, a.json)
 
