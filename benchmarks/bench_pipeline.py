@@ -31,6 +31,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,6 +151,40 @@ def ort_engine(model, s: Settings):
     return OnnxRuntimeEngine(pack, device="cpu", threads=physical_cores() if s.all_cores else None, spin=s.spin)
 
 
+def _cpu_seconds(stat: str) -> float:
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds so far of this process's threads, by role (Linux /proc; {} elsewhere): the loop's Python
+    threads by name, OpenCV's decoder threads, and the native pools (onnxruntime, OpenCV) as 'other'."""
+    names = {t.native_id: t.name for t in threading.enumerate() if t.native_id}
+    out: dict[str, float] = {}
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            stat = Path(f"/proc/self/task/{tid}/stat").read_text()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        name = names.get(int(tid)) or ("decode (libavcodec threads)" if comm.startswith("av:") else "other")
+        role = "source reader (decode, BGR->RGB)" if name.startswith("source-reader") else \
+            "recorder (I420, pipe)" if name.startswith("record") else name
+        out[role] = out.get(role, 0.0) + _cpu_seconds(stat)
+    return out
+
+
+def process_cpu(pid: int) -> float:
+    try:
+        return _cpu_seconds(Path(f"/proc/{pid}/stat").read_text())
+    except OSError:
+        return 0.0
+
+
 def vj_run(model, clip: Path, size, seconds: float, tag: str, folder: Path) -> dict:
     s = SETTINGS[tag]
     src = VideoFileSource(clip)
@@ -162,19 +197,28 @@ def vj_run(model, clip: Path, size, seconds: float, tag: str, folder: Path) -> d
         sinks_module.LIVE_PRESET, writers_module.PIPE_I420 = LIVE_PRESET, PIPE_I420
     load0 = os.getloadavg()[0]
     time.sleep(2.0)  # warm-up
-    s0, t0 = p.stats(), time.perf_counter()
+    encoder = getattr(rec.recorder.writer, "proc", None) if rec.recorder else None
+    s0, t0, c0 = p.stats(), time.perf_counter(), thread_cpu()
+    e0 = process_cpu(encoder.pid) if encoder else 0.0
     time.sleep(seconds)
-    s1, dt = p.stats(), time.perf_counter() - t0
+    s1, dt, c1 = p.stats(), time.perf_counter() - t0, thread_cpu()
+    e1 = process_cpu(encoder.pid) if encoder else 0.0
     recorder = rec.recorder
     p.stop()
     new = (s1["frames_out"] - s1["frames_repeated"]) - (s0["frames_out"] - s0["frames_repeated"])
+    # where the CPU goes: ms of CPU per new frame out, per thread role, and the encoder process
+    cpu = {k: round(1000 * (v - c0.get(k, 0.0)) / max(new, 1), 2) for k, v in c1.items() if v - c0.get(k, 0.0) > 0}
+    if encoder:
+        cpu["ffmpeg encoder process"] = round(1000 * (e1 - e0) / max(new, 1), 2)
+    cpu = dict(sorted(cpu.items(), key=lambda kv: -kv[1]))
+    cpu["total (cores)"] = round(sum(cpu.values()) * new / dt / 1000, 2)
     return {"source_fps": src.fps, "fps_in": round((s1["frames_in"] - s0["frames_in"]) / dt, 2),
             "new_frames_out_fps": round(new / dt, 2), "dropped": s1["dropped"] - s0["dropped"],
             "latency_ms_p50": s1["latency_ms_p50"], "latency_ms_p99": s1["latency_ms_p99"],
             "latency_budget_ms": round(2000 / src.fps, 1), "engine_ms_p50": s1["engine_ms_p50"],
             "recorded_frames": recorder.slots if recorder else 0,
             "recorder_dropped": recorder.dropped if recorder else 0,
-            "loadavg": [round(load0, 2), round(os.getloadavg()[0], 2)]}
+            "loadavg": [round(load0, 2), round(os.getloadavg()[0], 2)], "cpu_ms_per_frame": cpu}
 
 
 def engine_busy(model, tag: str, rounds: int = 3, seconds: float = 3.0) -> dict:
