@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import math
 
+import cv2
+import numpy as np
 import pytest
 import torch
 
-from autoencoded.training.losses import balance, bce, kl_divergence, similarity
+from autoencoded import metrics
+from autoencoded.training.losses import (
+    VAEGANLoss,
+    balance,
+    bce,
+    kl_divergence,
+    similarity,
+    structural_similarity,
+)
 from autoencoded.training.schedules import noise_at
 
 
@@ -27,6 +37,52 @@ def test_kl_mean_term_scales_with_the_prior_std():
     # a narrower posterior than the prior costs -log sigma + (sigma^2 - 1) / 2
     ls = torch.full((2, 4), math.log(0.5))
     assert kl_divergence(torch.zeros(2, 4), ls, 0.2).item() == pytest.approx(-math.log(0.5) + (0.25 - 1) / 2)
+
+
+def test_noise_scaled_kl_pulls_mu_the_same_at_every_noise():
+    mu = torch.full((2, 4), 0.5, requires_grad=True)
+    log_sigma = torch.zeros(2, 4)
+    pulls = []
+    for noise in (1.0, 0.3, 0.05):
+        (grad,) = torch.autograd.grad(kl_divergence(mu, log_sigma, noise, noise_scaled=True), mu)
+        pulls.append(float(grad[0, 0]))
+        # the plain KL pulls 1/noise^2 harder: 400x at the demo's last noise
+        (plain,) = torch.autograd.grad(kl_divergence(mu, log_sigma, noise), mu)
+        assert float(plain[0, 0]) == pytest.approx(pulls[-1] / noise**2)
+    assert pulls == pytest.approx([0.5 / 8] * 3)  # d/dmu of mean(mu^2 / 2) over 8 elements
+
+
+def _batch(frames: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+def test_structural_similarity_is_the_figure_eval_reports_and_can_be_trained_on():
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (2, 72, 128, 3), dtype=np.uint8)
+    frames = np.stack([cv2.GaussianBlur(f, (0, 0), 2) for f in frames])  # some structure to keep or lose
+    blurred = np.stack([cv2.GaussianBlur(f, (0, 0), 3) for f in frames])
+    got = structural_similarity(_batch(blurred), _batch(frames)).item()
+    # metrics pads the border, the loss uses the valid region: the same figure to the second decimal
+    assert got == pytest.approx(metrics.compare(frames, blurred)["ssim"], abs=0.01)
+    assert structural_similarity(_batch(frames), _batch(frames)).item() == pytest.approx(1.0, abs=1e-5)
+    # a gradient step on 1 - SSIM brings a blurred image closer to the original's structure
+    y = _batch(blurred).requires_grad_(True)
+    (grad,) = torch.autograd.grad(1 - structural_similarity(y, _batch(frames)), y)
+    stepped = (y - 50 * grad).detach()
+    assert structural_similarity(stepped, _batch(frames)).item() > got + 0.01
+
+
+def test_the_structure_term_is_named_and_weighed_in_the_reconstruction():
+    x = torch.rand(2, 3, 32, 48) * 2 - 1
+    recon = (x + 0.3 * torch.randn_like(x)).clamp(-1, 1)
+    mu, log_sigma = torch.zeros(2, 8), torch.zeros(2, 8)
+    plain = VAEGANLoss(1e-3, 0.1, 0.1, 1.0, 0.01, (0,))(x, recon, mu, log_sigma, 0.3)
+    mixed = VAEGANLoss(1e-3, 0.1, 0.1, 1.0, 0.01, (0,), ssim_weight=0.5)(x, recon, mu, log_sigma, 0.3)
+    assert "structure" not in plain.terms
+    structure = 1 - structural_similarity(recon, x)
+    assert mixed.terms["structure"].item() == pytest.approx(structure.item())
+    assert mixed.terms["rec"].item() == pytest.approx(plain.terms["rec"].item() + 0.5 * structure.item())
+    assert mixed.decoder.item() == pytest.approx(mixed.terms["rec"].item())
 
 
 def test_similarity_is_the_mean_over_layers_of_mean_squared_feature_distance():

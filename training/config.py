@@ -40,6 +40,8 @@ class TrainConfig:
     kl_weight: float | None = None
     sim_weight: float | None = None  # encoder weight of the similarity (Larsen: 1)
     pixel_weight: float | None = None  # pixel L1
+    ssim_weight: float | None = None  # 1 - SSIM of the reconstruction, beside the pixel L1
+    kl_noise_scaled: bool | None = None  # KL times noise^2: its pull on mu stays the same as the noise falls
     gan_weight: float | None = None  # decoder's GAN term weight
     # fraction of the run trained as a pixel-led autoencoder before the discriminator joins (0 = from the
     # first step, as Larsen et al.): the discriminator's three passes a step are skipped until then
@@ -89,6 +91,8 @@ class TrainConfig:
         # a run saved before these knobs existed trained without them: resuming it keeps its recipe
         if "adversarial_start" not in d and "lr" in d:
             d = {**d, "adversarial_start": 0.0, "ema": 0.0, "lr_schedule": "constant", "lr_dis": d["lr"]}
+        if "ssim_weight" not in d and "lr" in d:
+            d = {**d, "ssim_weight": 0.0, "kl_noise_scaled": False}
         return cls(**d)
 
     def save(self, path: str | Path) -> None:

@@ -8,6 +8,14 @@
 - GAN: binary cross-entropy on logits of real (label 1), reconstructed and prior-sampled (label 0) images.
 - pixel: mean absolute error of the reconstruction (not in Larsen et al.; anchors colour and layout, and
   leads the CPU recipe's first phase, when the discriminator has not joined yet).
+- structure: 1 - SSIM of the reconstruction (Wang et al. 2004, the window autoencoded.metrics scores with),
+  differentiable. L1 alone settles on the blur that minimises it; SSIM pays for local contrast and edges,
+  the "mixed L1 + SSIM" loss of Zhao et al. 2017 ("Loss functions for image restoration with neural
+  networks").
+- KL scaled by noise^2 (`kl_noise_scaled`): the film's KL pulls mu toward 0 as 1/noise^2 while the noise
+  is lowered, so at noise 0.05 it weighs 400x what it did at 1 and squeezes the latent. Times noise^2 its
+  pull on mu stays mu^2 / 2 whatever the noise, and lowering the noise only sharpens the posterior, which
+  is what the film lowered it for: that similar frames separate.
 
 `VAEGANLoss` puts them together into the three networks' objectives and names every term, so the loop
 logs whatever it returns and a new term is one line here.
@@ -21,12 +29,39 @@ import torch
 import torch.nn.functional as F
 
 
-def kl_divergence(mu: torch.Tensor, log_sigma: torch.Tensor, noise: float) -> torch.Tensor:
+def kl_divergence(mu: torch.Tensor, log_sigma: torch.Tensor, noise: float, noise_scaled: bool = False) -> torch.Tensor:
     n2 = max(float(noise), 1e-4) ** 2
     mu = mu.float()
     log_sigma = log_sigma.float()
-    kl = -log_sigma + 0.5 * (torch.exp(2 * log_sigma) - 1.0) + mu.pow(2) / (2 * n2)
-    return kl.mean()
+    kl = (-log_sigma + 0.5 * (torch.exp(2 * log_sigma) - 1.0) + mu.pow(2) / (2 * n2)).mean()
+    return kl * n2 if noise_scaled else kl
+
+
+def _gaussian_taps(device, dtype) -> torch.Tensor:
+    g = torch.exp(-(torch.arange(11, dtype=torch.float32) - 5.0) ** 2 / (2 * 1.5**2))
+    return (g / g.sum()).to(device=device, dtype=dtype)
+
+
+def structural_similarity(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean SSIM of two image batches in [-1, 1] (N,C,H,W), per channel with an 11x11 Gaussian window of
+    sigma 1.5 over the valid region: autoencoded.metrics' figure, in torch so that it can be trained on.
+    The window is separable, so it runs as a column pass and a row pass (22 taps instead of 121)."""
+    x = (x.float() + 1) / 2
+    y = (y.float() + 1) / 2
+    c = x.shape[1]
+    g = _gaussian_taps(x.device, x.dtype)
+    col = g.view(1, 1, 11, 1).expand(c, 1, 11, 1)
+    row = g.view(1, 1, 1, 11).expand(c, 1, 1, 11)
+
+    def blur(t: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(F.conv2d(t, col, groups=c), row, groups=c)
+
+    mx, my = blur(x), blur(y)
+    sxx = blur(x * x) - mx * mx
+    syy = blur(y * y) - my * my
+    sxy = blur(x * y) - mx * my
+    c1, c2 = 0.01**2, 0.03**2
+    return (((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))).mean()
 
 
 def similarity(feats_real: list[torch.Tensor], feats_recon: list[torch.Tensor], layers) -> torch.Tensor:
@@ -79,13 +114,17 @@ class Objectives:
     decoder: torch.Tensor
     discriminator: torch.Tensor | None  # None while the discriminator has not joined
     terms: dict[str, torch.Tensor] = field(default_factory=dict)  # every named term, for the logs
+    # the encoder's objective differs from the decoder's only by terms the decoder does not touch (KL), so
+    # one backward pass of the encoder's objective gives the decoder's gradients too
+    decoder_shares_encoder: bool = False
 
 
 @dataclass
 class VAEGANLoss:
-    """The VAE-GAN objective (Larsen et al. 2016) with a pixel anchor, as the three networks' losses:
-    - encoder: kl_weight x KL + sim_weight x similarity + pixel_weight x pixel
-    - decoder: gamma x similarity + pixel_weight x pixel + gan_weight x GAN (when the balance allows)
+    """The VAE-GAN objective (Larsen et al. 2016) with pixel anchors, as the three networks' losses:
+    - encoder: kl_weight x KL + sim_weight x similarity + pixel_weight x pixel + ssim_weight x structure
+    - decoder: gamma x similarity + pixel_weight x pixel + ssim_weight x structure + gan_weight x GAN (when
+      the balance allows)
     - discriminator: (BCE real + BCE recon + BCE prior) / 3
     Without discriminator outputs (the pixel-led phase) the similarity and GAN terms are absent."""
 
@@ -95,17 +134,24 @@ class VAEGANLoss:
     pixel_weight: float
     gan_weight: float
     sim_layers: tuple[int, ...]
+    ssim_weight: float = 0.0
+    kl_noise_scaled: bool = False
 
     def __call__(self, x: torch.Tensor, recon: torch.Tensor, mu: torch.Tensor, log_sigma: torch.Tensor,
                  noise: float, dis: DiscriminatorOutputs | None = None, decoder_gan: bool = True) -> Objectives:
-        kl = kl_divergence(mu, log_sigma, noise)
+        kl = kl_divergence(mu, log_sigma, noise, self.kl_noise_scaled)
         pix = (recon.float() - x.float()).abs().mean()
         terms = {"kl": kl, "pix": pix}
-        enc = self.kl_weight * kl + self.pixel_weight * pix
-        dec = self.pixel_weight * pix
+        rec = self.pixel_weight * pix
+        if self.ssim_weight:
+            structure = 1.0 - structural_similarity(recon, x)
+            terms["structure"] = structure
+            rec = rec + self.ssim_weight * structure
+        enc = self.kl_weight * kl + rec
+        dec = rec
         if dis is None:
-            terms.update(enc=enc, dec=dec, rec=self.pixel_weight * pix)
-            return Objectives(enc, dec, None, terms)
+            terms.update(enc=enc, dec=dec, rec=rec)
+            return Objectives(enc, dec, None, terms, decoder_shares_encoder=True)
         sim = similarity(dis.feats_real, dis.feats_recon, self.sim_layers)
         b_real, b_rec, b_prior = bce(dis.real, 1.0), bce(dis.recon, 0.0), bce(dis.prior, 0.0)
         gan_dec = (bce(dis.recon, 1.0) + bce(dis.prior, 1.0)) / 2
@@ -115,5 +161,5 @@ class VAEGANLoss:
             dec = dec + self.gan_weight * gan_dec
         dis_loss = (b_real + b_rec + b_prior) / 3
         terms.update(sim=sim, bce_real=b_real, bce_recon=b_rec, bce_prior=b_prior, gan_dec=gan_dec, enc=enc,
-                     dec=dec, dis=dis_loss, rec=self.sim_weight * sim + self.pixel_weight * pix)
+                     dec=dec, dis=dis_loss, rec=self.sim_weight * sim + rec)
         return Objectives(enc, dec, dis_loss, terms)
