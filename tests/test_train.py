@@ -453,6 +453,54 @@ def test_an_exploding_learning_rate_is_caught_before_the_first_checkpoint(tmp_pa
     assert ev and ev[0]["at_step"] <= 10 and ev[0]["to_step"] == 0, ev  # not waved through as the "best"
 
 
+def test_reconstructions_worse_than_the_untrained_models_are_a_collapse():
+    from autoencoded.training.guard import CollapseGuard
+
+    g = CollapseGuard(error_ratio=2.0)
+    assert g.check_error(0.5, None) is None  # no step-0 figure yet (a resumed run written before it)
+    assert g.check_error(0.7, 0.4) is None
+    reason = g.check_error(1.1, 0.4)
+    assert reason and "worse than the untrained model's" in reason and "2 x 0.4" in reason
+
+
+def test_the_pixel_led_step_takes_one_backward_pass_with_the_two_passes_gradients(tmp_path):
+    ds = make_dataset(tmp_path / "ds", n=8)
+    tr = Trainer(tiny_cfg(ds, tmp_path / "run", steps=4, batch=4), open_dataset(ds))
+    x = tr._to_input(open_dataset(ds).batch(np.arange(4)))
+    calls = []
+    real_grad = torch.autograd.grad
+
+    def counting(outputs, inputs, **kw):
+        calls.append(len(inputs))
+        return real_grad(outputs, inputs, **kw)
+
+    torch.autograd.grad = counting
+    try:
+        _, one = tr._micro(x, torch.Generator().manual_seed(0), 0.3, adversarial=False, train_dis=False, dec_gan=True)
+    finally:
+        torch.autograd.grad = real_grad
+    assert len(calls) == 1
+    # the reference: the encoder's and the decoder's objectives each differentiated on their own
+    eps = torch.randn(4, tr.model_cfg.z_dim, generator=torch.Generator().manual_seed(0)) * 0.3
+    mu, log_sigma = tr.nets["encoder"](x)
+    obj = tr.loss(x, tr.nets["decoder"](mu + torch.exp(log_sigma) * eps), mu, log_sigma, 0.3)
+    enc = real_grad(obj.encoder, list(tr.nets["encoder"].parameters()), retain_graph=True)
+    dec = real_grad(obj.decoder, list(tr.nets["decoder"].parameters()))
+    for want, got in zip(enc + dec, one["encoder"] + one["decoder"], strict=True):
+        assert torch.allclose(want, got, atol=1e-6)
+
+
+def test_prior_samples_spread_like_the_films_latents_at_a_low_noise(tmp_path):
+    ds = make_dataset(tmp_path / "ds", n=16)
+    tr = Trainer(tiny_cfg(ds, tmp_path / "run", steps=6, noise_start=0.3, noise_end=0.05, adversarial_start=1.0),
+                 open_dataset(ds))
+    tr.run()
+    ev = tr.evaluate()
+    prior, recon = ev["prior"].astype(np.float64), ev["recon"].astype(np.float64)
+    # z ~ N(0, 0.05^2) decodes to one haze; samples from the frames' latent spread differ as frames do
+    assert prior.std(axis=0).mean() > 0.3 * recon.std(axis=0).mean()
+
+
 def test_a_spike_is_judged_from_step_2_against_the_first_losses():
     from autoencoded.training.guard import CollapseGuard
 

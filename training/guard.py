@@ -8,7 +8,11 @@ Signals (any one is a collapse):
   first losses (a few early values make a noisy median; a learning rate that explodes the model shows at
   step 2, 1e12 against 0.5, and must not wait for a warm-up);
 - loss of diversity: reconstructions of a fixed batch that differ among themselves far less than they
-  did at their best (checked by the loop at each checkpoint, before saving).
+  did at their best (checked by the loop at each checkpoint, before saving);
+- reconstructions worse than the untrained model's: a fixed batch's error above `error_ratio` x its error
+  at step 0 (checked at each checkpoint). An untrained model paints a flat mid-grey; a learning rate that
+  blew the weights up paints saturated noise, which varies from frame to frame (so diversity does not
+  catch it) and whose losses are bounded (tanh output, SSIM), so they never spike 10x.
 """
 
 from __future__ import annotations
@@ -22,13 +26,15 @@ WATCHED = ("rec", "dis")
 
 class CollapseGuard:
     def __init__(self, sat_eps: float = 1e-3, sat_steps: int = 50, spike_factor: float = 10.0,
-                 spike_window: int = 50, spike_warmup: int = 20, diversity_ratio: float = 0.2) -> None:
+                 spike_window: int = 50, spike_warmup: int = 20, diversity_ratio: float = 0.2,
+                 error_ratio: float = 2.0) -> None:
         self.sat_eps = sat_eps
         self.sat_steps = sat_steps
         self.spike_factor = spike_factor
         self.spike_window = spike_window
         self.spike_warmup = spike_warmup
         self.diversity_ratio = diversity_ratio
+        self.error_ratio = error_ratio
         self.sat_count = 0
         self.history: dict[str, deque] = {k: deque(maxlen=spike_window) for k in WATCHED}
         self.best_diversity = 0.0
@@ -64,6 +70,12 @@ class CollapseGuard:
             return (f"reconstruction diversity collapsed ({diversity:.4g} < {self.diversity_ratio:g} x best "
                     f"{self.best_diversity:.4g})")
         self.best_diversity = max(self.best_diversity, diversity)
+        return None
+
+    def check_error(self, recon_mse: float, untrained_mse: float | None) -> str | None:
+        if untrained_mse and recon_mse > self.error_ratio * untrained_mse:
+            return (f"reconstructions worse than the untrained model's (error {recon_mse:.4g} > {self.error_ratio:g} x "
+                    f"{untrained_mse:.4g} at step 0)")
         return None
 
     def reset_after_rollback(self) -> None:

@@ -114,7 +114,7 @@ class Trainer:
         self.opts = {k: torch.optim.Adam(m.parameters(), lr=self.base_lr[k], betas=(cfg.beta1, cfg.beta2))
                      for k, m in self.nets.items()}
         self.loss = VAEGANLoss(cfg.kl_weight, cfg.sim_weight, cfg.gamma, cfg.pixel_weight, cfg.gan_weight,
-                               self.model_cfg.sim_layers)
+                               self.model_cfg.sim_layers, cfg.ssim_weight, cfg.kl_noise_scaled)
         # the moving average of the encoder's and decoder's weights: what evaluation and export use
         self.ema = WeightAverage({k: self.nets[k] for k in ("encoder", "decoder")}, cfg.ema) if cfg.ema else None
         self.adversarial_from = round(cfg.adversarial_start * self.total)
@@ -282,8 +282,12 @@ class Trainer:
         obj = self.loss(x, xr, mu, log_sigma, noise, seen, decoder_gan=dec_gan)
         params = {k: [p for p in m.parameters() if p.requires_grad] for k, m in self.nets.items()}
         train_dis = train_dis and obj.discriminator is not None
-        grads = {"encoder": torch.autograd.grad(obj.encoder, params["encoder"], retain_graph=True)}
-        grads["decoder"] = torch.autograd.grad(obj.decoder, params["decoder"], retain_graph=train_dis)
+        if obj.decoder_shares_encoder:  # the pixel-led phase: one backward pass instead of two
+            both = torch.autograd.grad(obj.encoder, params["encoder"] + params["decoder"])
+            grads = {"encoder": both[:len(params["encoder"])], "decoder": both[len(params["encoder"]):]}
+        else:
+            grads = {"encoder": torch.autograd.grad(obj.encoder, params["encoder"], retain_graph=True)}
+            grads["decoder"] = torch.autograd.grad(obj.decoder, params["decoder"], retain_graph=train_dis)
         if train_dis:
             grads["discriminator"] = torch.autograd.grad(obj.discriminator, params["discriminator"])
         return {k: float(v.detach()) for k, v in obj.terms.items()}, grads
@@ -401,14 +405,16 @@ class Trainer:
             try:
                 frames = self.ds.batch(self.fixed_idx)
                 x = self._to_input(frames)
-                noise = noise_at(self.step, self.total, self.cfg.noise_start, self.cfg.noise_end,
-                                 self.cfg.noise_schedule, self.cfg.noise_stages)
-                xr = self._decode_mean(x)
-                with self._autocast():
-                    xp = self.nets["decoder"]((self.fixed_z * noise).to(self.device)).float()
+                xr = self._decode(self._encode_mean(x))
                 scored = self.ds.batch(self.eval_idx)
-                recon = np.concatenate([output_to_frames(self._decode_mean(self._to_input(scored[i:i + 32])).cpu())
-                                        .numpy() for i in range(0, len(scored), 32)])
+                mus = [self._encode_mean(self._to_input(scored[i:i + 32])) for i in range(0, len(scored), 32)]
+                recon = np.concatenate([output_to_frames(self._decode(mu).cpu()).numpy() for mu in mus])
+                # prior samples from the latent distribution of the film's frames (a Gaussian fitted to their
+                # means), not from N(0, noise^2): late in a run the noise is small next to the spread of
+                # the means, and z ~ N(0, noise^2) decodes to one average haze however the model is doing
+                mu = torch.cat(mus)
+                spread = mu.std(dim=0) if mu.shape[0] > 1 else torch.ones_like(mu[0])
+                xp = self._decode(mu.mean(dim=0) + spread * self.fixed_z.to(self.device))
                 averaged = WeightAverage.tensors(coder) if self.ema is not None else {}
             finally:
                 self.model.train()
@@ -420,10 +426,13 @@ class Trainer:
                 "psnr": model["psnr"], "ssim": model["ssim"], "psnr_minus_thumb": model["psnr"] - thumb["psnr"],
                 "recon": output_to_frames(xr.cpu()).numpy(), "prior": output_to_frames(xp.cpu()).numpy()}
 
-    def _decode_mean(self, x: torch.Tensor) -> torch.Tensor:
+    def _encode_mean(self, x: torch.Tensor) -> torch.Tensor:
         with self._autocast():
-            mu, _ = self.nets["encoder"](x)
-            return self.nets["decoder"](mu).float()
+            return self.nets["encoder"](x)[0].float()
+
+    def _decode(self, z: torch.Tensor) -> torch.Tensor:
+        with self._autocast():
+            return self.nets["decoder"](z).float()
 
     def _state(self) -> dict:
         return {"step": self.step, "epoch": self.step / self.steps_per_epoch, "lr_scale": self.lr_scale,
@@ -527,6 +536,11 @@ class Trainer:
         w.add_scalar("guard/rollbacks", self.rollbacks, s)
         w.add_scalar("speed/samples_per_s", sps, s)
 
+    @staticmethod
+    def _dis_text(losses: dict) -> str:
+        # the pixel-led phase has no discriminator loss: say so instead of printing nan
+        return f"dis {losses['dis']:.3f}  " if "dis" in losses else "dis off  "
+
     def request_stop(self) -> None:
         self._stop = True
 
@@ -574,11 +588,11 @@ class Trainer:
                     on_step(self, losses)
                 if progress:
                     progress.update(task, completed=self.step, info=f"{sps:6.1f} samples/s  rec {losses['rec']:.4f} "
-                                    f"dis {losses.get('dis', math.nan):.3f}  noise {losses['noise']:.3f}")
+                                    f"{self._dis_text(losses)}noise {losses['noise']:.3f}")
                 if self.dist.main and c.log_every and self.step % c.log_every == 0:
                     eta = (self.total - self.step) * c.batch / max(sps, 1e-9)
                     self._log_line(f"step {self.step}/{self.total}  rec {losses['rec']:.4f}  kl {losses['kl']:.4f}  "
-                                   f"pix {losses['pix']:.4f}  dis {losses.get('dis', math.nan):.3f}  "
+                                   f"pix {losses['pix']:.4f}  {self._dis_text(losses)}"
                                    f"noise {losses['noise']:.3f}  {sps:.1f} samples/s  ETA {_clock(eta)}")
                 do_ckpt = self.step % c.checkpoint_every == 0 or self.step == self.total
                 do_sample = self.step % c.sample_every == 0 or self.step == self.total
@@ -610,11 +624,12 @@ class Trainer:
                 "latest": str(self.ckpt.latest()), "best": self.ckpt.index().get("best")}
 
     def _checkpoint(self, do_ckpt: bool, do_sample: bool) -> bool:
-        """Evaluate, guard the diversity, write samples and/or a checkpoint. True if it rolled back."""
+        """Evaluate, guard the diversity and the error, write samples and/or a checkpoint. True if it rolled back."""
         ev = self.evaluate() if self.dist.main else None
         reason = None
         if self.dist.main and self.cfg.guard:
-            reason = self.guard.check_diversity(ev["diversity"])
+            reason = (self.guard.check_diversity(ev["diversity"])
+                      or self.guard.check_error(ev["recon_mse"], self.first_eval))
         collapsed = dist_mod.broadcast_flag(reason is not None, self.dist, self.device)
         if collapsed:
             self.rollback(reason or "reconstruction diversity collapsed")
