@@ -1,18 +1,24 @@
 """Time to quality: the previous lite recipe against the current one, on the same frames, in one sitting.
 
-    python benchmarks/bench_recipe.py DATASET [--marks 5,15,30,60] [--json FILE]
+    python benchmarks/bench_recipe.py DATASET [--marks 5,15,30,60] [--side-by-side] [--keep DIR] [--json FILE]
 
 DATASET is a prepared dataset (the demo recipe's: the Big Buck Bunny trailer with --dedupe 2). Each recipe
-trains once, for the run length it would be given for the last mark, and is scored at every mark: the
-averaged (EMA) weights where the recipe has them, decode the mean, PSNR and SSIM on every frame of the
-dataset beside the 16x9 thumbnail (autoencoded.metrics). Time is this process's CPU time divided by its
-torch threads, i.e. minutes of the whole CPU, so a mark means the same on a busy machine (the wall time
-is printed too). The recipes run one after the other with the same threads and seed.
+trains once, sized so that its schedule (learning-rate decay, noise annealing, the adversarial phase) ends at
+the last mark, and is scored at every mark: the averaged (EMA) weights where the recipe has them, decode
+the mean, PSNR and SSIM on every frame of the dataset beside the 16x9 thumbnail (autoencoded.metrics).
+
+Time is CPU time divided by torch threads, i.e. minutes of the cores the run was given, so a mark means
+the same on a busy machine; the scoring itself is not counted (a user's run does not score 500 frames),
+the run's own evaluations and checkpoints are. Wall time is printed too. The run length comes from a short
+calibration of the recipe's pixel-led and adversarial steps on this machine.
+
+--side-by-side runs the recipes at once, one process each (--threads each, 1 by default): on a 2-core CPU
+both get a core and the table takes one hour instead of two. --keep DIR keeps each run's folder
+(DIR/old, DIR/new), a normal training run that `autoencoded export` reads: the demo model is the new one.
 
 - old: the release before (lite with transposed convolutions, batch 8, Adam 5e-4 beta1 0.5, the full
   VAE-GAN from the first step, pixel L1 1, similarity 0.1, KL 0.02, GAN 0.02, noise 1.0 -> 0.3);
-- new: the lite defaults (training/archs.py): resize-convolution decoder, a pixel-led phase with the
-  discriminator joining for the last fifth, Adam 2e-3 with cosine decay, batch 16, EMA 0.999.
+- new: the lite defaults (training/archs.py).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -34,16 +41,14 @@ from autoencoded.training.data import open_dataset
 from autoencoded.training.loop import Trainer
 from autoencoded.training.model import autoencoder_from_state, frames_to_input, output_to_frames
 
-# samples/s of each recipe on the 2-core CPU this project is built on (bench_train.py), to size each run
-# so that it ends at the last mark: the learning-rate decay and the adversarial phase depend on the length
-SAMPLES_PER_CPU_MINUTE = {"old": 11.0 * 60, "new": 12.5 * 60}
-
 RECIPES = {
-    "old": dict(batch=8, lr=5e-4, lr_dis=5e-4, beta1=0.5, lr_schedule="constant", pixel_weight=1.0, sim_weight=0.1,
-                gamma=0.1, kl_weight=0.02, gan_weight=0.02, adversarial_start=0.0, ema=0.0, noise_start=1.0,
-                noise_end=0.3, model_overrides={"upsample": "deconv", "dec_channels": []}),
+    "old": dict(batch=8, lr=5e-4, lr_dis=5e-4, beta1=0.5, lr_schedule="constant", pixel_weight=1.0, ssim_weight=0.0,
+                sim_weight=0.1, gamma=0.1, kl_weight=0.02, kl_noise_scaled=False, gan_weight=0.02,
+                adversarial_start=0.0, ema=0.0, noise_start=1.0, noise_end=0.3,
+                model_overrides={"upsample": "deconv", "dec_channels": []}),
     "new": {},
 }
+CHECKPOINTS = 8  # checkpoints (with their evaluations) over a run, as a user's run would write
 
 
 def cpu_minutes(threads: int) -> float:
@@ -56,7 +61,7 @@ def score(trainer: Trainer, frames: np.ndarray) -> dict:
     """Decode the mean of every frame with what export would ship (the average where there is one)."""
     ev = trainer.evaluate()  # recalibrates BatchNorm and gives the averaged weights, like a checkpoint
     state = {**trainer.model.state_dict(), **ev["averaged"]}
-    ae = autoencoder_from_state(trainer.model_cfg, state)
+    ae = autoencoder_from_state(trainer.model_cfg, state).eval()
     recon = np.concatenate([output_to_frames(ae(frames_to_input(torch.from_numpy(frames[i:i + 32])))).numpy()
                             for i in range(0, len(frames), 32)])
     model = metrics.compare(frames, recon)
@@ -64,26 +69,55 @@ def score(trainer: Trainer, frames: np.ndarray) -> dict:
     return {"psnr": model["psnr"], "ssim": model["ssim"], "thumb_psnr": thumb["psnr"], "thumb_ssim": thumb["ssim"]}
 
 
-def run(name: str, dataset: Path, marks: list[float], threads: int, seed: int) -> list[dict]:
+def config(name: str, dataset: Path, out: str, steps: int, seed: int, width: int, height: int) -> TrainConfig:
+    return resolve(TrainConfig(dataset=str(dataset), out=out, arch="lite", width=width, height=height, steps=steps,
+                               checkpoint_every=max(1, steps // CHECKPOINTS), seed=seed, device="cpu",
+                               **RECIPES[name]))
+
+
+def calibrate(name: str, dataset: Path, threads: int, seed: int) -> tuple[float, float, float]:
+    """CPU minutes of one pixel-led and one adversarial step of this recipe here, and its adversarial start."""
+    ds = open_dataset(dataset)
+    costs = []
+    with tempfile.TemporaryDirectory(prefix=f"calibrate-{name}-") as out:
+        cfg = config(name, dataset, out, 1000, seed, ds.width, ds.height)
+        trainer = Trainer(cfg, ds, progress=False)
+        for adversarial_from in (cfg.steps + 1, 0):  # pixel-led, then adversarial
+            trainer.adversarial_from = adversarial_from
+            trainer.train_step()  # warm-up: first-call allocations
+            t0 = cpu_minutes(threads)
+            for _ in range(4):
+                trainer.train_step()
+            costs.append((cpu_minutes(threads) - t0) / 4)
+    return costs[0], costs[1], cfg.adversarial_start
+
+
+def run(name: str, dataset: Path, marks: list[float], threads: int, seed: int, keep: Path | None) -> list[dict]:
     ds = open_dataset(dataset)
     frames = ds.batch(np.arange(len(ds)))
-    over = dict(RECIPES[name])
-    batch = over.get("batch", 16)
-    steps = max(10, int(marks[-1] * SAMPLES_PER_CPU_MINUTE[name] / batch))
-    with tempfile.TemporaryDirectory(prefix=f"recipe-{name}-") as out:
-        cfg = resolve(TrainConfig(dataset=str(dataset), out=out, arch="lite", width=ds.width, height=ds.height,
-                                  steps=steps, checkpoint_every=steps, seed=seed, device="cpu", **over))
+    pix, adv, start = calibrate(name, dataset, threads, seed)
+    per_step = start * pix + (1 - start) * adv
+    steps = max(10, int(marks[-1] / per_step))
+    print(json.dumps({"recipe": name, "calibration_cpu_s_per_step": {"pixel_led": pix * 60, "adversarial": adv * 60},
+                      "steps": steps}), flush=True)
+    with tempfile.TemporaryDirectory(prefix=f"recipe-{name}-") as tmp:
+        out = keep / name if keep else Path(tmp) / "run"
+        cfg = config(name, dataset, str(out), steps, seed, ds.width, ds.height)
         trainer = Trainer(cfg, ds, progress=False)
         start_cpu, start_wall = cpu_minutes(threads), time.time()
+        scoring = 0.0  # CPU minutes spent scoring, not training
         pending = list(marks)
         rows: list[dict] = []
 
         def at_mark(tr: Trainer, losses: dict) -> None:
-            spent = cpu_minutes(threads) - start_cpu
-            if pending and spent >= pending[0]:
+            nonlocal scoring
+            spent = cpu_minutes(threads) - start_cpu - scoring
+            if pending and (spent >= pending[0] or tr.step == tr.total):
+                s0 = cpu_minutes(threads)
                 row = {"recipe": name, "minutes": pending.pop(0), "cpu_minutes": spent,
                        "wall_minutes": (time.time() - start_wall) / 60, "step": tr.step, "samples": tr.step * cfg.batch,
                        **score(tr, frames)}
+                scoring += cpu_minutes(threads) - s0
                 rows.append(row)
                 print(json.dumps(row), flush=True)
             if not pending:
@@ -93,26 +127,51 @@ def run(name: str, dataset: Path, marks: list[float], threads: int, seed: int) -
     return rows
 
 
+def side_by_side(args, names: list[str]) -> list[dict]:
+    """Each recipe in its own process at once; their rows, in recipe order."""
+    with tempfile.TemporaryDirectory(prefix="recipes-") as tmp:
+        procs = []
+        for name in names:
+            cmd = [sys.executable, __file__, str(args.dataset), "--recipes", name, "--marks", args.marks,
+                   "--threads", str(args.threads), "--seed", str(args.seed), "--json", f"{tmp}/{name}.json"]
+            if args.keep:
+                cmd += ["--keep", str(args.keep)]
+            procs.append(subprocess.Popen(cmd))
+        codes = [p.wait() for p in procs]
+        if any(codes):
+            sys.exit(f"a recipe's run failed (exit codes {codes})")
+        return [row for name in names for row in json.loads(Path(f"{tmp}/{name}.json").read_text())]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("dataset", type=Path)
     ap.add_argument("--marks", default="5,15,30,60", help="CPU minutes at which to score (ascending).")
     ap.add_argument("--recipes", default="old,new")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--side-by-side", action="store_true", help="Run the recipes at once, one process each.")
+    ap.add_argument("--threads", type=int, default=None, help="Torch threads per run (2, or 1 side by side).")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--keep", type=Path, default=None, help="Keep the runs' folders here (DIR/old, DIR/new).")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
+    args.threads = args.threads or (1 if args.side_by_side else 2)
     torch.set_num_threads(args.threads)
     marks = sorted(float(m) for m in args.marks.split(","))
-    rows = []
-    for name in args.recipes.split(","):
+    names = args.recipes.split(",")
+    for name in names:
         if name not in RECIPES:
             sys.exit(f"unknown recipe {name!r} (old, new)")
-        rows += run(name, args.dataset, marks, args.threads, args.seed)
-    print(f"\n{'recipe':6s} {'CPU min':>7s} {'wall min':>8s} {'samples':>8s} {'PSNR':>6s} {'vs thumb':>8s} {'SSIM':>5s}")
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
+    if args.side_by_side and len(names) > 1:
+        rows = side_by_side(args, names)
+    else:
+        rows = [row for name in names for row in run(name, args.dataset, marks, args.threads, args.seed, args.keep)]
+    print(f"\n{'recipe':6s} {'CPU min':>7s} {'wall min':>8s} {'samples':>8s} {'PSNR':>6s} {'vs thumb':>8s} {'SSIM':>5s} "
+          f"{'thumb SSIM':>10s}")
     for r in rows:
         print(f"{r['recipe']:6s} {r['cpu_minutes']:7.1f} {r['wall_minutes']:8.1f} {r['samples']:8d} {r['psnr']:6.2f} "
-              f"{r['psnr'] - r['thumb_psnr']:+8.2f} {r['ssim']:5.3f}")
+              f"{r['psnr'] - r['thumb_psnr']:+8.2f} {r['ssim']:5.3f} {r['thumb_ssim']:10.3f}")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
 
