@@ -250,10 +250,16 @@ def vj_sections(model, tmp: Path, seconds: float, tags: list[str], clip: Path | 
         s = SETTINGS[tag]
         if (s.spin, s.all_cores) not in engines_done:  # the engine alone depends on its own settings only
             engines_done.add((s.spin, s.all_cores))
-            res[f"engine_one_core_busy_{tag}"] = engine_busy(model, tag)
+            keep(res, f"engine_one_core_busy_{tag}", engine_busy(model, tag))
         for size in ((1920, 1080), (1280, 720)):
-            res[f"vj_{size[1]}p_{tag}"] = vj_run(model, clip, size, seconds, tag, tmp)
+            keep(res, f"vj_{size[1]}p_{tag}", vj_run(model, clip, size, seconds, tag, tmp))
     return res
+
+
+def keep(res: dict, key: str, value: object) -> None:
+    """A result, also shown at once on stderr (a run cut short still leaves the figures it made)."""
+    res[key] = value
+    print(f"{key}  {value}", file=sys.stderr, flush=True)
 
 
 def main() -> None:
