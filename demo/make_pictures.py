@@ -2,7 +2,8 @@
 
     python demo/make_pictures.py [--run build/demo/run] [--out docs/img]
 
-1. samples.png: the newest sample grid that `autoencoded train` wrote for the demo run;
+1. samples.png: the demo run's sample grid (frames, their reconstructions, prior samples), drawn again from
+   its latest checkpoint by the trainer's own evaluation, so that it shows what this version draws;
 2. before_after.png: frames of the demo clip followed by held black frames, put through
    `autoencoded render`; inputs on top, the model's output below (the black column shows the haze);
 3. live.png: a still of `autoencoded live --input demo --noise 0.6 --overlay`.
@@ -11,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import subprocess
 import sys
@@ -43,6 +45,19 @@ def autoencoded(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "autoencoded", *args], check=True)
 
 
+def sample_grid(run: Path) -> Path:
+    from autoencoded.training.config import TrainConfig
+    from autoencoded.training.data import open_dataset
+    from autoencoded.training.loop import Trainer
+
+    if not (run / "config.json").is_file():
+        raise SystemExit(f"no training run in {run}: run demo/make_demo_model.sh first")
+    cfg = TrainConfig.from_dict(json.loads((run / "config.json").read_text()))
+    trainer = Trainer(cfg, open_dataset(cfg.dataset), resume=True, progress=False)
+    trainer.write_samples(trainer.evaluate())
+    return max((run / "samples").glob("step-*.png"))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", default=str(ROOT / "build/demo/run"))
@@ -51,10 +66,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    grids = sorted(Path(args.run, "samples").glob("step-*.png"))
-    if not grids:
-        raise SystemExit(f"no sample grids in {args.run}/samples: run demo/make_demo_model.sh first")
-    shutil.copyfile(grids[-1], out / "samples.png")
+    shutil.copyfile(sample_grid(Path(args.run)), out / "samples.png")
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

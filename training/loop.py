@@ -137,7 +137,8 @@ class Trainer:
         # the frames scored at every evaluation (PSNR/SSIM against the 16x9 thumbnail): spread over the film
         self.eval_idx = np.unique(np.linspace(0, n - 1, min(n, EVAL_FRAMES)).round().astype(np.int64))
         g = torch.Generator().manual_seed(_mix(cfg.seed, 7777))
-        self.fixed_z = torch.randn(k, self.model_cfg.z_dim, generator=g)
+        # fixed weights that mix the evaluation frames' latents into prior samples (see evaluate)
+        self.fixed_mix = torch.randn(k, len(self.eval_idx), generator=g)
         self._stop = False
         self._pool = ThreadPoolExecutor(1)
         self._prefetch: dict[int, object] = {}
@@ -409,12 +410,15 @@ class Trainer:
                 scored = self.ds.batch(self.eval_idx)
                 mus = [self._encode_mean(self._to_input(scored[i:i + 32])) for i in range(0, len(scored), 32)]
                 recon = np.concatenate([output_to_frames(self._decode(mu).cpu()).numpy() for mu in mus])
-                # prior samples from the latent distribution of the film's frames (a Gaussian fitted to their
-                # means), not from N(0, noise^2): late in a run the noise is small next to the spread of
-                # the means, and z ~ N(0, noise^2) decodes to one average haze however the model is doing
+                # prior samples from the latent distribution of the film's frames: a Gaussian with the mean
+                # and the covariance of the evaluation frames' latents (mean + centred latents mixed by
+                # N(0, 1/(n-1)) weights), not N(0, noise^2): late in a run the noise is small next to the
+                # spread of the latents, and z ~ N(0, noise^2) decodes to one average haze however the model
+                # is doing; the covariance keeps the dimensions' correlations, i.e. scenes rather than patches
                 mu = torch.cat(mus)
-                spread = mu.std(dim=0) if mu.shape[0] > 1 else torch.ones_like(mu[0])
-                xp = self._decode(mu.mean(dim=0) + spread * self.fixed_z.to(self.device))
+                centred = mu - mu.mean(dim=0)
+                mix = self.fixed_mix.to(self.device) / max(mu.shape[0] - 1, 1) ** 0.5
+                xp = self._decode(mu.mean(dim=0) + mix @ centred)
                 averaged = WeightAverage.tensors(coder) if self.ema is not None else {}
             finally:
                 self.model.train()
