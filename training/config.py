@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from autoencoded.documents import check_fields
 from autoencoded.errors import UserError
 
 NOISE_SCHEDULES = ("linear", "cosine", "step")
@@ -84,10 +85,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown training config keys: {', '.join(sorted(unknown))}")
+        check_fields(cls, d, "training config")
         # a run saved before these knobs existed trained without them: resuming it keeps its recipe
         if "adversarial_start" not in d and "lr" in d:
             d = {**d, "adversarial_start": 0.0, "ema": 0.0, "lr_schedule": "constant", "lr_dis": d["lr"]}

@@ -249,7 +249,7 @@ class AutoEncoder(nn.Module):
 
 class VAEGAN(AutoEncoder):
     """The autoencoder and its discriminator, the three networks trained together; state_dict keys are
-    prefixed encoder./decoder./discriminator. (the first two load into an AutoEncoder as they are)."""
+    prefixed encoder., decoder. and discriminator. (the first two load into an AutoEncoder as they are)."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__(cfg)
