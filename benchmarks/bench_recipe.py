@@ -104,6 +104,8 @@ def run(name: str, dataset: Path, marks: list[float], threads: int, seed: int, k
         out = keep / name if keep else Path(tmp) / "run"
         cfg = config(name, dataset, str(out), steps, seed, ds.width, ds.height)
         trainer = Trainer(cfg, ds, progress=False)
+        if keep:  # what `autoencoded train --resume` and demo/make_pictures.py read
+            cfg.save(out / "config.json")
         start_cpu, start_wall = cpu_minutes(threads), time.time()
         scoring = 0.0  # CPU minutes spent scoring, not training
         pending = list(marks)
