@@ -123,9 +123,9 @@ def test_a_browser_moves_the_noise_and_sees_it(show, browser):
     # the hand moves the noise slider; the next output frame changes
     drag(page, "noise", 0.8)
     wait_for(lambda: store.peek().noise > 0.5, "the slider's value in the store")
-    moved_at = null.frames
-    wait_for(lambda: null.frames >= moved_at + 2, "the next output frames")  # one may have been under way
-    assert np.abs(null.last.astype(int) - before.astype(int)).mean() > 3.0
+    # the output changes (frames already under way when the slider moved may still show the old noise: on a
+    # busy machine more than one)
+    wait_for(lambda: np.abs(null.last.astype(int) - before.astype(int)).mean() > 3.0, "the output to change")
     assert 0.5 < store.peek().noise <= 0.9
     # and the page sees it
     wait_for(lambda: np.abs(page_preview(page).astype(int) - shown_before.astype(int)).mean() > 2.0,
