@@ -139,7 +139,15 @@ def side_by_side(args, names: list[str]) -> list[dict]:
             if args.keep:
                 cmd += ["--keep", str(args.keep)]
             procs.append(subprocess.Popen(cmd))
-        codes = [p.wait() for p in procs]
+        try:
+            codes = [p.wait() for p in procs]
+        except KeyboardInterrupt:
+            # a terminal's Ctrl-C reached the whole group: each run finishes its step, saves and scores what
+            # it reached; wait for them instead of leaving them behind, then say where the runs stopped
+            codes = [p.wait() for p in procs]
+            print(f"interrupted; the runs stopped with exit codes {codes}"
+                  + (f", their folders are in {args.keep}" if args.keep else ""), file=sys.stderr)
+            sys.exit(130)
         if any(codes):
             sys.exit(f"a recipe's run failed (exit codes {codes})")
         return [row for name in names for row in json.loads(Path(f"{tmp}/{name}.json").read_text())]
