@@ -89,9 +89,12 @@ def _backends(choice: str) -> list[str]:
 @click.option("--seconds", type=click.FloatRange(0.05, 600), default=3.0, show_default=True,
               help="Seconds per measurement.")
 @click.option("--max-batch", type=click.IntRange(1, 1024), default=64, show_default=True)
+@click.option("--threads", "thread_counts", multiple=True, type=click.IntRange(1, 256),
+              help="CPU threads of onnxruntime on the CPU (repeatable; default: live's setting, every core but "
+                   "one, and every core).")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Write results here.")
 def bench(model: Path | None, backend: str, archs: tuple[str, ...], size: str, seconds: float, max_batch: int,
-          json_path: Path | None) -> None:
+          thread_counts: tuple[int, ...], json_path: Path | None) -> None:
     """Measure inference speed of every available backend (latency at batch 1, throughput at the best batch)."""
     from rich.console import Console
     from rich.markup import escape
@@ -99,6 +102,7 @@ def bench(model: Path | None, backend: str, archs: tuple[str, ...], size: str, s
 
     from autoencoded.live.engines import open_engine
     from autoencoded.live.engines.bench import latency, throughput
+    from autoencoded.live.engines.ort_backend import cpu_threads, physical_cores
 
     console = Console(width=None if os.isatty(1) else 150)
     if json_path is not None:  # said now, not after minutes of measuring
@@ -108,6 +112,8 @@ def bench(model: Path | None, backend: str, archs: tuple[str, ...], size: str, s
     size_wh = size
     archs = archs or ("lite", "broad2016")
     batches = tuple(b for b in (1, 4, 8, 16, 32, 64, 128, 256, 512, 1024) if b <= max_batch)
+    # live leaves a core to the rest of the show; the whole CPU is what the model can do on its own
+    cpu_settings: list[int | None] = list(dict.fromkeys(thread_counts or (cpu_threads(), physical_cores())))
     results = []
     with tempfile.TemporaryDirectory(prefix="autoencoded-bench-") as tmp:
         for m in _models(model, archs, size_wh, Path(tmp), console.print):
@@ -118,23 +124,29 @@ def bench(model: Path | None, backend: str, archs: tuple[str, ...], size: str, s
                         raise UserError(f"{m['pack']}: the torch backend needs the source checkpoint, not found")
                     results.append({"arch": m["arch"], "backend": name, "skipped": "no source checkpoint"})
                     continue
-                try:
-                    engine = open_engine(target, "auto" if name == "auto" else name,
-                                         log=lambda s: console.print(escape(s), highlight=False), max_batch=max_batch)
-                except Exception as exc:  # a UserError, or an engine that fails to build (TensorRT, CUDA)
-                    why = str(exc) if isinstance(exc, UserError) else \
-                        f"the {name} backend failed to load: {one_line(exc, typed=True)}"
-                    if backend != "all":
-                        raise UserError(why) from None
-                    results.append({"arch": m["arch"], "backend": name, "skipped": why})
-                    continue
-                with engine:
-                    console.print(f"measuring {m['arch']} on {escape(engine.name)} ...", highlight=False)
-                    lat = latency(engine, seconds)
-                    thr = throughput(engine, seconds, batches)
-                results.append({"arch": m["arch"], "backend": name, "engine": engine.name,
-                                "width": engine.width, "height": engine.height, "gflops": m["gflops"],
-                                "params_m": m["params_m"], "batch1": lat, "best": thr})
+                for threads in cpu_settings if name in ("auto", "onnxruntime") else [None]:
+                    try:
+                        engine = open_engine(target, "auto" if name == "auto" else name,
+                                             log=lambda s: console.print(escape(s), highlight=False),
+                                             max_batch=max_batch, threads=threads)
+                    except Exception as exc:  # a UserError, or an engine that fails to build (TensorRT, CUDA)
+                        why = str(exc) if isinstance(exc, UserError) else \
+                            f"the {name} backend failed to load: {one_line(exc, typed=True)}"
+                        if backend != "all":
+                            raise UserError(why) from None
+                        results.append({"arch": m["arch"], "backend": name, "skipped": why})
+                        break
+                    # a GPU engine has no CPU pool: measured once, whatever the thread counts
+                    cpu_pool = getattr(engine, "threads", None) if "CPUExecutionProvider" in engine.name else None
+                    with engine:
+                        console.print(f"measuring {m['arch']} on {escape(engine.name)} ...", highlight=False)
+                        lat = latency(engine, seconds)
+                        thr = throughput(engine, seconds, batches)
+                    results.append({"arch": m["arch"], "backend": name, "engine": engine.name,
+                                    "threads": cpu_pool, "width": engine.width, "height": engine.height,
+                                    "gflops": m["gflops"], "params_m": m["params_m"], "batch1": lat, "best": thr})
+                    if cpu_pool is None:
+                        break
     table = Table(title="autoencoded bench (reconstruct: preprocess + encode + decode + postprocess)")
     for col in ("arch", "backend", "engine", "GFLOPs", "p50 ms", "p99 ms", "fps @1", "best batch", "fps @best"):
         table.add_column(col, justify="left" if col in ("arch", "backend", "engine") else "right")

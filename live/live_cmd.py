@@ -131,6 +131,9 @@ def write_stats_json(path: Path, report: dict, probe: list[dict] | None = None) 
               help="Model pack folder, .safetensors checkpoint or run folder (default: the bundled demo model).")
 @click.option("--backend", default="auto", show_default=True,
               type=click.Choice(["auto", "tensorrt", "onnxruntime", "torch"]), help="Inference backend.")
+@click.option("--threads", type=click.IntRange(1, 256), default=None,
+              help="CPU threads of the onnxruntime engine (default: every core but one, which keeps a core for "
+                   "decoding, encoding and OBS; give them all on a machine that does nothing else).")
 @click.option("--input", "input_spec", default=None, metavar="SOURCE",
               help="camera:N, /dev/videoN, ndi:NAME, a video file (loops), a folder of images, demo, or probe "
                    "(coded frames that measure the latency at each output) (default: camera 0 if it opens, "
@@ -182,7 +185,7 @@ def write_stats_json(path: Path, report: dict, probe: list[dict] | None = None) 
                    "stretches. A line at the start says what was done.")
 @click.option("--overwrite", is_flag=True, help="Replace an --output file that exists.")
 @click.pass_context
-def live(ctx: click.Context, model: str | None, backend: str, input_spec: str | None, outputs: tuple[str, ...],
+def live(ctx: click.Context, model: str | None, backend: str, threads: int | None, input_spec: str | None, outputs: tuple[str, ...],
          size: tuple[int, int], fps: float, noise: float, mix: float, overlay: bool, duration: float | None,
          max_frames: int | None, preset: str | None, osc_host: str, osc_port: int, osc_allow: tuple[str, ...],
          osc_feedback: str | None, midi: str | None, midi_learn: str | None, stats_json: str | None,
@@ -234,7 +237,7 @@ def live(ctx: click.Context, model: str | None, backend: str, input_spec: str | 
         source, in_why = choose_input(input_spec, width, height, fps) if input_spec else (None, "")
         # outputs first: a missing virtual camera or display is said at once, not after the model loads
         sinks, out_why = choose_outputs(outputs, width, height, fps, console.event, overwrite=overwrite)
-        engine = open_engine(model, backend=backend, log=console.event)
+        engine = open_engine(model, backend=backend, log=console.event, threads=threads)
         if source is None:  # the camera probe, after the cheap checks
             source, in_why = choose_input(None, width, height, fps)
         if crop == "auto":
@@ -248,7 +251,8 @@ def live(ctx: click.Context, model: str | None, backend: str, input_spec: str | 
             console.event(f"live: {source.name} -> {', '.join(s.name for s in sinks)} "
                           f"({'; '.join(w for w in (in_why, out_why) if w)}; change with --input / --output)")
         pipeline = Pipeline(source, engine, [*sinks, *stage.sinks], params=params, fps=fps, size=(width, height),
-                            overlay=overlay, backend=backend, log=console.event, modulate=stage.modulate, crop=crop)
+                            overlay=overlay, backend=backend, log=console.event, modulate=stage.modulate, crop=crop,
+                            threads=threads)
         engine = sinks = None  # the pipeline owns them now
         controls = None
         try:

@@ -255,11 +255,12 @@ def test_model_hot_swap_and_failed_swap(models, clip, tmp_path):
     logs: list[str] = []
     collect = CollectSink()
     p = Pipeline(VideoFileSource(clip), open_engine(models["torch"], backend="torch", log=lambda m: None), [collect],
-                 fps=30, size=OUT, crop="center", log=logs.append)
+                 fps=30, size=OUT, crop="center", log=logs.append, threads=3)
     p.start()
     try:
         fut = p.request_model(str(models["onnxruntime"]), backend="onnxruntime")
-        assert fut.result(timeout=60).startswith("onnxruntime")
+        # a swapped-in model keeps live's --threads
+        assert fut.result(timeout=60) == "onnxruntime (CPUExecutionProvider, 3 threads)"
         n = collect.frames
         deadline = time.monotonic() + 30
         while collect.frames < n + 10 and time.monotonic() < deadline:
@@ -285,9 +286,10 @@ def test_model_hot_swap_and_failed_swap(models, clip, tmp_path):
 def test_live_command_records_a_file(models, clip, tmp_path, capsys):
     out = tmp_path / "live.mp4"
     rc = main(["live", "--model", str(models["onnxruntime"]), "--input", str(clip), "--output", str(out),
-               "--output", "null", "--size", "96x72", "--max-frames", "20", "--overlay"])
+               "--output", "null", "--size", "96x72", "--max-frames", "20", "--overlay", "--threads", "2"])
     err = capsys.readouterr().err
     assert rc == 0, err
+    assert "onnxruntime (CPUExecutionProvider, 2 threads)" in err
     frames, rate, w, h = count_frames(out)
     assert (rate, w, h) == ("30/1", 96, 72)
     # a real-time recording: as many frames as 30 fps fill from the first frame out to the last

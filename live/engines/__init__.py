@@ -70,9 +70,11 @@ def _pack_checkpoint(pack_dir: Path) -> Path:
 
 
 def open_engine(model: str | Path | None = None, backend: str = "auto", log: Callable[[str], object] = print,
-                *, which: str = "best", max_batch: int = 16, precision: str = "fp16") -> Engine:
+                *, which: str = "best", max_batch: int = 16, precision: str = "fp16",
+                threads: int | None = None) -> Engine:
     """Open `model` with `backend` (see module doc). `which` picks best/latest checkpoint of a run;
-    `max_batch` and `precision` apply to TensorRT."""
+    `max_batch` and `precision` apply to TensorRT; `threads` to onnxruntime on the CPU (default: every
+    physical core but one, see ort_backend.cpu_threads)."""
     if backend not in BACKENDS:
         raise UserError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
     kind, path = resolve_model(model)
@@ -102,7 +104,7 @@ def open_engine(model: str | Path | None = None, backend: str = "auto", log: Cal
 
     from autoencoded.live.engines.ort_backend import OnnxRuntimeEngine, cuda_available
     if backend == "onnxruntime":
-        return _onnxruntime(pack, log)
+        return _onnxruntime(pack, log, threads)
 
     # auto: fastest first, and say why each faster one was passed over
     why: list[str] = []
@@ -126,12 +128,12 @@ def open_engine(model: str | Path | None = None, backend: str = "auto", log: Cal
             why.append(f"onnxruntime CUDA failed: {one_line(exc)}")
     else:
         why.append("onnxruntime has no CUDA provider")
-    engine = OnnxRuntimeEngine(pack, device="cpu")
+    engine = OnnxRuntimeEngine(pack, device="cpu", threads=threads)
     log(f"engine: {engine.name} (auto: {'; '.join(why)})")
     return engine
 
 
-def _onnxruntime(pack, log: Callable[[str], object]) -> Engine:
+def _onnxruntime(pack, log: Callable[[str], object], threads: int | None) -> Engine:
     """--backend onnxruntime: the CUDA provider when it works; when a GPU is there but unusable, the CPU
     provider, with one line saying why (the user asked for onnxruntime, not for a GPU)."""
     import torch
@@ -145,4 +147,4 @@ def _onnxruntime(pack, log: Callable[[str], object]) -> Engine:
     elif torch.cuda.is_available():
         log("engine: onnxruntime runs on the CPU: this onnxruntime has no CUDA provider "
             f"(for the GPU: pip uninstall -y onnxruntime && {GPU_HINT})")
-    return OnnxRuntimeEngine(pack, device="cpu")
+    return OnnxRuntimeEngine(pack, device="cpu", threads=threads)

@@ -78,7 +78,7 @@ class Pipeline:
                  fps: float = 30.0, size: tuple[int, int] = (1280, 720), overlay: bool = False,
                  on_fault: str = "passthrough", backend: str = "auto", log: Callable[[str], object] = print,
                  feed_options: dict | None = None, modulate: Callable[[Params], Params] | None = None,
-                 crop: str = "auto") -> None:
+                 crop: str = "auto", threads: int | None = None) -> None:
         if on_fault not in ("passthrough", "last"):
             raise ValueError("on_fault must be 'passthrough' or 'last'")
         if not sinks:
@@ -90,6 +90,7 @@ class Pipeline:
         self.fps, self.size = float(fps), (int(size[0]), int(size[1]))
         self.overlay, self.on_fault, self.backend, self.log = overlay, on_fault, backend, log
         self.crop = crop
+        self.threads = threads  # the engine's CPU threads, for models swapped in too
         self._framings: dict[tuple[int, int, int, int], Framing] = {}
         self.fx = LatentFX(engine.z_dim)
         self._stats = LoopStats()
@@ -234,7 +235,7 @@ class Pipeline:
     def _open(self, spec: object, backend: str) -> Engine:
         from autoencoded.live.engines import open_engine
 
-        return open_engine(spec, backend=backend, log=self.log)
+        return open_engine(spec, backend=backend, log=self.log, threads=self.threads)
 
     def _load_failed(self, spec: object, exc: BaseException) -> None:
         why = printable(one_line(exc, typed=True))
