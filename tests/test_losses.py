@@ -15,6 +15,7 @@ from autoencoded.training.losses import (
     balance,
     bce,
     kl_divergence,
+    saturation,
     similarity,
     structural_similarity,
 )
@@ -83,6 +84,35 @@ def test_the_structure_term_is_named_and_weighed_in_the_reconstruction():
     assert mixed.terms["structure"].item() == pytest.approx(structure.item())
     assert mixed.terms["rec"].item() == pytest.approx(plain.terms["rec"].item() + 0.5 * structure.item())
     assert mixed.decoder.item() == pytest.approx(mixed.terms["rec"].item())
+
+
+def test_the_saturation_penalty_reaches_a_saturated_tanh_that_the_kl_cannot():
+    pre = torch.tensor([[0.5, -1.0, 6.0, -12.0]], requires_grad=True)
+    mu, log_sigma = torch.tanh(pre), torch.zeros(1, 4)
+    loss = VAEGANLoss(1e-3, 0.1, 0.1, 1.0, 0.01, (0,), kl_noise_scaled=True, saturation_weight=0.1)
+    obj = loss(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8), mu, log_sigma, 0.05, pre_mu=pre)
+    assert obj.terms["saturation"].item() == pytest.approx(((6 - 1.5) ** 2 + (12 - 1.5) ** 2) / 4)
+    (grad,) = torch.autograd.grad(obj.encoder, pre)
+    assert grad[0, 0] != 0 and abs(grad[0, 0]) < 1e-3  # inside the knee only the small KL pulls
+    assert grad[0, 2] > 0.1 and grad[0, 3] < -0.1  # past it: back toward the knee, hard
+    # without the penalty the saturated entries get next to nothing: the tanh swallows the KL's pull
+    plain = VAEGANLoss(1e-3, 0.1, 0.1, 1.0, 0.01, (0,), kl_noise_scaled=True)
+    obj = plain(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8), torch.tanh(pre), log_sigma, 0.05, pre_mu=pre)
+    assert "saturation" not in obj.terms
+    (grad,) = torch.autograd.grad(obj.encoder, pre)
+    assert abs(grad[0, 3]) < 1e-9
+    assert saturation(torch.tensor([1.4, -1.5])).item() == 0.0
+
+
+def test_the_encoder_gives_its_mean_before_the_bound_for_the_penalty():
+    from autoencoded.training.model import Encoder, ModelConfig
+
+    enc = Encoder(ModelConfig.preset("lite", 64, 48)).eval()
+    x = torch.rand(2, 3, 48, 64) * 2 - 1
+    with torch.no_grad():
+        pre_mu, pre_log_sigma = enc(x, raw=True)
+        mu, log_sigma = enc(x)
+    assert torch.equal(torch.tanh(pre_mu), mu) and torch.equal(0.5 * torch.tanh(pre_log_sigma), log_sigma)
 
 
 def test_similarity_is_the_mean_over_layers_of_mean_squared_feature_distance():

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from autoencoded.errors import UserError
-from autoencoded.training.archs import ARCHS
+from autoencoded.training.archs import ARCHS, VAEGAN_OBJECTIVE
 from autoencoded.training.checkpoints import Checkpoints
 from autoencoded.training.config import TrainConfig, resolve
 from autoencoded.training.data import open_dataset
@@ -41,7 +41,7 @@ def events(run: Path) -> list[dict]:
     return [r for line in (run / "metrics.jsonl").read_text().splitlines() if "event" in (r := json.loads(line))]
 
 
-LOSS_KEYS = ("kl", "sim", "pix", "bce_real", "bce_recon", "bce_prior", "enc", "dec", "dis", "noise", "lr")
+LOSS_KEYS = ("kl", "saturation", "sim", "pix", "bce_real", "bce_recon", "bce_prior", "enc", "dec", "dis", "noise", "lr")
 
 
 # ---- the command and its outputs ----------------------------------------------------------------------------
@@ -86,11 +86,22 @@ def test_train_command_writes_checkpoints_samples_logs_and_summary(tmp_path, cap
     acc = EventAccumulator(str(run / "logs"))
     acc.Reload()
     tags = set(acc.Tags()["scalars"])
-    for tag in ("loss/kl", "loss/sim", "loss/bce_real", "loss/dis", "noise", "lr/encoder", "lr/discriminator",
+    for tag in ("loss/kl", "loss/saturation", "loss/sim", "loss/bce_real", "loss/dis", "noise", "lr/encoder", "lr/discriminator",
                 "grad_norm/decoder", "balance/skip_dis", "balance/skip_dec_gan", "guard/rollbacks",
                 "eval/recon_mse", "eval/psnr", "eval/ssim", "eval/psnr_minus_thumb"):
         assert tag in tags, tag
     assert len(acc.Scalars("noise")) == 6
+
+
+def test_readmes_flags_for_the_pure_larsen_broad_objective_give_it(tmp_path, capsys):
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    start = readme.index("`--pixel-weight 0")
+    flags = readme[start + 1:readme.index("`", start + 1)].split()
+    rc = cli("train", make_dataset(tmp_path / "ds", n=8), "-o", tmp_path / "run", "--steps", 1, "--batch", 4,
+             "--no-progress", *flags)
+    assert rc == 0, capsys.readouterr().err
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert {k: cfg[k] for k in VAEGAN_OBJECTIVE} == VAEGAN_OBJECTIVE
 
 
 def test_reconstruction_error_falls(tmp_path):

@@ -21,10 +21,10 @@ class Arch:
 
 # The film's objective (Larsen et al. / Broad 2016): no pixel term, similarity on all discriminator layers,
 # the discriminator from the first step, no weight averaging. On lite it is these flags:
-# --pixel-weight 0 --ssim-weight 0 --sim-weight 1 --gamma 2.5 --kl-weight 1 --kl-plain --gan-weight 1
-# --adversarial-start 0 --ema 0
+# --pixel-weight 0 --ssim-weight 0 --saturation-weight 0 --sim-weight 1 --gamma 2.5 --kl-weight 1 --kl-plain
+# --gan-weight 1 --adversarial-start 0 --ema 0
 VAEGAN_OBJECTIVE = dict(pixel_weight=0.0, ssim_weight=0.0, sim_weight=1.0, gamma=2.5, kl_weight=1.0,
-                        kl_noise_scaled=False, gan_weight=1.0, adversarial_start=0.0, ema=0.0)
+                        kl_noise_scaled=False, saturation_weight=0.0, gan_weight=1.0, adversarial_start=0.0, ema=0.0)
 
 ARCHS: dict[str, Arch] = {
     "broad2016": Arch(
@@ -47,7 +47,8 @@ ARCHS: dict[str, Arch] = {
         # the CPU recipe (README, "Training recipe"): pixel-led autoencoding first, the discriminator
         # joins for the last part to add the film's texture, an EMA of the weights is what is evaluated
         train=dict(batch=16, lr=2e-3, lr_dis=2e-4, beta1=0.9, lr_schedule="cosine", noise_start=0.3,
-                   noise_end=0.05, pixel_weight=1.0, ssim_weight=0.5, kl_noise_scaled=True, sim_weight=0.1, gamma=0.1, kl_weight=1e-3, gan_weight=0.01,
+                   noise_end=0.05, pixel_weight=1.0, ssim_weight=0.5, kl_noise_scaled=True, saturation_weight=0.1,
+                   sim_weight=0.1, gamma=0.1, kl_weight=1e-3, gan_weight=0.01,
                    adversarial_start=0.9, ema=0.999),
     ),
 }

@@ -43,6 +43,7 @@ class TrainConfig:
     pixel_weight: float | None = None  # pixel L1
     ssim_weight: float | None = None  # 1 - SSIM of the reconstruction, beside the pixel L1
     kl_noise_scaled: bool | None = None  # KL times noise^2: its pull on mu stays the same as the noise falls
+    saturation_weight: float | None = None  # penalty on the encoder's pre-tanh mean past +-1.5 (losses.py)
     gan_weight: float | None = None  # decoder's GAN term weight
     # fraction of the run trained as a pixel-led autoencoder before the discriminator joins (0 = from the
     # first step, as Larsen et al.): the discriminator's three passes a step are skipped until then
@@ -91,6 +92,8 @@ class TrainConfig:
             d = {**d, "adversarial_start": 0.0, "ema": 0.0, "lr_schedule": "constant", "lr_dis": d["lr"]}
         if "ssim_weight" not in d and "lr" in d:
             d = {**d, "ssim_weight": 0.0, "kl_noise_scaled": False}
+        if "saturation_weight" not in d and "lr" in d:
+            d = {**d, "saturation_weight": 0.0}
         return cls(**d)
 
     def save(self, path: str | Path) -> None:

