@@ -102,7 +102,7 @@ def bench(model: Path | None, backend: str, archs: tuple[str, ...], size: str, s
 
     from autoencoded.live.engines import open_engine
     from autoencoded.live.engines.bench import latency, throughput
-    from autoencoded.live.engines.ort_backend import cpu_threads, physical_cores
+    from autoencoded.live.engines.ort_backend import CPU_EP, cpu_threads, physical_cores
 
     console = Console(width=None if os.isatty(1) else 150)
     if json_path is not None:  # said now, not after minutes of measuring
@@ -137,7 +137,7 @@ def bench(model: Path | None, backend: str, archs: tuple[str, ...], size: str, s
                         results.append({"arch": m["arch"], "backend": name, "skipped": why})
                         break
                     # a GPU engine has no CPU pool: measured once, whatever the thread counts
-                    cpu_pool = getattr(engine, "threads", None) if "CPUExecutionProvider" in engine.name else None
+                    cpu_pool = engine.threads if getattr(engine, "provider", None) == CPU_EP else None
                     with engine:
                         console.print(f"measuring {m['arch']} on {escape(engine.name)} ...", highlight=False)
                         lat = latency(engine, seconds)

@@ -35,8 +35,9 @@ class Live:
         probe.close()
         cmd = [sys.executable, "-m", "autoencoded", "live", "--input", "demo", "--output", "null",
                "--size", "256x144", "--osc-host", host, "--osc-port", str(self.port), *args]
+        # its own process group, signalled as a whole: a terminal's Ctrl-C reaches ffmpeg children too
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.err, cwd=tmp_path,
-                                     env=dict(os.environ, AUTOENCODED_PRESETS=str(tmp_path)))
+                                     env=dict(os.environ, AUTOENCODED_PRESETS=str(tmp_path)), start_new_session=True)
         self.sock = sender(source)
         self.sock.settimeout(0.5)
         self.dest = source if source != "127.0.0.1" else "127.0.0.1"
@@ -81,12 +82,12 @@ class Live:
 
     def finish(self, sig: int | None = None, timeout: float = 120) -> int:
         if sig is not None:
-            self.proc.send_signal(sig)
+            os.killpg(self.proc.pid, sig)
         try:
             return self.proc.wait(timeout)
         finally:
             if self.proc.poll() is None:
-                self.proc.kill()
+                os.killpg(self.proc.pid, signal.SIGKILL)
             self.sock.close()
             self.err.close()
 

@@ -392,7 +392,7 @@ class Trainer:
         picks = np.linspace(0, n - 1, batches * b).round().astype(int)
         try:
             for i in range(batches):
-                x = self._to_input(self.ds.batch(np.sort(picks[i::batches])))
+                x = self._to_input(self.ds.batch(picks[i::batches]))  # sorted, as picks is
                 with self._autocast():
                     mu, _ = self.nets["encoder"](x)
                     self.nets["decoder"](mu)
