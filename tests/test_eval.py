@@ -132,6 +132,36 @@ def test_palette_figure_moves_the_right_way_for_one_colour_models(tmp_path, make
     assert results["teal"]["motion"]["outputs"] == pytest.approx(0.0, abs=0.01)
 
 
+def test_motion_ratio_is_shown_beside_copies_that_follow_every_frame(tmp_path, make_video, capsys):
+    # the same model on two clips that move equally in grey levels: a fine checker that shifts by a cell each
+    # frame (change a low-pass copy cannot show) and a large block that slides (change it keeps)
+    def checker(i: int, width: int, height: int) -> np.ndarray:
+        yy, xx = np.mgrid[0:height, 0:width]
+        return np.repeat((((xx + i * 2) // 2 + yy // 2) % 2 * 255).astype(np.uint8)[..., None], 3, axis=-1)
+
+    def block(i: int, width: int, height: int) -> np.ndarray:
+        f = np.zeros((height, width, 3), np.uint8)
+        f[8:40, (4 * i) % 32:(4 * i) % 32 + 32] = 255
+        return f
+
+    pack = tmp_path / "pack"
+    random_pack("lite", pack, width=64, height=48)
+    # lossless FFV1, so that the codec does not smooth the checker before the model sees it
+    clips = [make_video(f"{fn.__name__}.avi", n_frames=12, width=64, height=48, fourcc="FFV1", frame_fn=fn)
+             for fn in (checker, block)]
+    report = tmp_path / "eval.json"
+    assert cli("eval", pack, *clips, "--json", report) == 0
+    assert "copies that follow every frame at their sharpness: thumbnail 16x9" in capsys.readouterr().out
+    fine, coarse = (r["motion"] for r in json.loads(report.read_text())["results"])
+    for m in (fine, coarse):
+        assert set(m["baseline_ratios"]) == {"thumbnail 16x9", "gaussian blur sigma 4"}
+        assert m["ratio"] == pytest.approx(m["outputs"] / m["inputs"])
+    # a blurred copy of the checker hardly moves although it follows every frame; of the block it moves
+    assert fine["baseline_ratios"]["gaussian blur sigma 4"] < 0.1
+    assert coarse["baseline_ratios"]["gaussian blur sigma 4"] > 0.3
+    assert coarse["baseline_ratios"]["thumbnail 16x9"] > 3 * fine["baseline_ratios"]["thumbnail 16x9"]
+
+
 def test_eval_bad_input_is_one_line(tmp_path, capsys):
     pack = tmp_path / "pack"
     random_pack("lite", pack, width=64, height=48)

@@ -58,8 +58,10 @@ def eval_(model, footage, json_path, limit, batch, backend, which) -> None:
         console.print(f"model - thumbnail: {r['psnr_minus_thumb_db']:+.2f} dB")
         m = r["motion"]
         ratio = f"{m['ratio']:.2f}" if m["ratio"] is not None else "n/a"
+        follow = ", ".join(f"{name} {v:.2f}" for name, v in m["baseline_ratios"].items() if v is not None)
         console.print(f"motion (mean frame-to-frame change, grey levels): input {m['inputs']:.2f}, "
-                      f"output {m['outputs']:.2f}, ratio {ratio}")
+                      f"output {m['outputs']:.2f}, ratio {ratio}"
+                      + (f" (copies that follow every frame at their sharpness: {follow})" if follow else ""))
         p = r["palette"]
         if p is None:
             console.print("palette: the model records no training histogram (exported by an older version)")

@@ -146,9 +146,12 @@ def evaluate(engine, footage: Footage, palette: np.ndarray | None, progress=None
     scores = {"model": metrics.Score()}
     scores.update({name: metrics.Score() for name in metrics.baselines(np.zeros((1, 2, 2, 3), np.uint8))})
     pal = metrics.Palette(palette) if palette is not None else None
-    move_in = move_out = 0.0
+    # frame-to-frame change summed over pairs, for the inputs, the model and each baseline: the baselines
+    # follow every input frame exactly at their own sharpness, so their ratios say how much of the input's
+    # change a low-pass copy keeps (fine texture moving in grass or fur is change no blurry picture shows)
+    moved = dict.fromkeys(["inputs", *scores], 0.0)
     pairs = 0
-    last_in = last_out = None
+    last: dict[str, np.ndarray] = {}
     done = 0
     for frames in footage.frames:
         try:
@@ -156,19 +159,19 @@ def evaluate(engine, footage: Footage, palette: np.ndarray | None, progress=None
         except Exception as exc:
             raise UserError(f"{footage.name}: the model failed on frames {done}-{done + len(frames) - 1} "
                             f"({one_line(exc, typed=True)})") from None
-        scores["model"].add(frames, recon)
-        for name, base in metrics.baselines(frames).items():
-            scores[name].add(frames, base)
+        seqs = {"inputs": frames, "model": recon, **metrics.baselines(frames)}
+        for name, out in seqs.items():
+            if name != "inputs":
+                scores[name].add(frames, out)
         if pal is not None:
             pal.add(frames, recon)
-        seq_in = frames if last_in is None else np.concatenate([last_in, frames])
-        seq_out = recon if last_out is None else np.concatenate([last_out, recon])
-        k = len(seq_in) - 1
+        k = len(frames) - (0 if last else 1)
         if k > 0:
-            move_in += metrics.motion(seq_in) * k
-            move_out += metrics.motion(seq_out) * k
+            for name, seq in seqs.items():
+                joined = np.concatenate([last[name], seq]) if last else seq
+                moved[name] += metrics.motion(joined) * k
             pairs += k
-        last_in, last_out = frames[-1:], recon[-1:]
+        last = {name: seq[-1:] for name, seq in seqs.items()}
         done += len(frames)
         if progress:
             progress(done, footage.total)
@@ -176,12 +179,15 @@ def evaluate(engine, footage: Footage, palette: np.ndarray | None, progress=None
         raise UserError(f"{footage.name}: no frames to evaluate")
     table = {name: {"psnr_db": s.psnr, "ssim": s.ssim} for name, s in scores.items()}
     thumb = table["thumbnail 16x9"]
-    result = {
+    mean = {name: v / pairs if pairs else 0.0 for name, v in moved.items()}
+
+    def ratio(name: str) -> float | None:
+        return mean[name] / mean["inputs"] if mean["inputs"] > 0 else None
+
+    return {
         "footage": footage.name, "frames": done, "scores": table,
         "psnr_minus_thumb_db": table["model"]["psnr_db"] - thumb["psnr_db"],
-        "motion": {"inputs": move_in / pairs if pairs else 0.0, "outputs": move_out / pairs if pairs else 0.0},
+        "motion": {"inputs": mean["inputs"], "outputs": mean["model"], "ratio": ratio("model"),
+                   "baseline_ratios": {name: ratio(name) for name in scores if name != "model"}},
         "palette": pal.summary() if pal is not None else None,
     }
-    m = result["motion"]
-    m["ratio"] = m["outputs"] / m["inputs"] if m["inputs"] > 0 else None
-    return result
