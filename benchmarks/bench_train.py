@@ -1,7 +1,7 @@
 """Training throughput (samples/s) and FLOP utilisation, for both architectures and both phases of a run.
 
     .venv/bin/python benchmarks/bench_train.py [--steps 5] [--batch 0] [--device cpu|cuda|all] [--compile]
-        [--sizes 256x144,96x64] [--peak-gflops 156.8]
+        [--sizes 256x144,96x64] [--peak-gflops 156.8] [--layout trainer|both]
 
 Times training steps of the real Trainer (data read from a memory-mapped dataset) after warm-up steps;
 evaluation and checkpoints are not included. Each architecture is timed in its pixel-led phase (encoder and
@@ -10,7 +10,9 @@ discriminator passes a step). FLOPs a sample are counted from the layers (autoen
 count_flops): forward plus a backward of twice the forward. Utilisation is that rate against the CPU's peak,
 by default 2 cores x 2.45 GHz x 32 FP32 FLOPs a cycle (AVX2, two FMA units: the AMD EPYC this project is
 built on); pass --peak-gflops for another machine. A step at 96x64 should cost at most a quarter of one
-at 256x144 (it has 6x fewer pixels): the ratio is printed.
+at 256x144 (it has 6x fewer pixels): the ratio is printed. `--layout both` times each phase with the
+networks in channels-last and in contiguous (NCHW) memory, one right after the other, and prints the ratio;
+by default the Trainer picks (channels-last on CUDA and the CPU).
 """
 
 from __future__ import annotations
@@ -61,17 +63,20 @@ def flops_per_sample(tr: Trainer, adversarial: bool) -> float:
 
 
 def bench(arch: str, device: str, batch: int, steps: int, warmup: int, compile_: bool, tmp: Path,
-          size: tuple[int, int] = (256, 144), adversarial: bool = True) -> tuple[float, float]:
+          size: tuple[int, int] = (256, 144), adversarial: bool = True,
+          channels_last: bool | None = None) -> tuple[float, float]:
     """-> (samples/s, training FLOPs a sample)."""
     w, h = size
     n = max(batch * (steps + warmup + 1), 64)
     ds = make_dataset(tmp / f"ds-{n}-{w}x{h}", n, w, h)
-    out = tmp / f"run-{arch}-{device}-{w}x{h}-{'adv' if adversarial else 'pix'}"
+    out = tmp / f"run-{arch}-{device}-{w}x{h}-{'adv' if adversarial else 'pix'}-{channels_last}"
     out.mkdir()
     cfg = resolve(TrainConfig(dataset=str(ds), out=str(out), arch=arch, width=w, height=h,
                               steps=steps + warmup, batch=batch or None, device=device, compile=compile_, guard=False,
                               adversarial_start=0.0 if adversarial else 1.0))
     tr = Trainer(cfg, open_dataset(ds), progress=False)
+    if channels_last is not None:
+        tr.use_channels_last(channels_last)
     for _ in range(warmup):
         tr.train_step()
     if device == "cuda":
@@ -95,6 +100,8 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--peak-gflops", type=float, default=2 * 2.45 * 32)
+    ap.add_argument("--layout", default="trainer", choices=["trainer", "both"],
+                    help="both: channels-last and contiguous side by side")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -104,7 +111,8 @@ def main() -> None:
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
           + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no CUDA"))
-    print(f"{'arch':10} {'device':6} {'size':>8} {'phase':12} {'samples/s':>10} {'GFLOP/sample':>13} "
+    layouts = [None] if args.layout == "trainer" else [True, False]
+    print(f"{'arch':10} {'device':6} {'size':>8} {'phase':12} {'layout':14} {'samples/s':>10} {'GFLOP/sample':>13} "
           f"{'GFLOP/s':>8} {'of peak':>8} {'step ms':>8}")
     with tempfile.TemporaryDirectory() as tmp:
         for dev in devices:
@@ -113,15 +121,23 @@ def main() -> None:
                 step_ms: dict[tuple, float] = {}
                 for size in sizes:
                     for adversarial in phases:
-                        sps, flops = bench(arch, dev, args.batch, args.steps, args.warmup,
-                                           args.compile and dev == "cuda", Path(tmp), size, adversarial)
-                        batch = args.batch or resolve(TrainConfig(arch=arch)).batch
-                        step_ms[(size, adversarial)] = 1000 * batch / sps
-                        rate = sps * flops / 1e9
-                        util = f"{100 * rate / args.peak_gflops:7.1f}%" if dev == "cpu" else "       -"
-                        print(f"{arch:10} {dev:6} {size[0]:>4}x{size[1]:<3} "
-                              f"{'adversarial' if adversarial else 'pixel-led':12} {sps:10.1f} {flops / 1e9:13.2f} "
-                              f"{rate:8.1f} {util} {step_ms[(size, adversarial)]:8.1f}", flush=True)
+                        rates = {}
+                        for layout in layouts:
+                            sps, flops = bench(arch, dev, args.batch, args.steps, args.warmup,
+                                               args.compile and dev == "cuda", Path(tmp), size, adversarial, layout)
+                            batch = args.batch or resolve(TrainConfig(arch=arch)).batch
+                            rates[layout] = sps
+                            if layout is not False:
+                                step_ms[(size, adversarial)] = 1000 * batch / sps
+                            rate = sps * flops / 1e9
+                            util = f"{100 * rate / args.peak_gflops:7.1f}%" if dev == "cpu" else "       -"
+                            name = {None: "trainer's", True: "channels-last", False: "contiguous"}[layout]
+                            print(f"{arch:10} {dev:6} {size[0]:>4}x{size[1]:<3} "
+                                  f"{'adversarial' if adversarial else 'pixel-led':12} {name:14} {sps:10.1f} "
+                                  f"{flops / 1e9:13.2f} {rate:8.1f} {util} {1000 * batch / sps:8.1f}", flush=True)
+                        if len(rates) == 2:
+                            print(f"{arch:10} {dev:6} channels-last runs {rates[True] / rates[False]:.2f}x "
+                                  "the contiguous layout's samples/s", flush=True)
                 if len(sizes) > 1:
                     for adversarial in phases:
                         big, small = step_ms[(sizes[0], adversarial)], step_ms[(sizes[-1], adversarial)]

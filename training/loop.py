@@ -100,11 +100,9 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.model = build(self.model_cfg).to(self.device)
         self.cuda = self.device.type == "cuda"
-        # NHWC convolutions: tensor cores on CUDA, and oneDNN's faster kernels on the CPU (the lite pixel
-        # step ran 1.18x faster side by side, /work/exp3/cl_bench.py); MPS keeps the default layout
-        self.channels_last = self.device.type in ("cuda", "cpu")
-        if self.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+        # NHWC convolutions: tensor cores on CUDA, and oneDNN's faster kernels on the CPU (benchmarks/
+        # bench_train.py --layout both); MPS keeps the default layout
+        self.use_channels_last(self.device.type in ("cuda", "cpu"))
         capability = torch.cuda.get_device_capability(self.device) if self.cuda else None
         gpu = torch.cuda.get_device_name(self.device) if self.cuda else ""
         self.amp_dtype, amp_note = autocast_dtype(self.device.type, cfg.amp, capability, gpu)
@@ -245,6 +243,11 @@ class Trainer:
         if step + 1 < self.total:
             self._prefetch[(step + 1, self.rollbacks)] = self._pool.submit(self._read, step + 1)
         return frames
+
+    def use_channels_last(self, on: bool) -> None:
+        """The memory layout of the networks and of the batches fed to them."""
+        self.channels_last = on
+        self.model.to(memory_format=torch.channels_last if on else torch.contiguous_format)
 
     def _to_input(self, frames: np.ndarray) -> torch.Tensor:
         t = torch.from_numpy(frames)
