@@ -156,10 +156,11 @@ def test_motion_ratio_is_shown_beside_copies_that_follow_every_frame(tmp_path, m
     for m in (fine, coarse):
         assert set(m["baseline_ratios"]) == {"thumbnail 16x9", "gaussian blur sigma 4"}
         assert m["ratio"] == pytest.approx(m["outputs"] / m["inputs"])
-    # a blurred copy of the checker hardly moves although it follows every frame; of the block it moves
-    assert fine["baseline_ratios"]["gaussian blur sigma 4"] < 0.1
-    assert coarse["baseline_ratios"]["gaussian blur sigma 4"] > 0.3
-    assert coarse["baseline_ratios"]["thumbnail 16x9"] > 3 * fine["baseline_ratios"]["thumbnail 16x9"]
+    # low-pass copies of the checker hardly move although they follow every frame (measured: 0.00 and 0.004);
+    # of the block they keep all of its change (1.0: a sliding edge changes as much blurred as sharp)
+    for name in ("thumbnail 16x9", "gaussian blur sigma 4"):
+        assert fine["baseline_ratios"][name] < 0.1
+        assert coarse["baseline_ratios"][name] > 0.5
 
 
 def test_eval_bad_input_is_one_line(tmp_path, capsys):

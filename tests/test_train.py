@@ -115,6 +115,25 @@ def test_reconstruction_error_falls(tmp_path):
     assert summary["last_eval"]["recon_mse"] < 0.8 * summary["first_recon_mse"]
 
 
+def test_cpu_training_runs_channels_last_and_the_layout_leaves_the_losses_alone(tmp_path):
+    ds = make_dataset(tmp_path / "ds", n=8)
+    runs = {}
+    for on in (True, False):
+        out = runs[on] = tmp_path / f"run-{'nhwc' if on else 'nchw'}"
+        out.mkdir()
+        tr = Trainer(tiny_cfg(ds, out, steps=3, checkpoint_every=3, sample_every=3), open_dataset(ds))
+        assert tr.channels_last  # the CPU's default, as CUDA's
+        tr.use_channels_last(on)
+        conv = next(m for m in tr.nets["encoder"].modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size[0] > 1)
+        assert conv.weight.is_contiguous(memory_format=torch.channels_last) == on
+        assert conv.weight.is_contiguous() != on
+        tr.run()
+    a, b = metrics(runs[True]), metrics(runs[False])
+    for step in (1, 2, 3):
+        for k in LOSS_KEYS:
+            assert a[step][k] == pytest.approx(b[step][k], rel=1e-3, abs=1e-6), (step, k)
+
+
 # ---- exact resume ----------------------------------------------------------------------------------------
 
 def test_interrupted_and_resumed_run_repeats_the_uninterrupted_losses_exactly(tmp_path):
