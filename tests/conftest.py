@@ -4,6 +4,7 @@ Shared functions live in helpers.py."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -17,6 +18,14 @@ SHARED_FOOTAGE = Path(__file__).resolve().parents[1].parent / "shared" / "footag
 
 # tests share 2 cores with everything else; keep torch from oversubscribing them
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+# the commands tests start stand for programs started from a terminal. A harness that runs pytest with SIGINT
+# or SIGHUP ignored (nohup, or a background job of a non-interactive shell) would hand the ignoring on
+# through exec, and the Ctrl-C and hang-up tests would then test the harness; a handled signal is reset to
+# its default in the child instead
+for _sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
+    if signal.getsignal(_sig) == signal.SIG_IGN:
+        signal.signal(_sig, signal.default_int_handler if _sig == signal.SIGINT else signal.SIG_DFL)
 
 # TensorRT engines that tests build (on a GPU machine) go to a folder of their own, removed at exit, never
 # into the user's ~/.cache/autoencoded/engines; the environment carries it into the commands tests start
