@@ -1,24 +1,35 @@
-"""Time to quality: the previous lite recipe against the current one, on the same frames, in one sitting.
+"""Time to quality: training recipes side by side, on the same frames, at the same CPU minutes.
 
-    python benchmarks/bench_recipe.py DATASET [--marks 5,15,30,60] [--side-by-side] [--keep DIR] [--json FILE]
+    python benchmarks/bench_recipe.py DATASET [--recipes film,augment,...] [--marks 5,15,30,60]
+        [--side-by-side] [--foreign DIR] [--keep DIR] [--json FILE]
 
-DATASET is a prepared dataset (the demo recipe's: the Big Buck Bunny trailer with --dedupe 2). Each recipe
+DATASET is a prepared dataset (the demo recipe's: every frame of the Big Buck Bunny trailer). Each recipe
 trains once, sized so that its schedule (learning-rate decay, noise annealing, the adversarial phase) ends at
-the last mark, and is scored at every mark: the averaged (EMA) weights where the recipe has them, decode
-the mean, PSNR and SSIM on every frame of the dataset beside the 16x9 thumbnail (autoencoded.metrics).
+the last mark, and is scored at every mark with what export would ship (the averaged weights, decode the
+mean) on both axes a VJ cares about:
+- the film: PSNR and SSIM on every frame of the dataset beside the 16x9 thumbnail, and the same over 8 s
+  from second 20 (the demo model's bar holds on both);
+- footage it never saw (--foreign, default ../shared/footage/foreign, every 4th frame of each clip):
+  structure (luma correlation at 32x18, the lowest clip's and the mean), the colourfulness of the greyscale
+  clip's output, and whether the outputs' colours are closer to the film's than the inputs' (CIELAB
+  Gaussian W2), as `autoencoded eval` measures them (autoencoded.metrics).
 
 Time is CPU time divided by torch threads, i.e. minutes of the cores the run was given, so a mark means
-the same on a busy machine; the scoring itself is not counted (a user's run does not score 500 frames),
+the same on a busy machine; the scoring itself is not counted (a user's run does not score these frames),
 the run's own evaluations and checkpoints are. Wall time is printed too. The run length comes from a short
 calibration of the recipe's pixel-led and adversarial steps on this machine.
 
 --side-by-side runs the recipes at once, one process each (--threads each, 1 by default): on a 2-core CPU
-both get a core and the table takes one hour instead of two. --keep DIR keeps each run's folder
-(DIR/old, DIR/new), a normal training run that `autoencoded export` reads: the demo model is the new one.
+two recipes get a core each. --keep DIR keeps each run's folder (DIR/NAME), a normal training run that
+`autoencoded export` reads.
 
-- old: the release before (lite with transposed convolutions, batch 8, Adam 5e-4 beta1 0.5, the full
+The recipes (RECIPES): each is the lite defaults (training/archs.py) with the levers it names changed.
+- old: the release before last (lite with transposed convolutions, batch 8, Adam 5e-4 beta1 0.5, the full
   VAE-GAN from the first step, pixel L1 1, similarity 0.1, KL 0.02, GAN 0.02, noise 1.0 -> 0.3);
-- new: the lite defaults (training/archs.py).
+- film: the frames as they are (no augmentation): the recipe of the demo model before the one that sees;
+- new: the lite defaults as they stand;
+- the levers of issue 21: geometry only, degraded inputs, how much of each batch stays plain, how often the
+  encoder sees colour (grey inputs), where capacity goes (a wider latent), and the GAN phase kept or dropped.
 """
 
 from __future__ import annotations
@@ -38,6 +49,7 @@ import torch
 from autoencoded import metrics
 from autoencoded.training.config import TrainConfig, resolve
 from autoencoded.training.data import open_dataset
+from autoencoded.training.evaluation import open_footage
 from autoencoded.training.loop import Trainer
 from autoencoded.training.model import autoencoder_from_state, frames_to_input, output_to_frames
 
@@ -46,8 +58,20 @@ RECIPES = {
                 sim_weight=0.1, gamma=0.1, kl_weight=0.02, kl_noise_scaled=False, gan_weight=0.02,
                 adversarial_start=0.0, ema=0.0, noise_start=1.0, noise_end=0.3,
                 model_overrides={"upsample": "deconv", "dec_channels": []}),
+    "film": dict(augment=False),
     "new": {},
+    "augment": dict(augment=True),
+    "geometry": dict(augment=True, augment_degrade=0.0),
+    "mix50": dict(augment=True, augment_plain=0.5),
+    "mix10": dict(augment=True, augment_plain=0.1),
+    "degrade80": dict(augment=True, augment_degrade=0.8),
+    "z256": dict(augment=True, z_dim=256),
+    "no-gan": dict(augment=True, adversarial_start=1.0),
 }
+FOREIGN = Path(__file__).resolve().parents[2] / "shared" / "footage" / "foreign"
+GREY_CLIP = "camera"  # the greyscale clip: its output's colourfulness says whether the film's colours come back
+WINDOW_S = (20.0, 28.0)  # 8 s from second 20, scored on its own too
+FOREIGN_EVERY = 4
 CHECKPOINTS = 8  # checkpoints (with their evaluations) over a run, as a user's run would write
 
 
@@ -56,17 +80,46 @@ def cpu_minutes(threads: int) -> float:
     return (r.ru_utime + r.ru_stime) / 60.0 / threads
 
 
+def foreign_clips(folder: Path, width: int, height: int) -> dict[str, np.ndarray]:
+    """Every FOREIGN_EVERY-th frame of each clip in `folder`, at the model's size as eval decodes them."""
+    if not folder.is_dir():
+        return {}
+    clips = {}
+    for path in sorted(folder.glob("*.mp4")):
+        footage = open_footage(path, width, height, limit=0, batch=64)
+        clips[path.stem.split("_")[0]] = np.concatenate(list(footage.frames))[::FOREIGN_EVERY]
+    return clips
+
+
 @torch.no_grad()
-def score(trainer: Trainer, frames: np.ndarray) -> dict:
+def score(trainer: Trainer, frames: np.ndarray, window: slice, clips: dict[str, np.ndarray],
+          palette: tuple[np.ndarray, np.ndarray]) -> dict:
     """Decode the mean of every frame with what export would ship (the average where there is one)."""
     ev = trainer.evaluate()  # recalibrates BatchNorm and gives the averaged weights, like a checkpoint
     state = {**trainer.model.state_dict(), **ev["averaged"]}
     ae = autoencoder_from_state(trainer.model_cfg, state).eval()
-    recon = np.concatenate([output_to_frames(ae(frames_to_input(torch.from_numpy(frames[i:i + 32])))).numpy()
-                            for i in range(0, len(frames), 32)])
-    model = metrics.compare(frames, recon)
-    thumb = metrics.compare(frames, metrics.baselines(frames)["thumbnail 16x9"])
-    return {"psnr": model["psnr"], "ssim": model["ssim"], "thumb_psnr": thumb["psnr"], "thumb_ssim": thumb["ssim"]}
+
+    def reconstruct(x: np.ndarray) -> np.ndarray:
+        return np.concatenate([output_to_frames(ae(frames_to_input(torch.from_numpy(x[i:i + 32])))).numpy()
+                               for i in range(0, len(x), 32)])
+
+    recon = reconstruct(frames)
+    row = {}
+    for key, part in (("", slice(None)), ("window_", window)):
+        model = metrics.compare(frames[part], recon[part])
+        thumb = metrics.compare(frames[part], metrics.baselines(frames[part])["thumbnail 16x9"])
+        row.update({f"{key}psnr": model["psnr"], f"{key}ssim": model["ssim"], f"{key}thumb_psnr": thumb["psnr"],
+                    f"{key}thumb_ssim": thumb["ssim"]})
+    for name, clip in clips.items():
+        out = reconstruct(clip)
+        row[f"structure_{name}"] = metrics.structure(clip, out)
+        row[f"colourfulness_{name}"] = metrics.colourfulness(out)
+        row[f"w2_in_{name}"] = metrics.w2_gaussian(*metrics.lab_gaussian(clip), *palette)
+        row[f"w2_out_{name}"] = metrics.w2_gaussian(*metrics.lab_gaussian(out), *palette)
+    if clips:
+        row["structure_min"] = min(row[f"structure_{n}"] for n in clips)
+        row["structure_mean"] = float(np.mean([row[f"structure_{n}"] for n in clips]))
+    return row
 
 
 def config(name: str, dataset: Path, out: str, steps: int, seed: int, width: int, height: int) -> TrainConfig:
@@ -92,9 +145,14 @@ def calibrate(name: str, dataset: Path, threads: int, seed: int) -> tuple[float,
     return costs[0], costs[1], cfg.adversarial_start
 
 
-def run(name: str, dataset: Path, marks: list[float], threads: int, seed: int, keep: Path | None) -> list[dict]:
+def run(name: str, dataset: Path, marks: list[float], threads: int, seed: int, keep: Path | None,
+        foreign: Path) -> list[dict]:
     ds = open_dataset(dataset)
     frames = ds.batch(np.arange(len(ds)))
+    fps = next((float(s["fps"]) for s in ds.meta.get("sources", []) if s.get("fps")), 24.0)
+    window = slice(round(WINDOW_S[0] * fps), round(WINDOW_S[1] * fps))
+    clips = foreign_clips(foreign, ds.width, ds.height)
+    palette = metrics.lab_gaussian(frames)
     pix, adv, start = calibrate(name, dataset, threads, seed)
     per_step = start * pix + (1 - start) * adv
     steps = max(10, int(marks[-1] / per_step))
@@ -118,7 +176,7 @@ def run(name: str, dataset: Path, marks: list[float], threads: int, seed: int, k
                 s0 = cpu_minutes(threads)
                 row = {"recipe": name, "minutes": pending.pop(0), "cpu_minutes": spent,
                        "wall_minutes": (time.time() - start_wall) / 60, "step": tr.step, "samples": tr.step * cfg.batch,
-                       **score(tr, frames)}
+                       **score(tr, frames, window, clips, palette)}
                 scoring += cpu_minutes(threads) - s0
                 rows.append(row)
                 print(json.dumps(row), flush=True)
@@ -135,7 +193,8 @@ def side_by_side(args, names: list[str]) -> list[dict]:
         procs = []
         for name in names:
             cmd = [sys.executable, __file__, str(args.dataset), "--recipes", name, "--marks", args.marks,
-                   "--threads", str(args.threads), "--seed", str(args.seed), "--json", f"{tmp}/{name}.json"]
+                   "--threads", str(args.threads), "--seed", str(args.seed), "--json", f"{tmp}/{name}.json",
+                   "--foreign", str(args.foreign)]
             if args.keep:
                 cmd += ["--keep", str(args.keep)]
             procs.append(subprocess.Popen(cmd))
@@ -157,7 +216,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("dataset", type=Path)
     ap.add_argument("--marks", default="5,15,30,60", help="CPU minutes at which to score (ascending).")
-    ap.add_argument("--recipes", default="old,new")
+    ap.add_argument("--recipes", default="film,new", help=f"Comma-separated, from: {', '.join(RECIPES)}.")
+    ap.add_argument("--foreign", type=Path, default=FOREIGN, help="Folder of clips the model never saw.")
     ap.add_argument("--side-by-side", action="store_true", help="Run the recipes at once, one process each.")
     ap.add_argument("--threads", type=int, default=None, help="Torch threads per run (2, or 1 side by side).")
     ap.add_argument("--seed", type=int, default=0)
@@ -170,18 +230,22 @@ def main() -> None:
     names = args.recipes.split(",")
     for name in names:
         if name not in RECIPES:
-            sys.exit(f"unknown recipe {name!r} (old, new)")
+            sys.exit(f"unknown recipe {name!r} ({', '.join(RECIPES)})")
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
     if args.side_by_side and len(names) > 1:
         rows = side_by_side(args, names)
     else:
-        rows = [row for name in names for row in run(name, args.dataset, marks, args.threads, args.seed, args.keep)]
-    print(f"\n{'recipe':6s} {'CPU min':>7s} {'wall min':>8s} {'samples':>8s} {'PSNR':>6s} {'vs thumb':>8s} {'SSIM':>5s} "
-          f"{'thumb SSIM':>10s}")
+        rows = [row for name in names
+                for row in run(name, args.dataset, marks, args.threads, args.seed, args.keep, args.foreign)]
+    print(f"\n{'recipe':10s} {'CPU min':>7s} {'wall':>5s} {'samples':>7s} {'PSNR':>6s} {'vs thumb':>8s} {'SSIM':>5s} "
+          f"{'window':>8s} {'structure min/mean':>18s} {'grey colour':>11s}")
     for r in rows:
-        print(f"{r['recipe']:6s} {r['cpu_minutes']:7.1f} {r['wall_minutes']:8.1f} {r['samples']:8d} {r['psnr']:6.2f} "
-              f"{r['psnr'] - r['thumb_psnr']:+8.2f} {r['ssim']:5.3f} {r['thumb_ssim']:10.3f}")
+        foreign = (f"{r['structure_min']:8.2f} /{r['structure_mean']:5.2f}    " if "structure_min" in r else " " * 18)
+        grey = f"{r[f'colourfulness_{GREY_CLIP}']:11.1f}" if f"colourfulness_{GREY_CLIP}" in r else ""
+        print(f"{r['recipe']:10s} {r['cpu_minutes']:7.1f} {r['wall_minutes']:5.1f} {r['samples']:7d} {r['psnr']:6.2f} "
+              f"{r['psnr'] - r['thumb_psnr']:+8.2f} {r['ssim']:5.3f} {r['window_psnr'] - r['window_thumb_psnr']:+8.2f} "
+              f"{foreign}{grey}")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
 

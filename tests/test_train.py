@@ -506,7 +506,7 @@ def test_the_pixel_led_step_takes_one_backward_pass_with_the_two_passes_gradient
 
     torch.autograd.grad = counting
     try:
-        _, one = tr._micro(x, torch.Generator().manual_seed(0), 0.3, adversarial=False, train_dis=False, dec_gan=True)
+        _, one = tr._micro(x, x, torch.Generator().manual_seed(0), 0.3, adversarial=False, train_dis=False, dec_gan=True)
     finally:
         torch.autograd.grad = real_grad
     assert len(calls) == 1

@@ -35,7 +35,7 @@ ARCHS: dict[str, Arch] = {
                    dec_channels=(), bottleneck_channels=0, disc_channels=(80, 160, 320, 640), disc_kernel=5,
                    disc_fc=0, sim_layers=(0, 1, 2, 3), bounded_latent=True),
         train=dict(batch=12, lr=2e-4, lr_dis=2e-4, beta1=0.5, lr_schedule="constant", noise_start=1.0,
-                   noise_end=0.1, **VAEGAN_OBJECTIVE),
+                   noise_end=0.1, augment=False, augment_plain=0.25, augment_degrade=0.5, **VAEGAN_OBJECTIVE),
     ),
     "lite": Arch(
         "lite",
@@ -49,7 +49,7 @@ ARCHS: dict[str, Arch] = {
         train=dict(batch=16, lr=2e-3, lr_dis=2e-4, beta1=0.9, lr_schedule="cosine", noise_start=0.3,
                    noise_end=0.05, pixel_weight=1.0, ssim_weight=0.5, kl_noise_scaled=True, saturation_weight=0.1,
                    sim_weight=0.1, gamma=0.1, kl_weight=1e-3, gan_weight=0.01,
-                   adversarial_start=0.9, ema=0.999),
+                   adversarial_start=0.9, ema=0.999, augment=True, augment_plain=0.25, augment_degrade=0.5),
     ),
 }
 

@@ -48,6 +48,10 @@ class TrainConfig:
     # fraction of the run trained as a pixel-led autoencoder before the discriminator joins (0 = from the
     # first step, as Larsen et al.): the discriminator's three passes a step are skipped until then
     adversarial_start: float | None = None
+    # the film through other cameras (training/augment.py): recomposed frames, degraded inputs
+    augment: bool | None = None
+    augment_plain: float | None = None  # fraction of each batch left as the film's frames are
+    augment_degrade: float | None = None  # fraction of the recomposed samples whose input is also degraded
     ema: float | None = None  # decay of the weights' moving average used for evaluation and export; 0 = off
     equilibrium: float = 0.68
     margin: float = 0.35
@@ -94,6 +98,8 @@ class TrainConfig:
             d = {**d, "ssim_weight": 0.0, "kl_noise_scaled": False}
         if "saturation_weight" not in d and "lr" in d:
             d = {**d, "saturation_weight": 0.0}
+        if "augment" not in d and "lr" in d:
+            d = {**d, "augment": False, "augment_plain": 0.25, "augment_degrade": 0.5}
         return cls(**d)
 
     def save(self, path: str | Path) -> None:

@@ -26,10 +26,12 @@ from torch import nn
 from autoencoded import metrics, signals
 from autoencoded.errors import UserError, one_line
 from autoencoded.training import distributed as dist_mod
+from autoencoded.training.augment import Augmentation
 from autoencoded.training.checkpoints import Checkpoints, optimizer_from_flat, restore_rng
 from autoencoded.training.config import TrainConfig
 from autoencoded.training.device import autocast_dtype, pick_device
 from autoencoded.training.ema import WeightAverage
+from autoencoded.training.foreign import foreign_frames
 from autoencoded.training.guard import CollapseGuard
 from autoencoded.training.losses import DiscriminatorOutputs, VAEGANLoss, balance
 from autoencoded.training.model import ModelConfig, build, frames_to_input, output_to_frames
@@ -39,7 +41,10 @@ from autoencoded.training.schedules import lr_at, noise_at
 NETS = ("encoder", "decoder", "discriminator")
 EVAL_FRAMES = 64
 CALIBRATION_FRAMES = 1024  # frames that re-estimate BatchNorm statistics at each evaluation
-EVAL_KEYS = ("recon_mse", "diversity", "psnr", "ssim", "psnr_minus_thumb")
+# structure_foreign and colourfulness_foreign: of the shipped foreign frames (training/foreign.py), so a run
+# shows whether footage it never saw keeps its composition while the film's PSNR climbs
+EVAL_KEYS = ("recon_mse", "diversity", "psnr", "ssim", "psnr_minus_thumb", "structure_foreign",
+             "colourfulness_foreign")
 _MASK = (1 << 63) - 1
 
 
@@ -119,6 +124,8 @@ class Trainer:
                                self.model_cfg.sim_layers, cfg.ssim_weight, cfg.kl_noise_scaled,
                                cfg.saturation_weight)
         # the moving average of the encoder's and decoder's weights: what evaluation and export use
+        # the film through other cameras (training/augment.py): off, the frames are the input and the target
+        self.augmentation = Augmentation(cfg.augment_plain, cfg.augment_degrade) if cfg.augment else None
         self.ema = WeightAverage({k: self.nets[k] for k in ("encoder", "decoder")}, cfg.ema) if cfg.ema else None
         self.adversarial_from = round(cfg.adversarial_start * self.total)
         self.guard = CollapseGuard(cfg.sat_eps, cfg.sat_steps, cfg.spike_factor, cfg.spike_window,
@@ -269,15 +276,18 @@ class Trainer:
         """Whether the discriminator takes part at `step` (after the pixel-led phase)."""
         return step >= self.adversarial_from
 
-    def _micro(self, x: torch.Tensor, gen: torch.Generator, noise: float, adversarial: bool, train_dis: bool,
-               dec_gan: bool) -> tuple[dict[str, float], dict[str, list]]:
+    def _micro(self, inp: torch.Tensor, x: torch.Tensor, gen: torch.Generator, noise: float, adversarial: bool,
+               train_dis: bool, dec_gan: bool) -> tuple[dict[str, float], dict[str, list]]:
+        """One micro-batch: the encoder sees `inp`, the reconstruction is scored against the target `x`
+        (the same tensor unless augmentation degraded the input), which is also what the discriminator
+        sees as real."""
         enc, dec, dis = self.fns["encoder"], self.fns["decoder"], self.fns["discriminator"]
         b = x.shape[0]
         zdim = self.model_cfg.z_dim
         eps = torch.randn(b, zdim, generator=gen).to(self.device) * noise
         zp = torch.randn(b, zdim, generator=gen).to(self.device) * noise
         with self._autocast():
-            pre_mu, pre_log_sigma = enc(x, raw=True)
+            pre_mu, pre_log_sigma = enc(inp, raw=True)
             mu, log_sigma = self.nets["encoder"].bound(pre_mu, pre_log_sigma)
             z = mu + torch.exp(log_sigma) * eps
             xr = dec(z)
@@ -320,7 +330,9 @@ class Trainer:
             k = self.dist.rank * c.accum + a
             gen = torch.Generator().manual_seed(_mix(c.seed, step, k, self.rollbacks, 2))
             x = self._to_input(frames[a * self.micro:(a + 1) * self.micro])
-            vals, grads = self._micro(x, gen, noise, adversarial, bal.train_dis, bal.train_dec_gan)
+            # the augmentation draws first, so a run without it draws its noise exactly as before
+            inp, x = self.augmentation(x, gen) if self.augmentation is not None else (x, x)
+            vals, grads = self._micro(inp, x, gen, noise, adversarial, bal.train_dis, bal.train_dec_gan)
             for key, v in vals.items():
                 sums[key] = sums.get(key, 0.0) + v / c.accum
             for key, gs in grads.items():
@@ -422,6 +434,8 @@ class Trainer:
                 scored = self.ds.batch(self.eval_idx)
                 mus = [self._encode_mean(self._to_input(scored[i:i + 32])) for i in range(0, len(scored), 32)]
                 recon = np.concatenate([output_to_frames(self._decode(mu).cpu()).numpy() for mu in mus])
+                foreign = foreign_frames(self.model_cfg.width, self.model_cfg.height)
+                foreign_out = output_to_frames(self._decode(self._encode_mean(self._to_input(foreign))).cpu()).numpy()
                 # prior samples from the latent distribution of the film's frames: a Gaussian with the mean
                 # and the covariance of the evaluation frames' latents (mean + centred latents mixed by
                 # N(0, 1/(n-1)) weights), not N(0, noise^2): late in a run the noise is small next to the
@@ -440,6 +454,8 @@ class Trainer:
         thumb = metrics.compare(scored, metrics.baselines(scored)["thumbnail 16x9"])
         return {"recon_mse": mse, "diversity": diversity, "frames": frames, "averaged": averaged,
                 "psnr": model["psnr"], "ssim": model["ssim"], "psnr_minus_thumb": model["psnr"] - thumb["psnr"],
+                "structure_foreign": metrics.structure(foreign, foreign_out),
+                "colourfulness_foreign": metrics.colourfulness(foreign_out),
                 "recon": output_to_frames(xr.cpu()).numpy(), "prior": output_to_frames(xp.cpu()).numpy()}
 
     def _encode_mean(self, x: torch.Tensor) -> torch.Tensor:
@@ -518,13 +534,14 @@ class Trainer:
     # ---- the run -------------------------------------------------------------------------------------
 
     def _write_palette(self) -> None:
-        """The training frames' colour histogram, which export copies into the model pack so that
-        `autoencoded eval` can measure palette transfer without the dataset."""
+        """The training frames' colours (CIELAB mean and covariance), which export copies into the model
+        pack so that `autoencoded eval` can measure palette transfer without the dataset. A record from an
+        older version (an RGB histogram) is written anew."""
         from autoencoded.fileio import atomic_write_bytes
-        from autoencoded.training.evaluation import PALETTE_FILE, palette_record
+        from autoencoded.training.evaluation import PALETTE_FILE, palette_record, run_palette_record
 
         path = self.out / PALETTE_FILE
-        if not path.is_file():
+        if run_palette_record(self.out) is None:
             atomic_write_bytes(path, (json.dumps(palette_record(self.ds)) + "\n").encode())
 
     def _log_line(self, text: str) -> None:
@@ -655,8 +672,12 @@ class Trainer:
             if self.writer:
                 for k in EVAL_KEYS:
                     self.writer.add_scalar(f"eval/{k}", ev[k], self.step)
+            if self._metrics:
+                self._metrics.write(json.dumps({"step": self.step, "eval": {k: ev[k] for k in EVAL_KEYS}}) + "\n")
+                self._metrics.flush()
             self._log_line(f"step {self.step}: eval PSNR {ev['psnr']:.2f} dB ({ev['psnr_minus_thumb']:+.2f} vs the "
-                           f"16x9 thumbnail), SSIM {ev['ssim']:.3f}, diversity {ev['diversity']:.4f}")
+                           f"16x9 thumbnail), SSIM {ev['ssim']:.3f}, diversity {ev['diversity']:.4f}, "
+                           f"structure on foreign frames {ev['structure_foreign']:.2f}")
             if do_sample:
                 self.write_samples(ev)
         if do_ckpt:

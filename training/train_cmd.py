@@ -22,6 +22,7 @@ FIELDS = {"arch": "arch", "steps": "steps", "epochs": "epochs", "batch": "batch"
           "lr_dis": "lr_dis", "lr_schedule": "lr_schedule", "adversarial_start": "adversarial_start", "ema": "ema",
           "gamma": "gamma", "kl_weight": "kl_weight", "sim_weight": "sim_weight", "pixel_weight": "pixel_weight", "gan_weight": "gan_weight",
           "ssim_weight": "ssim_weight", "kl_noise_scaled": "kl_noise_scaled", "saturation_weight": "saturation_weight",
+          "augment": "augment", "augment_plain": "augment_plain", "augment_degrade": "augment_degrade",
           "clip_grad": "clip_grad", "noise_start": "noise_start", "noise_end": "noise_end",
           "noise_schedule": "noise_schedule", "sample_every": "sample_every",
           "checkpoint_every": "checkpoint_every", "log_every": "log_every", "keep": "keep", "z_dim": "z_dim",
@@ -126,6 +127,14 @@ def _resolved_model_value(key: str, saved, value):
 @click.option("--kl-noise-scaled/--kl-plain", "kl_noise_scaled", default=None,
               help="KL times noise^2, so its pull on mu holds as the noise falls (lite), or the film's plain KL "
                    "(broad2016).")
+@click.option("--augment/--no-augment", "augment", default=None,
+              help="Show the film through other cameras: recomposed crops, flips and rotations, and inputs grey, "
+                   "off-colour, blurred or noisy against the clean frame, so the model sees footage it never saw "
+                   f"({_defaults('augment')}).")
+@click.option("--augment-plain", type=click.FloatRange(0, 1), default=None,
+              help=f"Fraction of each batch kept as the film's frames are ({_defaults('augment_plain')}).")
+@click.option("--augment-degrade", type=click.FloatRange(0, 1), default=None,
+              help=f"Fraction of the recomposed frames whose input is also degraded ({_defaults('augment_degrade')}).")
 @click.option("--gan-weight", type=float, default=None, help=f"Decoder GAN weight ({_defaults('gan_weight')}).")
 @click.option("--clip-grad", type=float, default=0.0, help="Max gradient norm per network (0 = off).")
 @click.option("--noise-start", type=float, default=None, help=f"Prior std at the start ({_defaults('noise_start')}).")
