@@ -41,10 +41,12 @@ class Stage:
     def __init__(self, store: ParamStore, *, web: str | None = None, web_required: bool = True,
                  audio: str | None = None, mods: Sequence[ModRoute] = (), tempo: str | None = None,
                  quantize: str | None = None, log: Callable[[str], object] = print, midi_backend=None) -> None:
-        from autoencoded.live.web.server import parse_web
+        from autoencoded.live.web.server import parse_web, web_token
 
         self.store, self.log = store, log
         self.web_at = parse_web(web) if web is not None else None
+        if self.web_at is not None:
+            web_token()  # a $AUTOENCODED_WEB_TOKEN the URL cannot carry: one line now, not a 401 later
         self.web_required = web_required
         self.tempo_spec = parse_tempo(tempo)
         if quantize is not None and quantize not in UNITS:

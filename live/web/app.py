@@ -14,9 +14,13 @@
 
 Every request and WebSocket passes Guard first: with a token (required off loopback) it must come as
 ?token= (which also sets a SameSite=Strict cookie for what the page loads next), an `Authorization: Bearer`
-header, `X-Token` or that cookie; on loopback without a token the Host header must
-name this machine (DNS rebinding) and a cross-site Origin is refused (another site's page in the same
-browser must not play the show). Errors are one line: {"error": "..."} with a 4xx status.
+header, `X-Token` or that cookie; on loopback without a token the Host header must name this machine or
+the address it listens on (DNS rebinding). Any Origin but the remote's own is refused, `null` included (a
+sandboxed iframe on any site sends `null`): another site's page in the same browser must not play the
+show. A browser sends Origin with every WebSocket and every POST, so nothing that changes the show
+passes without it; clients that are not browsers send none. A JSON body is read chunk by chunk and refused
+(413, and the connection closed) as soon as it passes MAX_BODY. Errors are one line: {"error": "..."} with
+a 4xx status.
 """
 
 from __future__ import annotations
@@ -28,11 +32,11 @@ import json
 import math
 from collections.abc import Callable
 from importlib import resources
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
@@ -179,9 +183,7 @@ class Remote:
         try:
             if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
                 raise Refused(415, "send JSON (Content-Type: application/json)")
-            raw = await request.body()
-            if len(raw) > MAX_BODY:
-                raise Refused(413, f"body over {MAX_BODY} bytes")
+            raw = await _body(request)
             try:
                 body = json.loads(raw)
             except (ValueError, UnicodeDecodeError) as exc:
@@ -189,7 +191,12 @@ class Remote:
             return JSONResponse(jsonable(action(body)), status_code=status)
         except Refused as exc:
             self.counters["refused"] += 1
-            return JSONResponse({"error": str(exc)}, status_code=exc.status)
+            # the rest of a body too big is not read: the connection ends with the answer
+            close = {"Connection": "close"} if exc.status == 413 else None
+            return JSONResponse({"error": str(exc)}, status_code=exc.status, headers=close)
+        except ClientDisconnect:  # gone while sending its body (or closed for being too slow): nobody to answer
+            self.counters["refused"] += 1
+            return Response(status_code=400)
         except UserError as exc:  # a preset that does not exist or does not parse
             self.counters["refused"] += 1
             return JSONResponse({"error": str(exc)}, status_code=422)
@@ -283,6 +290,20 @@ class Remote:
             await asyncio.sleep(PUSH_S)
 
 
+async def _body(request: Request) -> bytes:
+    """The request's body, refused (413) as soon as it passes MAX_BODY: a declared length is checked before
+    anything is read, and a chunked body is counted as it arrives, never buffered whole."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY:
+        raise Refused(413, f"body over {MAX_BODY} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY:
+            raise Refused(413, f"body over {MAX_BODY} bytes")
+    return bytes(body)
+
+
 def _field(body: object, key: str) -> str:
     value = body.get(key) if isinstance(body, dict) else None
     if not isinstance(value, str) or not value.strip() or len(value) > 1024:
@@ -293,8 +314,11 @@ def _field(body: object, key: str) -> str:
 class Guard:
     """ASGI middleware in front of everything, HTTP and WebSocket alike (see the module's docstring)."""
 
-    def __init__(self, app, token: str | None = None, loopback: bool = True) -> None:
+    def __init__(self, app, token: str | None = None, loopback: bool = True, host: str = "127.0.0.1") -> None:
         self.app, self.token, self.loopback = app, token, loopback
+        # what a browser on this machine puts in Host: the loopback names and the address listened on
+        # (--web 127.0.0.2:PORT prints http://127.0.0.2:PORT/)
+        self.names = {*LOOPBACK_NAMES, _host_name(host)}
         self.refused = 0
 
     async def __call__(self, scope, receive, send) -> None:
@@ -333,12 +357,18 @@ class Guard:
                      headers.get("x-token", ""), _cookie(headers.get("cookie", ""), COOKIE)]
             if not any(g and hmac.compare_digest(g.encode(), self.token.encode()) for g in given):
                 return 401, "a token is required: open the URL that `autoencoded live` printed"
-        elif self.loopback and _host_name(host) not in LOOPBACK_NAMES:
-            return 403, "this remote answers to 127.0.0.1 or localhost only"
+        elif self.loopback and _host_name(host) not in self.names:
+            return 403, f"this remote answers to {' or '.join(sorted(self.names - {'::1'}))} only"
         origin = headers.get("origin")
-        if origin and origin != "null" and urlsplit(origin).netloc.lower() != host.lower():
-            return 403, "cross-origin request refused"
+        if origin is not None and origin.lower() != _own_origin(scope, host):
+            return 403, "cross-origin request refused (only the remote's own page may play the show)"
         return None
+
+
+def _own_origin(scope, host: str) -> str:
+    """The Origin a page served by this request's Host sends: scheme://host[:port] (ws is http's)."""
+    scheme = "https" if scope.get("scheme") in ("https", "wss") else "http"
+    return f"{scheme}://{host.strip().lower()}"
 
 
 def _query_token(scope) -> str:
@@ -360,7 +390,7 @@ def _host_name(host: str) -> str:
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
-def build_app(remote: Remote, token: str | None = None, loopback: bool = True) -> Starlette:
+def build_app(remote: Remote, token: str | None = None, loopback: bool = True, host: str = "127.0.0.1") -> Starlette:
     routes = [
         Route("/", remote.index),
         Route("/api/v1/params", remote.get_params, methods=["GET"]),
@@ -381,7 +411,7 @@ def build_app(remote: Remote, token: str | None = None, loopback: bool = True) -
     async def bad_method(request: Request, exc: Exception) -> Response:
         return JSONResponse({"error": f"{request.method} is not allowed here"}, status_code=405)
 
-    app = Starlette(routes=routes, middleware=[Middleware(Guard, token=token, loopback=loopback)],
+    app = Starlette(routes=routes, middleware=[Middleware(Guard, token=token, loopback=loopback, host=host)],
                     exception_handlers={404: not_found, 405: bad_method})
     return app
 

@@ -6,15 +6,23 @@
 
 Binds 127.0.0.1 by default. Any other address (the LAN: --web 0.0.0.0:8080) gets a token, random at each
 start unless $AUTOENCODED_WEB_TOKEN sets one, printed in the URL and required on every request and
-WebSocket. The socket is bound here, before the thread starts, so a busy port is a UserError (or one line,
-for the default port) rather than a log message from another thread. uvicorn's own log lines (a client
-that misbehaves, a handler that raised) reach the show's log as one line each, never a traceback.
+WebSocket. A token is 8 to 256 of the characters a URL, a cookie and an HTTP header all carry as they are
+(letters, digits, '-', '_', '.', '~'): it travels in all three (?token=, the page's cookie, X-Token), and
+any other character would need a different encoding in each, so anything else is refused at start in one
+line rather than printed in a URL that answers 401 (or 500).
+
+Each request must arrive whole within protocol.REQUEST_S, and slow ones cannot take every connection (see
+protocol.py). The socket is bound here, before the thread starts, so a busy port is a UserError (or one
+line, for the default port) rather than a log message from another thread. uvicorn's own log lines (a
+client that misbehaves, a handler that raised) reach the show's log as one line each, escaped, never a
+traceback.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
 import socket
 import threading
@@ -23,11 +31,29 @@ from collections.abc import Callable
 
 from autoencoded.errors import UserError
 from autoencoded.live.web.app import MAX_BODY, Remote, build_app
+from autoencoded.live.web.protocol import REQUEST_S, deadline_protocol
 from autoencoded.net import is_loopback
 from autoencoded.service import Service
+from autoencoded.text import printable
 
 DEFAULT = "127.0.0.1:8080"
 TOKEN_ENV = "AUTOENCODED_WEB_TOKEN"
+TOKEN_CHARS = "letters, digits, '-', '_', '.' or '~'"
+_TOKEN_CHAR = re.compile(r"[A-Za-z0-9._~-]")  # RFC 3986's unreserved: as is in a URL, a cookie and a header
+
+
+def web_token(given: str | None = None) -> str | None:
+    """`given`, else $AUTOENCODED_WEB_TOKEN, else None; UserError for one that would not survive the trip
+    through the URL, the cookie and the X-Token header as it is (see the module's docstring)."""
+    token, what = (given, "the web token") if given else (os.environ.get(TOKEN_ENV), f"${TOKEN_ENV}")
+    if not token:
+        return None
+    odd = sorted({c for c in token if not _TOKEN_CHAR.fullmatch(c)})
+    if odd or not 8 <= len(token) <= 256:
+        why = "has " + " ".join(f"'{printable(c)}'" for c in odd[:8]) if odd else f"is {len(token)} characters long"
+        raise UserError(f"{what} {why}: a token is 8 to 256 {TOKEN_CHARS} (it goes in a URL, a cookie and a "
+                        "header as it is)")
+    return token
 
 
 def parse_web(text: str) -> tuple[str, int] | None:
@@ -71,17 +97,19 @@ class _OneLine(logging.Handler):
             now = time.monotonic()
             if now - self._last.get(text[:40], -10.0) >= 1.0:
                 self._last[text[:40]] = now
-                self.log("web: " + text.encode("unicode_escape").decode("ascii"))  # no control characters
+                self.log("web: " + printable(text))  # a client's bytes may be in it
         except Exception:  # logging must never raise into the server
             pass
 
 
 class WebServer(Service):
     def __init__(self, remote: Remote, host: str = "127.0.0.1", port: int = 8080, *,
-                 token: str | None = None, log: Callable[[str], object] | None = None) -> None:
+                 token: str | None = None, log: Callable[[str], object] | None = None,
+                 request_s: float = REQUEST_S) -> None:
         self.remote, self.host, self.port = remote, host, port
         self.loopback = is_loopback(host)
-        self.token = token or os.environ.get(TOKEN_ENV) or (None if self.loopback else secrets.token_urlsafe(12))
+        self.token = web_token(token) or (None if self.loopback else secrets.token_urlsafe(12))
+        self.request_s = request_s
         self.log = log or (lambda line: None)
         self._server = None
         self._thread: threading.Thread | None = None
@@ -120,8 +148,9 @@ class WebServer(Service):
             logger = logging.getLogger(name)
             logger.handlers = [handler]
             logger.propagate = False
-        app = build_app(self.remote, token=self.token, loopback=self.loopback)
+        app = build_app(self.remote, token=self.token, loopback=self.loopback, host=self.host)
         config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", loop="asyncio",
+                                http=deadline_protocol(self.request_s, counters=self.remote.counters),
                                 timeout_graceful_shutdown=1, ws_ping_interval=10, ws_ping_timeout=10,
                                 ws_max_size=MAX_BODY, limit_concurrency=256)
         self._server = uvicorn.Server(config)
