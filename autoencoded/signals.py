@@ -5,6 +5,9 @@
   files) then runs for a service manager's stop or a closed terminal too, and the exit status is 130.
 - `route_stop(callback)` routes all three to a callback instead, for code that stops at a safe point of its
   own (the trainer finishes its step and saves); a second signal raises at once.
+- `held(what)` holds them while something that must not be cut short finishes (a recording being
+  finalised): each says in one line that it waits, and none cuts the finishing short. A recording that a
+  second Ctrl-C abandoned half-finalised was lost whole.
 - `CHILD` are the Popen arguments for helper processes such as ffmpeg: a session of their own, so a
   terminal's Ctrl-C, which goes to the whole foreground process group, reaches only us, and we close the
   children in order (an encoder killed with us leaves a truncated file).
@@ -12,9 +15,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 #: SIGINT (Ctrl-C), SIGTERM (kill, service managers), SIGHUP (the terminal closed), where the OS has them
 STOP_SIGNALS: tuple[signal.Signals, ...] = tuple(
@@ -55,3 +60,42 @@ def route_stop(callback: Callable[[int], object]) -> Callable[[], None]:
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
     return restore
+
+
+def ignore_from_now() -> None:
+    """The command has finished and the process is on its way out with its status: a stop signal now would
+    only print a KeyboardInterrupt traceback from the interpreter's shutdown, so it is ignored."""
+    if threading.current_thread() is threading.main_thread():
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+
+
+@contextlib.contextmanager
+def held(what: str) -> Iterator[list[int]]:
+    """Inside the block, stop signals do not interrupt: each one writes "still finishing WHAT; ..." to stderr
+    and is recorded in the yielded list (a caller may act on it afterwards). Off the main thread, or nested
+    inside another hold, it changes nothing."""
+    got: list[int] = []
+    if threading.current_thread() is not threading.main_thread() or _holding:
+        yield got
+        return
+    line = f"still finishing {what}; stop signals wait until that is done\n".encode(errors="replace")
+
+    def hold(signum: int, frame: object) -> None:
+        got.append(signum)
+        try:  # os.write, not print: a handler may run inside a print of the main thread's own
+            os.write(2, line)
+        except OSError:  # the terminal is gone (SIGHUP)
+            pass
+
+    previous = {sig: signal.signal(sig, hold) for sig in STOP_SIGNALS}
+    _holding.append(True)
+    try:
+        yield got
+    finally:
+        _holding.pop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+
+_holding: list[bool] = []

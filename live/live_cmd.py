@@ -75,16 +75,6 @@ def choose_input(spec: str | None, width: int, height: int, fps: float) -> tuple
     return VideoFileSource(clip), "no camera found, playing the demo clip"
 
 
-def free_name(path: Path) -> Path:
-    """`path`, or the first of NAME-2.EXT, NAME-3.EXT ... that does not exist yet."""
-    n = 1
-    candidate = path
-    while candidate.exists():
-        n += 1
-        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
-    return candidate
-
-
 def choose_outputs(specs: tuple[str, ...], width: int, height: int, fps: float, log,
                    overwrite: bool = False) -> tuple[list, str]:
     """-> (sinks, why they were chosen, '' when the user named them)."""
@@ -109,21 +99,26 @@ def choose_outputs(specs: tuple[str, ...], width: int, height: int, fps: float, 
         why = str(exc)
     if has_display():
         return [WindowSink()], f"{why}; showing a window instead"
-    name = free_name(Path(DEFAULT_RECORDING))  # an earlier recording is never replaced
-    rec = RecorderSink(name, log=log)
+    # an earlier recording, or one another instance is making, is never replaced: the first free name
+    rec = RecorderSink(DEFAULT_RECORDING, log=log, free=True)
     rec.open(width, height, fps)
-    return [rec], f"{why}; no display either, recording to ./{name}"
+    return [rec], f"{why}; no display either, recording to ./{rec.path}"
 
 
 def write_stats_json(path: Path, report: dict, probe: list[dict] | None = None) -> None:
+    """The final stats as JSON: written into a device or FIFO (/dev/stdout, a pipe), atomically replacing a
+    file; a full disk is one line (the show itself is over and its recordings are finished)."""
     import json
 
-    from autoencoded.fileio import atomic_write_bytes
+    from autoencoded.fileio import atomic_write_bytes, write_failed
 
     data = dict(report)
     if probe:
         data["probe"] = probe
-    atomic_write_bytes(path, (json.dumps(data, indent=2) + "\n").encode())
+    try:
+        atomic_write_bytes(path, (json.dumps(data, indent=2) + "\n").encode())
+    except OSError as exc:
+        raise write_failed(f"--stats-json {path}", exc, "the stats") from None
 
 
 @click.command("live")
@@ -223,7 +218,7 @@ def live(ctx: click.Context, model: str | None, backend: str, threads: int | Non
     for spec in outputs:
         if Path(spec).suffix and input_spec and Path(spec).resolve() == Path(input_spec).resolve():
             raise UserError(f"--output {spec}: would overwrite the input")
-    stats_path = check_file_name(stats_json, "--stats-json") if stats_json else None
+    stats_path = check_file_name(stats_json, "--stats-json", special=True) if stats_json else None
     if ndi_localhost:
         from autoencoded.live.io.ndi import write_localhost_config
 

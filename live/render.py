@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from autoencoded.errors import UserError
+from autoencoded.fileio import Claim
 from autoencoded.live.audio.analysis import analyze_track, signals_at
 from autoencoded.live.control.latent import LatentFX, dry_wet
 from autoencoded.live.control.modulation import ModMatrix, ModRoute
@@ -32,9 +33,9 @@ from autoencoded.live.io.sources import demo_clip
 from autoencoded.live.loop.pipeline import stylize
 from autoencoded.media.audio import read_soundtrack
 from autoencoded.media.framing import for_video, pad_to
-from autoencoded.media.probe import check_decodes, probe
+from autoencoded.media.probe import check_decodes, ended_early, probe
 from autoencoded.media.tools import ffmpeg_path
-from autoencoded.media.writers import check_output_path, open_video_writer
+from autoencoded.media.writers import WriteFailed, check_output_path, open_video_writer, partial_name
 
 
 def _read_batches(cap, batch: int, out: queue.Queue, stop: threading.Event) -> None:
@@ -65,10 +66,18 @@ def _put(q: queue.Queue, item: object, stop: threading.Event) -> None:
             continue
 
 
-def render(input_path: str | os.PathLike, output_path: str | os.PathLike, engine: Engine, *, noise: float = 0.0,
-           seed: int = 0, batch: int = 8, side_by_side: bool = False, size: tuple[int, int] | None = None,
-           crop: str = "auto", overwrite: bool = False, progress: bool = True, log: Callable[[str], object] = print,
-           params: Params | None = None, mods: Sequence[ModRoute] = ()) -> dict:
+def render(input_path: str | os.PathLike, output_path: str | os.PathLike, engine: Engine, **options) -> dict:
+    """Render `input_path` through `engine` into `output_path` (options: `_render`'s). The output name is
+    claimed for the length of the render (fileio.Claim): a second render or live recording into it is
+    refused at start instead of one finished file silently replacing the other."""
+    with Claim(check_output_path(output_path), "a render"):
+        return _render(input_path, output_path, engine, **options)
+
+
+def _render(input_path: str | os.PathLike, output_path: str | os.PathLike, engine: Engine, *, noise: float = 0.0,
+            seed: int = 0, batch: int = 8, side_by_side: bool = False, size: tuple[int, int] | None = None,
+            crop: str = "auto", overwrite: bool = False, progress: bool = True, log: Callable[[str], object] = print,
+            params: Params | None = None, mods: Sequence[ModRoute] = ()) -> dict:
     """Render `input_path` through `engine` into `output_path`. Returns a summary dict.
 
     size: the whole output frame (both pictures with side_by_side; each keeps the model's aspect, with black
@@ -76,8 +85,10 @@ def render(input_path: str | os.PathLike, output_path: str | os.PathLike, engine
     params: the controls (default: `noise` and `seed` alone). mods: modulation routes, fed by the film's own
     soundtrack (audio.*), analysed causally and sampled at each frame's time.
 
-    A film that ends before its declared frame count leaves the frames rendered in a file whose name says
-    partial (NAME.partial.EXT) and raises UserError saying where the input stopped."""
+    A film that ends before its declared frame count (or before its declared duration, where the demuxer
+    confirms it was cut: Matroska declares no count) leaves the frames rendered in a file whose name says
+    partial (NAME.partial.EXT) and raises UserError saying where the input stopped. So does an output that
+    fails part-way (a full disk), saying why."""
     src = demo_clip() if str(input_path) == "demo" else Path(input_path)
     if not src.is_file():
         raise UserError(f"{src}: no such video file")
@@ -115,7 +126,7 @@ def render(input_path: str | os.PathLike, output_path: str | os.PathLike, engine
     stop = threading.Event()
     reader = threading.Thread(target=_read_batches, args=(cap, batch, q, stop), name="render-reader", daemon=True)
     writer = open_video_writer(out, out_w, h, fps, rate=info.rate, audio_from=audio_from,
-                               audio_codec=info.audio_codec)
+                               audio_codec=info.audio_codec, overwrite=overwrite)
     bar = _Progress(info.expected_frames, enabled=progress)
     frames_done, faults = 0, 0
     t0 = time.perf_counter()
@@ -149,10 +160,16 @@ def render(input_path: str | os.PathLike, output_path: str | os.PathLike, engine
                 writer.write(frame)
             frames_done += len(item)
             bar.update(frames_done)
-        declared = None if info.estimated else info.expected_frames
-        stopped_early = bool(declared) and 0 < frames_done < declared - 1  # a declared count is off by 1 at most
+        declared = info.expected_frames
+        # a declared count is off by 1 at most; a count estimated from a duration only when the demuxer says so
+        stopped_early = bool(declared) and 0 < frames_done < declared - 1 and (
+            not info.estimated or ended_early(src) is not None)
         partial = partial_name(out) if stopped_early else None
-        writer.close(to=partial)
+        written = writer.close(to=partial)
+    except WriteFailed as exc:  # a full disk: what was written is kept (VideoWriter.salvage), said in one line
+        stop.set()
+        writer.abort()
+        raise UserError(f"{exc} (after {frames_done} frames of {src.name})") from None
     except BaseException:
         stop.set()
         writer.abort()
@@ -166,23 +183,15 @@ def render(input_path: str | os.PathLike, output_path: str | os.PathLike, engine
     if frames_done == 0:
         raise UserError(f"{src}: no frames could be decoded")
     if partial is not None:
-        raise UserError(f"{src}: the input stopped at frame {frames_done} of its {declared} (damaged or "
-                        f"truncated); the {frames_done} frames rendered are in {partial}")
-    summary = {"input": str(src), "output": str(out), "frames": frames_done, "fps": fps, "rate": info.rate,
+        about = "about " if info.estimated else ""
+        raise UserError(f"{src}: the input stopped at frame {frames_done} of its {about}{declared} (damaged or "
+                        f"truncated); the {frames_done} frames rendered are in {written}")
+    summary = {"input": str(src), "output": str(written), "frames": frames_done, "fps": fps, "rate": info.rate,
                "size": f"{out_w}x{h}", "audio": audio_from is not None, "seconds": round(seconds, 2),
                "render_fps": round(frames_done / seconds, 2) if seconds > 0 else 0.0,
                "x_realtime": round(frames_done / fps / seconds, 3) if seconds > 0 else 0.0,
                "faults": faults, "engine": engine.name, "writer": writer.backend}
     return summary
-
-
-def partial_name(out: Path) -> Path:
-    """film.mp4 -> film.partial.mp4 (film.partial-2.mp4 ... when taken): playable, and says what it is."""
-    candidate, n = out.with_name(f"{out.stem}.partial{out.suffix}"), 1
-    while candidate.exists():
-        n += 1
-        candidate = out.with_name(f"{out.stem}.partial-{n}{out.suffix}")
-    return candidate
 
 
 class _Modulation:

@@ -46,6 +46,7 @@ def render(ctx: click.Context, input: str, output: Path, model: str | None, back
     from autoencoded.live.control.presets import load_preset
     from autoencoded.live.engines import open_engine
     from autoencoded.live.render import render as do_render
+    from autoencoded.media.writers import check_output_path
 
     the_preset = load_preset(preset) if preset else None
     routes = [*((the_preset.mods or []) if the_preset else []), *(mod_option(m) for m in mods)]
@@ -56,6 +57,7 @@ def render(ctx: click.Context, input: str, output: Path, model: str | None, back
                       if ctx.get_parameter_source(option) == click.core.ParameterSource.COMMANDLINE})
     if input != "demo" and not Path(input).is_file():
         raise UserError(f"{input}: no such video file")
+    check_output_path(output)  # a folder that is not there, a name too long: said before the model loads
     if output.exists() and not overwrite:
         raise UserError(f"{output} exists; pass --overwrite to replace it")
     engine = open_engine(model, backend=backend, log=click.echo)

@@ -67,10 +67,33 @@ def check_decodes(path: str | os.PathLike) -> None:
         cap.release()
 
 
+# what demuxers say when a file stops inside what it declared (Matroska, MP4/MOV)
+ENDED_EARLY = ("File ended prematurely", "partial file", "Truncating packet", "truncated")
+
+
+def ended_early(path: str | os.PathLike) -> str | None:
+    """The demuxer's own line when `path` ends before what its container declares (a copy cut short, a
+    recording that stopped), else None; None too without ffprobe. Reads the packets without decoding them:
+    for a file whose length is only a duration (Matroska), where a short read alone cannot tell a cut file
+    from an estimate that was off."""
+    if not have_ffmpeg():
+        return None
+    cmd = [ffprobe_path() or "ffprobe", "-v", "error", "-count_packets", "-select_streams", "v:0",
+           "-show_entries", "stream=nb_read_packets", "-of", "csv=p=0", file_arg(path)]
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=600)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    for line in r.stderr.splitlines():
+        if any(word in line for word in ENDED_EARLY):
+            return line.split("] ", 1)[-1].strip()[:200]
+    return None
+
+
 def _probe_ffprobe(path: Path) -> VideoInfo:
     cmd = [ffprobe_path() or "ffprobe", "-v", "error", "-of", "json", "-show_entries",
            "stream=codec_type,codec_name,width,height,avg_frame_rate,r_frame_rate,nb_frames,duration,"
-           "sample_aspect_ratio:stream_side_data=rotation:stream_tags=rotate:format=duration", file_arg(path)]
+           "sample_aspect_ratio:stream_side_data=rotation:stream_tags=rotate,DURATION:format=duration", file_arg(path)]
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=60)
     except (OSError, subprocess.SubprocessError) as exc:
@@ -90,7 +113,9 @@ def _probe_ffprobe(path: Path) -> VideoInfo:
     s = videos[0]
     avg, real = _rate(s.get("avg_frame_rate")), _rate(s.get("r_frame_rate"))
     fps = float(avg or real or 0.0)
-    duration = _num(s.get("duration")) or _num((doc.get("format") or {}).get("duration"))
+    # the video's own length first: Matroska states it only as a tag, and the file's may include longer sound
+    duration = _num(s.get("duration")) or _clock((s.get("tags") or {}).get("DURATION")) \
+        or _num((doc.get("format") or {}).get("duration"))
     expected = _int(s.get("nb_frames"))
     estimated = expected is None and bool(duration and fps)
     if estimated:
@@ -153,6 +178,15 @@ def _num(text) -> float | None:
     except (TypeError, ValueError):
         return None
     return value if 0 < value < math.inf else None
+
+
+def _clock(text) -> float | None:
+    """'00:00:10.000000000' (Matroska's DURATION tag) -> 10.0."""
+    try:
+        h, m, sec = str(text).split(":")
+        return _num(int(h) * 3600 + int(m) * 60 + float(sec))
+    except (TypeError, ValueError):
+        return None
 
 
 def _int(text) -> int | None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -62,14 +63,15 @@ class RealTimeWriter:
             return 0.0
         return max(0.0, self.clock() - self.t0 - self.slots / self.fps)
 
-    def close(self) -> None:
+    def close(self) -> Path:
         """Write what is queued, up to the slot of the last frame shown (frames dropped at the door too),
-        finish the file and rename it (VideoWriter.close); raises the encoder's error."""
+        finish the file and rename it (VideoWriter.close: returns its name); raises the encoder's error
+        (after which the part written is kept, VideoWriter.salvage)."""
         self._finish(self._last_shown)
         if self.error is not None:
             self.writer.abort()
             raise self.error
-        self.writer.close()
+        return self.writer.close()
 
     def abort(self) -> None:
         self._finish(None)

@@ -6,6 +6,7 @@ Every sink takes uint8 H x W x 3 RGB frames at the size given to `open`. Recordi
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 from abc import ABC, abstractmethod
@@ -15,7 +16,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from autoencoded import signals
 from autoencoded.errors import UserError
+from autoencoded.fileio import Claim, NameInUse
 from autoencoded.live.io.realtime import RealTimeWriter
 from autoencoded.live.io.sources import has_display
 from autoencoded.media.writers import LIVE_PRESET, check_output_path, open_video_writer, supported_extensions
@@ -63,10 +66,27 @@ class RecorderSink(Sink):
     declared `fps`, and a slow encoder never holds up the other outputs. An existing file is replaced only
     when `overwrite`."""
 
-    def __init__(self, path: str | os.PathLike, log: Callable[[str], None] = print, overwrite: bool = False) -> None:
-        self.path = check_output_path(path)
-        if self.path.exists() and not overwrite:
-            raise UserError(f"--output {path}: the file exists; pass --overwrite to replace it")
+    def __init__(self, path: str | os.PathLike, log: Callable[[str], None] = print, overwrite: bool = False,
+                 free: bool = False) -> None:
+        """The name is claimed here, at start (a second instance on it is refused, see fileio.Claim) and held
+        until close(). free: take the first of NAME.EXT, NAME-2.EXT ... that is neither a file nor claimed."""
+        wanted = check_output_path(path)
+        for n in itertools.count(1):
+            self.path = wanted if n == 1 else wanted.with_name(f"{wanted.stem}-{n}{wanted.suffix}")
+            try:
+                claim = Claim(self.path, "a recording")
+            except NameInUse:
+                if free:
+                    continue
+                raise
+            if os.path.lexists(self.path) and not overwrite:
+                claim.release()
+                if free:
+                    continue
+                raise UserError(f"--output {path}: the file exists; pass --overwrite to replace it")
+            break
+        self.claim: Claim | None = claim
+        self.overwrite = overwrite
         self.name = f"file {self.path}"
         self.log = log
         self.recorder: RealTimeWriter | None = None
@@ -75,8 +95,9 @@ class RecorderSink(Sink):
         r = self.recorder
         if r is not None and (r.writer.width, r.writer.height, r.fps) == (width, height, fps):
             return
-        self.close()
-        self.recorder = RealTimeWriter(open_video_writer(self.path, width, height, fps, preset=LIVE_PRESET), fps)
+        self._finish()
+        self.recorder = RealTimeWriter(open_video_writer(self.path, width, height, fps, preset=LIVE_PRESET,
+                                                         overwrite=self.overwrite, fragmented=True), fps)
 
     def write(self, frame: np.ndarray) -> None:
         if self.recorder is not None:  # a frame in flight while the loop closes the file is not a fault
@@ -96,16 +117,27 @@ class RecorderSink(Sink):
         return ""
 
     def close(self) -> None:
+        try:
+            self._finish()
+        finally:
+            if self.claim is not None:
+                self.claim.release()
+                self.claim = None
+
+    def _finish(self) -> None:
         r, self.recorder = self.recorder, None
         if r is None:
             return
-        if r.shown == 0:
-            r.abort()
-            self.log(f"{self.path}: no frames were recorded, no file written")
-            return
-        r.close()
+        # a second Ctrl-C (or a service manager's SIGTERM) while the file is finalised must not lose it
+        with signals.held(f"the recording {self.path} (it is kept)"):
+            if r.shown == 0:
+                r.abort()
+                self.log(f"{self.path}: no frames were recorded, no file written")
+                return
+            final = r.close()
         behind = f"; {r.dropped} frames dropped while the encoder was behind" if r.dropped else ""
-        self.log(f"recorded {r.slots / r.fps:.1f} s to {self.path} ({r.slots} frames at {r.fps:g} fps: "
+        moved = f" ({self.path.name} appeared meanwhile)" if final != self.path else ""
+        self.log(f"recorded {r.slots / r.fps:.1f} s to {final}{moved} ({r.slots} frames at {r.fps:g} fps: "
                  f"{r.shown} shown, {r.repeated} repeats{behind})")
 
 
