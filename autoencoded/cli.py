@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     code (autoencoded.shutdown), with the same status."""
     code = _main(argv)
     if argv is None:
+        signals.ignore_from_now()
         shutdown.exit_if_stuck(code)
     return code
 

@@ -28,6 +28,7 @@ from concurrent.futures import Future
 import cv2
 import numpy as np
 
+from autoencoded import signals
 from autoencoded.errors import one_line
 from autoencoded.live.control.latent import LatentFX, dry_wet
 from autoencoded.live.control.params import Params, ParamStore
@@ -197,7 +198,10 @@ class Pipeline:
         except KeyboardInterrupt:
             self.interrupted = True
         finally:
-            self.stop()
+            # another stop signal while the recordings are finalised must not cut them short (and lose them)
+            with signals.held("the outputs (a recording is kept)") as late:
+                self.stop()
+            self.interrupted = self.interrupted or bool(late)
         return self.stats()
 
     def __enter__(self) -> Pipeline:
