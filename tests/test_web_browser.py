@@ -5,7 +5,9 @@ next output frame; preview frames arrive in the page; off loopback the token is 
 
 from __future__ import annotations
 
+import http.server
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -175,3 +177,74 @@ def test_screenshot_for_the_readme(show, browser, tmp_path):
     page.screenshot(path=str(out), full_page=True)
     shot = cv2.imread(str(out))
     assert shot is not None and shot.shape[1] == 1280 and shot.shape[0] >= 860
+
+
+EVIL_PAGE = """<!doctype html><body><script>
+  // another site's page, and a sandboxed iframe in it (whose Origin is `null`), each trying to play the show
+  window.results = {};
+  window.addEventListener("message", (e) => { window.results.iframe = window.results.iframe || e.data; });
+  const ws = new WebSocket("WS_URL");
+  ws.onopen = () => { ws.send(JSON.stringify({set: {noise: 0.777, mix: 0.333}})); window.results.page = "open"; };
+  ws.onclose = () => { window.results.page = window.results.page || "refused"; };
+</script>
+<iframe sandbox="allow-scripts" srcdoc='<script>
+  const ws = new WebSocket("WS_URL");
+  ws.onopen = () => { ws.send(JSON.stringify({set: {noise: 0.777, mix: 0.333}})); parent.postMessage("open", "*"); };
+  ws.onclose = () => parent.postMessage("refused", "*");
+</script>'></iframe></body>"""
+
+
+def test_a_page_on_another_site_cannot_play_the_show(show, browser):
+    """Issue 23 item 1: a sandboxed iframe on any web page sends `Origin: null`, which the guard let through,
+    and its WebSocket set noise 0.777 and mix 0.333. The other site is a real HTTP server on another port of
+    this machine (chromium's Local Network Access already blocks a public site from loopback, but not another
+    local page, nor a LAN one)."""
+    stage, store, _ = show()
+    body = EVIL_PAGE.replace("WS_URL", f"ws://127.0.0.1:{stage.web.port}/api/v1/ws").encode()
+
+    class Evil(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Evil) as evil:
+        threading.Thread(target=evil.serve_forever, daemon=True).start()
+        page = browser.new_page()
+        page.goto(f"http://127.0.0.1:{evil.server_address[1]}/")
+        wait_for(lambda: set(page.evaluate("window.results")) == {"page", "iframe"}, "both WebSockets to end")
+        results = page.evaluate("window.results")
+        evil.shutdown()
+    assert results == {"page": "refused", "iframe": "refused"}
+    assert store.peek().noise == 0 and store.peek().mix == 1
+    # the remote's own page, in the same browser, still plays it
+    own = browser.new_page()
+    own.goto(stage.web.url)
+    own.wait_for_selector('input[type=range][data-name="noise"]')
+    wait_for(lambda: own.locator("#link.on").count() == 1, "the remote's own WebSocket")
+
+
+@pytest.mark.parametrize("web, token", [("127.0.0.2:0", None), ("0.0.0.0:0", "Az09-_.~Token")])
+def test_the_printed_url_plays_the_show(show, browser, monkeypatch, web, token):
+    """Issue 23 items 4 and 5: `--web 127.0.0.2:PORT` printed a URL that answered 403 to everything, and a
+    token of URL characters printed one that answered 401. A token of every allowed character goes through
+    the URL, the cookie and the X-Token header as it is."""
+    if token:
+        monkeypatch.setenv("AUTOENCODED_WEB_TOKEN", token)
+    stage, store, _ = show(web)
+    assert stage.web.token == token and stage.web.url.endswith(f"/?token={token}" if token else "/")
+    page = browser.new_page()
+    page.goto(stage.web.url)
+    page.wait_for_selector('input[type=range][data-name="noise"]')
+    wait_for(lambda: page.locator("#link.on").count() == 1, "the WebSocket")
+    wait_for(lambda: page_preview(page) is not None, "a preview frame")
+    drag(page, "mix", 0.0)
+    wait_for(lambda: store.peek().mix < 0.05, "the slider's move")
+    page.locator("#preset").select_option("noise-sweep")
+    page.locator("#preset-go").click()  # over fetch, with X-Token
+    wait_for(lambda: store.peek().noise > 0, "the preset over POST")
