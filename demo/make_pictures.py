@@ -6,7 +6,9 @@
    its latest checkpoint by the trainer's own evaluation, so that it shows what this version draws;
 2. before_after.png: frames of the demo clip followed by held black frames, put through
    `autoencoded render`; inputs on top, the model's output below (the black column shows the haze);
-3. live.png: a still of `autoencoded live --input demo --noise 0.6 --overlay`.
+3. live.png: a still of `autoencoded live --input demo --noise 0.6 --overlay`;
+4. foreign.png: footage the model never saw (../shared/footage/foreign: the portrait and the cameraman,
+   public domain and CC0), three frames of each through `autoencoded render`, inputs on top.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import numpy as np
 from autoencoded.live.assets import DEMO_CLIP
 
 ROOT = Path(__file__).resolve().parents[1]
+FOREIGN = ROOT.parent / "shared" / "footage" / "foreign"
+FOREIGN_CLIPS = ("astronaut_handheld.mp4", "camera_handheld.mp4")
 
 
 def read_frames(path: Path) -> list[np.ndarray]:
@@ -56,6 +60,24 @@ def sample_grid(run: Path) -> Path:
     trainer = Trainer(cfg, open_dataset(cfg.dataset), resume=True, progress=False)
     trainer.write_samples(trainer.evaluate())
     return max((run / "samples").glob("step-*.png"))
+
+
+def foreign_strip(tmp: Path, out: Path) -> Path | None:
+    """Inputs above outputs, three frames from each foreign clip, at the model's output size."""
+    clips = [FOREIGN / name for name in FOREIGN_CLIPS]
+    if not all(c.is_file() for c in clips):
+        print(f"foreign.png skipped: {FOREIGN} not present", file=sys.stderr)
+        return None
+    top, bottom = [], []
+    for clip in clips:
+        autoencoded("render", str(clip), str(tmp / f"{clip.stem}.mp4"))
+        originals, rendered = read_frames(clip), read_frames(tmp / f"{clip.stem}.mp4")
+        rh, rw = rendered[0].shape[:2]
+        for i in np.linspace(10, len(rendered) - 10, 3).round().astype(int):
+            top.append(cv2.resize(originals[i], (rw, rh), interpolation=cv2.INTER_AREA))
+            bottom.append(rendered[i])
+    cv2.imwrite(str(out / "foreign.png"), np.vstack([np.hstack(top), np.hstack(bottom)]))
+    return out / "foreign.png"
 
 
 def main() -> None:
@@ -92,8 +114,10 @@ def main() -> None:
         autoencoded("live", "--input", "demo", "--output", str(tmp / "live.mp4"), "--noise", "0.6",
                     "--overlay", "--max-frames", "75", "--size", "854x480", "--osc-port", "0")
         cv2.imwrite(str(out / "live.png"), read_frames(tmp / "live.mp4")[-1])
-    for name in ("samples.png", "before_after.png", "live.png"):
-        print(out / name)
+        foreign_strip(tmp, out)
+    for name in ("samples.png", "before_after.png", "live.png", "foreign.png"):
+        if (out / name).is_file():
+            print(out / name)
 
 
 if __name__ == "__main__":
