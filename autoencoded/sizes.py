@@ -21,12 +21,13 @@ def parse_size(text: str, option: str = "--size", multiple: int = 1, minimum: in
         w, h = (int(p) for p in str(text).lower().replace(" ", "").split("x"))
     except ValueError:
         raise UserError(f"{option} {text!r}: expected WIDTHxHEIGHT, e.g. {_example(multiple)}") from None
-    if w % multiple or h % multiple:
-        kind = "even" if multiple == 2 else f"multiples of {multiple}"
-        raise UserError(f"{option} {text!r}: both sides must be {kind}, e.g. {_example(multiple)}")
+    # the bounds first: 99999x99999 is too big, and saying "must be even" would send the user the wrong way
     if not (minimum <= w <= maximum[0] and minimum <= h <= maximum[1]):
         raise UserError(f"{option} {text!r}: sides must be between {minimum}x{minimum} and "
                         f"{maximum[0]}x{maximum[1]}")
+    if w % multiple or h % multiple:
+        kind = "even" if multiple == 2 else f"multiples of {multiple}"
+        raise UserError(f"{option} {text!r}: both sides must be {kind}, e.g. {_example(multiple)}")
     return w, h
 
 

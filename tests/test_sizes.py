@@ -23,3 +23,15 @@ def test_bad_size_is_one_line_and_exit_2(args, option, capsys, tmp_path, monkeyp
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: {option} ") and "\n" not in err
     assert list(tmp_path.iterdir()) == []  # refused before anything was written
+
+
+@pytest.mark.parametrize("text, says", [
+    ("99999x99999", "between"),  # too big and odd: the size is what is wrong, not its parity
+    ("7681x720", "between"),
+    ("1281x720", "even"),
+    ("8x8", "between"),
+])
+def test_a_size_out_of_bounds_is_said_before_its_parity(text, says, capsys):
+    assert main(["live", "--size", text]) == 2
+    err = capsys.readouterr().err
+    assert says in err and ("even" not in err if says == "between" else True), err
