@@ -337,23 +337,56 @@ def test_overwrite_refuses_foreign_folders(tmp_path, capsys):
     assert (folder / "thesis.docx").read_text() == "precious"
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (bf16 autocast, channels_last, compile)")
 def test_cuda_training_with_bf16_autocast_and_compile(tmp_path):
     ds = make_dataset(tmp_path / "ds", n=16)
     run = tmp_path / "run"
     run.mkdir()
-    cfg = tiny_cfg(ds, run, device="cuda", compile=True, steps=6)
+    # the pixel-led phase, then the discriminator joins at step 3 (the retained backward of the adversarial step)
+    cfg = tiny_cfg(ds, run, device="cuda", compile=True, steps=6, adversarial_start=0.5)
     summary = Trainer(cfg, open_dataset(ds)).run()
     assert summary["step"] == 6
-    assert all(np.isfinite(metrics(run)[6][k]) for k in LOSS_KEYS)
+    m = metrics(run)
+    assert [m[s]["adversarial"] for s in range(1, 7)] == [0.0] * 3 + [1.0] * 3
+    assert all(np.isfinite(m[6][k]) for k in LOSS_KEYS)
 
 
-def test_compile_without_cuda_is_a_user_error(tmp_path, capsys):
-    if torch.cuda.is_available():
-        pytest.skip("this machine has CUDA")
+@pytest.mark.slow  # inductor compiles three networks' forward and backward passes with g++: about a CPU minute
+def test_compiled_training_crosses_the_adversarial_switch_on_the_cpu(tmp_path, capsys):
+    """torch.compile (inductor's C++ kernels) through the pixel-led steps and on past the step the
+    discriminator joins, whose retained backward a compiled graph with donated buffers refused."""
     ds = make_dataset(tmp_path / "ds", n=8)
-    assert cli("train", ds, "-o", tmp_path / "run", "--compile", "--device", "cpu", "--batch", 4) == 2
-    assert "CUDA" in _err_line(capsys)
+    args = ["--device", "cpu", "--steps", 4, "--batch", 4, "--adversarial-start", 0.5, "--checkpoint-every", 4,
+            "--no-progress"]
+    assert cli("train", ds, "-o", tmp_path / "compiled", "--compile", *args) == 0
+    assert cli("train", ds, "-o", tmp_path / "eager", *args) == 0
+    capsys.readouterr()
+    compiled, eager = metrics(tmp_path / "compiled"), metrics(tmp_path / "eager")
+    assert sorted(compiled) == [1, 2, 3, 4]
+    assert [compiled[s]["adversarial"] for s in (1, 2, 3, 4)] == [0.0, 0.0, 1.0, 1.0]
+    assert all(np.isfinite(compiled[s][k]) for s in (3, 4) for k in LOSS_KEYS)
+    # the compiled graphs compute the eager step (inductor fuses, so to rounding)
+    assert compiled[1]["rec"] == pytest.approx(eager[1]["rec"], rel=1e-3)
+    assert compiled[3]["dis"] == pytest.approx(eager[3]["dis"], rel=1e-2)
+
+
+def test_compile_without_a_compiler_is_one_line(tmp_path, capsys, monkeypatch):
+    from torch._inductor import config as inductor_config
+
+    from autoencoded.training.compiled import missing_compiler
+    ds = make_dataset(tmp_path / "ds", n=8)
+    with inductor_config.patch({"cpp.cxx": (None, str(tmp_path / "no-such-g++"))}):
+        assert cli("train", ds, "-o", tmp_path / "run", "--compile", "--device", "cpu", "--batch", 4) == 2
+    err = _err_line(capsys)
+    assert "C++ compiler" in err and "no-such-g++" in err
+    assert not (tmp_path / "run" / "checkpoints").exists()
+    # Triton's C compiler on CUDA: $CC, else gcc or clang on PATH
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    assert "C compiler" in missing_compiler("cuda")
+    monkeypatch.delenv("CC")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert "C compiler" in missing_compiler("cuda")
 
 
 # ---- the CPU recipe: pixel-led phase, weight average, registry defaults -----------------------------------

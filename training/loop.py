@@ -28,6 +28,7 @@ from autoencoded.errors import UserError, one_line
 from autoencoded.training import distributed as dist_mod
 from autoencoded.training.augment import Augmentation
 from autoencoded.training.checkpoints import Checkpoints, optimizer_from_flat, restore_rng
+from autoencoded.training.compiled import compile_networks
 from autoencoded.training.config import TrainConfig
 from autoencoded.training.device import autocast_dtype, pick_device
 from autoencoded.training.ema import WeightAverage
@@ -113,10 +114,8 @@ class Trainer:
         self.amp_dtype, amp_note = autocast_dtype(self.device.type, cfg.amp, capability, gpu)
         self.nets = {k: getattr(self.model, k) for k in NETS}
         self.fns = dict(self.nets)
-        if cfg.compile:
-            if not self.cuda:
-                raise UserError("--compile needs a CUDA device (torch.compile is only used on GPU)")
-            self.fns = {k: torch.compile(m) for k, m in self.nets.items()}
+        if cfg.compile:  # the compiled forms run the steps; the modules keep the weights (training/compiled.py)
+            self.fns = compile_networks(self.nets, self.device.type)
         self.base_lr = {"encoder": cfg.lr, "decoder": cfg.lr, "discriminator": cfg.lr_dis}
         self.opts = {k: torch.optim.Adam(m.parameters(), lr=self.base_lr[k], betas=(cfg.beta1, cfg.beta2))
                      for k, m in self.nets.items()}

@@ -150,7 +150,9 @@ def _resolved_model_value(key: str, saved, value):
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True,
               help="auto: an NVIDIA GPU, then Apple's GPU (MPS), then the CPU.")
-@click.option("--compile", is_flag=True, help="torch.compile the networks (CUDA only).")
+@click.option("--compile", is_flag=True,
+              help="torch.compile the networks, on CUDA (needs a C compiler for Triton: gcc or clang) or the CPU "
+                   "(needs g++).")
 @click.option("--balance/--no-balance", default=True, show_default=True, help="Equilibrium/margin rule.")
 @click.option("--guard/--no-guard", default=True, show_default=True, help="Collapse guard with rollback.")
 @click.option("--resume", is_flag=True, help="Continue the run in RUN from its latest checkpoint.")
