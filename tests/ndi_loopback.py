@@ -107,6 +107,25 @@ def stall() -> dict:
             "logs": logs, "outage_log": [{k: v for k, v in o.items() if k in ("reason", "first_reason", "reopens")} for o in p.feed.outages]}
 
 
+EVIL_NAME = "evil\x1b[31mred\x1b]0;pwned\x07"
+
+
+def escaped_names() -> dict:
+    """Another app sends under a name holding terminal control sequences; a receiver that looks for a name
+    nobody sends says what it saw."""
+    from autoencoded.live.io.ndi import NdiSource
+
+    sending = Sending(EVIL_NAME, 64, 36)
+    try:
+        NdiSource("nobody", find_timeout=8.0).open()
+        error = None
+    except OSError as exc:
+        error = str(exc)
+    finally:
+        sending.stop()
+    return {"error": error}
+
+
 def live_cli(seconds: str, *args: str) -> dict:
     """`autoencoded live ... --output ndi:autoencoded` in a subprocess, received here by an NDI receiver."""
     from autoencoded.live.io.ndi import NdiSource
@@ -149,5 +168,5 @@ def live_cli_probe(frames: str, stats_json: str) -> dict:
 
 if __name__ == "__main__":
     name, *rest = sys.argv[1:]
-    print(json.dumps({"pixels": pixels, "stall": stall, "live_cli": live_cli,
+    print(json.dumps({"pixels": pixels, "stall": stall, "live_cli": live_cli, "escaped_names": escaped_names,
                       "live_cli_probe": live_cli_probe}[name](*rest)))

@@ -201,3 +201,24 @@ def test_thread_start_and_stop():
         time.sleep(0.005)
     inp.stop()
     assert inp.state == "stopped" and devices.ports[-1].closed
+
+
+def test_port_names_are_printed_escaped():
+    """Port names come from devices and other apps (a network MIDI session names itself): issue 23 item 6,
+    every name seen from outside is printed escaped."""
+    evil = "evil\x1b[31mred\x1b]0;pwned\x07"
+    devices = FakeDevices([evil])
+    lines = []
+    inp = MidiInput(lambda m: None, "nanoKONTROL2", backend=devices, log=lines.append)
+    inp.poll_once()  # "no input matching ... (ports: <the names>)"
+    inp.device = "evil"
+    inp.poll_once()  # "listening on <the name>"
+    devices.names.clear()
+    inp.poll_once()  # "<the name> disconnected"
+    devices.names.append(evil)
+    devices.fail_open = True
+    inp.state = "open"
+    inp.poll_once()  # "cannot open <the name> (...)"
+    assert len(lines) == 4, lines
+    assert all("\x1b" not in line and "\x07" not in line for line in lines), lines
+    assert all("evil\\x1b[31mred\\x1b]0;pwned\\x07" in line for line in lines), lines

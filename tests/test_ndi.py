@@ -104,6 +104,17 @@ def test_probe_reads_its_codes_back_over_ndi(ndi_config, tmp_path):
     assert 0 < handed["p50_ms"] < back["p50_ms"], probe
 
 
+@needs_ns
+def test_names_seen_on_the_network_are_printed_escaped(ndi_config):
+    """Issue 23 item 6: a source named evil<ESC>[31m...<ESC>]0;pwned<BEL> reached the terminal raw inside the
+    "no NDI source named ..." line (a colour change and a window title set by another app's name)."""
+    r = in_namespace(ndi_config, "escaped_names")
+    error = r["error"]
+    assert error and error.startswith("no NDI source named 'nobody' (seen: "), r
+    assert "\x1b" not in error and "\x07" not in error, error
+    assert "evil\\x1b[31mred\\x1b]0;pwned\\x07" in error, error
+
+
 def test_localhost_config_is_written_and_merged(tmp_path, monkeypatch):
     monkeypatch.setenv("NDI_CONFIG_DIR", str(tmp_path / "cfg"))
     path = ndi.write_localhost_config()

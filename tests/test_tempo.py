@@ -14,10 +14,13 @@ from autoencoded.live.control.params import ParamStore
 from autoencoded.live.control.tempo import (
     LinkClock,
     MidiClock,
+    MidiClockInput,
     Quantizer,
     beat_signals,
     next_boundary,
 )
+
+from helpers import has_midi_subsystem
 
 
 def clock_at(bpm: float, beats: float, start: float = 100.0, begin: str | None = "start") -> tuple[MidiClock, float]:
@@ -187,3 +190,25 @@ def test_link_between_two_local_peers():
         assert any(line.startswith("tempo: Ableton Link on") for line in lines)
     finally:
         clock.stop()
+
+
+def test_a_midi_clock_without_midi_says_the_clock_is_off(monkeypatch):
+    """`--tempo midi:IAC` without a MIDI subsystem said "MIDI control is off": it is the clock that is off."""
+    monkeypatch.setitem(sys.modules, "mido", None)  # `import mido` now raises ImportError, as without the extra
+    lines = []
+    clock = MidiClockInput("IAC", log=lines.append).start()
+    clock.input._thread.join(timeout=30)
+    clock.stop()
+    assert lines == ["midi: mido is not installed (pip install 'autoencoded[midi]'); the MIDI clock is off"]
+    assert clock.beat() is None
+
+
+def test_a_midi_clock_without_alsa_says_the_clock_is_off():
+    if has_midi_subsystem():
+        pytest.skip("this machine has a MIDI subsystem (the no-subsystem path cannot happen here)")
+    lines = []
+    clock = MidiClockInput("IAC", log=lines.append).start()
+    clock.input._thread.join(timeout=30)
+    clock.stop()
+    assert len(lines) == 1 and lines[0].startswith("midi: no MIDI subsystem (")
+    assert lines[0].endswith("; the MIDI clock is off") and "MIDI control" not in lines[0]

@@ -7,6 +7,7 @@ cue/recall/N, noise/reseed, freeze/toggle) fire when a button goes from below 64
 Without a MIDI subsystem (no ALSA sequencer, as in containers) rtmidi raises an OSError subclass and ALSA
 prints to stderr: MidiInput says so in one line (ALSA's noise silenced) and the live loop keeps running.
 A vanished device raises nothing, so the port list is polled and the device reopened when it returns.
+Port names come from devices and other apps (network MIDI sessions too): they are printed escaped.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Callable
 
 from autoencoded.live.control.params import ROW, SPECS, ParamStore, parse_target, target_name
 from autoencoded.service import ThreadService
+from autoencoded.text import printable
 
 
 def cc_to_value(name: str, value: int) -> float | int:
@@ -129,19 +131,22 @@ class MidiInput(ThreadService):
     """Listens on a MIDI input port from a background thread and feeds `handler(msg)`.
 
     `backend` is mido (default) or anything with get_input_names() and open_input(name, callback=...):
-    the device boundary, so reconnection can be exercised without hardware.
+    the device boundary, so reconnection can be exercised without hardware. `purpose` is what is off
+    when there is no MIDI here ("MIDI control", "the MIDI clock").
     """
 
     thread_name = "midi-input"
     join_s = 5.0
 
     def __init__(self, handler: Callable[[object], object], device: str = "auto", *,
-                 poll_s: float = 1.0, backend=None, log: Callable[[str], None] | None = None) -> None:
+                 poll_s: float = 1.0, backend=None, log: Callable[[str], None] | None = None,
+                 purpose: str = "MIDI control") -> None:
         super().__init__()
         self.handler = handler
         self.device = device
         self.poll_s = poll_s
         self.backend = backend
+        self.purpose = purpose
         self.log = log or (lambda line: print(line, file=sys.stderr))
         self.port_name: str | None = None
         self.opens = 0
@@ -163,7 +168,7 @@ class MidiInput(ThreadService):
         try:
             self.handler(msg)
         except Exception as exc:  # a handler bug must not kill rtmidi's thread
-            self.log(f"midi: {type(exc).__name__}: {exc}")
+            self.log(f"midi: {type(exc).__name__}: {printable(exc)}")
 
     def _close(self) -> None:
         port, self._port = self._port, None
@@ -178,13 +183,14 @@ class MidiInput(ThreadService):
         if self._port is not None:
             if self.port_name in names:
                 return
-            self.log(f"midi: {self.port_name} disconnected; waiting for it to come back")
+            self.log(f"midi: {printable(self.port_name)} disconnected; waiting for it to come back")
             self._close()
             self.state = "waiting"
         name = pick_port(names, self.device)
         if name is None:
             if self.state != "waiting":
-                self.log(f"midi: no input matching {self.device!r} (ports: {', '.join(names) or 'none'}); "
+                ports = ", ".join(printable(n, 80) for n in names[:20]) or "none"
+                self.log(f"midi: no input matching {self.device!r} (ports: {ports}); "
                          "waiting for it")
             self.state = "waiting"
             return
@@ -193,13 +199,13 @@ class MidiInput(ThreadService):
                 self._port = self._backend().open_input(name, callback=self._on_message)
         except Exception as exc:  # unplugged between listing and opening, or busy: try again next poll
             if self.state != "waiting":
-                self.log(f"midi: cannot open {name} ({type(exc).__name__}: {exc}); retrying")
+                self.log(f"midi: cannot open {printable(name)} ({type(exc).__name__}: {printable(exc)}); retrying")
             self.state = "waiting"
             return
         self.port_name = name
         self.opens += 1
         self.state = "open"
-        self.log(f"midi: listening on {name}")
+        self.log(f"midi: listening on {printable(name)}")
 
     def _run(self) -> None:
         try:
@@ -208,12 +214,13 @@ class MidiInput(ThreadService):
                 self._stop.wait(self.poll_s)
         except ImportError:
             self.state = "unavailable"
-            self.log("midi: mido is not installed (pip install 'autoencoded[midi]'); MIDI control is off")
+            self.log(f"midi: mido is not installed (pip install 'autoencoded[midi]'); {self.purpose} is off")
         except OSError as exc:  # rtmidi.SystemError and friends: no MIDI subsystem on this machine
             self.state = "unavailable"
-            self.log(f"midi: no MIDI subsystem ({type(exc).__name__}: {str(exc).strip()}); MIDI control is off")
+            self.log(f"midi: no MIDI subsystem ({type(exc).__name__}: {printable(str(exc).strip())}); "
+                     f"{self.purpose} is off")
         except Exception as exc:
             self.state = "unavailable"
-            self.log(f"midi: {type(exc).__name__}: {exc}; MIDI control is off")
+            self.log(f"midi: {type(exc).__name__}: {printable(exc)}; {self.purpose} is off")
         finally:
             self._close()

@@ -114,7 +114,7 @@ class MidiClockInput(BeatClock, Service):
         from autoencoded.live.control.midi import MidiInput
 
         self.midi_clock = MidiClock()
-        self.input = MidiInput(self.midi_clock.handle, device, backend=backend, log=log)
+        self.input = MidiInput(self.midi_clock.handle, device, backend=backend, log=log, purpose="the MIDI clock")
 
     def beat(self, now: float | None = None) -> float | None:
         return self.midi_clock.beat(now)

@@ -8,6 +8,8 @@ brings the runtime when the extra is installed.
 - `NdiSource` (`--input ndi:NAME`) receives another app's output with a camera's semantics: it is live
   (never paced by us), and the watchdog feed holds the last frame when the sender stalls or goes away and
   reopens (finds and connects again) with backoff.
+- Every name seen on the network (other senders' names in "no NDI source named ..." lines) is printed
+  escaped: a sender may put terminal control sequences in its name.
 - Discovery on a machine without a network needs NDI told to use the loopback address:
   `write_localhost_config()` writes `ndi-config.v1.json` with `{"ndi": {"networks": {"ips": "127.0.0.1"}}}`
   into the folder named by `NDI_CONFIG_DIR` (`--ndi-localhost`). The NDI runtime reads it when it starts,
@@ -30,6 +32,7 @@ from autoencoded.errors import UserError, one_line
 from autoencoded.fileio import atomic_write_bytes
 from autoencoded.live.io.sinks import Sink
 from autoencoded.live.io.sources import Reader, Source
+from autoencoded.text import printable
 
 CONFIG_NAME = "ndi-config.v1.json"
 DEFAULT_CONFIG_DIR = Path("~/.config/autoencoded/ndi")
@@ -160,7 +163,7 @@ class _NdiReader(Reader):
             deadline = time.monotonic() + source.connect_timeout
             while not self.receiver.is_connected():
                 if time.monotonic() > deadline:
-                    raise OSError(f"NDI source {found.name!r} found but did not connect "
+                    raise OSError(f"NDI source '{printable(found.name)}' found but did not connect "
                                   f"within {source.connect_timeout:g} s")
                 time.sleep(0.02)
         except BaseException:
@@ -176,7 +179,7 @@ class _NdiReader(Reader):
                     return found
             left = deadline - time.monotonic()
             if left <= 0:
-                seen = ", ".join(self.finder.get_source_names()) or "none"
+                seen = ", ".join(f"'{printable(n, 120)}'" for n in self.finder.get_source_names()[:20]) or "none"
                 raise OSError(f"no NDI source named {want!r} (seen: {seen})")
             # the Finder's own thread updates the list; its wait_for_sources() would keep the GIL while it waits
             time.sleep(min(left, 0.05))
