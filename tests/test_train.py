@@ -496,12 +496,12 @@ def test_resume_of_a_copied_run_writes_only_into_the_copy_from_any_working_folde
 def test_resume_compares_the_resolved_latent_size(tmp_path, capsys):
     ds = make_dataset(tmp_path / "ds", n=8)
     run = tmp_path / "run"
-    assert cli("train", ds, "-o", run, "--steps", 1, "--batch", 4, "--no-progress") == 0  # lite: z = 128
+    assert cli("train", ds, "-o", run, "--steps", 1, "--batch", 4, "--no-progress") == 0  # lite: z = 256
     capsys.readouterr()
-    assert cli("train", ds, "-o", run, "--resume", "--steps", 2, "--z-dim", 128, "--no-progress") == 0
+    assert cli("train", ds, "-o", run, "--resume", "--steps", 2, "--z-dim", 256, "--no-progress") == 0
     capsys.readouterr()
     assert cli("train", ds, "-o", run, "--resume", "--steps", 3, "--z-dim", 64) == 2
-    assert "trained with z_dim=128, not 64" in _err_line(capsys)
+    assert "trained with z_dim=256, not 64" in _err_line(capsys)
 
 
 # ---- the collapse guard catches an early collapse (issue 13.6) ---------------------------------------------

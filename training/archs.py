@@ -40,8 +40,8 @@ ARCHS: dict[str, Arch] = {
     "lite": Arch(
         "lite",
         "the same family for a laptop CPU: 4x4 stride-2 convs 32-64-128-256, a 1x1 squeeze to 32 channels "
-        "before the FC to z=128, a resize-convolution decoder 192-96-48-24 (no checkerboard); ~1.1 GFLOPs",
-        model=dict(z_dim=128, enc_channels=(32, 64, 128, 256), enc_kernel=4, dec_kernel=4, upsample="resize",
+        "before the FC to z=256, a resize-convolution decoder 192-96-48-24 (no checkerboard); ~1.1 GFLOPs",
+        model=dict(z_dim=256, enc_channels=(32, 64, 128, 256), enc_kernel=4, dec_kernel=4, upsample="resize",
                    dec_channels=(192, 96, 48, 24), bottleneck_channels=32, disc_channels=(32, 64, 128, 256),
                    disc_kernel=4, disc_fc=0, sim_layers=(0, 1, 2, 3), bounded_latent=True),
         # the CPU recipe (README, "Training recipe"): pixel-led autoencoding first, the discriminator
@@ -49,7 +49,7 @@ ARCHS: dict[str, Arch] = {
         train=dict(batch=16, lr=2e-3, lr_dis=2e-4, beta1=0.9, lr_schedule="cosine", noise_start=0.3,
                    noise_end=0.05, pixel_weight=1.0, ssim_weight=0.5, kl_noise_scaled=True, saturation_weight=0.1,
                    sim_weight=0.1, gamma=0.1, kl_weight=1e-3, gan_weight=0.01,
-                   adversarial_start=0.9, ema=0.999, augment=True, augment_plain=0.25, augment_degrade=0.5),
+                   adversarial_start=0.9, ema=0.999, augment=True, augment_plain=0.5, augment_degrade=0.5),
     ),
 }
 
