@@ -13,6 +13,7 @@ import pytest
 from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.osc_packet import OscPacket
 
+from autoencoded.cli import main
 from autoencoded.errors import UserError
 from autoencoded.live.control.params import ParamStore
 from autoencoded.live.control.presets import load_preset, user_dir
@@ -69,6 +70,21 @@ def test_preset_at_start_and_switching_over_osc():
         assert store.peek().noise == 0.0 and store.peek().smooth == 0.0
     assert any(line.startswith("osc: listening on 127.0.0.1:") for line in lines)
     assert cs.osc is None
+
+
+def test_a_preset_confirms_that_it_was_applied(capsys, monkeypatch, tmp_path):
+    """Issue 23 item 25: `--preset` never said that it was applied. One line when it is, from every way in
+    (the command line, OSC, the web remote): what it set, and nothing for a preset that was refused."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    store, lines = ParamStore(), []
+    with ControlSurface(store, preset="touchosc", osc_port=0, log=lines.append) as cs:
+        send(cs, msg("/preset", "noise-sweep"), msg("/preset", "nope"))
+    said = [line for line in lines if line.startswith("preset")]
+    assert said == [f"preset: touchosc applied ({len(load_preset('touchosc').params)} controls, OSC aliases)",
+                    "preset: noise-sweep applied (9 controls)"], lines
+    assert main(["live", "--preset", "noise-sweep", "--input", "demo", "--output", "null", "--duration", "0.5",
+                 "--osc-port", "0", "--web", "0"]) == 0
+    assert "preset: noise-sweep applied (9 controls)\n" in capsys.readouterr().err
 
 
 def test_preset_model_and_osc_model_call_on_model(tmp_path):

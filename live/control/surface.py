@@ -31,6 +31,15 @@ def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+def _contents(preset: Preset) -> str:
+    """What applying `preset` changed, for its confirmation line: "3 controls, MIDI map"."""
+    n = len(preset.params)
+    parts = [f"{n} control{'' if n == 1 else 's'}"]
+    parts += [what for what, there in (("OSC aliases", preset.osc_aliases), ("MIDI map", preset.midi_cc),
+                                       ("modulation", preset.mods)) if there is not None]
+    return ", ".join(parts)
+
+
 class ControlSurface(Service):
     """osc_port None: no OSC (the CLI's --osc-port 0); 0 here picks a free port (tests)."""
 
@@ -127,6 +136,7 @@ class ControlSurface(Service):
                 self.preset = preset
             if self.on_preset is not None:
                 self.on_preset(preset)
+            self.log(f"preset: {printable(preset.name)} applied ({_contents(preset)})")  # --preset, OSC and web
 
         model = preset.live.get("model")
         if model and request_model and self.on_model is not None:
@@ -139,7 +149,6 @@ class ControlSurface(Service):
 
     def _osc_preset(self, name: str) -> None:
         self.switch_preset(name, allow_path=False)
-        self.log(f"preset: {printable(name)}")
 
     def save_preset(self, path: str | Path, description: str | None = None) -> Path:
         """Save the current values (with the current preset's maps and live settings) as a preset file."""

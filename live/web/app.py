@@ -148,8 +148,7 @@ class Remote:
             name = _field(body, "name")
             if self.surface is None:
                 raise Refused(409, "presets are not available here")
-            self.surface.switch_preset(name, allow_path=False)  # names only from the network
-            self.log(f"web: preset {name}")
+            self.surface.switch_preset(name, allow_path=False)  # names only from the network; it says so itself
             return {"preset": name}
 
         return await self._json_action(request, switch)
