@@ -180,11 +180,11 @@ def make_dataset(path: Path, n: int = 24, width: int = 64, height: int = 48, com
 
 
 def metrics(run: Path) -> dict[int, dict]:
-    """A run's metrics.jsonl as {step: record}."""
+    """A run's metrics.jsonl as {step: record} of the steps' losses (not the evaluations' records)."""
     out = {}
     for line in (run / "metrics.jsonl").read_text().splitlines():
         rec = json.loads(line)
-        if "step" in rec:
+        if "step" in rec and "eval" not in rec:
             out[rec["step"]] = rec
     return out
 

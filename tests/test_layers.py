@@ -127,7 +127,8 @@ def test_the_wheel_holds_autoencoded_alone(tmp_path):
     assert tops == {"autoencoded", wheel.name.split("-")[0] + "-" + wheel.name.split("-")[1] + ".dist-info"}
     # what the package needs at run time travels with it
     for needed in ("autoencoded/live/assets/demo_model/model.json", "autoencoded/live/assets/demo_clip.mp4",
-                   "autoencoded/presets/default.toml", "autoencoded/training/model.py"):
+                   "autoencoded/presets/default.toml", "autoencoded/training/model.py",
+                   "autoencoded/training/assets/foreign_camera.png"):
         assert needed in names
 
 
