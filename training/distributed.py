@@ -48,10 +48,14 @@ def init(device_kind: str) -> Dist:
     if device_kind not in ("cuda", "cpu"):
         raise UserError(f"several processes train on CUDA GPUs (NCCL) or CPUs (gloo), not on {device_kind}")
     if not dist.is_initialized():
-        backend = "nccl" if device_kind == "cuda" else "gloo"
         if device_kind == "cuda":
             torch.cuda.set_device(local)
-        dist.init_process_group(backend=backend)
+            # the group is bound to this process's GPU: barrier() takes it from here (without it, torch 2.13's
+            # barrier guesses the current device and warns on rank 0), and NCCL connects now, so a broken
+            # setup fails at the start rather than at the first collective
+            dist.init_process_group(backend="nccl", device_id=torch.device("cuda", local))
+        else:
+            dist.init_process_group(backend="gloo")
     return Dist(rank=rank, world=world, local_rank=local)
 
 
