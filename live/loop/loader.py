@@ -31,7 +31,7 @@ class ModelLoader:
         self._next: tuple[object, dict, Future] | None = None
         self._loading = False
         self._worker: threading.Thread | None = None
-        self._started = 0.0  # when the running load began
+        self._started = 0.0  # when the running load began (or its thread was started)
         self._generation = 0
         self._closed = False
         self.loads = 0  # loads begun (a flood of requests must not raise this by more than two)
@@ -62,6 +62,9 @@ class ModelLoader:
                          "loading the new request beside it")
             if not running or stalled:
                 self._generation += 1
+                # its load begins now: a second request before the thread takes the first must not see a
+                # load begun at 0.0 (the machine's uptime ago) and start another thread beside it
+                self._started = time.monotonic()
                 self._worker = native_thread(threading.Thread(target=self._run, args=(self._generation,),
                                                               name="model-loader", daemon=True))
                 self._worker.start()
