@@ -123,7 +123,8 @@ def write_stats_json(path: Path, report: dict, probe: list[dict] | None = None) 
 
 @click.command("live")
 @click.option("--model", default=None, metavar="MODEL",
-              help="Model pack folder, .safetensors checkpoint or run folder (default: the bundled demo model).")
+              help="Model pack folder, .safetensors checkpoint, run folder, or demo: the bundled demo model (the "
+                   "default; a folder named demo is ./demo).")
 @click.option("--backend", default="auto", show_default=True,
               type=click.Choice(["auto", "tensorrt", "onnxruntime", "torch"]), help="Inference backend.")
 @click.option("--threads", type=click.IntRange(1, 256), default=None,

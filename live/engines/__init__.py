@@ -1,7 +1,7 @@
 """Open an inference engine for a model: `open_engine(model, backend)`.
 
 `model` is a model pack folder (model.json + ONNX), a .safetensors checkpoint, a run folder (with
-checkpoints/), or None for the bundled demo pack. `backend` is one of BACKENDS; "auto" picks the
+checkpoints/), or None or "demo" for the bundled demo pack (a folder named demo is ./demo). `backend` is one of BACKENDS; "auto" picks the
 fastest that loads here (tensorrt on an NVIDIA GPU, then onnxruntime CUDA, then onnxruntime CPU for
 packs; torch for checkpoints) and logs one line saying which and why. An explicit backend that cannot
 load raises one UserError line saying why, never a silent substitute.
@@ -23,12 +23,22 @@ from autoencoded.training.weights import sha256_file
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
 GPU_HINT = "pip install 'autoencoded[gpu]'"
 
-__all__ = ["BACKENDS", "Engine", "open_engine", "resolve_model", "tensorrt_unavailable"]
+__all__ = ["BACKENDS", "DEMO", "Engine", "model_name", "open_engine", "resolve_model", "tensorrt_unavailable"]
+#: the bundled demo model's name, wherever a model is named: --model demo, OSC /model demo, the web remote's
+#: picker (it is also how a show swaps back to it); a folder of that name is ./demo
+DEMO = "demo"
+
+
+def model_name(model: str | Path | None) -> str:
+    """What `model` is called in messages ("now playing ..."): "demo" for the bundled model, else the path
+    as given."""
+    return DEMO if model is None or str(model) == DEMO else str(model)
 
 
 def resolve_model(model: str | Path | None) -> tuple[str, Path]:
-    """-> ("pack", folder) or ("checkpoint", path). Bad paths raise UserError."""
-    if model is None:
+    """-> ("pack", folder) or ("checkpoint", path); None or "demo" is the bundled demo pack. Bad paths raise
+    UserError."""
+    if model_name(model) == DEMO:
         from autoencoded.live.assets import DEMO_MODEL_DIR
         if not is_pack(DEMO_MODEL_DIR):
             raise UserError(f"the bundled demo model is not installed (expected a model pack at {DEMO_MODEL_DIR}); "

@@ -31,6 +31,8 @@ def finite_images(images):
 class Engine(ABC):
     #: e.g. "onnxruntime (CPUExecutionProvider, 2 threads)", "tensorrt fp16", "torch cpu"
     name: str = "engine"
+    #: what was opened, for messages: "demo" or the pack or checkpoint path as given (set by hot swaps)
+    label: str = ""
     width: int
     height: int
     z_dim: int

@@ -237,9 +237,11 @@ class Pipeline:
         return self.loader.request(spec, backend=backend or self.backend)
 
     def _open(self, spec: object, backend: str) -> Engine:
-        from autoencoded.live.engines import open_engine
+        from autoencoded.live.engines import model_name, open_engine
 
-        return open_engine(spec, backend=backend, log=self.log, threads=self.threads)
+        engine = open_engine(spec, backend=backend, log=self.log, threads=self.threads)
+        engine.label = model_name(spec)  # "now playing" names the model, not only the backend it runs on
+        return engine
 
     def _load_failed(self, spec: object, exc: BaseException) -> None:
         why = printable(one_line(exc, typed=True))
@@ -269,7 +271,7 @@ class Pipeline:
         old, self.engine = self.engine, engine
         self.fx = LatentFX(engine.z_dim, seed=self.fx.seed)  # old cues and smoothing mean nothing here
         self.model_error = ""
-        self.log(f"model: now playing {engine.name}")
+        self.log(f"model: now playing {printable(engine.label) or 'a model'} on {engine.name}")
         fut.set_result(engine.name)
         if old is self._hung:
             self._hung = None  # still inside its inference, on the thread left behind: that thread drops it
