@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,6 +25,7 @@ from autoencoded.live.engines.tensorrt_build import (
     shape_spec,
 )
 
+REPO = Path(__file__).resolve().parents[1]
 IDENTITY = {"trt_version": "10.16.1.11", "gpu_name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}
 PROFILES = batch_profiles("image", (3, 144, 256), 16)
 
@@ -43,7 +45,7 @@ def test_cache_dir_env(monkeypatch, tmp_path):
 def test_every_key_field_changes_the_file():
     base = key()
     assert shape_spec(PROFILES) == ("image:1x3x144x256/1x3x144x256/1x3x144x256|"
-                                    "image:1x3x144x256/1x3x144x256/16x3x144x256")
+                                    "image:1x3x144x256/16x3x144x256/16x3x144x256")  # tuned for the largest
     assert base.builder == BUILDER_VERSION  # how engines are built is part of the key
     variants = [key(model_hash="cd" * 32), key(part="encoder"), key(trt_version="11.4.0.106"),
                 key(gpu_name="NVIDIA GeForce RTX 4090"), key(compute_capability="8.9"), key(precision="fp32"),
@@ -178,10 +180,17 @@ def test_unsupported_tensorrt_majors_are_one_line(version):
     assert "\n" not in str(err.value) and version in str(err.value)
 
 
-def test_tensorrt_10_without_strong_typing_is_refused():
+def test_tensorrt_before_10_12_is_refused_with_the_install_line():
+    """Every 10.x defines STRONGLY_TYPED (NvInfer.h from v10.0.0), so the floor is the version NVIDIA made strong
+    typing the way to build (10.12 deprecated weak typing), and pyproject's gpu extra asks for it."""
     from autoencoded.errors import UserError
-    with pytest.raises(UserError, match="no strongly typed networks"):
-        recipe("10.0.0", "fp16", has_strongly_typed_flag=False)
+    from autoencoded.live.engines.tensorrt_build import PIP_SPEC
+    with pytest.raises(UserError) as err:
+        recipe("10.11.0.33", "fp16", has_strongly_typed_flag=True)
+    assert "10.11.0.33" in str(err.value) and PIP_SPEC in str(err.value)
+    assert recipe("10.12.0.36", "fp16", has_strongly_typed_flag=True).strongly_typed_flag
+    gpu_extra = next(line for line in (REPO / "pyproject.toml").read_text().splitlines() if line.startswith("gpu = "))
+    assert f'"{PIP_SPEC}"' in gpu_extra
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is None, reason="the tensorrt package is not installed")

@@ -6,12 +6,16 @@ is converted to FP16 with FP32 inputs and outputs by ONNX Runtime's own converte
 (onnxruntime.transformers.float16, shipped in both the onnxruntime and onnxruntime-gpu wheels, so the `gpu`
 extra needs nothing more), and built as a strongly typed network: TensorRT then runs exactly the types the
 graph states. One path for 10 and 11 (10 is asked for strong typing with its creation flag; on 11 every
-network is strongly typed), so an "fp16" engine is FP16 by construction, and `fp16_share` proves it on
+network is strongly typed, and the flag, still defined, is ignored: NvInfer.h of 11.1), so an "fp16" engine is FP16 by construction, and `fp16_share` proves it on
 its outputs: the graph ends in an FP16 tanh cast to FP32, so every output value of a real FP16 engine is
 an FP16 number, while FP32 arithmetic hits one about once in 8192.
 
 Every engine has two optimisation profiles: 0 is batch 1 exactly (the live path, replayed as a CUDA
-graph on an execution context of its own), 1 is batch 1..max_batch (render, parity, bench).
+graph on an execution context of its own), 1 is batch 1..max_batch (render, parity, bench) tuned for
+max_batch: TensorRT picks each layer's kernels for the profile's opt shape, and profile 1 never runs batch 1.
+
+TensorRT 10.12 or later: the flag exists from 10.0, but 10.12 is where NVIDIA deprecated weak typing and made
+strong typing the way to build (its release notes), and the 10.x this builder was read against is 10.16.
 
 tensorrt and torch.cuda are imported inside the functions that need them: this module loads on any
 machine, and the key and recipe logic (which needs no GPU) is tested everywhere.
@@ -32,6 +36,8 @@ from autoencoded.live.engines.cache import EngineCache, EngineKey
 PRECISIONS = ("fp16", "fp32")
 WORKSPACE_BYTES = 2 << 30
 SUPPORTED_MAJORS = (10, 11)
+MIN_VERSION = (10, 12)
+PIP_SPEC = "tensorrt>=10.12,<12"  # pyproject's gpu extra
 #: part of every cache key: bump it when the way engines are built changes, so old engines are rebuilt
 #: 2: strongly typed networks from an FP16 graph (FP32 I/O), TF32 off in FP32 builds, a batch-1 profile
 BUILDER_VERSION = "2"
@@ -53,18 +59,16 @@ def recipe(trt_version: str, precision: str, has_strongly_typed_flag: bool) -> R
     """The build for `precision` under TensorRT `trt_version` (e.g. "10.16.1.11", "11.4.0.106").
 
     `has_strongly_typed_flag`: whether tensorrt.NetworkDefinitionCreationFlag still defines STRONGLY_TYPED
-    (10.x needs it to build strongly typed; 11.x accepts it and is strongly typed either way)."""
+    (every 10.x does and needs it to build strongly typed; 11.x ignores it and may drop it)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
     try:
-        major = int(str(trt_version).split(".")[0])
+        major, minor = (int(p) for p in (str(trt_version).split(".") + ["0"])[:2])
     except ValueError:
         raise UserError(f"TensorRT version {trt_version!r} is not understood") from None
-    if major not in SUPPORTED_MAJORS:
+    if major not in SUPPORTED_MAJORS or (major, minor) < MIN_VERSION:
         raise UserError(f"TensorRT {trt_version} is not supported (this tool builds with TensorRT "
-                        f"{' and '.join(map(str, SUPPORTED_MAJORS))}): pip install 'tensorrt>=10,<12'")
-    if major == 10 and not has_strongly_typed_flag:
-        raise UserError(f"TensorRT {trt_version} has no strongly typed networks; upgrade to 10.x current")
+                        f"{'.'.join(map(str, MIN_VERSION))} to {SUPPORTED_MAJORS[-1]}.x): pip install '{PIP_SPEC}'")
     return Recipe(major=major, strongly_typed_flag=has_strongly_typed_flag, fp16_graph=precision == "fp16",
                   clear_tf32=precision == "fp32")
 
@@ -82,9 +86,10 @@ Profile = dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]
 
 
 def batch_profiles(name: str, item: tuple[int, ...], max_batch: int) -> list[Profile]:
-    """Profile 0: batch 1 exactly (the CUDA-graph path); profile 1: batch 1..max_batch."""
-    one = (1, *item)
-    return [{name: (one, one, one)}, {name: (one, one, (max_batch, *item))}]
+    """Profile 0: batch 1 exactly (the CUDA-graph path); profile 1: batch 1..max_batch, tuned for max_batch
+    (batch 1 never runs on it)."""
+    one, most = (1, *item), (max_batch, *item)
+    return [{name: (one, one, one)}, {name: (one, most, most)}]
 
 
 def shape_spec(profiles: list[Profile]) -> str:
