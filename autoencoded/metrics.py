@@ -6,12 +6,10 @@ All take uint8 RGB frames (N x H x W x 3 or H x W x 3) at the model's size.
 - SSIM is Wang et al. 2004 (11x11 Gaussian window, sigma 1.5) per channel, averaged over channels and frames.
 - The two baselines a reconstruction must beat to be worth a model: the 16x9 thumbnail (INTER_AREA down to
   16x9 pixels, INTER_LINEAR back up: the colour layout alone) and a sigma-4 Gaussian blur.
-- Palette: an RGB histogram with 8 bins a channel (512 joint bins), compared by the Bhattacharyya distance
-  (0 identical, 1 disjoint). A model "transfers its palette" to foreign footage when its outputs are closer
-  to the training frames' histogram than its inputs are.
-- On footage a model never saw (the functions below the line): structure (BT.601 luma correlation at 32x18),
-  the CIELAB Gaussian of the pixels and the 2-Wasserstein distance between two such Gaussians (palette),
-  Hasler-Suesstrunk colourfulness, and the temporal warping error along the input's optical flow.
+- On footage a model never saw: structure (BT.601 luma correlation at 32x18), the CIELAB Gaussian of the
+  pixels and the 2-Wasserstein distance between two such Gaussians (palette: a model takes on its film's
+  colours when its outputs are closer to the training frames' Gaussian than its inputs are), Hasler-Suesstrunk
+  colourfulness, and the temporal warping error along the input's optical flow.
 """
 
 from __future__ import annotations
@@ -24,7 +22,6 @@ import numpy as np
 
 THUMB_SIZE = (16, 9)
 BLUR_SIGMA = 4.0
-HIST_BINS = 8
 
 
 def _frames(x: np.ndarray) -> np.ndarray:
@@ -66,21 +63,6 @@ def blur(frame: np.ndarray, sigma: float = BLUR_SIGMA) -> np.ndarray:
     return cv2.GaussianBlur(frame, (0, 0), sigma)
 
 
-def histogram(frames: np.ndarray) -> np.ndarray:
-    """Normalised 512-bin joint RGB histogram of one frame or of all frames together."""
-    f = _frames(frames)
-    q = (f >> (8 - int(math.log2(HIST_BINS)))).astype(np.int32)
-    codes = (q[..., 0] * HIST_BINS + q[..., 1]) * HIST_BINS + q[..., 2]
-    h = np.bincount(codes.ravel(), minlength=HIST_BINS**3).astype(np.float64)
-    return h / max(h.sum(), 1.0)
-
-
-def bhattacharyya(p: np.ndarray, q: np.ndarray) -> float:
-    """Bhattacharyya distance as OpenCV's HISTCMP_BHATTACHARYYA: sqrt(1 - BC) for normalised histograms."""
-    bc = float(np.sum(np.sqrt(np.asarray(p, np.float64) * np.asarray(q, np.float64))))
-    return math.sqrt(max(0.0, 1.0 - min(bc, 1.0)))
-
-
 @dataclass
 class Score:
     """Running PSNR/SSIM of one candidate over many batches."""
@@ -106,24 +88,6 @@ class Score:
         return self.ssim_sum / max(self.frames, 1)
 
 
-@dataclass
-class Palette:
-    """Mean histogram distance of inputs and of outputs to a reference (training) histogram."""
-
-    reference: np.ndarray
-    inputs: list[float] = field(default_factory=list)
-    outputs: list[float] = field(default_factory=list)
-
-    def add(self, inputs: np.ndarray, outputs: np.ndarray) -> None:
-        for i, o in zip(_frames(inputs), _frames(outputs), strict=True):
-            self.inputs.append(bhattacharyya(histogram(i), self.reference))
-            self.outputs.append(bhattacharyya(histogram(o), self.reference))
-
-    def summary(self) -> dict:
-        di, do = float(np.mean(self.inputs)), float(np.mean(self.outputs))
-        return {"inputs_to_training": di, "outputs_to_training": do, "transfer": do < di}
-
-
 def motion(frames: np.ndarray) -> float:
     """Mean absolute frame-to-frame change in grey levels (0-255): does a sequence move?"""
     f = _frames(frames).astype(np.float32).mean(axis=-1)
@@ -143,7 +107,7 @@ def baselines(reference: np.ndarray) -> dict[str, np.ndarray]:
             f"gaussian blur sigma {BLUR_SIGMA:g}": np.stack([blur(x) for x in f])}
 
 
-# --- footage the model never saw: does the output keep the input's composition, take the film's colours, and
+# footage the model never saw: does the output keep the input's composition, take the film's colours, and
 # hold still where the input holds still?
 
 STRUCTURE_SIZE = (32, 18)  # width x height of the luma layout compared by `structure`

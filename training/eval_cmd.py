@@ -9,6 +9,35 @@ import click
 
 from autoencoded.errors import UserError
 
+LEGEND = ("PSNR in dB; structure: luma correlation with the input at 32x18 (1 keeps its composition, 0 shows none of it); "
+          "palette: CIELAB Gaussian W2 to the training frames (lower is closer to the film's colours); "
+          "colour: Hasler-Suesstrunk colourfulness (0 is grey); motion: frame-to-frame change "
+          "against the input's (the copies follow every frame at their sharpness); warp: mean absolute "
+          "difference, 0-255, between output frames t and t+1 warped onto t along the input's optical flow "
+          "(the input's own is what the flow's mistakes cost at full sharpness)")
+
+
+def _figure(v: float | None, fmt: str) -> str:
+    return "n/a" if v is None else format(v, fmt)
+
+
+def _table(r: dict, width: int, height: int):
+    from rich.markup import escape
+    from rich.table import Table
+
+    # fits 80 columns: no outer border, and the blur's row named without "gaussian"
+    t = Table(title=escape(f"{r['footage']}: {r['frames']} frames at {width}x{height}"), show_edge=False)
+    for col in ("", "PSNR", "SSIM", "structure", "palette", "colour", "motion", "warp"):
+        t.add_column(col, justify="right" if col else "left", no_wrap=not col)
+    i = r["inputs"]
+    t.add_row("input", "", "", "", _figure(i["palette_w2"], ".1f"), _figure(i["colourfulness"], ".1f"),
+              "1.00", _figure(i["warp_error"], ".2f"))
+    for name, s in r["scores"].items():
+        t.add_row(name.removeprefix("gaussian "), f"{s['psnr_db']:.2f}", f"{s['ssim']:.3f}", f"{s['structure']:.3f}",
+                  _figure(s["palette_w2"], ".1f"), f"{s['colourfulness']:.1f}", _figure(s["motion_ratio"], ".2f"),
+                  _figure(s["warp_error"], ".2f"))
+    return t
+
 
 @click.command(name="eval")
 @click.argument("model", type=click.Path(path_type=str))
@@ -23,13 +52,16 @@ from autoencoded.errors import UserError
               help="Inference backend (a run or checkpoint always runs on torch).")
 @click.option("--which", default="best", show_default=True, type=click.Choice(["best", "latest"]),
               help="Checkpoint of a run folder.")
-def eval_(model, footage, json_path, limit, batch, backend, which) -> None:
+@click.option("--palette", "palette_spec", default=None, type=click.Path(path_type=str),
+              help="Measure the palette against this footage's colours (the training film, as a video or a "
+                   "prepared dataset) instead of those the model recorded.")
+def eval_(model, footage, json_path, limit, batch, backend, which, palette_spec) -> None:
     """Reconstruct FOOTAGE (prepared datasets or videos) with MODEL (a pack, a run or a checkpoint),
-    decoding the mean, and print PSNR and SSIM beside the 16x9 thumbnail and a sigma-4 blur, the palette
-    transfer toward the training frames, and how far the output follows the input's motion."""
+    decoding the mean, and print beside the 16x9 thumbnail and a sigma-4 blur: PSNR, SSIM, structure (luma
+    correlation with the input at 32x18), palette (CIELAB Gaussian W2 to the training frames),
+    colourfulness, motion follow and the temporal warping error."""
     from rich.console import Console
     from rich.markup import escape
-    from rich.table import Table
 
     from autoencoded.live.engines import open_engine, resolve_model
     from autoencoded.training import evaluation
@@ -39,36 +71,28 @@ def eval_(model, footage, json_path, limit, batch, backend, which) -> None:
         raise UserError(f"--json {json_path}: is a folder")
     console = Console()
     engine = open_engine(model, backend=backend, which=which, log=lambda m: console.print(escape(str(m))))
-    palette = evaluation.model_palette(kind, path)
     results = []
     try:
+        if palette_spec is not None:
+            palette, missing = evaluation.footage_palette(palette_spec, engine.width, engine.height, batch), ""
+        else:
+            palette, missing = evaluation.model_palette(kind, path)
         for spec in footage:
             fo = evaluation.open_footage(spec, engine.width, engine.height, limit, batch)
-            results.append(evaluation.evaluate(engine, fo, palette))
+            results.append(evaluation.evaluate(engine, fo, palette, missing))
     finally:
         engine.close()
     for r in results:
-        t = Table(title=escape(f"{r['footage']}: {r['frames']} frames at {engine.width}x{engine.height}"))
-        t.add_column("")
-        t.add_column("PSNR dB", justify="right")
-        t.add_column("SSIM", justify="right")
-        for name, s in r["scores"].items():
-            t.add_row(name, f"{s['psnr_db']:.2f}", f"{s['ssim']:.3f}")
-        console.print(t)
+        console.print(_table(r, engine.width, engine.height))
         console.print(f"model - thumbnail: {r['psnr_minus_thumb_db']:+.2f} dB")
-        m = r["motion"]
-        ratio = f"{m['ratio']:.2f}" if m["ratio"] is not None else "n/a"
-        follow = ", ".join(f"{name} {v:.2f}" for name, v in m["baseline_ratios"].items() if v is not None)
-        console.print(f"motion (mean frame-to-frame change, grey levels): input {m['inputs']:.2f}, "
-                      f"output {m['outputs']:.2f}, ratio {ratio}"
-                      + (f" (copies that follow every frame at their sharpness: {follow})" if follow else ""))
         p = r["palette"]
         if p is None:
-            console.print("palette: the model records no training histogram (exported by an older version)")
+            console.print(f"palette: {escape(r['palette_missing'])}")
         else:
-            console.print(f"palette distance to the training frames (Bhattacharyya): inputs "
-                          f"{p['inputs_to_training']:.3f}, outputs {p['outputs_to_training']:.3f} -> "
-                          f"{'transfers the palette' if p['transfer'] else 'no palette transfer'}")
+            console.print(f"palette (CIELAB W2 to {escape(p['reference'])}): inputs {p['inputs_w2']:.1f} -> outputs "
+                          f"{p['outputs_w2']:.1f}: {'closer to' if p['transfer'] else 'further from'} the film's colours")
+    if results:
+        console.print(LEGEND)
     if json_path:
         from autoencoded.fileio import atomic_write_bytes
 

@@ -2,12 +2,21 @@
 
 For each footage (a prepared dataset, or a video decoded at the model's size exactly as `prepare` does,
 with --crop auto), the model decodes the mean of every frame and is scored beside two baselines on the same
-frames (autoencoded.metrics): the 16x9 thumbnail and a sigma-4 blur. Two more figures say whether the
-model keeps the original's character rather than acting as a codec:
-- palette: histogram distance to the training frames, for inputs and for outputs (transfer holds when the
-  outputs are closer);
+frames (autoencoded.metrics): the 16x9 thumbnail and a sigma-4 blur. Beside PSNR and SSIM, the figures that
+say whether a model keeps the original's character rather than acting as a codec, on footage it never saw:
+- structure: the luma correlation of output and input at 32x18 (does the composition survive?);
+- palette: the CIELAB Gaussian 2-Wasserstein distance to the training frames, of the inputs and of the
+  outputs (the output takes on the film's colours when it is closer than the input);
+- colourfulness (Hasler-Suesstrunk) of inputs and outputs;
 - motion: mean frame-to-frame change of outputs against inputs (a model that turns every frame into the
-  same haze does not follow its input).
+  same haze does not follow its input);
+- warping error: output frame t+1 warped onto t along the input's optical flow (flicker where the input
+  holds still); the inputs' own is the floor the flow's mistakes set.
+
+The training frames' colours travel with the model: the trainer writes RUN/dataset_palette.json (their Lab
+mean and covariance) and export copies it into model.json's "palette". Packs from before that record only an
+RGB histogram, which no figure uses any more: the palette column then says why it is missing, and
+`--palette FOOTAGE` (the training film) stands in.
 """
 
 from __future__ import annotations
@@ -25,34 +34,56 @@ from autoencoded.errors import UserError, one_line
 from autoencoded.training.data import META_FILE as DATASET_META
 
 PALETTE_FILE = "dataset_palette.json"  # in a run folder, written by the trainer; copied into model.json
-PALETTE_SAMPLE = 2048  # frames sampled from a dataset for its histogram
+PALETTE_SAMPLE = 2048  # frames sampled from a dataset for its colours
 
 
-def dataset_palette(ds) -> list[float]:
-    """The training frames' 512-bin RGB histogram (from at most PALETTE_SAMPLE evenly spaced frames)."""
+@dataclass(frozen=True)
+class Colours:
+    """A reference palette: the CIELAB mean and covariance of a film's pixels, and where they came from."""
+
+    mean: np.ndarray
+    cov: np.ndarray
+    source: str
+
+    def w2(self, g: metrics.LabGaussian) -> float:
+        return metrics.w2_gaussian(g.mean, g.cov, self.mean, self.cov)
+
+
+def dataset_colours(ds) -> metrics.LabGaussian:
+    """The Lab Gaussian of the training frames (of at most PALETTE_SAMPLE evenly spaced frames)."""
     n = len(ds)
     idx = np.unique(np.linspace(0, n - 1, min(n, PALETTE_SAMPLE)).round().astype(np.int64))
-    hist = np.zeros(metrics.HIST_BINS**3)
+    g = metrics.LabGaussian()
     for start in range(0, len(idx), 64):
-        hist += metrics.histogram(ds.batch(idx[start:start + 64])) * len(idx[start:start + 64])
-    return [round(float(v), 8) for v in hist / hist.sum()]
+        g.add(ds.batch(idx[start:start + 64]))
+    return g
 
 
 def palette_record(ds) -> dict:
-    return {"bins_per_channel": metrics.HIST_BINS, "histogram": dataset_palette(ds), "frames": len(ds)}
+    g = dataset_colours(ds)
+    return {"lab_mean": [round(float(v), 6) for v in g.mean],
+            "lab_cov": [[round(float(v), 6) for v in row] for row in g.cov],
+            "pixel_stride": metrics.LAB_STRIDE, "pixels": g.n, "frames": len(ds)}
 
 
-def read_palette(record: object) -> np.ndarray | None:
-    if not isinstance(record, dict) or record.get("bins_per_channel") != metrics.HIST_BINS:
-        return None
-    hist = record.get("histogram")
-    if not isinstance(hist, list) or len(hist) != metrics.HIST_BINS**3:
-        return None
+def read_palette(record: object, source: str) -> tuple[Colours | None, str]:
+    """The Colours of a palette record, or None and why there are none (said in the eval table)."""
+    if not isinstance(record, dict):
+        return None, f"{source} records no training colours (exported by an older version)"
+    if "lab_mean" not in record:
+        what = "only an RGB histogram" if "histogram" in record else "no Lab mean and covariance"
+        return None, (f"{source} records {what} of its training frames (an older version): "
+                      "re-export the run or give --palette FOOTAGE")
     try:
-        h = np.asarray(hist, dtype=np.float64)
+        mean = np.asarray(record["lab_mean"], np.float64)
+        cov = np.asarray(record.get("lab_cov"), np.float64)
     except (TypeError, ValueError):
-        return None
-    return h / h.sum() if np.all(np.isfinite(h)) and h.min() >= 0 and h.sum() > 0 else None
+        mean = cov = np.zeros(0)
+    sound = (mean.shape == (3,) and cov.shape == (3, 3) and np.all(np.isfinite(mean)) and np.all(np.isfinite(cov))
+             and np.allclose(cov, cov.T, atol=1e-3) and np.linalg.eigvalsh((cov + cov.T) / 2).min() > -1e-3)
+    if not sound:
+        return None, f"{source}: its training colours are malformed (not a Lab mean and covariance)"
+    return Colours(mean, cov, source), ""
 
 
 def run_folder(path: Path) -> Path:
@@ -63,25 +94,40 @@ def run_folder(path: Path) -> Path:
 
 
 def run_palette_record(path: Path) -> dict | None:
-    """The palette record a run's trainer wrote (RUN/dataset_palette.json), if it is there and sound."""
+    """The palette record a run's trainer wrote (RUN/dataset_palette.json), if it is there and current."""
     try:
         data = json.loads((run_folder(path) / PALETTE_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError):
         return None
-    return data if read_palette(data) is not None else None
+    return data if read_palette(data, PALETTE_FILE)[0] is not None else None
 
 
-def model_palette(kind: str, path: Path) -> np.ndarray | None:
-    """The training histogram recorded with a model: model.json's "palette" for a pack, the run's
-    dataset_palette.json for a run or checkpoint."""
+def model_palette(kind: str, path: Path) -> tuple[Colours | None, str]:
+    """The training colours recorded with a model (model.json's "palette" for a pack, the run's
+    dataset_palette.json for a run or checkpoint), or None and why not."""
     if kind != "pack":
-        record = run_palette_record(path)
-        return read_palette(record) if record is not None else None
+        file = run_folder(path) / PALETTE_FILE
+        try:
+            data = json.loads(file.read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError):
+            return None, f"the run has no readable {PALETTE_FILE} (written by the trainer of a newer version)"
+        return read_palette(data, f"the run's {PALETTE_FILE}")
     try:
         meta = json.loads((path / "model.json").read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError):
-        return None
-    return read_palette(meta.get("palette")) if isinstance(meta, dict) else None
+        return None, "the pack's model.json is unreadable"
+    return read_palette(meta.get("palette") if isinstance(meta, dict) else None, "the pack's model.json")
+
+
+def footage_palette(spec: str, width: int, height: int, batch: int) -> Colours:
+    """The colours of every frame of a footage (--palette: a film to compare with instead of the record)."""
+    fo = open_footage(spec, width, height, 0, batch)
+    g = metrics.LabGaussian()
+    for frames in fo.frames:
+        g.add(frames)
+    if g.n == 0:
+        raise UserError(f"--palette {spec}: no frames")
+    return Colours(g.mean, g.cov, str(spec))
 
 
 @dataclass
@@ -141,15 +187,20 @@ def open_footage(spec: str | os.PathLike, width: int, height: int, limit: int, b
     return Footage(str(path), decoded(), total)
 
 
-def evaluate(engine, footage: Footage, palette: np.ndarray | None, progress=None) -> dict:
+def evaluate(engine, footage: Footage, palette: Colours | None, palette_missing: str = "",
+             progress=None) -> dict:
     """Score `engine` (decode the mean) and the baselines on every frame of `footage`."""
-    scores = {"model": metrics.Score()}
-    scores.update({name: metrics.Score() for name in metrics.baselines(np.zeros((1, 2, 2, 3), np.uint8))})
-    pal = metrics.Palette(palette) if palette is not None else None
+    names = ["model", *metrics.baselines(np.zeros((1, 2, 2, 3), np.uint8))]  # the candidates
+    seq_names = ["inputs", *names]
+    scores = {name: metrics.Score() for name in names}
+    structure = dict.fromkeys(names, 0.0)
+    colourful = dict.fromkeys(seq_names, 0.0)
+    lab = {name: metrics.LabGaussian() for name in seq_names}
+    warp = metrics.WarpError()
     # frame-to-frame change summed over pairs, for the inputs, the model and each baseline: the baselines
     # follow every input frame exactly at their own sharpness, so their ratios say how much of the input's
     # change a low-pass copy keeps (fine texture moving in grass or fur is change no blurry picture shows)
-    moved = dict.fromkeys(["inputs", *scores], 0.0)
+    moved = dict.fromkeys(seq_names, 0.0)
     pairs = 0
     last: dict[str, np.ndarray] = {}
     done = 0
@@ -161,10 +212,13 @@ def evaluate(engine, footage: Footage, palette: np.ndarray | None, progress=None
                             f"({one_line(exc, typed=True)})") from None
         seqs = {"inputs": frames, "model": recon, **metrics.baselines(frames)}
         for name, out in seqs.items():
+            colourful[name] += float(metrics.colourfulness_frames(out).sum())
+            if palette is not None:
+                lab[name].add(out)
             if name != "inputs":
                 scores[name].add(frames, out)
-        if pal is not None:
-            pal.add(frames, recon)
+                structure[name] += float(metrics.structure_frames(frames, out).sum())
+        warp.add(frames, {name: seqs[name] for name in names})
         k = len(frames) - (0 if last else 1)
         if k > 0:
             for name, seq in seqs.items():
@@ -177,17 +231,27 @@ def evaluate(engine, footage: Footage, palette: np.ndarray | None, progress=None
             progress(done, footage.total)
     if done == 0:
         raise UserError(f"{footage.name}: no frames to evaluate")
-    table = {name: {"psnr_db": s.psnr, "ssim": s.ssim} for name, s in scores.items()}
-    thumb = table["thumbnail 16x9"]
     mean = {name: v / pairs if pairs else 0.0 for name, v in moved.items()}
 
     def ratio(name: str) -> float | None:
         return mean[name] / mean["inputs"] if mean["inputs"] > 0 else None
 
+    def w2(name: str) -> float | None:
+        return palette.w2(lab[name]) if palette is not None else None
+
+    table = {name: {"psnr_db": s.psnr, "ssim": s.ssim, "structure": structure[name] / done,
+                    "palette_w2": w2(name), "colourfulness": colourful[name] / done,
+                    "motion_ratio": ratio(name), "warp_error": warp.mean(name)} for name, s in scores.items()}
+    thumb = table["thumbnail 16x9"]
     return {
         "footage": footage.name, "frames": done, "scores": table,
+        "inputs": {"palette_w2": w2("inputs"), "colourfulness": colourful["inputs"] / done,
+                   "warp_error": warp.mean("inputs")},
         "psnr_minus_thumb_db": table["model"]["psnr_db"] - thumb["psnr_db"],
         "motion": {"inputs": mean["inputs"], "outputs": mean["model"], "ratio": ratio("model"),
                    "baseline_ratios": {name: ratio(name) for name in scores if name != "model"}},
-        "palette": pal.summary() if pal is not None else None,
+        "palette": None if palette is None else {
+            "reference": palette.source, "inputs_w2": w2("inputs"), "outputs_w2": w2("model"),
+            "transfer": w2("model") < w2("inputs")},
+        "palette_missing": palette_missing if palette is None else None,
     }
