@@ -21,6 +21,7 @@ from pathlib import Path
 
 from autoencoded.errors import UserError
 
+LOCK_INSIDE = ".autoencoded.lock"  # a claimed folder's lock file (a run folder)
 NAME_MAX = 255  # bytes in one name, where the file system does not say (ext4, xfs, btrfs, tmpfs, APFS: 255)
 PATH_MAX = 4096
 
@@ -160,6 +161,13 @@ def check_file_name(path: str | os.PathLike, option: str = "", special: bool = F
     into it); a video is renamed into place at its end, which such a file cannot take, so it is refused."""
     p = Path(path)
     said = f"{option} {p}" if option else str(p)
+    # the lengths first: a name too long makes every other question about it an OSError
+    size, limit = len(os.fsencode(p.name)), name_max(p.parent if p.parent.is_dir() else ".")
+    if size > limit:
+        raise UserError(f"{said}: the name is {size} bytes long; this file system takes at most {limit}")
+    whole = len(os.fsencode(os.path.abspath(p)))
+    if whole >= PATH_MAX:
+        raise UserError(f"{said}: the path is {whole} bytes long; at most {PATH_MAX - 1}")
     if p.is_dir():
         raise UserError(f"{said}: is a folder, expected a file name")
     kind = special_file(p)
@@ -171,12 +179,6 @@ def check_file_name(path: str | os.PathLike, option: str = "", special: bool = F
         raise UserError(f"{said}: no such folder {p.parent}")
     if not os.access(p.parent, os.W_OK):
         raise UserError(f"{said}: folder {p.parent} is not writable")
-    size, limit = len(os.fsencode(p.name)), name_max(p.parent)
-    if size > limit:
-        raise UserError(f"{said}: the name is {size} bytes long; this file system takes at most {limit}")
-    whole = len(os.fsencode(os.path.abspath(p)))
-    if whole >= PATH_MAX:
-        raise UserError(f"{said}: the path is {whole} bytes long; at most {PATH_MAX - 1}")
     return p
 
 
@@ -209,7 +211,7 @@ class Claim:
 
     def __init__(self, path: str | os.PathLike, what: str, inside: bool = False) -> None:
         self.path = Path(path)
-        self.lock = self.path / ".autoencoded.lock" if inside else \
+        self.lock = self.path / LOCK_INSIDE if inside else \
             self.path.parent / fitted_name(self.path.name, ".", ".lock", self.path.parent)
         while True:
             try:
@@ -233,8 +235,11 @@ class Claim:
             if same:
                 break
             os.close(fd)
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        try:  # who holds it, for the message of the next claim (on a full disk the lock holds without it)
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError:
+            pass
         self._fd: int | None = fd
 
     def release(self) -> None:

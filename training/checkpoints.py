@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import torch
@@ -22,10 +23,51 @@ from safetensors.torch import save as st_save
 
 from autoencoded.documents import parse_json
 from autoencoded.errors import UserError, one_line
+from autoencoded.fileio import LOCK_INSIDE, Claim
 from autoencoded.training.model import ModelConfig
 from autoencoded.training.weights import STEP_RE, atomic_write_bytes, load_weights, save_weights
 
 STATE_FORMAT = "autoencoded-train-state"
+
+
+RUN_LOCK = LOCK_INSIDE  # the run folder's lock file: not part of the run, never cleared or copied
+
+
+class RunClaim:
+    """A run folder held by one trainer for the length of its run: a second trainer on it (a new run, a
+    --resume, an --overwrite) is refused at once with one line, instead of both writing checkpoints and
+    metrics.jsonl and one deleting what the other writes. Under torchrun rank 0 holds it for the whole job.
+    A folder made only to hold the claim is removed again when the run never started (`release`)."""
+
+    def __init__(self, out: Path) -> None:
+        self.out, self.claim, self.made = out, None, False
+        if int(os.environ.get("RANK", "0") or 0) != 0:
+            return
+        if out.exists() and not out.is_dir():
+            raise UserError(f"{out}: exists and is not a folder")
+        self.made = not out.exists()
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"{out}: cannot write the run folder ({exc.strerror or exc})") from None
+        try:
+            self.claim = Claim(out, "a training run", inside=True)
+        except UserError:
+            self._remove_if_unused()
+            raise
+
+    def release(self) -> None:
+        if self.claim is not None:
+            self.claim.release()
+            self.claim = None
+            self._remove_if_unused()
+
+    def _remove_if_unused(self) -> None:
+        if self.made:
+            try:
+                self.out.rmdir()  # only when empty: a run that started keeps its folder
+            except OSError:
+                pass
 
 
 def step_name(step: int) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import click
 
 from autoencoded.documents import parse_json
 from autoencoded.errors import UserError
+from autoencoded.fileio import LOCK_INSIDE
 from autoencoded.sizes import MODEL_SIZE
 from autoencoded.training import archs
 from autoencoded.training.config import LR_SCHEDULES
@@ -60,6 +62,21 @@ def check_numbers(opts: dict) -> None:
         raise UserError(f"--seed {opts['seed']}: must be between 0 and 2^63-1")
 
 
+def check_counts(opts: dict, given: set[str]) -> None:
+    """Counts that train nothing or cannot train: --steps 0 and --epochs 0 (which used to mean "the default,
+    one epoch" even when typed), and a batch that leaves a process fewer than 2 frames a step (BatchNorm
+    needs two values per channel; 0 divided by zero)."""
+    for k, what in (("steps", "at least 1"), ("epochs", "more than 0")):
+        if k in given and opts[k] == 0:
+            raise UserError(f"--{k} 0: must be {what} (leave it out for the default, one epoch)")
+    if opts["batch"] is not None:
+        parts = max(1, int(os.environ.get("WORLD_SIZE", "1") or 1)) * max(1, opts["accum"])
+        if opts["batch"] < 2 * parts:
+            each = f" for each of processes x --accum ({parts})" if parts > 1 else ""
+            raise UserError(f"--batch {opts['batch']}: must be at least {2 * parts}: 2 frames a step{each} "
+                            "(BatchNorm needs two)")
+
+
 def _check_run(out: Path, resume: bool, overwrite: bool) -> None:
     """Refuse what cannot be done with the run folder, touching nothing (every process runs this)."""
     if resume and overwrite:
@@ -70,10 +87,11 @@ def _check_run(out: Path, resume: bool, overwrite: bool) -> None:
         if not (out / "config.json").is_file():
             raise UserError(f"{out}: no training run to resume (config.json missing)")
         return
-    if out.exists() and any(out.iterdir()):
+    held = [p for p in out.iterdir() if p.name != LOCK_INSIDE] if out.is_dir() else []  # not the run's claim
+    if held:
         if not overwrite:
             raise UserError(f"{out}: run folder exists; pass --resume to continue it or --overwrite to start over")
-        unknown = [p.name for p in out.iterdir() if p.name not in RUN_ITEMS]
+        unknown = [p.name for p in held if p.name not in RUN_ITEMS]
         if unknown:
             raise UserError(f"{out}: --overwrite refused, the folder holds files that are not part of a run "
                             f"({', '.join(sorted(unknown)[:3])})")
@@ -177,6 +195,7 @@ def train(ctx: click.Context, dataset: Path, out: Path, size: tuple[int, int] | 
     for k in ("steps", "epochs", "batch", "accum", "keep", "sample_every", "checkpoint_every"):
         if opts[k] is not None and (opts[k] < 0 or (k == "accum" and opts[k] < 1)):
             raise UserError(f"--{k.replace('_', '-')} must be positive")
+    check_counts(opts, given)
     if any(opts[k] is not None and not opts[k] >= 0 for k in ("noise_start", "noise_end")):
         raise UserError("--noise-start and --noise-end must be >= 0")
     check_numbers(opts)
@@ -191,6 +210,10 @@ def train(ctx: click.Context, dataset: Path, out: Path, size: tuple[int, int] | 
     want = size
     if want and want != (ds.width, ds.height):
         raise UserError(f"--size {want[0]}x{want[1]} does not match the dataset ({ds.width}x{ds.height})")
+    from autoencoded.training.checkpoints import RunClaim
+
+    run_claim = RunClaim(out)  # before the folder is checked: two trainers never both pass the check
+    ctx.call_on_close(run_claim.release)
     _check_run(out, resume, overwrite)
 
     fields = {FIELDS[k]: v for k, v in opts.items()}

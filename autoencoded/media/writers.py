@@ -132,7 +132,8 @@ class VideoWriter(ABC):
             self.kept = publish(self.tmp, partial_name(self.path), overwrite=False)
         except OSError:
             self.kept = self.tmp  # it stays where it is, under its hidden name
-        return f"the part written ({size / 1e6:.1f} MB) is kept in {self.kept}"
+        amount = f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.0f} kB"
+        return f"the part written ({amount}) is kept in {self.kept}"
 
     def _failed(self, why: str) -> WriteFailed:
         return WriteFailed(f"writing {self.path.name} failed: {why}; {self.salvage()}")
@@ -148,6 +149,10 @@ class VideoWriter(ABC):
 # that: OpenCV converts a 1080p frame in 1.3 ms where ffmpeg's swscale takes 8 (rgb24 has no fast path in it),
 # and the pipe carries half the bytes. A live 1080p recording costs 14 ms of CPU a frame instead of 24.
 PIPE_I420 = True
+
+
+# ffmpeg's lines for an output it could not finish, whatever its exit status says
+FATAL_LOG = ("Error writing trailer", "Error closing file", "No space left on device", "Input/output error")
 
 
 class FfmpegWriter(VideoWriter):
@@ -200,6 +205,13 @@ class FfmpegWriter(VideoWriter):
         # ffmpeg names the hidden partial, which salvage() is about to move: name the output instead
         return lines[-1].replace(f"file:{self.tmp}", self.path.name).replace(str(self.tmp), self.path.name)[:300]
 
+    def _fatal_error(self) -> bool:
+        """ffmpeg 5.1 exits 0 when the disk fills while it writes the trailer ("Error writing trailer ...:
+        No space left on device"): the file is cut short all the same, so its log is read too."""
+        self._log.seek(0)
+        text = self._log.read().decode(errors="replace")
+        return any(m in text for m in FATAL_LOG)
+
     def write(self, frame: np.ndarray) -> None:
         frame = self._check(frame)
         if self.i420:
@@ -217,7 +229,7 @@ class FfmpegWriter(VideoWriter):
         except OSError:
             pass
         rc = self.proc.wait()
-        if rc != 0:
+        if rc != 0 or self._fatal_error():
             raise self._failed(self._error_text())
         return publish(self.tmp, to or self.path, self.overwrite and to is None)
 
