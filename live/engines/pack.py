@@ -13,7 +13,10 @@ sha256 over the ONNX files (and any external data they use), recomputed on every
 TensorRT engine cache, so a stale engine can never match changed files.
 
 Reading is defensive: every problem is a UserError with one line, and external-data paths that
-leave the pack (`../`, absolute, symlinks out) are refused before any runtime opens the files.
+leave the pack (`../`, absolute, symlinks out, symlink loops) are refused before any runtime opens the files.
+Every size is bounded before anything is allocated from it: width and height by MAX_SIZE and z_dim by
+MAX_Z_DIM (autoencoded.sizes, the bounds of --size and train --z-dim), the files by MAX_PACK_BYTES; files
+are hashed in blocks, never read whole for it.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from onnx import compose, external_data_helper
 
 from autoencoded.documents import parse_json
 from autoencoded.errors import UserError, one_line
+from autoencoded.sizes import MAX_SIZE, MAX_Z_DIM
 
 FORMAT = "autoencoded-model"
 FORMAT_VERSION = 1
@@ -37,6 +41,13 @@ NORMALISATION = {"input": "x/127.5-1", "output": "(y+1)*127.5"}
 # role -> (input names, output names)
 FUSED_IN, FUSED_OUT = "enc/image", "dec/image"
 IO_NAMES = {"encoder": (["image"], ["mu", "log_sigma"]), "decoder": (["z"], ["image"])}
+# the bound on each meta size, read before anything is allocated from it
+META_BOUNDS = {"width": MAX_SIZE[0], "height": MAX_SIZE[1], "z_dim": MAX_Z_DIM}
+# the ONNX files and their external data together: the graphs are held in memory and handed to the runtimes
+# as one protobuf message (the fused graph), which protobuf refuses at 2 GiB
+MAX_PACK_BYTES = 2**31 - 1
+MAX_META_BYTES = 16 << 20  # model.json is ~10 kB (its training record included)
+HASH_BLOCK = 1 << 20
 
 
 @dataclass
@@ -73,17 +84,55 @@ def safe_member(pack_dir: Path, name: object, what: str) -> Path:
     if p.is_absolute() or name.startswith(("/", "\\")) or ".." in p.parts or ".." in name.split("\\") \
             or (len(name) > 1 and name[1] == ":"):
         raise UserError(f"{pack_dir}: {what} path {name!r} leaves the model pack (refused)")
-    full = (pack_dir / p).resolve()
-    root = pack_dir.resolve()
+    try:
+        full = (pack_dir / p).resolve()
+        root = pack_dir.resolve()
+    except (RuntimeError, OSError) as exc:  # a symlink loop (RuntimeError before Python 3.13), a dead mount
+        raise UserError(f"{pack_dir}: {what} path {name!r} cannot be resolved ({one_line(exc)})") from None
     if full != root and root not in full.parents:
         raise UserError(f"{pack_dir}: {what} path {name!r} resolves outside the model pack (refused)")
     return full
 
 
-def _load_onnx(pack_dir: Path, role: str, name: str, digest: hashlib._Hash) -> onnx.ModelProto:
+def _hash_file(digest: hashlib._Hash, path: Path) -> None:
+    """Feed a file to `digest` in blocks (a pack's files may be gigabytes)."""
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(HASH_BLOCK), b""):
+            digest.update(block)
+
+
+def _file_size(pack_dir: Path, path: Path, what: str) -> int:
+    """The size of a regular file of the pack, refused past MAX_PACK_BYTES before it is read."""
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise UserError(f"{pack_dir}: {what} {path.name} is unreadable ({one_line(exc)})") from None
+    if size > MAX_PACK_BYTES:
+        raise UserError(f"{path}: {what} of {size / 2**30:.1f} GiB, more than a model pack holds "
+                        f"({MAX_PACK_BYTES / 2**30:.0f} GiB); refused before reading it")
+    return size
+
+
+def _external_bytes(path: Path, tensor: onnx.TensorProto, info: dict[str, str], size: int) -> int:
+    """How many bytes of its external data file one tensor reads (the whole rest of it when no length)."""
+    try:
+        offset, length = int(info.get("offset") or 0), info.get("length")
+        length = size - offset if length is None else int(length)
+    except ValueError:
+        raise UserError(f"{path}: external data of {tensor.name} has a bad offset or length") from None
+    if offset < 0 or length < 0 or offset + length > size:
+        raise UserError(f"{path}: external data of {tensor.name} reaches past the end of its file "
+                        f"({offset}+{length} of {size} bytes)")
+    return length
+
+
+def _load_onnx(pack_dir: Path, role: str, name: str, digest: hashlib._Hash, budget: list[int]) -> onnx.ModelProto:
+    """One ONNX file of the pack with its external data, hashed into `digest`; `budget` holds the bytes the
+    pack may still load (MAX_PACK_BYTES across both files), checked before each read."""
     path = safe_member(pack_dir, name, f"{role} file")
     if not path.is_file():
         raise UserError(f"{pack_dir}: {role} file {name} is missing")
+    _spend(path, budget, _file_size(pack_dir, path, f"{role} file"))
     data = path.read_bytes()
     digest.update(role.encode() + b"\0" + data)
     try:
@@ -101,15 +150,25 @@ def _load_onnx(pack_dir: Path, role: str, name: str, digest: hashlib._Hash) -> o
         target = safe_member(pack_dir, loc, f"external data of {name} ({t.name})")
         if not target.is_file():
             raise UserError(f"{path}: external data file {loc} is missing")
+        size = _file_size(pack_dir, target, "external data file")
+        _spend(path, budget, _external_bytes(path, t, info, size))  # what loading it will read, per tensor
         locations.add((loc, target))
     for loc, target in sorted(locations):
-        digest.update(loc.encode() + b"\0" + target.read_bytes())
+        digest.update(loc.encode() + b"\0")
+        _hash_file(digest, target)
     if external:
         try:
             external_data_helper.load_external_data_for_model(model, str(pack_dir))
         except Exception as exc:
             raise UserError(f"{path}: cannot read its external data ({one_line(exc)})") from None
     return model
+
+
+def _spend(path: Path, budget: list[int], n: int) -> None:
+    budget[0] -= n
+    if budget[0] < 0:
+        raise UserError(f"{path}: the model pack's ONNX files and their data come to more than "
+                        f"{MAX_PACK_BYTES / 2**30:.0f} GiB (what one model can hold); refused before reading them")
 
 
 def _dims(vi: onnx.ValueInfoProto) -> list[int | str]:
@@ -146,6 +205,9 @@ def read_meta(pack_dir: str | os.PathLike) -> dict:
     if not meta_path.is_file():
         raise UserError(f"{pack_dir}: not a model pack (no {META_FILE}); create one with `autoencoded export`")
     try:
+        if meta_path.stat().st_size > MAX_META_BYTES:
+            raise UserError(f"{meta_path}: {meta_path.stat().st_size / 2**20:.0f} MiB, not a model.json "
+                            f"(at most {MAX_META_BYTES >> 20} MiB); refused before reading it")
         meta = parse_json(meta_path.read_text(encoding="utf-8"))
     except (ValueError, OSError) as exc:
         raise UserError(f"{meta_path}: unreadable ({one_line(exc)})") from None
@@ -157,9 +219,12 @@ def read_meta(pack_dir: str | os.PathLike) -> dict:
     if version > FORMAT_VERSION:
         raise UserError(f"{meta_path}: model pack format version {version} is newer than this tool "
                         f"(reads up to {FORMAT_VERSION}); upgrade autoencoded")
-    for key in ("width", "height", "z_dim"):
-        if not isinstance(meta.get(key), int) or meta[key] <= 0:
+    for key, top in META_BOUNDS.items():
+        value = meta.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise UserError(f"{meta_path}: missing or bad {key!r}")
+        if value > top:  # checked before anything is sized from it (a frame, a latent, a buffer)
+            raise UserError(f"{meta_path}: {key} {value} is out of bounds (at most {top}); refused")
     if not isinstance(meta.get("files"), dict) or any(r not in meta["files"] for r in ROLES):
         raise UserError(f"{meta_path}: 'files' must name the encoder and decoder ONNX files")
     if meta.get("normalisation", NORMALISATION) != NORMALISATION:
@@ -172,7 +237,8 @@ def read_pack(pack_dir: str | os.PathLike) -> ModelPack:
     pack_dir = Path(pack_dir)
     meta = read_meta(pack_dir)
     digest = hashlib.sha256()
-    models = {role: _load_onnx(pack_dir, role, meta["files"][role], digest) for role in ROLES}
+    budget = [MAX_PACK_BYTES]
+    models = {role: _load_onnx(pack_dir, role, meta["files"][role], digest, budget) for role in ROLES}
     w, h, z = meta["width"], meta["height"], meta["z_dim"]
     for role in ROLES:
         _check_io(pack_dir / meta["files"][role], role, models[role], w, h, z)
@@ -189,5 +255,6 @@ def hash_files(pack_dir: Path, files: dict[str, str]) -> str:
     """model_hash of self-contained ONNX files, as read_pack computes it (used by export)."""
     digest = hashlib.sha256()
     for role in ROLES:
-        digest.update(role.encode() + b"\0" + (pack_dir / files[role]).read_bytes())
+        digest.update(role.encode() + b"\0")
+        _hash_file(digest, pack_dir / files[role])
     return digest.hexdigest()

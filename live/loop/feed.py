@@ -16,6 +16,7 @@ import numpy as np
 from autoencoded.errors import one_line
 from autoencoded.live.io.sources import Source, check_frame
 from autoencoded.live.loop.boxes import LatestBox, Packet
+from autoencoded.live.loop.guard import ThreadGuard
 from autoencoded.live.loop.stats import LoopStats, RateLimiter
 
 
@@ -27,18 +28,21 @@ class Feed:
       returns garbage, or (cameras, `source.freeze_check`) the very same frame for `repeat_timeout` s start an outage;
     - during an outage the last good frame is re-sent at `fps` (flagged `held`), and the source is
       reopened on a new worker after 0.25 s, 0.5 s, 1 s, ... up to `max_backoff` s;
-    - the first good frame ends the outage; both ends are logged and kept in `self.outages`.
+    - the first good frame ends the outage; both ends are logged and kept in `self.outages`;
+    - anything else that goes wrong in the watchdog is caught by `guard` (live/loop/guard.py), counted, and
+      the watchdog carries on with the next event.
     """
 
     def __init__(self, source: Source, box: LatestBox, fps: float = 30.0, stats: LoopStats | None = None,
                  log: Callable[[str], None] = print, open_timeout: float = 5.0, stall_timeout: float = 1.0,
                  repeat_timeout: float | None = None, min_backoff: float = 0.25, max_backoff: float = 5.0,
-                 prepare: Callable[[np.ndarray], dict] | None = None) -> None:
+                 prepare: Callable[[np.ndarray], dict] | None = None, guard: ThreadGuard | None = None) -> None:
         self.source, self.box, self.fps = source, box, float(fps)
         # per-frame work done here, in parallel with the engine (the pipeline fits frames to the model)
         self.prepare = prepare
         self.stats = stats or LoopStats()
         self.log = log
+        self.guard = guard or ThreadGuard("source", self.stats, log)
         self.open_timeout = open_timeout
         self.stall_timeout = max(stall_timeout, 3.0 / max(source.fps, 1e-3))
         self.repeat_timeout = repeat_timeout if repeat_timeout is not None else (2.0 if source.freeze_check else 0.0)
@@ -140,68 +144,69 @@ class Feed:
         self._start_reader()
         while not self._stop.is_set():
             ev = self._raw.get(timeout=min(interval, 0.05))
-            now = time.perf_counter()
-            problem = None
-            if ev is not None:
-                kind, t, payload = ev
-                if kind == "opened":
-                    opened, last_fresh, last_change = True, now, now
-                    if not self.in_outage:
-                        self.stats.source_state = "ok"
-                elif kind == "error":
-                    problem = payload
-                else:
-                    problem = check_frame(payload)
-                    if problem is None and self.repeat_timeout:
-                        sig = payload[::7, ::7]
-                        if last_sig is not None and sig.shape == last_sig.shape and np.array_equal(sig, last_sig):
-                            if now - last_change > self.repeat_timeout:
-                                problem = f"frozen (the same frame for {self.repeat_timeout:g} s)"
-                            elif self.in_outage:
-                                problem = "frozen"
-                        else:
-                            last_change = now
-                        last_sig = sig.copy()
-                    if problem is None:
-                        if self.in_outage:
-                            self._recovered(now)
-                        backoff, next_reopen = self.min_backoff, None
-                        self.stats.source_state = "ok"
-                        last_good, last_meta, last_fresh = payload, None, now
-                        self.stats.frames_in += 1
-                        if self.stats.first_frame is None:
-                            self.stats.first_frame = now
-                        self.stats.fps_in.tick(now)
-                        if limiter.allow(now):
-                            last_meta = self._publish(payload, t, held=False)
-                        else:
-                            self.stats.frames_skipped += 1
-                        continue
-            elif not opened and now - open_started > self.open_timeout:
-                problem = f"did not open within {self.open_timeout:g} s"
-            elif opened and now - last_fresh > self.stall_timeout:
-                problem = f"stalled (no frame for {self.stall_timeout:g} s)"
+            with self.guard:
+                now = time.perf_counter()
+                problem = None
+                if ev is not None:
+                    kind, t, payload = ev
+                    if kind == "opened":
+                        opened, last_fresh, last_change = True, now, now
+                        if not self.in_outage:
+                            self.stats.source_state = "ok"
+                    elif kind == "error":
+                        problem = payload
+                    else:
+                        problem = check_frame(payload)
+                        if problem is None and self.repeat_timeout:
+                            sig = payload[::7, ::7]
+                            if last_sig is not None and sig.shape == last_sig.shape and np.array_equal(sig, last_sig):
+                                if now - last_change > self.repeat_timeout:
+                                    problem = f"frozen (the same frame for {self.repeat_timeout:g} s)"
+                                elif self.in_outage:
+                                    problem = "frozen"
+                            else:
+                                last_change = now
+                            last_sig = sig.copy()
+                        if problem is None:
+                            if self.in_outage:
+                                self._recovered(now)
+                            backoff, next_reopen = self.min_backoff, None
+                            self.stats.source_state = "ok"
+                            last_good, last_meta, last_fresh = payload, None, now
+                            self.stats.frames_in += 1
+                            if self.stats.first_frame is None:
+                                self.stats.first_frame = now
+                            self.stats.fps_in.tick(now)
+                            if limiter.allow(now):
+                                last_meta = self._publish(payload, t, held=False)
+                            else:
+                                self.stats.frames_skipped += 1
+                            continue
+                elif not opened and now - open_started > self.open_timeout:
+                    problem = f"did not open within {self.open_timeout:g} s"
+                elif opened and now - last_fresh > self.stall_timeout:
+                    problem = f"stalled (no frame for {self.stall_timeout:g} s)"
 
-            if problem is not None:
-                if not self.in_outage:
-                    self._outage(problem, now)
-                    next_hold = now
-                else:
-                    self.outages[-1]["reason"] = problem
-                if next_reopen is None:
-                    next_reopen = now + backoff
-                    backoff = min(backoff * 2, self.max_backoff)
-            if self.in_outage:
-                if last_good is not None and now >= next_hold:
-                    last_meta = self._publish(last_good, now, held=True, meta=last_meta)
-                    self.stats.frames_held += 1
-                    next_hold = max(next_hold + interval, now - interval)
-                if next_reopen is not None and now >= next_reopen:
-                    self.reopens += 1
-                    self.outages[-1]["reopens"] += 1
-                    opened, open_started, last_fresh = False, now, now
-                    next_reopen = None
-                    self._start_reader()
+                if problem is not None:
+                    if not self.in_outage:
+                        self._outage(problem, now)
+                        next_hold = now
+                    else:
+                        self.outages[-1]["reason"] = problem
+                    if next_reopen is None:
+                        next_reopen = now + backoff
+                        backoff = min(backoff * 2, self.max_backoff)
+                if self.in_outage:
+                    if last_good is not None and now >= next_hold:
+                        last_meta = self._publish(last_good, now, held=True, meta=last_meta)
+                        self.stats.frames_held += 1
+                        next_hold = max(next_hold + interval, now - interval)
+                    if next_reopen is not None and now >= next_reopen:
+                        self.reopens += 1
+                        self.outages[-1]["reopens"] += 1
+                        opened, open_started, last_fresh = False, now, now
+                        next_reopen = None
+                        self._start_reader()
         self.stats.source_state = "stopped"
 
     def _outage(self, reason: str, now: float) -> None:

@@ -4,7 +4,9 @@ A flood of `/model` requests costs at most two loads (the one running and the ne
 each; a load that was overtaken by a newer request is closed unused. `close()` waits for a running load
 to finish (a model half-built inside onnxruntime or torch must not be torn down by interpreter shutdown)
 and says whether it did. A load that has hung for longer than STALL_S does not hold back the next request:
-that one starts on a fresh thread, and the hung one's engine is dropped if it ever arrives.
+that one starts on a fresh thread, and the hung one's engine is dropped if it ever arrives. The loader
+thread never dies: a load's failure, and any failure to hand its engine over, is reported and the next
+request is served.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 
+from autoencoded.errors import one_line
 from autoencoded.shutdown import native_thread
 
 STALL_S = 60.0  # a load running this long is hung (a TensorRT build takes minutes, but not in live swaps)
@@ -87,8 +90,7 @@ class ModelLoader:
             except BaseException as exc:  # noqa: BLE001 - any failure keeps the current model
                 with self._lock:
                     self._loading = False
-                self.failed(spec, exc)
-                fut.set_exception(exc)
+                self._settle(fut, spec, exc)
                 continue
             with self._lock:
                 self._loading = False
@@ -99,7 +101,20 @@ class ModelLoader:
                 _close(engine)
                 fut.cancel()
                 continue
-            self.deliver(engine, fut)
+            try:
+                self.deliver(engine, fut)
+            except Exception as exc:  # noqa: BLE001 - the current model plays on
+                _close(engine)
+                self._settle(fut, spec, exc)
+
+    def _settle(self, fut: Future, spec: object, exc: BaseException) -> None:
+        """A load that failed: say why (failed()), and the future holds the exception."""
+        try:
+            self.failed(spec, exc)
+        except Exception as report:  # noqa: BLE001 - reporting must not end the loader thread
+            self.log(f"model: a load failed ({one_line(exc, typed=True)}; reporting it: {one_line(report)})")
+        if fut.set_running_or_notify_cancel():
+            fut.set_exception(exc)
 
     def close(self, timeout: float) -> bool:
         """Take no more requests, drop a waiting one, and wait up to `timeout` s for a running load to end

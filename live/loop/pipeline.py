@@ -15,6 +15,10 @@
 - An engine that hangs inside one inference (longer than HANG_S) is interrupted where the backend can be
   (onnxruntime) and left behind where it cannot: frames pass through on a fresh engine thread until another
   model is swapped in, and stopping never waits for it.
+- Every loop thread (source, engine, sink) runs each iteration under a ThreadGuard (live/loop/guard.py):
+  any exception is caught, counted (loop_errors) and logged, and the thread carries on; the output holds
+  the last frame or passes the input through meanwhile. A model that cannot be swapped in (its latent
+  cannot even be set up) is refused there, and the current one keeps playing.
 - The pipeline owns its engine(s) and sinks: `stop()` releases devices and closes the engine.
 """
 
@@ -38,6 +42,7 @@ from autoencoded.live.io.sinks import Sink
 from autoencoded.live.io.sources import Source
 from autoencoded.live.loop.boxes import LatestBox, Packet
 from autoencoded.live.loop.feed import Feed
+from autoencoded.live.loop.guard import ThreadGuard
 from autoencoded.live.loop.loader import ModelLoader
 from autoencoded.live.loop.stats import LoopStats, stats_report, status_line
 from autoencoded.media.framing import AUTO_CROP_LIMIT, Framing, frame_for, pad_to
@@ -97,7 +102,7 @@ class Pipeline:
         self._stats = LoopStats()
         self.in_box, self.out_box = LatestBox(), LatestBox()
         self.feed = Feed(source, self.in_box, fps=self.fps, stats=self._stats, log=log, prepare=self._prepare,
-                         **(feed_options or {}))
+                         guard=ThreadGuard("source", self._stats, log), **(feed_options or {}))
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._swap_lock = threading.Lock()
@@ -268,8 +273,15 @@ class Pipeline:
             _quiet(engine.close)
             fut.cancel()
             return
-        old, self.engine = self.engine, engine
-        self.fx = LatentFX(engine.z_dim, seed=self.fx.seed)  # old cues and smoothing mean nothing here
+        try:
+            fx = LatentFX(engine.z_dim, seed=self.fx.seed)  # old cues and smoothing mean nothing here
+        except Exception as exc:  # noqa: BLE001 - a model this loop cannot play is refused, the old one plays on
+            _quiet(engine.close)
+            self._load_failed(engine.name, exc)
+            if fut.set_running_or_notify_cancel():
+                fut.set_exception(exc)
+            return
+        old, self.engine, self.fx = self.engine, engine, fx
         self.model_error = ""
         self.log(f"model: now playing {printable(engine.label) or 'a model'} on {engine.name}")
         fut.set_result(engine.name)
@@ -307,8 +319,12 @@ class Pipeline:
         return pad_to(framing.apply(frame, *inner), width, height)
 
     def _prepare(self, frame: np.ndarray) -> dict:
-        """Source thread: frame the picture for the current model (in parallel with the engine)."""
-        return {"small": self._model_input(frame, self.engine)}
+        """Source thread: frame the picture for the current model (in parallel with the engine). When that
+        fails the engine thread frames it itself (and counts the fault if it fails there too)."""
+        try:
+            return {"small": self._model_input(frame, self.engine)}
+        except Exception:  # noqa: BLE001 - an optimisation only
+            return {}
 
     def _start_engine_thread(self) -> None:
         """A new engine thread; one before it (hung in an inference) stops when it ever comes back."""
@@ -318,13 +334,18 @@ class Pipeline:
         self._engine_thread.start()
 
     def _engine_loop(self, generation: int) -> None:
+        guard = ThreadGuard("engine", self._stats, self.log)
         while not self._stop.is_set() and generation == self._engine_generation:
             pkt = self.in_box.get(timeout=0.1)
             if pkt is None:
                 continue
-            if self._pending is not None:
-                self._swap_in()
-            out = self._run_engine(pkt)
+            # what goes out if this iteration fails: the input, composed as after an engine fault
+            out = Packet(frame=pkt.frame, t_capture=pkt.t_capture, index=pkt.index, held=pkt.held,
+                         meta={"model": None, "mix": 1.0})
+            with guard:
+                if self._pending is not None:
+                    self._swap_in()
+                out = self._run_engine(pkt)
             if generation == self._engine_generation:
                 self.out_box.put(out)
 
@@ -404,6 +425,7 @@ class Pipeline:
         return self._compose(self._run_engine(pkt))
 
     def _sink_loop(self) -> None:
+        guard = ThreadGuard("sink", self._stats, self.log)
         interval = 1.0 / self.fps
         last: Packet | None = None
         shown: np.ndarray | None = None  # the frame the outputs show now
@@ -414,40 +436,41 @@ class Pipeline:
             if self._duration is not None and self._first_out is not None:  # wake up on time for the end
                 wait = min(wait, max(0.0, self._first_out + self._duration - time.perf_counter()))
             pkt = self.out_box.get(timeout=min(wait, 0.1))
-            now = time.perf_counter()
-            self._watch_engine(now)
-            ending = self._duration is not None and self._first_out is not None \
-                and now - self._first_out >= self._duration
-            if pkt is None and not ending and (last is None or now - last_write < 1.5 * interval):
-                continue
-            if self._first_out is None:
-                self._first_out = now
-            elif ending:
-                if shown is not None:  # the last picture stays up to the end: a recording lasts the duration
-                    self._write(shown)
-                self._stop.set()
-                break
-            if pkt is None:
-                self._stats.frames_repeated += 1
-                pkt = last
-            else:
-                pkt.frame = self._compose(pkt)
-                pkt.meta = {}
-            frame = pkt.frame
-            if self.overlay:
-                if now >= next_overlay:
-                    self._overlay_text = status_line(self.stats())
-                    next_overlay = now + 0.5
-                frame = draw_overlay(frame, self._overlay_text)
-            self._write(frame)
-            shown = frame
-            if not pkt.held and last is not pkt:
-                self._stats.latency_ms.add((time.perf_counter() - pkt.t_capture) * 1000.0)
-            last, last_write = pkt, now
-            self._stats.frames_out += 1
-            self._stats.fps_out.tick(now)
-            if self._max_frames is not None and self._stats.frames_out >= self._max_frames:
-                self._stop.set()
+            with guard:  # a frame that cannot be composed or written: the outputs keep the last one
+                now = time.perf_counter()
+                self._watch_engine(now)
+                ending = self._duration is not None and self._first_out is not None \
+                    and now - self._first_out >= self._duration
+                if pkt is None and not ending and (last is None or now - last_write < 1.5 * interval):
+                    continue
+                if self._first_out is None:
+                    self._first_out = now
+                elif ending:
+                    if shown is not None:  # the last picture stays up to the end: a recording lasts the duration
+                        self._write(shown)
+                    self._stop.set()
+                    break
+                if pkt is None:
+                    self._stats.frames_repeated += 1
+                    pkt = last
+                else:
+                    pkt.frame = self._compose(pkt)
+                    pkt.meta = {}
+                frame = pkt.frame
+                if self.overlay:
+                    if now >= next_overlay:
+                        self._overlay_text = status_line(self.stats())
+                        next_overlay = now + 0.5
+                    frame = draw_overlay(frame, self._overlay_text)
+                self._write(frame)
+                shown = frame
+                if not pkt.held and last is not pkt:
+                    self._stats.latency_ms.add((time.perf_counter() - pkt.t_capture) * 1000.0)
+                last, last_write = pkt, now
+                self._stats.frames_out += 1
+                self._stats.fps_out.tick(now)
+                if self._max_frames is not None and self._stats.frames_out >= self._max_frames:
+                    self._stop.set()
 
     def _write(self, frame: np.ndarray) -> None:
         for s in list(self.sinks):

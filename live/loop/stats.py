@@ -84,7 +84,8 @@ class RateLimiter:
 
 
 class LoopStats:
-    """Counters and meters shared by the live loop's threads (each field is written by one thread)."""
+    """Counters and meters shared by the live loop's threads (each field is written by one thread, but for
+    loop_errors, which every thread's guard counts under a lock)."""
 
     def __init__(self) -> None:
         self.started = time.perf_counter()
@@ -102,11 +103,19 @@ class LoopStats:
         self.source_outages = 0
         self.source_recoveries = 0
         self.sink_errors = 0
+        self.loop_errors = 0  # exceptions a loop thread caught and carried on after (live/loop/guard.py)
+        self.last_loop_error = ""
+        self._lock = threading.Lock()
         self.source_state = "starting"
         self.last_fault = ""
         self.last_outage = ""
         self.first_frame: float | None = None  # when the first fresh frame came in
         self.stopped: float | None = None  # when the loop stopped: figures taken later are taken as of then
+
+    def count_loop_error(self, what: str) -> None:
+        with self._lock:
+            self.loop_errors += 1
+            self.last_loop_error = what
 
     def stop(self, now: float | None = None) -> None:
         if self.stopped is None:
@@ -135,6 +144,8 @@ class LoopStats:
             "source_outages": self.source_outages,
             "source_recoveries": self.source_recoveries,
             "sink_errors": self.sink_errors,
+            "loop_errors": self.loop_errors,
+            "last_loop_error": self.last_loop_error,
             "source_state": self.source_state,
             "last_fault": self.last_fault,
             "last_outage": self.last_outage,
@@ -154,6 +165,8 @@ def status_line(s: dict) -> str:
         parts.append(f"faults {s['engine_faults']}")
     if s["source_outages"]:
         parts.append(f"outages {s['source_outages']}")
+    if s.get("loop_errors"):
+        parts.append(f"loop errors {s['loop_errors']}")
     if s["source_state"] != "ok":
         parts.append(f"source {s['source_state']}")
     if s.get("engine_hung"):
@@ -187,6 +200,7 @@ def stats_report(s: dict) -> dict:
         "faults": s["engine_faults"],
         "outages": s["source_outages"],
         "sink_errors": s["sink_errors"],
+        "loop_errors": s.get("loop_errors", 0),
         "uptime_s": s["uptime_s"],
         "running_s": running,
         "source": s.get("source", ""),
