@@ -31,6 +31,22 @@ def test_train_refuses_bad_numbers(tmp_path, capsys, option, value):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("args, says", [
+    (["--batch", "1", "--steps", "1"], "--batch 1: must be at least 2"),
+    (["--batch", "0", "--steps", "1"], "--batch 0: must be at least 2"),
+    (["--batch", "4", "--accum", "4", "--steps", "1"], "--batch 4: must be at least 8"),
+    (["--batch", "4", "--steps", "0"], "--steps 0: must be at least 1"),
+    (["--batch", "4", "--epochs", "0"], "--epochs 0: must be more than 0"),
+])
+def test_train_refuses_counts_that_train_nothing(tmp_path, capsys, args, says):
+    """--batch 1 failed inside BatchNorm after making the run, 0 divided by zero, and --steps 0 / --epochs 0
+    trained a whole epoch: each is one line before anything is made."""
+    ds = make_dataset(tmp_path / "ds", n=8)
+    assert main(["train", str(ds), "-o", str(tmp_path / "run"), *args]) == 2
+    one_line_error(capsys, says)
+    assert not (tmp_path / "run").exists()
+
+
 def fill(folder) -> None:
     """Fill a file system to the last byte."""
     with open(folder / "filler", "wb") as f:
