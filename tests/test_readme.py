@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def written_paths(readme: str) -> list[str]:
     """What the `autoencoded ...` lines of README's bash blocks write: -o/--out/--output files and folders,
-    render's OUTPUT, and the default live recordings."""
+    the reports (--json, --stats-json), render's OUTPUT, and the default live recordings."""
     paths = {"autoencoded-live.mp4", "autoencoded-live-2.mp4"}
     for block in re.findall(r"```bash\n(.*?)```", readme, flags=re.S):
         for line in block.splitlines():
@@ -27,7 +27,7 @@ def written_paths(readme: str) -> list[str]:
                 words = words[words.index("autoencoded"):]
                 for i, w in enumerate(words[:-1]):
                     nxt = words[i + 1]
-                    if w in ("-o", "--out") or (w == "--output" and Path(nxt).suffix):
+                    if w in ("-o", "--out", "--json", "--stats-json") or (w == "--output" and Path(nxt).suffix):
                         paths.add(nxt)
                 if len(words) > 3 and words[1] == "render":
                     paths.add(words[3])
@@ -38,7 +38,8 @@ def test_readme_examples_write_only_ignored_paths():
     if shutil.which("git") is None or not (REPO / ".git").exists():
         pytest.skip("not a git checkout")
     paths = written_paths((REPO / "README.md").read_text())
-    assert {"ds", "dataset", "runs/bbb", "models/bbb", "out.mp4", "demo.mp4"} <= set(paths), paths
+    assert {"ds", "dataset", "runs/bbb", "models/bbb", "out.mp4", "demo.mp4", "eval.json", "stats.json"} <= \
+        set(paths), paths
     # a name without an extension is a folder (a dataset, run or model): git matches `/ds/` only to one
     as_git_sees = [p if Path(p).suffix else p + "/" for p in paths]
     kept = [p for p in as_git_sees
