@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "train": ("autoencoded.training.train_cmd", "train", "Train the VAE-GAN on a prepared dataset."),
     "eval": ("autoencoded.training.eval_cmd", "eval_", "Score a model's reconstructions against baselines."),
     "export": ("autoencoded.export.export_cmd", "export", "Export a run or checkpoint to an ONNX model pack."),
+    "memory": ("autoencoded.export.memory_cmd", "memory", "Give a model pack the memory bank of its film."),
     "live": ("autoencoded.live.live_cmd", "live", "Run a camera or video through the model in real time."),
     "render": ("autoencoded.live.render_cmd", "render", "Reconstruct every frame of a film offline, with its audio."),
     "bench": ("autoencoded.live.bench_cmd", "bench", "Measure inference speed of every available backend."),

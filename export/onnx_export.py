@@ -1,4 +1,5 @@
-"""Checkpoint -> model pack (encoder.onnx, decoder.onnx, model.json), written whole or not at all.
+"""Checkpoint -> model pack (encoder.onnx, decoder.onnx, model.json, and memory.safetensors when the run's
+dataset is here: export/memory_build.py), written whole or not at all.
 
 The torch.onnx dynamo exporter (opset 18) writes self-contained files (external_data=False) with a
 dynamic batch axis and fixed H x W; its optimiser folds eval-mode BatchNorm into the convs. The pack is
@@ -161,6 +162,10 @@ def export_checkpoint(source: str | Path, out: str | Path, *, which: str = "best
                 f"PSNR {report['image']['psnr_db']:.1f} dB; latent max abs error {report['mu']['max_abs']:.2e}")
             if not report["ok"]:
                 raise UserError(f"verification failed: {report['reason']} (pack not written)")
+        from autoencoded.export.memory_build import bank_for_export
+        memory = bank_for_export(tmp, weights, log)  # the film's frames, when the run's dataset is here
+        if memory is not None:
+            update_meta(tmp, memory=memory)
         _replace(tmp, out)
     except OSError as exc:  # a disk that fills up on the way: the old pack, if any, is untouched
         raise write_failed(out, exc, "the model pack") from None

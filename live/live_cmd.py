@@ -140,6 +140,8 @@ def write_stats_json(path: Path, report: dict, probe: list[dict] | None = None) 
 @click.option("--size", default="1280x720", show_default=True, type=VIDEO_SIZE, help="Output size.")
 @click.option("--fps", default=30.0, show_default=True, type=click.FloatRange(1.0, 240.0), help="Target frame rate.")
 @click.option("--noise", default=0.0, show_default=True, type=click.FloatRange(0.0, 1.0), help="Latent noise amount.")
+@click.option("--memory", default=0.0, show_default=True, type=click.FloatRange(0.0, 1.0),
+              help="What the film remembers: 0 what the model sees, 1 the film's frames nearest to it.")
 @click.option("--mix", default=1.0, show_default=True, type=click.FloatRange(0.0, 1.0),
               help="Dry/wet: 0 the input, 1 the model's output.")
 @click.option("--overlay", is_flag=True, help="Draw the status line onto the output.")
@@ -182,7 +184,7 @@ def write_stats_json(path: Path, report: dict, probe: list[dict] | None = None) 
 @click.option("--overwrite", is_flag=True, help="Replace an --output file that exists.")
 @click.pass_context
 def live(ctx: click.Context, model: str | None, backend: str, threads: int | None, input_spec: str | None, outputs: tuple[str, ...],
-         size: tuple[int, int], fps: float, noise: float, mix: float, overlay: bool, duration: float | None,
+         size: tuple[int, int], fps: float, noise: float, memory: float, mix: float, overlay: bool, duration: float | None,
          max_frames: int | None, preset: str | None, osc_host: str, osc_port: int, osc_allow: tuple[str, ...],
          osc_feedback: str | None, midi: str | None, midi_learn: str | None, stats_json: str | None,
          ndi_localhost: bool, web: str, audio: str | None, mods: tuple[str, ...], tempo: str | None,
@@ -214,7 +216,7 @@ def live(ctx: click.Context, model: str | None, backend: str, threads: int | Non
         if not outputs and the_preset.live.get("output"):
             out = the_preset.live["output"]
             outputs = (out,) if isinstance(out, str) else tuple(out)
-    explicit = {k: v for k, v in (("noise", noise), ("mix", mix))
+    explicit = {k: v for k, v in (("noise", noise), ("memory", memory), ("mix", mix))
                 if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
     for spec in outputs:
         if Path(spec).suffix and input_spec and Path(spec).resolve() == Path(input_spec).resolve():
@@ -225,7 +227,7 @@ def live(ctx: click.Context, model: str | None, backend: str, threads: int | Non
 
         config = write_localhost_config()
         console.event(f"NDI: using 127.0.0.1 only ({config}); give other NDI apps NDI_CONFIG_DIR={config.parent}")
-    params = ParamStore(noise=noise, mix=mix)
+    params = ParamStore(noise=noise, memory=memory, mix=mix)
     stage = Stage(params, web=web, audio=audio, mods=[mod_option(m) for m in mods], tempo=tempo, quantize=quantize,
                   log=console.event, web_required=ctx.get_parameter_source("web") == click.core.ParameterSource.COMMANDLINE)
     engine = sinks = None
@@ -233,7 +235,7 @@ def live(ctx: click.Context, model: str | None, backend: str, threads: int | Non
         source, in_why = choose_input(input_spec, width, height, fps) if input_spec else (None, "")
         # outputs first: a missing virtual camera or display is said at once, not after the model loads
         sinks, out_why = choose_outputs(outputs, width, height, fps, console.event, overwrite=overwrite)
-        engine = open_engine(model, backend=backend, log=console.event, threads=threads)
+        engine = open_engine(model, backend=backend, log=console.event, threads=threads, memory=True)
         if source is None:  # the camera probe, after the cheap checks
             source, in_why = choose_input(None, width, height, fps)
         if crop == "auto":
@@ -265,7 +267,7 @@ def live(ctx: click.Context, model: str | None, backend: str, threads: int | Non
                 controls.stop()
             pipeline.stop()
             raise
-        params.update(explicit)  # --noise / --mix given on the command line win over the preset
+        params.update(explicit)  # --noise / --memory / --mix given on the command line win over the preset
         try:
             final = pipeline.run(duration=duration, max_frames=max_frames, status=console.status)
         finally:

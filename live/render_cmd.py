@@ -20,6 +20,9 @@ from autoencoded.sizes import VIDEO_SIZE
               type=click.Choice(["auto", "tensorrt", "onnxruntime", "torch"]), help="Inference backend.")
 @click.option("--noise", default=0.0, show_default=True, type=click.FloatRange(0.0, 1.0),
               help="Latent noise amount: 0 decodes the mean (the film's render), 1 the strongest dream.")
+@click.option("--memory", default=0.0, show_default=True, type=click.FloatRange(0.0, 1.0),
+              help="What the film remembers: 0 what the model sees, 1 the film's frames nearest to it "
+                   "(the model pack's memory bank).")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**31 - 1), help="Noise seed.")
 @click.option("--batch", default=8, show_default=True, type=click.IntRange(1, 256), help="Frames per engine call.")
 @click.option("--side-by-side", is_flag=True, help="Put the input on the left, the model's frame on the right.")
@@ -36,7 +39,8 @@ from autoencoded.sizes import VIDEO_SIZE
 @click.option("--mod", "mods", multiple=True, metavar="SIGNAL:CONTROL:AMOUNT[:ATTACK[:RELEASE]]",
               help="Modulate a control from the film's soundtrack, e.g. audio.onset:noise:1; repeatable.")
 @click.pass_context
-def render(ctx: click.Context, input: str, output: Path, model: str | None, backend: str, noise: float, seed: int,
+def render(ctx: click.Context, input: str, output: Path, model: str | None, backend: str, noise: float,
+           memory: float, seed: int,
            batch: int, side_by_side: bool, size: tuple[int, int] | None, crop: str, overwrite: bool,
            preset: str | None, mods: tuple[str, ...]) -> None:
     """Reconstruct every frame of INPUT (a video file, or 'demo') through the model into OUTPUT
@@ -50,18 +54,22 @@ def render(ctx: click.Context, input: str, output: Path, model: str | None, back
 
     the_preset = load_preset(preset) if preset else None
     routes = [*((the_preset.mods or []) if the_preset else []), *(mod_option(m) for m in mods)]
-    store = ParamStore(noise=noise, noise_seed=seed)
+    store = ParamStore(noise=noise, noise_seed=seed, memory=memory)
     if the_preset is not None:  # the preset's values, then what the command line says explicitly
         store.update(the_preset.params)
-        store.update({name: value for name, option, value in (("noise", "noise", noise), ("noise/seed", "seed", seed))
+        store.update({name: value for name, option, value in (("noise", "noise", noise), ("noise/seed", "seed", seed),
+                                                               ("memory", "memory", memory))
                       if ctx.get_parameter_source(option) == click.core.ParameterSource.COMMANDLINE})
     if input != "demo" and not Path(input).is_file():
         raise UserError(f"{input}: no such video file")
     check_output_path(output)  # a folder that is not there, a name too long: said before the model loads
     if output.exists() and not overwrite:
         raise UserError(f"{output} exists; pass --overwrite to replace it")
-    engine = open_engine(model, backend=backend, log=click.echo)
+    engine = open_engine(model, backend=backend, log=click.echo, memory=True)
     try:
+        if engine.memory is None and (store.peek().memory > 0 or any(r.target == "memory" for r in routes)):
+            raise UserError("memory: this model has no usable memory bank (the line above says why), so the "
+                            "render would not be what was asked; add one with `autoencoded memory MODEL FOOTAGE`")
         s = do_render(input, output, engine, batch=batch, side_by_side=side_by_side, size=size, crop=crop,
                       overwrite=overwrite, log=click.echo, params=store.snapshot(), mods=routes)
     finally:

@@ -158,8 +158,8 @@ def test_batches_are_consecutive_frames(rows):
 
 def test_is_identity_reads_every_effect():
     """fused_ok had to name every effect by hand; is_identity reads EFFECTS, so none can be skipped."""
-    on = {"noise": Params(noise=0.1), "smooth": Params(smooth=0.1), "freeze": Params(freeze=True),
-          "cue/store": Params(cue_store=(1,)), "cue/recall": Params(cue_recall=0)}
+    on = {"memory": Params(memory=0.1), "noise": Params(noise=0.1), "smooth": Params(smooth=0.1),
+          "freeze": Params(freeze=True), "cue/store": Params(cue_store=(1,)), "cue/recall": Params(cue_recall=0)}
     assert {e.name for e in EFFECTS} == set(on)
     assert LatentFX.is_identity(Params(noise_drift=1.0, noise_seed=5, noise_max=4.0, cue_mix=0.5, mix=0.2))
     for name, p in on.items():

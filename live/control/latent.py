@@ -1,4 +1,8 @@
-"""Latent effects, applied between encode and decode: noise with drift, smoothing, freeze, cues.
+"""Latent effects, applied between encode and decode: memory, noise with drift, smoothing, freeze, cues.
+
+Memory first: amount m blends the input's mean toward what the film remembers nearest to it
+(autoencoded.live.control.memory), (1 - m) mu + m r; every effect after it plays on that latent, so noise
+dreams around the remembered frame, freeze holds it and a cue stores it.
 
 Noise amount 0 decodes the mean (the film's render mode); amount 1 adds `noise_max` x sigma x eps,
 where sigma is the encoder's own uncertainty for this frame and eps an evolving unit Gaussian pattern.
@@ -12,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from autoencoded.live.control.memory import Recall
 from autoencoded.live.control.params import N_CUES, Params
 
 
@@ -29,11 +34,14 @@ class Effect:
 
 
 class LatentFX:
-    """The latent effects of one stream, in EFFECTS order, with their state across frames (the noise
-    pattern, the previous and the frozen latent, the stored cues)."""
+    """The latent effects of one stream, in EFFECTS order, with their state across frames (the remembered
+    latent, the noise pattern, the previous and the frozen latent, the stored cues).
+
+    The memory effect recalls from the bank named by `use_memory` (none: it does nothing)."""
 
     def __init__(self, z_dim: int, seed: int = 0) -> None:
         self.z_dim = z_dim
+        self.recall: Recall | None = None
         self._seed = seed
         self._rng = np.random.default_rng(seed)
         self._eps = self._rng.standard_normal(z_dim).astype(np.float32)
@@ -52,10 +60,19 @@ class LatentFX:
         skipped by forgetting to name it here."""
         return not any(e.active(p) for e in EFFECTS)
 
+    def use_memory(self, bank) -> None:
+        """Recall from `bank` (an engine's memory, a MemoryBank or None) from now on; the same bank again
+        keeps what is remembered. A bank of another latent size than this stream's is not used."""
+        if (self.recall.bank if self.recall is not None else None) is bank:
+            return
+        self.recall = Recall(bank) if bank is not None and bank.z_dim == self.z_dim else None
+
     def reset(self) -> None:
         """Forget temporal state (after a model swap with another latent size, say)."""
         self._prev = None
         self._frozen = None
+        if self.recall is not None:
+            self.recall.reset()
 
     def _next_eps(self, p: Params) -> np.ndarray:
         if p.noise_seed != self._seed:
@@ -94,9 +111,19 @@ class LatentFX:
         return z
 
 
+def _memory(fx: LatentFX, z, frame_in, p: Params) -> np.ndarray:
+    if fx.recall is None:
+        return z
+    remembered = fx.recall(frame_in[0])  # looked up from what the model sees, the input's own mean
+    if p.memory >= 1.0:
+        return remembered
+    m = np.float32(p.memory)
+    return (1 - m) * z + m * remembered
+
+
 def _noise(fx: LatentFX, z, frame_in, p: Params) -> np.ndarray:
     mu, log_sigma, eps = frame_in
-    return mu + np.float32(p.noise * p.noise_max) * np.exp(log_sigma) * eps
+    return z + np.float32(p.noise * p.noise_max) * np.exp(log_sigma) * eps
 
 
 def _smooth(fx: LatentFX, z, frame_in, p: Params) -> np.ndarray:
@@ -133,6 +160,7 @@ def _recall_cue(fx: LatentFX, z, frame_in, p: Params) -> np.ndarray:
 # every latent effect, in the order they apply; a new effect is one entry here (with its control in
 # autoencoded.live.control.params.CONTROLS)
 EFFECTS: tuple[Effect, ...] = (
+    Effect("memory", lambda p: p.memory > 0, _memory),
     Effect("noise", lambda p: p.noise > 0, _noise),
     Effect("smooth", lambda p: p.smooth > 0, _smooth),
     Effect("freeze", lambda p: bool(p.freeze), _freeze, _unfreeze),

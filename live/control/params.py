@@ -54,6 +54,8 @@ class Trigger:
 
 CONTROLS: dict[str, Spec | Trigger] = {
     "noise": Spec(float, 0.0, 1.0, 0.0, "latent noise amount: 0 decodes the mean, 1 the strongest dream"),
+    "memory": Spec(float, 0.0, 1.0, 0.0, "what the film remembers: 0 what the model sees, 1 the film's frames "
+                   "nearest to it"),
     "noise/max": Spec(float, 0.0, 4.0, 1.0, "sigma of the noise at amount 1 (in units of the encoder's sigma)"),
     "noise/drift": Spec(float, 0.0, 1.0, 0.1, "how fast the noise pattern evolves: 0 frozen, 1 new every frame"),
     "noise/seed": Spec(int, 0, 2**31 - 1, 0, "reseed the noise pattern"),
@@ -103,6 +105,7 @@ def target_name(key: str, slot: int | None) -> str:
 @dataclass(frozen=True)
 class Params:
     noise: float = 0.0
+    memory: float = 0.0
     noise_max: float = 1.0
     noise_drift: float = 0.1
     noise_seed: int = 0

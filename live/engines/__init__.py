@@ -81,14 +81,48 @@ def _pack_checkpoint(pack_dir: Path) -> Path:
 
 def open_engine(model: str | Path | None = None, backend: str = "auto", log: Callable[[str], object] = print,
                 *, which: str = "best", max_batch: int = 16, precision: str = "fp16",
-                threads: int | None = None) -> Engine:
+                threads: int | None = None, memory: bool = False) -> Engine:
     """Open `model` with `backend` (see module doc). `which` picks best/latest checkpoint of a run;
     `max_batch` and `precision` apply to TensorRT; `threads` to onnxruntime on the CPU (default: every
-    physical core but one, see ort_backend.cpu_threads)."""
+    physical core but one, see ort_backend.cpu_threads). `memory`: also load the pack's memory bank into
+    `engine.memory` (live and render), saying in one line what it holds, or why there is none."""
     if backend not in BACKENDS:
         raise UserError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
     kind, path = resolve_model(model)
+    engine = _open(kind, path, backend, log, which, max_batch, precision, threads)
+    if memory:
+        engine.memory = _memory(kind, path, engine, log)
+    return engine
 
+
+def _memory(kind: str, path: Path, engine: Engine, log: Callable[[str], object]):
+    """The pack's memory bank, or None with one line saying why (the model plays on; /memory does nothing)."""
+    from autoencoded.live.engines.memory_bank import read_bank
+    from autoencoded.live.engines.pack import read_meta
+    from autoencoded.text import printable
+
+    def say(line: str) -> None:  # a path can come from the network (/model)
+        log(printable(f"memory: {line}", limit=600))
+
+    off = "/memory does nothing"
+    if kind == "checkpoint":
+        say(f"{path} is a checkpoint, which has no memory bank (export it to a model pack); {off}")
+        return None
+    try:
+        bank = read_bank(path, read_meta(path), engine.z_dim)
+    except UserError as exc:
+        say(f"{exc}; {off}")
+        return None
+    if bank is None:
+        say(f"{path} has no memory bank (made before banks, or exported without its dataset); {off} "
+            f"(add one: autoencoded memory {path} FOOTAGE)")
+    else:
+        say(bank.describe())
+    return bank
+
+
+def _open(kind: str, path: Path, backend: str, log: Callable[[str], object], which: str, max_batch: int,
+          precision: str, threads: int | None) -> Engine:
     if kind == "checkpoint":
         if backend in ("tensorrt", "onnxruntime"):
             raise UserError(f"{path} is a training checkpoint; the {backend} backend runs a model pack: "

@@ -36,6 +36,8 @@ class Engine(ABC):
     width: int
     height: int
     z_dim: int
+    #: the pack's memory bank (autoencoded.live.engines.memory_bank.MemoryBank), set by open_engine(memory=True)
+    memory = None
 
     @abstractmethod
     def encode(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -68,6 +68,7 @@ def stylize(engine: Engine, fx: LatentFX, frames: np.ndarray, p: Params | Sequen
             raise EngineFault(f"encoder returned latents of shape {mu.shape}, expected {(n, engine.z_dim)}")
         if not (np.isfinite(mu).all() and np.isfinite(log_sigma).all()):
             raise EngineFault("encoder returned NaN/Inf latents")
+        fx.use_memory(getattr(engine, "memory", None))  # the bank of the engine playing now (live and render)
         if isinstance(p, Params):
             z = fx(mu, log_sigma, p)
         else:  # the effects run row by row anyway (rows are consecutive frames)
@@ -244,7 +245,7 @@ class Pipeline:
     def _open(self, spec: object, backend: str) -> Engine:
         from autoencoded.live.engines import model_name, open_engine
 
-        engine = open_engine(spec, backend=backend, log=self.log, threads=self.threads)
+        engine = open_engine(spec, backend=backend, log=self.log, threads=self.threads, memory=True)
         engine.label = model_name(spec)  # "now playing" names the model, not only the backend it runs on
         return engine
 

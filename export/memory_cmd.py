@@ -1,0 +1,45 @@
+"""`autoencoded memory MODEL FOOTAGE`: give a model pack the memory bank of its film (export/memory_build.py),
+or replace the one it has (--overwrite). For packs made before memory banks, and packs exported where the
+run's dataset was not at hand."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from autoencoded.errors import UserError
+
+
+@click.command("memory")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("footage", type=click.Path(path_type=Path))
+@click.option("--overwrite", is_flag=True, help="Replace the memory bank the pack has.")
+def memory(model: Path, footage: Path, overwrite: bool) -> None:
+    """Remember FOOTAGE (the prepared dataset the model was trained on, or its video) in the model pack
+    MODEL: every frame through the pack's encoder, deduplicated, kept beside the model."""
+    from autoencoded.export.memory_build import build_bank
+    from autoencoded.export.onnx_export import update_meta
+    from autoencoded.fileio import atomic_write_bytes, check_writable, write_failed
+    from autoencoded.live.engines.memory_bank import MEMORY_FILE, META_KEY
+    from autoencoded.live.engines.pack import read_meta
+
+    meta = read_meta(model)
+    if meta.get(META_KEY) is not None and not overwrite:
+        raise UserError(f"{model} already has a memory bank; pass --overwrite to replace it")
+    check_writable(model, "the model pack")
+    bank = model / MEMORY_FILE
+    before = bank.read_bytes() if bank.is_file() else None  # put back if model.json cannot follow the new bank
+    try:
+        record = build_bank(model, footage, log=click.echo)
+        try:
+            update_meta(model, **{META_KEY: record})
+        except OSError:
+            if before is None:
+                bank.unlink(missing_ok=True)
+            else:
+                atomic_write_bytes(bank, before)
+            raise
+    except OSError as exc:
+        raise write_failed(model, exc, "the memory bank") from None
+    click.echo(f"wrote the memory bank of {model}: {record['count']} frames of {footage}")
