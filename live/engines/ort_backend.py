@@ -6,8 +6,11 @@ keeps idle workers busy-waiting, which steals the CPU from those very threads: m
 threads gave 44 fps next to other work, 2 resting ones 68, 1 thread 71), full graph optimisation and
 sequential execution (the fastest for these small conv nets on 2-8 cores). reconstruct() runs one fused graph
 (encoder and decoder merged in memory, mu wired to z), so a live frame costs a single session call.
-A CUDA provider that fails to load (missing cuDNN, driver mismatch) raises; `open_engine` then runs the
-CPU provider and says why in one line, never silently.
+A CUDA provider that fails to load (missing cuDNN, driver mismatch) raises, naming the CUDA the wheel is
+built for (ONNX Runtime's own "Require cuDNN 9.* and CUDA 13.*" line is silenced with its other red lines);
+`open_engine` then runs the CPU provider and says why in one line, never silently. The CUDA provider runs
+FP32 convolutions on TF32 tensor cores by default (use_tf32, on unless set: cuda_execution_provider_info.h);
+`tf32=False` asks for FP32, as a parity check against FP32 must.
 
 ONNX Runtime comes from the `cpu` extra (onnxruntime) or the `gpu` extra (onnxruntime-gpu), never both;
 without either, importing this module is one line naming them.
@@ -63,10 +66,18 @@ def cuda_available() -> bool:
     return CUDA_EP in ort.get_available_providers()
 
 
+def cuda_build() -> str | None:
+    """The CUDA version this onnxruntime is built for ("13.0"), None for a CPU build (its package info has no
+    cuda_version: onnxruntime/capi/onnxruntime_validation.py)."""
+    from onnxruntime.capi import build_and_package_info
+    return getattr(build_and_package_info, "cuda_version", None) or None
+
+
 class OnnxRuntimeEngine(Engine):
-    def __init__(self, pack: ModelPack, device: str = "auto", threads: int | None = None, spin: bool = False) -> None:
+    def __init__(self, pack: ModelPack, device: str = "auto", threads: int | None = None, spin: bool = False,
+                 tf32: bool = True) -> None:
         """`threads` and `spin` set the CPU thread pool (benchmarks compare; the defaults are the measured
-        best next to the rest of the live loop)."""
+        best next to the rest of the live loop); `tf32=False` keeps the CUDA provider's FP32 in FP32."""
         if device not in ("auto", "cuda", "cpu"):
             raise ValueError(f"device must be auto, cuda or cpu, not {device!r}")
         use_cuda = device == "cuda" or (device == "auto" and cuda_available())
@@ -85,7 +96,8 @@ class OnnxRuntimeEngine(Engine):
         opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         opts.add_session_config_entry("session.inter_op.allow_spinning", "1" if spin else "0")
         opts.log_severity_level = 3
-        providers: list = [(CUDA_EP, {"cudnn_conv_algo_search": "EXHAUSTIVE"}), CPU_EP] if use_cuda else [CPU_EP]
+        cuda_options = {"cudnn_conv_algo_search": "EXHAUSTIVE", **({} if tf32 else {"use_tf32": "0"})}
+        providers: list = [(CUDA_EP, cuda_options), CPU_EP] if use_cuda else [CPU_EP]
         self._opts, self._providers = opts, providers
         if use_cuda:
             # a CUDA provider that cannot load prints several red lines of its own; this backend reports the
@@ -108,7 +120,8 @@ class OnnxRuntimeEngine(Engine):
         self.provider = self.enc.get_providers()[0]
         if use_cuda and self.provider != CUDA_EP:
             raise UserError(f"onnxruntime {ort.__version__}'s CUDA execution provider failed to load (it fell "
-                            f"back to {self.provider}): the CUDA and cuDNN libraries it was built for are missing")
+                            f"back to {self.provider}): it is built for CUDA {cuda_build() or '?'}, and that CUDA's "
+                            "libraries or cuDNN are missing or of another major")
         self.name = (f"onnxruntime ({self.provider})" if self.provider == CUDA_EP
                      else f"onnxruntime ({self.provider}, {self.threads} thread{'s' if self.threads != 1 else ''})")
 
