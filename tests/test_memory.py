@@ -264,3 +264,46 @@ def test_render_memory_0_is_bit_identical_and_memory_1_is_not(packs, make_video,
     # asking an old pack for memory is one line and exit 2, and no file
     assert cli("render", clip, tmp_path / "old.mkv", "--model", old, "--memory", "1") == 2
     assert not (tmp_path / "old.mkv").exists()
+
+
+def test_osc_memory_plays_the_films_memory_in_the_running_loop(tmp_path):
+    """The shipped demo pack (with its bank), a still picture in, the real OSC server: /memory 1 changes the
+    output while frames keep coming, and the still picture then gives a still memory."""
+    import cv2
+
+    from autoencoded.live.control.params import ParamStore
+    from autoencoded.live.control.surface import ControlSurface
+    from autoencoded.live.io.sinks import NullSink
+    from autoencoded.live.io.sources import ImageFolderSource
+    from autoencoded.live.loop.pipeline import Pipeline
+
+    from helpers import msg, sender, synthetic_frame, wait_for
+
+    pictures = tmp_path / "still"
+    pictures.mkdir()
+    cv2.imwrite(str(pictures / "a.png"), synthetic_frame(3, 320, 180))
+    store, lines, null = ParamStore(), [], NullSink()
+    engine = open_engine(None, backend="onnxruntime", log=lines.append, memory=True)
+    assert engine.memory is not None and any(line.startswith("memory: 907 frames") for line in lines), lines
+    pipeline = Pipeline(ImageFolderSource(pictures, fps=15), engine, [null], params=store, fps=15,
+                        size=(256, 144), log=lines.append)
+    surface = ControlSurface(store, osc_port=0, log=lines.append)
+    with pipeline:
+        surface.start()
+        try:
+            wait_for(lambda: null.frames >= 3, "output frames")
+            before = null.last.copy()
+            s = sender()
+            s.sendto(msg("/memory", 1.0), ("127.0.0.1", surface.osc.port))
+            s.close()
+            wait_for(lambda: store.peek().memory == 1.0, "/memory in the store")
+            wait_for(lambda: np.abs(null.last.astype(int) - before.astype(int)).mean() > 3.0, "the output to change")
+            # the loop goes on: more frames, and a still input keeps a still memory
+            count = null.frames
+            wait_for(lambda: null.frames >= count + 3, "frames after the change")
+            remembered = null.last.copy()
+            wait_for(lambda: null.frames >= count + 6, "more frames")
+            assert np.array_equal(null.last, remembered)
+        finally:
+            surface.stop()
+    assert pipeline.stats()["engine_faults"] == 0

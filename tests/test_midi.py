@@ -38,6 +38,7 @@ def test_nanokontrol2_map_with_real_messages():
     m = MidiMapper(store, preset.midi_cc, preset.midi_channel)
     assert m.handle(cc(0, 127)) and store.peek().noise == 1.0
     assert m.handle(cc(4, 0)) and store.peek().mix == 0.0
+    assert m.handle(cc(6, 127)) and store.peek().memory == 1.0  # fader 7
     assert not m.handle(cc(0, 0, channel=3))  # the preset listens on channel 1 only
     assert store.peek().noise == 1.0 and m.counters["other_channel"] == 1
     assert not m.handle(cc(99, 10)) and m.counters["unmapped"] == 1
@@ -109,6 +110,8 @@ def test_midi_learn_binds_the_next_control_change():
     assert learn.handle(cc(21, 64))
     assert not learn.handle(cc(22, 64))
     assert learned == [(21, "noise/drift")]
+    assert MidiLearn("memory", lambda c, t: learned.append((c, t))).handle(cc(7, 1))  # memory is learnable too
+    assert learned[-1] == (7, "memory")
     with pytest.raises(ValueError):
         MidiLearn("volume", print)
 

@@ -123,12 +123,13 @@ def send(server, *datagrams: bytes) -> None:
 
 def test_every_control_address(server, store):
     send(server, msg("/noise", 0.7), msg("/noise/max", 2.5), msg("/noise/drift", 0.2), msg("/noise/seed", 42),
-         msg("/smooth", 0.3), msg("/freeze", 1), msg("/cue/recall", 4), msg("/cue/mix", 0.6), msg("/mix", 0.8))
+         msg("/smooth", 0.3), msg("/freeze", 1), msg("/cue/recall", 4), msg("/cue/mix", 0.6), msg("/mix", 0.8),
+         msg("/memory", 0.4))
     p = store.snapshot()
     assert (p.noise, p.noise_max, p.noise_drift, p.noise_seed, p.smooth, p.freeze, p.cue_recall, p.cue_mix,
-            p.mix) == (pytest.approx(0.7), 2.5, pytest.approx(0.2), 42, pytest.approx(0.3), True, 4,
-                       pytest.approx(0.6), pytest.approx(0.8))
-    assert server.counters["applied"] == 9
+            p.mix, p.memory) == (pytest.approx(0.7), 2.5, pytest.approx(0.2), 42, pytest.approx(0.3), True, 4,
+                                 pytest.approx(0.6), pytest.approx(0.8), pytest.approx(0.4))
+    assert server.counters["applied"] == 10
 
 
 def test_touchosc_style_floats_and_osc_booleans_for_toggles(server, store):

@@ -162,7 +162,7 @@ def test_names_from_the_network_never_become_paths(ref):
 
 
 def test_save_preset_round_trips(tmp_path):
-    store = ParamStore(noise=0.7, noise_seed=42, smooth=0.3, freeze=1)
+    store = ParamStore(noise=0.7, noise_seed=42, smooth=0.3, freeze=1, memory=0.4)
     base = P.load_preset("touchosc")
     path = P.save_preset(tmp_path / "sub" / "mine.toml", store, base=base)
     assert path.is_file() and not list(path.parent.glob(".*tmp"))
@@ -170,7 +170,8 @@ def test_save_preset_round_trips(tmp_path):
     assert loaded.params == store.peek().values()
     assert loaded.osc_aliases == base.osc_aliases and loaded.description == base.description
     with open(path, "rb") as f:
-        assert tomllib.load(f)["params"]["noise/seed"] == 42
+        saved = tomllib.load(f)["params"]
+    assert saved["noise/seed"] == 42 and saved["memory"] == 0.4
 
 
 def test_save_preset_into_unwritable_place_is_one_line(tmp_path):

@@ -59,7 +59,7 @@ def show(tmp_path, monkeypatch):
         stage = Stage(store, web=web, log=lines.append)
         null = NullSink()
         pipeline = Pipeline(source or ImageFolderSource(pictures, fps=15),
-                            open_engine(None, backend="onnxruntime", log=lines.append),
+                            open_engine(None, backend="onnxruntime", log=lines.append, memory=True),
                             [null, *stage.sinks], params=store, fps=15, size=(320, 180), log=lines.append,
                             modulate=stage.modulate)
         surface = ControlSurface(store, osc_port=None, log=lines.append, on_preset=stage.on_preset)
@@ -143,6 +143,20 @@ def test_a_browser_moves_the_noise_and_sees_it(show, browser):
     wait_for(lambda: store.peek().cue_recall == 2, "a cue recall")
     wait_for(lambda: page.locator('#cues button[data-cue="2"].on').count() == 1, "the lit cue pad")
     wait_for(lambda: page.locator('[data-stat="fps_out"]').count() == 1, "the stats")
+
+
+def test_the_memory_slider_plays_the_films_memory(show, browser):
+    """The memory fader, beside noise, moved by the mouse: the output becomes what the film remembers."""
+    stage, store, null = show()
+    page = browser.new_page(viewport={"width": 412, "height": 915})
+    page.goto(stage.web.url)
+    page.wait_for_selector('input[type=range][data-name="memory"]')
+    wait_for(lambda: page.locator("#link.on").count() == 1, "the WebSocket")
+    wait_for(lambda: null.frames >= 5, "output frames")
+    before = null.last.copy()
+    drag(page, "memory", 1.0)
+    wait_for(lambda: store.peek().memory > 0.9, "the slider's value in the store")
+    wait_for(lambda: np.abs(null.last.astype(int) - before.astype(int)).mean() > 3.0, "the output to change")
 
 
 def test_the_token_is_enforced_off_loopback(show, browser):
