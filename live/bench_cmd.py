@@ -101,6 +101,7 @@ def bench(model: Path | None, backend: str, archs: tuple[str, ...], size: str, s
     from rich.table import Table
 
     from autoencoded.live.engines import open_engine
+    from autoencoded.live.engines.base import EngineFault
     from autoencoded.live.engines.bench import latency, throughput
     from autoencoded.live.engines.ort_backend import CPU_EP, cpu_threads, physical_cores
 
@@ -140,8 +141,15 @@ def bench(model: Path | None, backend: str, archs: tuple[str, ...], size: str, s
                     cpu_pool = engine.threads if getattr(engine, "provider", None) == CPU_EP else None
                     with engine:
                         console.print(f"measuring {m['arch']} on {escape(engine.name)} ...", highlight=False)
-                        lat = latency(engine, seconds)
-                        thr = throughput(engine, seconds, batches)
+                        try:
+                            lat = latency(engine, seconds)
+                            thr = throughput(engine, seconds, batches)
+                        except EngineFault as exc:  # NaN, or another picture than the pack declares
+                            why = f"{target}: {exc}; nothing measured"
+                            if backend != "all":
+                                raise UserError(why) from None
+                            results.append({"arch": m["arch"], "backend": name, "skipped": why})
+                            break
                     results.append({"arch": m["arch"], "backend": name, "engine": engine.name,
                                     "threads": cpu_pool, "width": engine.width, "height": engine.height,
                                     "gflops": m["gflops"], "params_m": m["params_m"], "batch1": lat, "best": thr})

@@ -206,7 +206,7 @@ def evaluate(engine, footage: Footage, palette: Colours | None, palette_missing:
     done = 0
     for frames in footage.frames:
         try:
-            recon = engine.reconstruct(frames)
+            recon = engine.checked_reconstruct(frames)
         except Exception as exc:
             raise UserError(f"{footage.name}: the model failed on frames {done}-{done + len(frames) - 1} "
                             f"({one_line(exc, typed=True)})") from None

@@ -71,6 +71,18 @@ class Engine(ABC):
         mu, _ = self.encode(frames)
         return self.decode(mu)
 
+    def checked_reconstruct(self, frames: np.ndarray) -> np.ndarray:
+        """reconstruct(), its output held to the shape the model declares: a pack can declare N x 3 x H x W
+        and compute another picture, which onnxruntime returns with a warning. EngineFault then (as for
+        NaN), for the commands that score or time the output (eval, bench)."""
+        out = self.reconstruct(frames)
+        want = (len(frames), self.height, self.width, 3)
+        if tuple(getattr(out, "shape", ())) != want:
+            got = "x".join(map(str, getattr(out, "shape", ()))) or type(out).__name__
+            raise EngineFault(f"model output is {got} (N x H x W x 3), not the {self.width}x{self.height} "
+                              "it declares")
+        return out
+
     def interrupt(self) -> bool:
         """Make an inference running on another thread give up (it then raises). True where the backend
         can do that (onnxruntime); False where it cannot, and the call then runs on to its end."""

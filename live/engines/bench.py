@@ -1,7 +1,9 @@
 """Speed measurement of an Engine: batch-1 latency (p50, p99, fps) and throughput at the best batch.
 
 Used by `autoencoded bench`. Frames are structured synthetic frames at the model size; the timed call
-is reconstruct() (the live path: preprocess, fused encode->decode, postprocess).
+is reconstruct() (the live path: preprocess, fused encode->decode, postprocess), its output checked
+(`Engine.checked_reconstruct`: EngineFault for NaN or a picture other than the declared one), so a model
+that computes something unusable is never timed as if it worked.
 """
 
 from __future__ import annotations
@@ -24,13 +26,13 @@ def latency(engine: Engine, seconds: float, warmup: int = 5) -> dict:
     """Batch-1 reconstruct() calls for `seconds`: p50/p99 in ms and fps (1 / mean latency)."""
     frames = _frames(8, engine.width, engine.height)
     for i in range(warmup):
-        engine.reconstruct(frames[i % 8: i % 8 + 1])
+        engine.checked_reconstruct(frames[i % 8: i % 8 + 1])
     times = []
     end = time.perf_counter() + seconds
     i = 0
     while True:
         t0 = time.perf_counter()
-        engine.reconstruct(frames[i % 8: i % 8 + 1])
+        engine.checked_reconstruct(frames[i % 8: i % 8 + 1])
         t1 = time.perf_counter()
         times.append(t1 - t0)
         i += 1
@@ -48,10 +50,10 @@ def throughput(engine: Engine, seconds: float, batches: tuple[int, ...] = (1, 4,
     worse = 0
     for b in batches:
         frames = _frames(b, engine.width, engine.height)
-        engine.reconstruct(frames)  # warm-up (allocations, TensorRT shape switch)
+        engine.checked_reconstruct(frames)  # warm-up (allocations, TensorRT shape switch)
         n, t0 = 0, time.perf_counter()
         while True:
-            engine.reconstruct(frames)
+            engine.checked_reconstruct(frames)
             n += b
             elapsed = time.perf_counter() - t0
             if elapsed >= budget and n >= 3 * b:
