@@ -307,3 +307,21 @@ def test_osc_memory_plays_the_films_memory_in_the_running_loop(tmp_path):
         finally:
             surface.stop()
     assert pipeline.stats()["engine_faults"] == 0
+
+
+def test_a_bank_too_big_for_the_pack_budget_is_deduplicated_harder(packs):
+    from autoencoded.export.memory_build import dedupe, film_step, reduce
+    from autoencoded.live.control.memory import RADIUS
+    from autoencoded.live.engines.memory_bank import rows_within
+
+    pack, _, _ = packs
+    rng = np.random.default_rng(0)
+    mu = np.tanh(np.cumsum(rng.standard_normal((2000, 16)) * 0.05, axis=0)).astype(np.float32)
+    step = film_step(mu)
+    keep, threshold = reduce(mu, step, limit=10**6)
+    assert threshold == RADIUS * step and np.array_equal(keep, dedupe(mu, threshold)) and len(keep) > 300
+    small, harder = reduce(mu, step, limit=300)
+    assert len(small) <= 300 and harder >= 2 * threshold and small[0] == 0
+    # the budget counts the pack's other files: room for exactly 10 rows leaves 10
+    others = sum(p.stat().st_size for p in pack.iterdir() if p.name != MEMORY_FILE)
+    assert rows_within(pack, Z, budget=others + (64 << 10) + 10 * (Z * 2 + 4)) == 10
