@@ -31,7 +31,7 @@ import numpy as np
 
 from autoencoded.errors import UserError, one_line
 from autoencoded.fileio import atomic_write_bytes
-from autoencoded.live.engines.memory_index import NearestIndex
+from autoencoded.live.engines.memory_index import EXACT_MAX, NearestIndex
 from autoencoded.live.engines.pack import safe_member
 
 MEMORY_FILE = "memory.safetensors"
@@ -49,12 +49,13 @@ class MemoryBank:
     frames: np.ndarray  # int64 N: source frame of each row
     step: float
     info: dict
+    exact_max: int = EXACT_MAX  # past this many rows, faiss (when installed) searches
     centre: np.ndarray = field(init=False, repr=False)
     index: NearestIndex = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.centre = self.latents.mean(axis=0)
-        self.index = NearestIndex(directions(self.latents, self.centre))
+        self.index = NearestIndex(directions(self.latents, self.centre), exact_max=self.exact_max)
 
     @property
     def z_dim(self) -> int:
