@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import os
 import sys
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
@@ -96,8 +97,12 @@ class RecorderSink(Sink):
         if r is not None and (r.writer.width, r.writer.height, r.fps) == (width, height, fps):
             return
         self._finish()
-        self.recorder = RealTimeWriter(open_video_writer(self.path, width, height, fps, preset=LIVE_PRESET,
-                                                         overwrite=self.overwrite, fragmented=True), fps)
+        writer = open_video_writer(self.path, width, height, fps, preset=LIVE_PRESET, overwrite=self.overwrite,
+                                   fragmented=True)
+        if writer.backend.startswith("opencv"):  # as prepare and render say when they go without ffmpeg
+            self.log(f"ffmpeg not found: recording {self.path} as {writer.backend.split()[-1]} through OpenCV "
+                     "(bigger files than H.264, and some players refuse them; install ffmpeg for H.264)")
+        self.recorder = RealTimeWriter(writer, fps)
 
     def write(self, frame: np.ndarray) -> None:
         if self.recorder is not None:  # a frame in flight while the loop closes the file is not a fault
@@ -135,10 +140,19 @@ class RecorderSink(Sink):
                 self.log(f"{self.path}: no frames were recorded, no file written")
                 return
             final = r.close()
-        behind = f"; {r.dropped} frames dropped while the encoder was behind" if r.dropped else ""
-        moved = f" ({self.path.name} appeared meanwhile)" if final != self.path else ""
-        self.log(f"recorded {r.slots / r.fps:.1f} s to {final}{moved} ({r.slots} frames at {r.fps:g} fps: "
-                 f"{r.shown} shown, {r.repeated} repeats{behind})")
+        self.log(f"recorded {r.slots / r.fps:.1f} s to {final}"
+                 f"{f' ({self.path.name} appeared meanwhile)' if final != self.path else ''} ({recording_counts(r)})")
+
+
+def recording_counts(r: RealTimeWriter) -> str:
+    """What a recording's frames are, in figures that add up: every frame of the file is a shown frame or a
+    repeat, and every shown frame is in the file, or came and went within one frame's slot, or was dropped
+    while the encoder was behind."""
+    kept = r.slots - r.repeated
+    left = [f"{n} {why}" for n, why in ((r.skipped, "came and went within one frame's slot"),
+                                        (r.dropped, "dropped while the encoder was behind")) if n]
+    return (f"{r.slots} frames at {r.fps:g} fps = {kept} shown + {r.repeated} repeats"
+            + (f"; of the {r.shown} shown, {' and '.join(left)}" if left else ""))
 
 
 def vcam_help(platform: str | None = None) -> str:
@@ -193,12 +207,25 @@ class VirtualCamSink(Sink):
 
 
 class WindowSink(Sink):
-    """A preview window (OpenCV). q or Esc, or closing the window, stops the loop."""
+    """A preview window (OpenCV). q or Esc, or closing the window, stops the loop.
+
+    The window lives on a thread of its own, which creates, shows, serves and destroys it: GUI toolkits
+    serve a window on the thread that made it (OpenCV's Qt refuses timers from others, and a window made on
+    the sink thread and destroyed from the main thread hung the stop for ever under X). `write` only hands
+    the frame over; `close` asks the window thread to destroy the window and waits CLOSE_S for it."""
+
+    CLOSE_S = 5.0
 
     def __init__(self, title: str = "autoencoded") -> None:
         self.title = title
         self.name = "window"
-        self._shown = False
+        self.size = (1280, 720)
+        self._frame: np.ndarray | None = None
+        self._new = threading.Event()
+        self._closing = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.error: BaseException | None = None  # what ended the window thread, raised by the next write
+        self.shown = 0  # frames the window thread drew
 
     def open(self, width: int, height: int, fps: float) -> None:
         if not has_display():
@@ -207,24 +234,43 @@ class WindowSink(Sink):
         self.size = (width, height)
 
     def write(self, frame: np.ndarray) -> None:
-        # the window is created by the thread that draws it (GUI toolkits want one thread)
-        if not self._shown:
+        if self.error is not None:
+            raise self.error
+        if self._thread is None:  # made on the first frame: a window is not opened before the show starts
+            self._thread = threading.Thread(target=self._serve, name="window", daemon=True)
+            self._thread.start()
+        self._frame = frame  # the newest frame wins: the window never holds up the loop
+        self._new.set()
+
+    def _serve(self) -> None:
+        """The window thread: every call into the GUI toolkit for this window happens here."""
+        try:
             cv2.namedWindow(self.title, cv2.WINDOW_NORMAL)
             cv2.resizeWindow(self.title, min(self.size[0], 1280), min(self.size[1], 720))
-            self._shown = True
-        cv2.imshow(self.title, cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-        key = cv2.waitKey(1) & 0xFF
-        if key in (27, ord("q")) or cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) < 1:
-            self.wants_stop = True
-
-    def close(self) -> None:
-        if self._shown:
-            self._shown = False
+            while not self._closing.is_set():
+                if self._new.wait(0.01):
+                    self._new.clear()
+                    cv2.imshow(self.title, cv2.cvtColor(self._frame, cv2.COLOR_RGB2BGR))
+                    self.shown += 1
+                key = cv2.waitKey(1) & 0xFF  # also serves the window's events while no frame comes
+                if key in (27, ord("q")):
+                    self.wants_stop = True
+                elif self.shown and cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) < 1:
+                    self.wants_stop = True  # closed by its title bar's button
+        except Exception as exc:  # noqa: BLE001 - handed to the loop through write()
+            self.error = exc
+        finally:
             try:
                 cv2.destroyWindow(self.title)
                 cv2.waitKey(1)
             except cv2.error:
                 pass
+
+    def close(self) -> None:
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._closing.set()
+            thread.join(self.CLOSE_S)
 
 
 def _ndi_sink(arg: str | None, log: Callable[[str], None]) -> Sink:
