@@ -7,7 +7,8 @@ was chosen when left to the defaults) -> build the Pipeline -> attach controls t
 pipeline.request_model / pipeline.stats -> pipeline.run().
 
 Exit status: 0 after --duration, --max-frames or a closed window; 130 after Ctrl-C, SIGTERM or SIGHUP (the
-recording is finished either way); 1 when an output failed (disk full, encoder killed, device gone).
+recording is finished either way); 1 when an output failed (disk full, encoder killed, device gone) or not
+one frame came in (a camera that never opened: it is retried all along, as in an outage, and said so).
 """
 
 from __future__ import annotations
@@ -282,7 +283,9 @@ def live(ctx: click.Context, model: str | None, backend: str, threads: int | Non
                   f"{final['frames_in']} in, engine p50 {final['engine_ms_p50']:.1f} ms, "
                   f"latency p50/p99 {final['latency_ms_p50']:.0f}/{final['latency_ms_p99']:.0f} ms, "
                   f"dropped {final['dropped']}, engine faults {final['engine_faults']}, "
-                  f"source outages {final['source_outages']}")
+                  f"source outages {final['source_outages']}"
+                  + (f", loop errors {final['loop_errors']} (last: {final['last_loop_error']})"
+                     if final["loop_errors"] else ""))
     for line in report_lines(taps):
         console.event(line)
     if stats_path is not None:
@@ -290,6 +293,11 @@ def live(ctx: click.Context, model: str | None, backend: str, threads: int | Non
         console.event(f"stats written to {stats_path}")
     if pipeline.failed_outputs:
         console.event(f"error: {len(pipeline.failed_outputs)} output(s) failed: {'; '.join(pipeline.failed_outputs)}")
+        ctx.exit(1)
+    if final["frames_in"] == 0:
+        why = final["last_outage"] or "no frame came"
+        console.event(f"error: {source.name} gave no frame in {final['uptime_s']:.0f} s "
+                      f"({'it never opened: ' if not pipeline.feed.ever_opened else ''}{why}); nothing was played")
         ctx.exit(1)
     if pipeline.interrupted:
         ctx.exit(signals.INTERRUPTED_EXIT)

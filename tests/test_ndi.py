@@ -167,3 +167,22 @@ def test_ndi_sink_opens_sends_and_closes_without_receivers():
         sink.close()
         sink.close()  # twice is fine
     assert logs == ["NDI: sending 'unit' (64x48 @ 25 fps)"] and sink.connections() == 0
+
+
+def test_an_ndi_name_past_ndis_limit_is_refused_before_the_runtime_sees_it():
+    """Before: --output ndi:NAME of ~250 characters died with SIGSEGV inside the NDI runtime. NDI documents 253
+    characters for the full name 'HOST (NAME)'; the longest name that fits opens a real sender."""
+    import socket
+
+    pytest.importorskip("cyndilib")
+    room = ndi.MAX_SOURCE_NAME - len(f"{socket.gethostname()} ()".encode())
+    with pytest.raises(UserError) as err:
+        open_sink("ndi:" + "a" * (room + 1))
+    assert f"at most {room} bytes" in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(UserError, match="no NDI source can have this name"):
+        open_source("ndi:" + "é" * 200)
+    # the longest that fits: a real sender in a process of its own (a crash would be that process's)
+    probe = ("import sys\nfrom autoencoded.live.io.sinks import open_sink\n"
+             "s = open_sink('ndi:' + 'a' * int(sys.argv[1]), log=lambda m: None)\ns.open(64, 48, 30)\ns.close()\n")
+    r = subprocess.run([sys.executable, "-c", probe, str(room)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr

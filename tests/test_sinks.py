@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 
@@ -224,3 +225,47 @@ def test_live_recording_uses_the_fast_x264_preset_and_render_the_careful_one(tmp
     w.close()
     assert b"cabac=0" in (tmp_path / "live.mp4").read_bytes()
     assert b"cabac=1" in (tmp_path / "render.mp4").read_bytes()
+
+
+# ---- a recording's summary adds up; without ffmpeg it says so (issue 23) ------------------------------------
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_a_recordings_counts_add_up(tmp_path):
+    """Before: '1754 frames at 30 fps: 1483 shown, 292 repeats' (the shown frames that came and went within one
+    slot were counted as shown but are not in the file)."""
+    from autoencoded.live.io.realtime import RealTimeWriter
+    from autoencoded.live.io.sinks import recording_counts
+
+    clock = FakeClock()
+    r = RealTimeWriter(open_video_writer(tmp_path / "r.mp4", 64, 48, 10.0), 10.0, clock=clock)
+    for t in (0.0, 0.01, 0.02, 0.35, 0.36, 0.9):  # two within slot 0, one within slot 3; long stays between
+        clock.t = t
+        r.write(np.full((48, 64, 3), int(t * 200), np.uint8))
+    r.close()
+    text = recording_counts(r)
+    slots, kept, repeats = map(int, re.match(r"(\d+) frames at 10 fps = (\d+) shown \+ (\d+) repeats", text).groups())
+    assert slots == kept + repeats == r.slots
+    assert f"of the {r.shown} shown, {r.shown - kept} came and went within one frame's slot" in text, text
+    assert int(streams(tmp_path / "r.mp4")["video"]["nb_read_frames"]) == slots
+
+
+def test_live_without_ffmpeg_says_it_records_through_opencv(tmp_path, make_video, monkeypatch, capsys):
+    from autoencoded.cli import main
+
+    clip = make_video("in.mp4", n_frames=20, width=160, height=96)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no ffmpeg, no ffprobe
+    assert ffmpeg_path() is None
+    out = tmp_path / "live.mp4"
+    rc = main(["live", "--input", str(clip), "--output", str(out), "--max-frames", "10", "--osc-port", "0",
+               "--web", "0", "--size", "96x72"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert f"ffmpeg not found: recording {out} as mp4v through OpenCV" in err, err
+    assert out.is_file()

@@ -84,7 +84,7 @@ def test_image_folder_in_name_order_skips_unreadable(tmp_path):
 
 
 def test_open_source_errors_are_one_line(tmp_path):
-    with pytest.raises(UserError, match="not a camera"):
+    with pytest.raises(UserError, match="no such file or folder"):
         open_source(str(tmp_path / "missing.mp4"))
     with pytest.raises(UserError, match="no such device"):
         open_source("/dev/video987")
@@ -301,3 +301,66 @@ def test_probe_answers_within_its_timeout(cam_clip):
         assert not probe(camera(cam_clip, [{"fault": "hang_open", "release_event": release}])[0], timeout=0.2)
     finally:
         release.set()
+
+
+# ---- what is not a regular file, a missing camera, a missing file (issue 23 items 10 and 14) ---------------
+
+def _read_in_thread(reader, n: int) -> list:
+    """n reads on a worker; a read that blocks (a FIFO) shows up as the join running out (a hang guard)."""
+    got: list = []
+    t = threading.Thread(target=lambda: got.extend(reader.read() for _ in range(n)), daemon=True)
+    t.start()
+    t.join(120)
+    assert not t.is_alive(), "a read blocked"
+    return got
+
+
+def test_an_image_folder_skips_what_is_not_a_regular_file(tmp_path):
+    """Before: a FIFO named c.png blocked cv2.imread; every reopen left one more thread blocked in it."""
+    import os
+
+    for name in ("a.png", "b.png"):
+        cv2.imwrite(str(tmp_path / name), np.full((24, 32, 3), 80 if name == "a.png" else 160, np.uint8))
+    os.mkfifo(tmp_path / "c.png")
+    (tmp_path / "d.png").mkdir()
+    src = ImageFolderSource(tmp_path, fps=30)
+    assert [p.name for p in src.files] == ["a.png", "b.png"]
+    reader = src.open()
+    frames = _read_in_thread(reader, 6)
+    assert [int(f[0, 0, 0]) for f in frames] == [80, 160] * 3
+    # a file that turns into a FIFO while the show runs is passed over too
+    (tmp_path / "b.png").unlink()
+    os.mkfifo(tmp_path / "b.png")
+    frames = _read_in_thread(reader, 4)
+    assert [int(f[0, 0, 0]) for f in frames] == [80] * 4 and reader.unreadable >= 1
+    only = tmp_path / "only"
+    only.mkdir()
+    os.mkfifo(only / "x.png")
+    with pytest.raises(UserError, match="none a regular file"):
+        ImageFolderSource(only)
+
+
+def test_a_missing_file_says_no_such_file(tmp_path):
+    with pytest.raises(UserError, match="no such file or folder"):
+        open_source(str(tmp_path / "nothing.mp4"))
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    with pytest.raises(UserError, match="symlink loop"):
+        open_source(str(tmp_path / "loop"))
+
+
+def test_a_camera_that_never_opens_is_retried_said_and_exits_1(capfd):
+    """Before: camera:N that does not exist ran at 0 fps with an OpenCV error line per retry, and exited 0."""
+    from pathlib import Path
+
+    from autoencoded.cli import main
+
+    if Path("/dev/video7").exists():
+        pytest.skip("this machine has a /dev/video7")
+    rc = main(["live", "--input", "camera:7", "--output", "null", "--duration", "3", "--osc-port", "0",
+               "--web", "0"])
+    err = capfd.readouterr().err
+    assert rc == 1, err
+    assert "source camera 7: failed to open" in err and "retrying (nothing to show until it opens)" in err, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: camera 7 gave no frame") and "never opened" in last, last
+    assert "[ERROR" not in err and "obsensor" not in err, err  # OpenCV's own lines, once per retry before

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 from collections.abc import Callable
 from fractions import Fraction
@@ -39,6 +40,36 @@ DEFAULT_CONFIG_DIR = Path("~/.config/autoencoded/ndi")
 INSTALL_HINT = "NDI needs cyndilib: pip install 'autoencoded[ndi]'"
 DEFAULT_NAME = "autoencoded"
 POLL_S = 0.003
+# NDI limits a source's full name, "HOST (NAME)", to 253 characters (the NDI SDK's documentation); past it
+# the runtime itself crashed (SIGSEGV inside NDIlib_send_create here, from 254 bytes on)
+MAX_SOURCE_NAME = 253
+
+
+def source_name(host: str, name: str) -> str:
+    """The full name NDI gives a sender called `name` on `host`."""
+    return f"{host} ({name})"
+
+
+def check_name(name: str, option: str) -> str:
+    """`name` when NDI can take it (not empty, its full name within MAX_SOURCE_NAME UTF-8 bytes, no NUL), else
+    one UserError line (the name shown escaped and cut short)."""
+    shown = printable(name, limit=60)
+    if not name.strip():
+        raise UserError(f"{option}: the NDI name is empty")
+    if "\x00" in name:
+        raise UserError(f"{option} {shown}: an NDI name cannot hold a NUL character")
+    full = len(source_name(socket.gethostname(), name).encode("utf-8", "surrogatepass"))
+    if full > MAX_SOURCE_NAME:
+        room = MAX_SOURCE_NAME - (full - len(name.encode("utf-8", "surrogatepass")))
+        raise UserError(f"{option} {shown}: an NDI name is at most {room} bytes on this machine ("
+                        f"NDI's limit is {MAX_SOURCE_NAME} for 'HOST (NAME)'; this one is {full})")
+    return name
+
+
+def fit_name(name: str) -> str:
+    """`name` cut (at a character) so that its full NDI name fits MAX_SOURCE_NAME (our receiver's own name)."""
+    room = MAX_SOURCE_NAME - len(source_name(socket.gethostname(), "").encode())
+    return name.encode("utf-8", "surrogatepass")[:max(room, 1)].decode("utf-8", "ignore")
 
 
 def cyndilib():
@@ -87,9 +118,7 @@ class NdiSink(Sink):
     """Sends frames as an NDI source named NAME (RGBX; NDI compresses them with its own codec)."""
 
     def __init__(self, name: str = DEFAULT_NAME, log: Callable[[str], None] = print) -> None:
-        if not name.strip():
-            raise UserError("--output ndi:NAME: the NDI name is empty")
-        self.ndi_name = name
+        self.ndi_name = check_name(name, "--output ndi:NAME")
         self.name = f"ndi {name}"
         self.log = log
         self.sender = None
@@ -156,7 +185,7 @@ class _NdiReader(Reader):
             self.finder.open()
             found = self._find()
             self.receiver = lib.Receiver(color_format=RecvColorFormat.RGBX_RGBA, bandwidth=RecvBandwidth.highest,
-                                         recv_name=f"autoencoded <- {source.ndi_name}")
+                                         recv_name=fit_name(f"autoencoded <- {source.ndi_name}"))
             self.frame = VideoFrameSync()
             self.receiver.frame_sync.set_video_frame(self.frame)
             self.receiver.set_source(found)
@@ -233,6 +262,9 @@ class NdiSource(Source):
                  give_up: float = 2.0) -> None:
         if not name.strip():
             raise UserError("--input ndi:NAME: give the NDI source's name after 'ndi:'")
+        if len(name.encode("utf-8", "surrogatepass")) > MAX_SOURCE_NAME or "\x00" in name:
+            raise UserError(f"--input ndi:{printable(name, limit=60)}: no NDI source can have this name (NDI "
+                            f"names are at most {MAX_SOURCE_NAME} bytes, 'HOST (NAME)' included, without NUL)")
         cyndilib()  # a missing extra is the user's to fix now, not an outage to retry
         self.ndi_name = name
         self.name = f"ndi {name}"

@@ -9,6 +9,7 @@ runs them on a worker thread and watches them.
 from __future__ import annotations
 
 import os
+import stat
 import sys
 import threading
 import time
@@ -110,13 +111,22 @@ class _CaptureReader(Reader):
             cap.release()
 
 
+def open_capture(device: int | str):
+    """An OpenCV capture of a camera. On Linux through V4L2 only: with any backend OpenCV also asks its
+    Orbbec driver, which prints an ERROR line on every attempt for a camera that is not there (and the
+    live loop retries a missing camera every few seconds)."""
+    if sys.platform.startswith("linux"):
+        return cv2.VideoCapture(device, cv2.CAP_V4L2)
+    return cv2.VideoCapture(device)
+
+
 class CameraSource(Source):
     """An OpenCV camera by index or device path, asking for a size and frame rate."""
 
     camera = True
 
     def __init__(self, device: int | str = 0, width: int | None = 1280, height: int | None = 720,
-                 fps: float | None = 30.0, capture_factory: Callable = cv2.VideoCapture) -> None:
+                 fps: float | None = 30.0, capture_factory: Callable = open_capture) -> None:
         self.device = device
         self.width, self.height = width, height
         self.fps = float(fps or 30.0)
@@ -191,6 +201,15 @@ class VideoFileSource(Source):
         return VideoFileReader(self.path, self.loop)
 
 
+def is_regular(path: Path) -> bool:
+    """A regular file (through symlinks): a FIFO, a device or a socket named like an image would block or
+    never end when read, and a folder is not an image."""
+    try:
+        return stat.S_ISREG(path.stat().st_mode)
+    except (OSError, ValueError):  # gone, a symlink loop, a name the OS refuses
+        return False
+
+
 class _FolderReader(Reader):
     def __init__(self, files: list[Path], loop: bool) -> None:
         self.files, self.loop, self.i = files, loop, 0
@@ -205,7 +224,8 @@ class _FolderReader(Reader):
                 self.i = 0
             path = self.files[self.i]
             self.i += 1
-            img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            # checked again at each read: a file may be replaced by a FIFO while the show runs
+            img = cv2.imread(str(path), cv2.IMREAD_COLOR) if is_regular(path) else None
             if img is not None:
                 return _bgr_to_rgb(img)
             misses += 1
@@ -218,9 +238,11 @@ class ImageFolderSource(Source):
 
     def __init__(self, path: str | os.PathLike, fps: float = 30.0, loop: bool = True) -> None:
         self.path = Path(path)
-        self.files = sorted(p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+        named = [p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_EXTS]
+        self.files = sorted(p for p in named if is_regular(p))
         if not self.files:
-            raise UserError(f"{self.path}: no images in this folder ({', '.join(sorted(IMAGE_EXTS))})")
+            others = f" ({len(named)} named like one, none a regular file)" if named else ""
+            raise UserError(f"{self.path}: no images in this folder{others} ({', '.join(sorted(IMAGE_EXTS))})")
         self.fps, self.loop = float(fps), loop
         self.name = f"folder {self.path.name} ({len(self.files)} images)"
 
@@ -258,7 +280,7 @@ def parse_camera(spec: str) -> int | str | None:
 
 
 def open_source(spec: str, width: int = 1280, height: int = 720, fps: float = 30.0,
-                capture_factory: Callable = cv2.VideoCapture) -> Source:
+                capture_factory: Callable = open_capture) -> Source:
     """An --input value -> a Source. Bad values raise UserError naming the value."""
     cam = parse_camera(spec)
     if cam is not None:
@@ -278,10 +300,13 @@ def open_source(spec: str, width: int = 1280, height: int = 720, fps: float = 30
     p = Path(spec)
     if p.is_dir():
         return ImageFolderSource(p, fps=fps)
-    if p.is_file():
+    if is_regular(p):
         return VideoFileSource(p)
-    raise UserError(f"--input {printable(spec)}: not a camera (camera:N, /dev/videoN), ndi:NAME, 'demo', 'probe', "
-                    "a video file or a folder")
+    kinds = "camera:N, /dev/videoN, ndi:NAME, demo, probe, a video file or a folder"
+    if not os.path.lexists(p):
+        raise UserError(f"--input {printable(spec)}: no such file or folder (an input is {kinds})")
+    what = "a broken symlink or a symlink loop" if p.is_symlink() and not p.exists() else "not a regular file"
+    raise UserError(f"--input {printable(spec)}: {what} (an input is {kinds})")
 
 
 def check_frame(frame: object) -> str | None:

@@ -49,6 +49,7 @@ class Feed:
         self.min_backoff, self.max_backoff = min_backoff, max_backoff
         self.outages: list[dict] = []
         self.reopens = 0
+        self.ever_opened = False  # a source that never opened is the show's failure (live exits 1)
         self._raw = LatestBox()
         self._gen = 0
         self._stop = threading.Event()
@@ -151,6 +152,7 @@ class Feed:
                     kind, t, payload = ev
                     if kind == "opened":
                         opened, last_fresh, last_change = True, now, now
+                        self.ever_opened = True
                         if not self.in_outage:
                             self.stats.source_state = "ok"
                     elif kind == "error":
@@ -189,7 +191,7 @@ class Feed:
 
                 if problem is not None:
                     if not self.in_outage:
-                        self._outage(problem, now)
+                        self._outage(problem, now, holding=last_good is not None)
                         next_hold = now
                     else:
                         self.outages[-1]["reason"] = problem
@@ -209,12 +211,13 @@ class Feed:
                         self._start_reader()
         self.stats.source_state = "stopped"
 
-    def _outage(self, reason: str, now: float) -> None:
+    def _outage(self, reason: str, now: float, holding: bool = True) -> None:
         self.outages.append({"start": now, "end": None, "reason": reason, "first_reason": reason, "reopens": 0})
         self.stats.source_outages += 1
         self.stats.last_outage = reason
         self.stats.source_state = f"outage: {reason}"
-        self.log(f"source {self.source.name}: {reason}; holding the last frame and reopening")
+        doing = "holding the last frame and reopening" if holding else "retrying (nothing to show until it opens)"
+        self.log(f"source {self.source.name}: {reason}; {doing}")
 
     def _recovered(self, now: float) -> None:
         o = self.outages[-1]
