@@ -346,3 +346,13 @@ def test_a_symlink_loop_in_a_pack_is_one_line_in_every_command(pack, tmp_path, m
         assert main([str(a) for a in args]) == 2, args[0]
         err = one_error_line(capsys)
         assert "cannot be resolved" in err and "ymlink loop" in err, err
+
+
+def test_one_bound_for_a_latent_and_a_picture():
+    """A pack is held to the bounds of the options that set the same sizes: one constant each, not copies."""
+    from autoencoded import sizes
+    from autoencoded.live.engines import pack as packfmt
+    from autoencoded.training import train_cmd
+
+    assert train_cmd.MAX_Z_DIM is sizes.MAX_Z_DIM and packfmt.META_BOUNDS["z_dim"] is sizes.MAX_Z_DIM
+    assert (packfmt.META_BOUNDS["width"], packfmt.META_BOUNDS["height"]) == sizes.MAX_SIZE

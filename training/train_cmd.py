@@ -14,7 +14,7 @@ import click
 from autoencoded.documents import parse_json
 from autoencoded.errors import UserError
 from autoencoded.fileio import LOCK_INSIDE
-from autoencoded.sizes import MODEL_SIZE
+from autoencoded.sizes import MAX_Z_DIM, MODEL_SIZE  # MAX_Z_DIM: model packs are held to it too
 from autoencoded.training import archs
 from autoencoded.training.config import LR_SCHEDULES
 
@@ -42,7 +42,6 @@ def _defaults(field: str) -> str:
 FIXED_ON_RESUME = ("arch", "z_dim")
 
 
-MAX_Z_DIM = 4096  # the film's model has 200; a bigger latent is a typo that would ask for gigabytes
 MAX_SEED = 2**63 - 1  # torch seeds are 64-bit
 # float options that must be finite and 0 or more when given (None: the architecture's default)
 FLOAT_OPTIONS = ("epochs", "lr", "lr_dis", "gamma", "kl_weight", "sim_weight", "pixel_weight", "ssim_weight",
