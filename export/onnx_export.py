@@ -97,7 +97,7 @@ def write_pack(model: AutoEncoder, cfg: ModelConfig, out: Path, *, source: Path 
         "source_sha256": source_sha256,
         "model_hash": packfmt.hash_files(out, files),
         "training": training,
-        "palette": palette,  # the training frames' colour histogram, for `autoencoded eval`
+        "palette": palette,  # the training frames' CIELAB mean and covariance, for `autoencoded eval`
         "files": files,
         "verify": None,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
