@@ -138,7 +138,11 @@ def test_a_killed_encoder_fails_the_run(clip, tmp_path):
             proc.kill()
     assert proc.returncode == 1, err
     assert "no outputs left" in err and "output(s) failed" in err and "Traceback" not in err
-    assert list(tmp_path.iterdir()) == [], "a broken recording is neither kept under its name nor left hidden"
+    # what the encoder wrote before it died is kept under a name that says so, and the error says where
+    # (issue 23 item 15: nothing written is lost); nothing is under the recording's own name or hidden
+    assert [p.name for p in tmp_path.iterdir()] in ([], ["rec.partial.mp4"]), list(tmp_path.iterdir())
+    if (tmp_path / "rec.partial.mp4").exists():
+        assert f"kept in {Path('rec.partial.mp4')}" in err, err
 
 
 # ---- 12.8: outputs are checked before the model loads --------------------------------------------------------
