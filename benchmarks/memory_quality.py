@@ -1,6 +1,6 @@
 """What the `memory` control does to footage a model never saw: the figures issue 22's "done when" names.
 
-    .venv/bin/python benchmarks/memory_quality.py [--model live/assets/demo_model] [--film /work/exp/ds]
+    .venv/bin/python benchmarks/memory_quality.py [--model live/assets/demo_model] --film DATASET
         [--footage ../shared/footage/foreign] [--every 4] [--strip docs/img/memory.png] [--json out.json]
 
 For every clip of --footage, its frames at the model's size (decoded and framed as `prepare` and `eval` do),
@@ -75,7 +75,7 @@ def render_clip(engine, path: Path, every: int) -> dict[str, np.ndarray]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=str(ROOT / "live/assets/demo_model"))
-    ap.add_argument("--film", default="/work/exp/ds", help="the model's training frames (a prepared dataset)")
+    ap.add_argument("--film", required=True, help="the model's training frames (a prepared dataset)")
     ap.add_argument("--footage", default=str(ROOT.parent / "shared/footage/foreign"),
                     help="a folder of clips the model never saw, or one clip")
     ap.add_argument("--every", type=int, default=4, help="score every N-th frame")
