@@ -122,9 +122,9 @@ class Trainer:
         self.loss = VAEGANLoss(cfg.kl_weight, cfg.sim_weight, cfg.gamma, cfg.pixel_weight, cfg.gan_weight,
                                self.model_cfg.sim_layers, cfg.ssim_weight, cfg.kl_noise_scaled,
                                cfg.saturation_weight)
-        # the moving average of the encoder's and decoder's weights: what evaluation and export use
         # the film through other cameras (training/augment.py): off, the frames are the input and the target
         self.augmentation = Augmentation(cfg.augment_plain, cfg.augment_degrade) if cfg.augment else None
+        # the moving average of the encoder's and decoder's weights: what evaluation and export use
         self.ema = WeightAverage({k: self.nets[k] for k in ("encoder", "decoder")}, cfg.ema) if cfg.ema else None
         self.adversarial_from = round(cfg.adversarial_start * self.total)
         self.guard = CollapseGuard(cfg.sat_eps, cfg.sat_steps, cfg.spike_factor, cfg.spike_window,
