@@ -16,8 +16,8 @@ Checks, in order:
  4. `export --verify` of the run of 2 (torch against ONNX Runtime on the CPU, FP32);
  5. torch on CUDA against ONNX Runtime's CUDA provider, FP32 on both sides (TF32 off in torch, and use_tf32=0
     for ONNX Runtime, whose CUDA provider uses TF32 unless told);
- 6. a TensorRT FP16 build: parity against FP32, FP16 proven on the outputs (a failed proof reports what it saw:
-    the share of FP16 numbers, the layers' precisions, the PSNR), CUDA-graph capture;
+ 6. a TensorRT FP16 build: parity against FP32, FP16 proven on the outputs (a failed proof reports what it
+    saw: the share of FP16 numbers, the layers' precisions, the PSNR), CUDA-graph capture;
  7. batch sizes 8, 1, 3, 1 through the fastest engine (the CUDA graph at 1, the dynamic profile otherwise);
  8. a second engine loaded on a thread while the first runs (what a /model hot-swap does);
  9. `autoencoded bench`;
@@ -237,8 +237,9 @@ class Smoke:
 
     # 4 ------------------------------------------------------------------------------------------
     def export(self) -> str:
+        # the timeout is a hang guard: export --verify and its memory took over 5 minutes on a loaded 2-core host
         out = autoencoded("export", self.work / "run", "-o", self.work / "pack", "--which", "latest", "--verify",
-                          "--frames", self.work / "ds", "--overwrite")
+                          "--frames", self.work / "ds", "--overwrite", timeout=900)
         return next((line for line in out.splitlines() if line.startswith("verify")), "verified").strip()
 
     # 5 ------------------------------------------------------------------------------------------

@@ -46,7 +46,7 @@ def fake_nvidia_smi(folder: Path, script: str) -> Path:
 def run_smoke(tmp_path: Path, env: dict | None = None) -> tuple[subprocess.CompletedProcess, dict]:
     report = tmp_path / "report.json"
     r = subprocess.run([sys.executable, str(SCRIPT), "--json", str(report), "--keep", str(tmp_path / "work")],
-                       capture_output=True, text=True, timeout=900, env=env)
+                       capture_output=True, text=True, timeout=2400, env=env)  # a hang guard
     return r, {x["check"]: x for x in json.loads(report.read_text())["results"]}
 
 
