@@ -250,9 +250,9 @@ def test_a_recordings_counts_add_up(tmp_path):
         r.write(np.full((48, 64, 3), int(t * 200), np.uint8))
     r.close()
     text = recording_counts(r)
-    slots, kept, repeats = map(int, re.match(r"(\d+) frames at 10 fps = (\d+) shown \+ (\d+) repeats", text).groups())
+    slots, kept, repeats = map(int, re.match(r"(\d+) frames at 10 fps = (\d+) new \+ (\d+) repeats", text).groups())
     assert slots == kept + repeats == r.slots
-    assert f"of the {r.shown} shown, {r.shown - kept} came and went within one frame's slot" in text, text
+    assert f"of the {r.shown} frames shown, {r.shown - kept} came and went within one frame's slot" in text, text
     assert int(streams(tmp_path / "r.mp4")["video"]["nb_read_frames"]) == slots
 
 

@@ -146,13 +146,15 @@ class RecorderSink(Sink):
 
 def recording_counts(r: RealTimeWriter) -> str:
     """What a recording's frames are, in figures that add up: every frame of the file is a shown frame or a
-    repeat, and every shown frame is in the file, or came and went within one frame's slot, or was dropped
+    repeat (a new frame is a shown frame's first slot), and every shown frame is in the file, or came and went within one frame's slot, or was dropped
     while the encoder was behind."""
     kept = r.slots - r.repeated
     left = [f"{n} {why}" for n, why in ((r.skipped, "came and went within one frame's slot"),
                                         (r.dropped, "dropped while the encoder was behind")) if n]
-    return (f"{r.slots} frames at {r.fps:g} fps = {kept} shown + {r.repeated} repeats"
-            + (f"; of the {r.shown} shown, {' and '.join(left)}" if left else ""))
+    # "new": the file's frames that are a shown frame's first slot; "shown" stays the loop's count, so the
+    # second clause says where the shown frames that are not in the file went
+    return (f"{r.slots} frames at {r.fps:g} fps = {kept} new + {r.repeated} repeats"
+            + (f"; of the {r.shown} frames shown, {' and '.join(left)}" if left else ""))
 
 
 def vcam_help(platform: str | None = None) -> str:
