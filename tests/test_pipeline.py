@@ -295,7 +295,7 @@ def test_live_command_records_a_file(models, clip, tmp_path, capsys):
     assert (rate, w, h) == ("30/1", 96, 72)
     # a real-time recording: as many frames as 30 fps fill from the first frame out to the last, and the
     # summary's figures add up to the file's
-    slots, kept, repeats = map(int, re.search(r"\((\d+) frames at 30 fps = (\d+) shown \+ (\d+) repeats", err).groups())
+    slots, kept, repeats = map(int, re.search(r"\((\d+) frames at 30 fps = (\d+) new \+ (\d+) repeats", err).groups())
     assert slots == frames == kept + repeats and kept <= 20, err
     assert "stopped: 20 frames out" in err and "Traceback" not in err
 
