@@ -25,6 +25,13 @@ from autoencoded.cli import main
 
 # ------------------------------------------------------------------------------------------ video files
 
+def headless_env() -> dict:
+    """The environment for a live command run as a test: no display (no window output), unbuffered lines."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
 def synthetic_frame(i: int, width: int, height: int) -> np.ndarray:
     """A BGR frame that changes every index: a moving gradient with a bright square (never static)."""
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)

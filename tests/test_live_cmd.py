@@ -16,16 +16,10 @@ import pytest
 
 from autoencoded.media.tools import have_ffmpeg
 
-from helpers import Terminal, read_video, write_video
+from helpers import Terminal, headless_env, read_video, write_video
 
 pytestmark = pytest.mark.skipif(not have_ffmpeg(), reason="ffmpeg/ffprobe are not installed")
 LIVE = [sys.executable, "-m", "autoencoded", "live", "--osc-port", "0", "--web", "0"]
-
-
-def headless_env() -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
 
 
 @pytest.fixture(scope="module")

@@ -25,17 +25,11 @@ from autoencoded.fileio import Claim, atomic_write_bytes
 from autoencoded.media.tools import have_ffmpeg
 from autoencoded.media.writers import open_video_writer
 
-from helpers import make_dataset, read_video, synthetic_frame, tiny_checkpoint, write_video
+from helpers import headless_env, make_dataset, read_video, synthetic_frame, tiny_checkpoint, write_video
 
 pytestmark = pytest.mark.skipif(not have_ffmpeg(), reason="ffmpeg/ffprobe are not installed")
 LIVE = [sys.executable, "-m", "autoencoded", "live", "--osc-port", "0", "--web", "0", "--size", "320x180"]
 W, H = 64, 48
-
-
-def headless_env() -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
 
 
 @pytest.fixture(scope="module")
