@@ -29,7 +29,9 @@ The recipes (RECIPES): each is the lite defaults (training/archs.py) with the le
 - film: the frames as they are (no augmentation): the recipe of the demo model before the one that sees;
 - new: the lite defaults as they stand;
 - the levers of issue 21: geometry only, degraded inputs, how much of each batch stays plain, how often the
-  encoder sees colour (grey inputs), where capacity goes (a wider latent), and the GAN phase kept or dropped.
+  encoder sees colour (grey inputs), where capacity goes (a wider latent), and the GAN phase kept or dropped;
+- no-layout: the lite defaults without the input's luma grid in the latent (training/model.py), the recipe
+  of the demo model before the one that keeps the composition.
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ RECIPES = {
     "degrade80": dict(augment=True, augment_degrade=0.8),
     "z256": dict(augment=True, z_dim=256),
     "no-gan": dict(augment=True, adversarial_start=1.0),
+    "no-layout": dict(layout=False),
 }
 FOREIGN = Path(__file__).resolve().parents[2] / "shared" / "footage" / "foreign"
 GREY_CLIP = "camera"  # the greyscale clip: its output's colourfulness says whether the film's colours come back

@@ -81,7 +81,7 @@ def write_pack(model: AutoEncoder, cfg: ModelConfig, out: Path, *, source: Path 
     with torch.no_grad():
         export_onnx(model.encoder, torch.zeros(1, 3, cfg.height, cfg.width), out / files["encoder"],
                     "image", ["mu", "log_sigma"])
-        export_onnx(model.decoder, torch.zeros(1, cfg.z_dim), out / files["decoder"], "z", ["image"])
+        export_onnx(model.decoder, torch.zeros(1, cfg.latent_dim), out / files["decoder"], "z", ["image"])
     from importlib.metadata import PackageNotFoundError, version
     try:
         tool_version = version("autoencoded")
@@ -89,7 +89,7 @@ def write_pack(model: AutoEncoder, cfg: ModelConfig, out: Path, *, source: Path 
         tool_version = "unknown"
     meta = {
         "format": packfmt.FORMAT, "format_version": packfmt.FORMAT_VERSION,
-        "arch": cfg.arch, "width": cfg.width, "height": cfg.height, "z_dim": cfg.z_dim,
+        "arch": cfg.arch, "width": cfg.width, "height": cfg.height, "z_dim": cfg.latent_dim,
         "batch": "dynamic", "opset": OPSET,
         "normalisation": dict(packfmt.NORMALISATION),
         "config": cfg.to_dict(),
@@ -148,7 +148,7 @@ def export_checkpoint(source: str | Path, out: str | Path, *, which: str = "best
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        log(f"exporting {weights} ({cfg.arch}, {cfg.width}x{cfg.height}, z={cfg.z_dim})")
+        log(f"exporting {weights} ({cfg.arch}, {cfg.width}x{cfg.height}, z={cfg.latent_dim})")
         write_pack(model, cfg, tmp, source=weights, source_sha256=sha256_file(weights),
                    training=_training_summary(weights, meta), palette=run_palette_record(weights))
         report = None

@@ -33,7 +33,7 @@ ARCHS: dict[str, Arch] = {
         "(transposed convs), a discriminator that mirrors the encoder; Adam 2e-4, beta1 0.5, batch 12",
         model=dict(z_dim=200, enc_channels=(80, 160, 320, 640), enc_kernel=5, dec_kernel=4, upsample="deconv",
                    dec_channels=(), bottleneck_channels=0, disc_channels=(80, 160, 320, 640), disc_kernel=5,
-                   disc_fc=0, sim_layers=(0, 1, 2, 3), bounded_latent=True),
+                   disc_fc=0, sim_layers=(0, 1, 2, 3), bounded_latent=True, layout=False),
         train=dict(batch=12, lr=2e-4, lr_dis=2e-4, beta1=0.5, lr_schedule="constant", noise_start=1.0,
                    noise_end=0.1, augment=False, augment_plain=0.25, augment_degrade=0.5, **VAEGAN_OBJECTIVE),
     ),
@@ -43,7 +43,7 @@ ARCHS: dict[str, Arch] = {
         "before the FC to z=256, a resize-convolution decoder 192-96-48-24 (no checkerboard); ~1.1 GFLOPs",
         model=dict(z_dim=256, enc_channels=(32, 64, 128, 256), enc_kernel=4, dec_kernel=4, upsample="resize",
                    dec_channels=(192, 96, 48, 24), bottleneck_channels=32, disc_channels=(32, 64, 128, 256),
-                   disc_kernel=4, disc_fc=0, sim_layers=(0, 1, 2, 3), bounded_latent=True),
+                   disc_kernel=4, disc_fc=0, sim_layers=(0, 1, 2, 3), bounded_latent=True, layout=True),
         # the CPU recipe (README, "Training recipe"): pixel-led autoencoding first, the discriminator
         # joins for the last part to add the film's texture, an EMA of the weights is what is evaluated
         train=dict(batch=16, lr=2e-3, lr_dis=2e-4, beta1=0.9, lr_schedule="cosine", noise_start=0.3,

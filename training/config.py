@@ -26,6 +26,7 @@ class TrainConfig:
     width: int = 0
     height: int = 0
     z_dim: int | None = None
+    layout: bool | None = None  # the input's luma grid in the latent (training/model.py)
     model_overrides: dict = field(default_factory=dict)  # extra ModelConfig fields (tests use tiny nets)
     steps: int = 0  # total steps; 0 = derive from epochs
     epochs: float = 0.0
@@ -98,6 +99,8 @@ class TrainConfig:
             d = {**d, "ssim_weight": 0.0, "kl_noise_scaled": False}
         if "saturation_weight" not in d and "lr" in d:
             d = {**d, "saturation_weight": 0.0}
+        if "layout" not in d and "lr" in d:
+            d = {**d, "layout": False}
         if "augment" not in d and "lr" in d:
             d = {**d, "augment": False, "augment_plain": 0.25, "augment_degrade": 0.5}
         return cls(**d)
@@ -121,6 +124,8 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
         if getattr(out, f.name) is None:
             if f.name == "z_dim":
                 out.z_dim = int(out.model_overrides.get("z_dim", archs.get(cfg.arch).model["z_dim"]))
+            elif f.name == "layout":
+                out.layout = bool(out.model_overrides.get("layout", archs.get(cfg.arch).model.get("layout", False)))
             elif f.name in defaults:
                 setattr(out, f.name, defaults[f.name])
             elif f.name == "lr_dis":

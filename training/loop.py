@@ -166,6 +166,8 @@ class Trainer:
         over = dict(c.model_overrides)
         if c.z_dim:
             over["z_dim"] = c.z_dim
+        if c.layout is not None:
+            over["layout"] = c.layout
         try:
             return ModelConfig.preset(c.arch, width=c.width, height=c.height, **over)
         except (ValueError, TypeError) as exc:
@@ -282,13 +284,15 @@ class Trainer:
         sees as real."""
         enc, dec, dis = self.fns["encoder"], self.fns["decoder"], self.fns["discriminator"]
         b = x.shape[0]
-        zdim = self.model_cfg.z_dim
+        zdim = self.model_cfg.latent_dim
         eps = torch.randn(b, zdim, generator=gen).to(self.device) * noise
         zp = torch.randn(b, zdim, generator=gen).to(self.device) * noise
         with self._autocast():
             pre_mu, pre_log_sigma = enc(inp, raw=True)
+            # the KL and the saturation penalty are of the learned code; the layout joins it for the decoder
             mu, log_sigma = self.nets["encoder"].bound(pre_mu, pre_log_sigma)
-            z = mu + torch.exp(log_sigma) * eps
+            full_mu, full_log_sigma = self.nets["encoder"].latent(inp, mu, log_sigma)
+            z = full_mu + torch.exp(full_log_sigma) * eps
             xr = dec(z)
             seen = None
             if adversarial:

@@ -5,8 +5,13 @@ This module imports only torch and the architecture table: export/ and live/ imp
 
 Conventions shared by the whole project:
 - images are float tensors N x 3 x H x W in [-1, 1] (RGB); uint8 frames map by x / 127.5 - 1;
-- the encoder returns (mu, log_sigma), each N x z_dim; z = mu + sigma * eps;
+- the encoder returns (mu, log_sigma), each N x latent_dim; z = mu + sigma * eps;
 - the decoder maps z to an image through tanh;
+- with `layout`, the last bottom-height x bottom-width entries of the latent are the input's layout: its
+  BT.601 luma averaged over each cell of the bottom grid (16x9 for 256x144), in [-1, 1], with sigma 1. The
+  encoder computes them, it does not learn them, so footage the model never saw keeps its composition of
+  light and dark while the learned code (z_dim entries) and the decoder paint it from the film's memory;
+  the decoder also reads them as a picture at its first layer, aligned with its bottom feature map.
 - the discriminator returns (logits N, [feature maps of each conv layer]).
 """
 
@@ -17,6 +22,7 @@ import json
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from autoencoded.documents import check_fields
@@ -50,6 +56,8 @@ class ModelConfig:
     sim_layers: tuple[int, ...] = (0, 1, 2, 3)
     # bounded latent as in the film's model: mu = tanh, log_sigma = 0.5 * tanh
     bounded_latent: bool = True
+    # the input's luma at the bottom grid, carried in the latent and read by the decoder (module docstring)
+    layout: bool = False
     version: int = CONFIG_VERSION
     extra: dict = field(default_factory=dict)
 
@@ -72,6 +80,17 @@ class ModelConfig:
     def bottom(self) -> tuple[int, int]:
         """(height, width) of the smallest feature map."""
         return self.height // self.factor, self.width // self.factor
+
+    @property
+    def layout_cells(self) -> int:
+        """Latent entries that carry the input's layout (0 without it)."""
+        bh, bw = self.bottom
+        return bh * bw if self.layout else 0
+
+    @property
+    def latent_dim(self) -> int:
+        """The latent's length as export, live and the memory bank see it: the learned code and the layout."""
+        return self.z_dim + self.layout_cells
 
     def validate(self) -> None:
         archs.get(self.arch)  # an unknown name raises ValueError
@@ -153,8 +172,19 @@ def _up(cin: int, cout: int, kernel: int, last: bool, upsample: str = "deconv") 
     return nn.Sequential(*layers)
 
 
+LUMA = (0.299, 0.587, 0.114)  # BT.601, as autoencoded.metrics.structure weighs the channels
+
+
+def layout_of(x: torch.Tensor, cells: tuple[int, int]) -> torch.Tensor:
+    """Images (N,3,H,W) in [-1,1] -> their luma averaged over a rows x cols grid, (N, rows * cols)."""
+    weights = torch.tensor(LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    luma = (x * weights).sum(1, keepdim=True)
+    rows, cols = cells
+    return F.avg_pool2d(luma, (x.shape[2] // rows, x.shape[3] // cols)).flatten(1)
+
+
 class Encoder(nn.Module):
-    """Image (N,3,H,W) in [-1,1] -> (mu, log_sigma), each (N, z_dim)."""
+    """Image (N,3,H,W) in [-1,1] -> (mu, log_sigma), each (N, latent_dim): the learned code, then the layout."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -172,19 +202,29 @@ class Encoder(nn.Module):
         self.fc = nn.Linear(c * bh * bw, 2 * cfg.z_dim)
 
     def forward(self, x: torch.Tensor, raw: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mu, log_sigma); with `raw`, before the bound (training penalises a saturated tanh, see losses)."""
+        """(mu, log_sigma) of the whole latent; with `raw`, the learned code alone before the bound (training
+        penalises a saturated tanh and takes the KL of it, see losses, then completes it with `latent`)."""
         h = self.squeeze(self.convs(x)).flatten(1)
         mu, log_sigma = self.fc(h).chunk(2, dim=1)
-        return (mu, log_sigma) if raw else self.bound(mu, log_sigma)
+        return (mu, log_sigma) if raw else self.latent(x, *self.bound(mu, log_sigma))
 
     def bound(self, mu: torch.Tensor, log_sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.cfg.bounded_latent:
             return torch.tanh(mu), 0.5 * torch.tanh(log_sigma)
         return mu, log_sigma
 
+    def latent(self, x: torch.Tensor, mu: torch.Tensor, log_sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The learned code's (mu, log_sigma) followed by the layout of `x` (sigma 1), when the model has one."""
+        if not self.cfg.layout:
+            return mu, log_sigma
+        lay = layout_of(x, self.cfg.bottom).to(mu.dtype)
+        return torch.cat([mu, lay], 1), torch.cat([log_sigma, torch.zeros_like(lay)], 1)
+
 
 class Decoder(nn.Module):
-    """Latent (N, z_dim) -> image (N,3,H,W) in [-1,1]."""
+    """Latent (N, latent_dim) -> image (N,3,H,W) in [-1,1]. The layout entries go through the FC with the
+    learned code and, as a one-channel picture of the bottom grid, beside the FC's output into the first
+    layer after it: the composition arrives where it is, not only as 144 numbers the FC must learn to place."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -193,14 +233,16 @@ class Decoder(nn.Module):
         c = widths[0]
         bh, bw = cfg.bottom
         self.c0 = cfg.bottleneck_channels or c
-        self.fc = nn.Sequential(nn.Linear(cfg.z_dim, self.c0 * bh * bw, bias=False),
+        self.fc = nn.Sequential(nn.Linear(cfg.latent_dim, self.c0 * bh * bw, bias=False),
                                 nn.BatchNorm1d(self.c0 * bh * bw), nn.ReLU(inplace=True))
+        extra = 1 if cfg.layout else 0  # the layout picture's channel
         if cfg.bottleneck_channels:
-            self.expand: nn.Module = nn.Sequential(nn.Conv2d(self.c0, c, 1, bias=False),
+            self.expand: nn.Module = nn.Sequential(nn.Conv2d(self.c0 + extra, c, 1, bias=False),
                                                    nn.BatchNorm2d(c), nn.ReLU(inplace=True))
         else:
             self.expand = nn.Identity()
-        chans = (*widths, 3)
+            c += extra
+        chans = (c, *widths[1:], 3)
         self.deconvs = nn.Sequential(
             *[_up(chans[i], chans[i + 1], cfg.dec_kernel, last=i == cfg.stages - 1, upsample=cfg.upsample)
               for i in range(cfg.stages)]
@@ -209,6 +251,8 @@ class Decoder(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         bh, bw = self.cfg.bottom
         h = self.fc(z).view(z.shape[0], self.c0, bh, bw)
+        if self.cfg.layout:
+            h = torch.cat([h, z[:, self.cfg.z_dim:].reshape(z.shape[0], 1, bh, bw).to(h.dtype)], 1)
         return self.deconvs(self.expand(h))
 
 

@@ -27,7 +27,7 @@ FIELDS = {"arch": "arch", "steps": "steps", "epochs": "epochs", "batch": "batch"
           "augment": "augment", "augment_plain": "augment_plain", "augment_degrade": "augment_degrade",
           "clip_grad": "clip_grad", "noise_start": "noise_start", "noise_end": "noise_end",
           "noise_schedule": "noise_schedule", "sample_every": "sample_every",
-          "checkpoint_every": "checkpoint_every", "log_every": "log_every", "keep": "keep", "z_dim": "z_dim",
+          "checkpoint_every": "checkpoint_every", "log_every": "log_every", "keep": "keep", "z_dim": "z_dim", "layout": "layout",
           "seed": "seed", "device": "device", "compile": "compile", "allow_partial": "allow_partial",
           "balance": "balance", "guard": "guard"}
 
@@ -38,8 +38,13 @@ def _defaults(field: str) -> str:
                      for name, a in archs.ARCHS.items() if field in a.train)
 
 
+def _model_defaults(field: str) -> str:
+    """'lite 256, broad2016 200': a network field's per-architecture defaults, for an option's help."""
+    return ", ".join(f"{name} {a.model.get(field, False)}" for name, a in archs.ARCHS.items())
+
+
 # changing these on --resume would change the model: refused
-FIXED_ON_RESUME = ("arch", "z_dim")
+FIXED_ON_RESUME = ("arch", "z_dim", "layout")
 
 
 MAX_SEED = 2**63 - 1  # torch seeds are 64-bit
@@ -107,11 +112,11 @@ def _clear_run(out: Path) -> None:
 
 
 def _resolved_model_value(key: str, saved, value):
-    """A model choice as the trainer resolves it for the run `saved`: no z_dim (or an old run's 0) means
-    the architecture's default."""
-    if key == "z_dim" and not value:
+    """A model choice as the trainer resolves it for the run `saved`: no z_dim (or an old run's 0) and no
+    layout mean the architecture's default."""
+    if (key == "z_dim" and not value) or (key == "layout" and value is None):
         from autoencoded.training.config import resolve
-        return resolve(dataclasses.replace(saved, z_dim=None)).z_dim
+        return getattr(resolve(dataclasses.replace(saved, **{key: None})), key)
     return value
 
 
@@ -162,7 +167,12 @@ def _resolved_model_value(key: str, saved, value):
 @click.option("--checkpoint-every", type=int, default=0, help="Steps between checkpoints (default 100).")
 @click.option("--log-every", type=int, default=10, show_default=True)
 @click.option("--keep", type=int, default=3, show_default=True, help="Checkpoints kept (plus the best).")
-@click.option("--z-dim", type=int, default=None, help="Latent size (lite 128, broad2016 200).")
+@click.option("--z-dim", type=int, default=None,
+              help="Size of the learned latent code (" + _model_defaults("z_dim") + ").")
+@click.option("--layout/--no-layout", "layout", default=None,
+              help="Carry the input's luma at the decoder's bottom grid (16x9 at 256x144) in the latent, so footage "
+                   "the model never saw keeps its composition while the film paints it (" + _model_defaults("layout")
+                   + ").")
 @click.option("--size", "size", default=None, type=MODEL_SIZE, help="Expected WIDTHxHEIGHT (must match the dataset).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True,

@@ -28,7 +28,7 @@ class TorchEngine(Engine):
         self.checkpoint = path
         self.config = cfg
         self.metadata = meta
-        self.width, self.height, self.z_dim = cfg.width, cfg.height, cfg.z_dim
+        self.width, self.height, self.z_dim = cfg.width, cfg.height, cfg.latent_dim
         threads = torch.get_num_threads() if self.device.type == "cpu" else 0
         self.name = f"torch {self.device.type}" + (f" ({threads} threads)" if threads else "")
 
