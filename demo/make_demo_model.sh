@@ -5,11 +5,11 @@
 #   bash demo/make_demo_model.sh [FOOTAGE] [STEPS]
 #
 # The shipped model was trained by exactly these commands on the project's 2-core CPU: both cores (two torch
-# threads), 2800 steps of 16 frames: 56 minutes of training, 58 for the whole script. On a GPU, pass more steps.
+# threads), 4400 steps of 16 frames: about 56 minutes of training. On a GPU, pass more steps.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 footage=${1:-../shared/footage/bbb_trailer.mp4}
-steps=${2:-2800}
+steps=${2:-4400}
 work=${DEMO_WORK:-build/demo}
 out=${DEMO_OUT:-live/assets/demo_model}
 mkdir -p "$work"
@@ -19,11 +19,14 @@ mkdir -p "$work"
 #    of training on the deduplicated ones than on all (the held and slow frames it never saw come back worse)
 autoencoded prepare "$footage" -o "$work/dataset" --overwrite
 
-# 2. the lite architecture with its CPU recipe (training/archs.py): a pixel-led autoencoder (L1 + SSIM) with the
-#    film's latent noise annealed (0.3 -> 0.05), a noise-scaled KL and a penalty that keeps the encoder's tanh
-#    out of saturation, the discriminator joining for the last tenth to add the film's texture, and the moving
-#    average of the weights as the model. Two threads: on the 2-core CPU one run on both cores makes 1.8x the
-#    steps of each of two one-thread runs side by side (14.7 against 8.3 samples/s; torch reads OMP_NUM_THREADS)
+# 2. the lite architecture with its CPU recipe (training/archs.py): the input's luma at the 16x9 bottom grid
+#    carried in the latent beside the learned code (footage it never saw keeps its composition), the film
+#    seen through other cameras (crops, flips, rotations; half of each batch plain, half of the rest with a
+#    degraded input), a pixel-led autoencoder (L1 + SSIM) with the film's latent noise annealed (0.3 -> 0.05),
+#    a noise-scaled KL and a penalty that keeps the encoder's tanh out of saturation, the discriminator
+#    joining for the last tenth to add the film's texture, and the moving average of the weights as the model.
+#    Two threads: on the 2-core CPU one run on both cores makes 1.8x the steps of each of two one-thread runs
+#    side by side (14.7 against 8.3 samples/s; torch reads OMP_NUM_THREADS)
 OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} autoencoded train "$work/dataset" -o "$work/run" --arch lite --steps "$steps" \
   --checkpoint-every $((steps / 8)) --seed 0 --overwrite --no-progress
 

@@ -58,7 +58,7 @@ def test_onnxruntime_matches_torch(model, make_video):
     with OnnxRuntimeEngine(read_pack(model["pack"]), device="cpu") as ort_engine, \
             TorchEngine(model["ckpt"], device="cpu") as torch_engine:
         assert ort_engine.name.startswith("onnxruntime (CPUExecutionProvider")
-        assert (ort_engine.width, ort_engine.height, ort_engine.z_dim) == (W, H, 256)
+        assert (ort_engine.width, ort_engine.height, ort_engine.z_dim) == (W, H, 256 + (W // 16) * (H // 16))  # + layout
         mu_o, ls_o = ort_engine.encode(frames)
         mu_t, ls_t = torch_engine.encode(frames)
         assert mu_o.dtype == np.float32 and mu_o.shape == (len(frames), 256)

@@ -81,7 +81,8 @@ class Unflatten(nn.Module):
 def identity_pack(out: Path, palette: dict | None, width: int = 32, height: int = 32) -> Path:
     """A pack whose decoder gives back what its encoder saw (the latent is the picture): the ideal of
     structure, and a model that leaves the palette alone. Small, as a pack's latent has at most 4096 values."""
-    cfg = ModelConfig.preset("lite", **{**SMALL, "width": width, "height": height, "z_dim": 3 * width * height})
+    cfg = ModelConfig.preset("lite", **{**SMALL, "width": width, "height": height, "z_dim": 3 * width * height,
+                                          "layout": False})
     model = AutoEncoder(cfg)
     model.encoder, model.decoder = Flatten(), Unflatten(width, height)
     write_pack(model, cfg, out, palette=palette)

@@ -14,6 +14,7 @@ from autoencoded.training.model import (
     frames_to_input,
     output_to_frames,
 )
+from helpers import TINY
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -25,7 +26,7 @@ def test_shapes_at_256x144(arch):
         mu, log_sigma = m.encoder(x)
         y = m.decoder(mu)
         logits, feats = m.discriminator(x)
-    assert mu.shape == log_sigma.shape == (2, cfg.z_dim)
+    assert mu.shape == log_sigma.shape == (2, cfg.latent_dim)
     assert y.shape == x.shape and y.abs().max() <= 1
     assert logits.shape == (2,) and len(feats) == 4
     assert feats[-1].shape[-2:] == (9, 16)
@@ -82,3 +83,51 @@ def test_frame_conversion_round_trip():
     assert torch.equal(output_to_frames(x), frames)
     nan = torch.full((1, 3, 4, 4), float("nan"))
     assert output_to_frames(nan).dtype == torch.uint8
+
+
+# ---- the layout: the input's luma at the bottom grid, carried in the latent --------------------------------
+
+def _block_luma(x: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """The reference: BT.601 luma of each pixel, then the plain mean of each grid cell, by loops."""
+    luma = 0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]
+    n, h, w = luma.shape
+    out = torch.empty(n, rows, cols)
+    for r in range(rows):
+        for c in range(cols):
+            out[:, r, c] = luma[:, r * h // rows:(r + 1) * h // rows, c * w // cols:(c + 1) * w // cols].mean((1, 2))
+    return out.flatten(1)
+
+
+def test_the_latent_ends_with_the_inputs_luma_at_the_bottom_grid():
+    cfg = ModelConfig.preset("lite", width=64, height=48, **TINY)
+    assert cfg.layout and cfg.bottom == (3, 4) and cfg.latent_dim == cfg.z_dim + 12
+    enc = build(cfg).encoder.eval()
+    x = torch.rand(2, 3, 48, 64) * 2 - 1
+    with torch.no_grad():
+        mu, log_sigma = enc(x)
+        code, _ = enc.bound(*enc(x, raw=True))
+    assert mu.shape == log_sigma.shape == (2, cfg.latent_dim)
+    assert torch.allclose(mu[:, cfg.z_dim:], _block_luma(x, 3, 4), atol=1e-5)
+    assert torch.equal(log_sigma[:, cfg.z_dim:], torch.zeros(2, 12))  # sigma 1: the live noise plays on it too
+    assert torch.equal(mu[:, :cfg.z_dim], code)  # the learned code, as training takes its KL
+
+
+def test_the_decoder_paints_what_the_layout_says():
+    cfg = ModelConfig.preset("lite", width=64, height=48, **TINY)
+    dec = build(cfg).decoder.eval()
+    z = torch.zeros(2, cfg.latent_dim)
+    z[1, cfg.z_dim:] = 0.8  # the same code, a bright layout
+    with torch.no_grad():
+        y = dec(z)
+    assert (y[0] - y[1]).abs().mean() > 1e-3
+
+
+def test_without_the_layout_the_latent_is_the_code_alone():
+    cfg = ModelConfig.preset("lite", width=64, height=48, **{**TINY, "layout": False})
+    assert cfg.latent_dim == cfg.z_dim and cfg.layout_cells == 0
+    m = build(cfg).eval()
+    with torch.no_grad():
+        mu, _ = m.encoder(torch.zeros(1, 3, 48, 64))
+        assert m.decoder(mu).shape == (1, 3, 48, 64)
+    assert mu.shape == (1, cfg.z_dim)
+    assert not ModelConfig.preset("broad2016").layout  # the film's model as it was

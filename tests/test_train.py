@@ -129,9 +129,16 @@ def test_cpu_training_runs_channels_last_and_the_layout_leaves_the_losses_alone(
         assert conv.weight.is_contiguous() != on
         tr.run()
     a, b = metrics(runs[True]), metrics(runs[False])
-    for step in (1, 2, 3):
+    # the first step's losses and gradients are the same arithmetic in either layout, to rounding; after it,
+    # Adam's first update is lr x sign(gradient), so a gradient element within rounding of 0 (2 of the
+    # decoder's 166k weights here, measured) moves +-lr either way, and later losses differ by up to ~0.5%
+    grads = [k for k in a[1] if k.startswith("grad_norm_")]
+    assert grads
+    for k in (*LOSS_KEYS, *grads):
+        assert a[1][k] == pytest.approx(b[1][k], rel=1e-3, abs=1e-6), k
+    for step in (2, 3):
         for k in LOSS_KEYS:
-            assert a[step][k] == pytest.approx(b[step][k], rel=1e-3, abs=1e-6), (step, k)
+            assert a[step][k] == pytest.approx(b[step][k], rel=2e-2, abs=1e-5), (step, k)
 
 
 # ---- exact resume ----------------------------------------------------------------------------------------
@@ -502,6 +509,23 @@ def test_resume_compares_the_resolved_latent_size(tmp_path, capsys):
     capsys.readouterr()
     assert cli("train", ds, "-o", run, "--resume", "--steps", 3, "--z-dim", 64) == 2
     assert "trained with z_dim=256, not 64" in _err_line(capsys)
+    # the layout, too, as resolved: lite's default is on, so --layout is the same model and --no-layout is not
+    assert cli("train", ds, "-o", run, "--resume", "--steps", 2, "--layout", "--no-progress") == 0
+    capsys.readouterr()
+    assert cli("train", ds, "-o", run, "--resume", "--steps", 3, "--no-layout") == 2
+    assert "trained with layout=True, not False" in _err_line(capsys)
+
+
+def test_a_run_saved_before_the_layout_resumes_without_it(tmp_path, capsys):
+    ds = make_dataset(tmp_path / "ds", n=8)
+    run = tmp_path / "run"
+    assert cli("train", ds, "-o", run, "--steps", 1, "--batch", 4, "--no-layout", "--no-progress") == 0
+    saved = json.loads((run / "config.json").read_text())
+    del saved["layout"]  # as the release before it wrote config.json
+    (run / "config.json").write_text(json.dumps(saved))
+    capsys.readouterr()
+    assert cli("train", ds, "-o", run, "--resume", "--steps", 2, "--no-progress") == 0
+    assert TrainConfig.from_dict(json.loads((run / "config.json").read_text())).layout is False
 
 
 # ---- the collapse guard catches an early collapse (issue 13.6) ---------------------------------------------
@@ -544,9 +568,11 @@ def test_the_pixel_led_step_takes_one_backward_pass_with_the_two_passes_gradient
         torch.autograd.grad = real_grad
     assert len(calls) == 1
     # the reference: the encoder's and the decoder's objectives each differentiated on their own
-    eps = torch.randn(4, tr.model_cfg.z_dim, generator=torch.Generator().manual_seed(0)) * 0.3
-    mu, log_sigma = tr.nets["encoder"](x)
-    obj = tr.loss(x, tr.nets["decoder"](mu + torch.exp(log_sigma) * eps), mu, log_sigma, 0.3)
+    eps = torch.randn(4, tr.model_cfg.latent_dim, generator=torch.Generator().manual_seed(0)) * 0.3
+    enc_net = tr.nets["encoder"]
+    mu, log_sigma = enc_net.bound(*enc_net(x, raw=True))  # the KL is of the learned code, the layout joins it
+    full_mu, full_log_sigma = enc_net.latent(x, mu, log_sigma)
+    obj = tr.loss(x, tr.nets["decoder"](full_mu + torch.exp(full_log_sigma) * eps), mu, log_sigma, 0.3)
     enc = real_grad(obj.encoder, list(tr.nets["encoder"].parameters()), retain_graph=True)
     dec = real_grad(obj.decoder, list(tr.nets["decoder"].parameters()))
     for want, got in zip(enc + dec, one["encoder"] + one["decoder"], strict=True):
