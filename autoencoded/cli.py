@@ -1,7 +1,7 @@
 """The `autoencoded` command: one click group, each subcommand living in the package that owns it.
 
 Subcommands are imported lazily, so `autoencoded live` never pays for the training loop's imports and
-`autoencoded prepare` never imports onnxruntime.
+`autoencoded prepare` never imports onnxruntime. Plugins (autoencoded.plugins) are imported first.
 """
 
 from __future__ import annotations
@@ -14,17 +14,18 @@ import click
 
 from autoencoded import shutdown, signals
 from autoencoded.errors import UserError
+from autoencoded.plugins import load_plugins
 
-# name -> (module, attribute, issue that delivers it, one-line help)
-COMMANDS: dict[str, tuple[str, str, str]] = {
-    "prepare": ("autoencoded.training.prepare_cmd", "prepare", "Turn one or more video files into a training dataset."),
-    "train": ("autoencoded.training.train_cmd", "train", "Train the VAE-GAN on a prepared dataset."),
-    "eval": ("autoencoded.training.eval_cmd", "eval_", "Score a model's reconstructions against baselines."),
-    "export": ("autoencoded.export.export_cmd", "export", "Export a run or checkpoint to an ONNX model pack."),
-    "memory": ("autoencoded.export.memory_cmd", "memory", "Give a model pack the memory bank of its film."),
-    "live": ("autoencoded.live.live_cmd", "live", "Run a camera or video through the model in real time."),
-    "render": ("autoencoded.live.render_cmd", "render", "Reconstruct every frame of a film offline, with its audio."),
-    "bench": ("autoencoded.live.bench_cmd", "bench", "Measure inference speed of every available backend."),
+# name -> (module, attribute); each command's help is its own docstring
+COMMANDS: dict[str, tuple[str, str]] = {
+    "prepare": ("autoencoded.training.prepare_cmd", "prepare"),
+    "train": ("autoencoded.training.train_cmd", "train"),
+    "eval": ("autoencoded.training.eval_cmd", "eval_"),
+    "export": ("autoencoded.export.export_cmd", "export"),
+    "memory": ("autoencoded.export.memory_cmd", "memory"),
+    "live": ("autoencoded.live.live_cmd", "live"),
+    "render": ("autoencoded.live.render_cmd", "render"),
+    "bench": ("autoencoded.live.bench_cmd", "bench"),
 }
 
 
@@ -35,23 +36,10 @@ class LazyGroup(click.Group):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name not in COMMANDS:
             return None
-        module_name, attr, help_text = COMMANDS[cmd_name]
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            return _not_ready(cmd_name, help_text)
-        return getattr(module, attr)
-
-
-def _not_ready(name: str, help_text: str) -> click.Command:
-    @click.command(name=name, help=f"{help_text} (not available yet)",
-                   context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-    def cmd() -> None:
-        raise UserError(f"'autoencoded {name}' is not available in this version yet")
-
-    return cmd
+        module_name, attr = COMMANDS[cmd_name]
+        # before the command's module: its options and --help are built from the registries when imported
+        load_plugins()
+        return getattr(importlib.import_module(module_name), attr)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -57,7 +57,3 @@ def upscale(frame: np.ndarray, width: int, height: int) -> np.ndarray:
         return frame
     iw, ih = picture_size(w / h, width, height)
     return pad_to(cv2.resize(frame, (iw, ih), interpolation=cv2.INTER_CUBIC), width, height)
-
-
-def is_finite_image(x: np.ndarray) -> bool:
-    return bool(np.isfinite(x).all()) if x.dtype.kind == "f" else True
