@@ -146,16 +146,9 @@ class LinkClock(BeatClock, ThreadService):
         self._state: tuple[float, float, float] | None = None  # (beat, tempo, monotonic time)
         self.peers = 0
         self.state = "starting"  # starting | open | unavailable | stopped
-        self._link = None
 
     def _stopped(self) -> None:
         self.state = "stopped"
-
-    def set_tempo(self, bpm: float) -> None:
-        """Propose a tempo to the session (every peer follows)."""
-        link = self._link
-        if link is not None:
-            link.tempo = float(bpm)
 
     def _run(self) -> None:
         try:
@@ -174,7 +167,6 @@ class LinkClock(BeatClock, ThreadService):
         link = aalink.Link(self.start_bpm)
         link.quantum = 4
         link.enabled = True
-        self._link = link
         self.state = "open"
         self.log(f"tempo: Ableton Link on, {link.num_peers} peer(s), {link.tempo:.1f} BPM")
         try:
@@ -183,7 +175,6 @@ class LinkClock(BeatClock, ThreadService):
                 self.peers = int(link.num_peers)
                 await asyncio.sleep(self.POLL_S)
         finally:
-            self._link = None
             link.enabled = False
 
     def beat(self, now: float | None = None) -> float | None:
