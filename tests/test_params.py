@@ -12,9 +12,9 @@ from autoencoded.live.control.params import (
     N_CUES,
     SPECS,
     TRIGGERS,
+    ControlRefused,
     Params,
     ParamStore,
-    Refused,
     coerce,
     parse_target,
     target_name,
@@ -185,7 +185,7 @@ def test_apply_is_all_or_nothing_with_osc_validation():
     bad_batches = [{"noise": 0.5, "nosie": 1}, {"noise": 0.5, "mix": "loud"}, {"noise": math.nan},
                    {"noise": 0.5, "cue/recall/3": "yes"}, {"cue/store": 99}, {"cue/store/99": True}, {"noise": None}]
     for bad in bad_batches:
-        with pytest.raises(Refused) as info:
+        with pytest.raises(ControlRefused) as info:
             store.apply(bad)
         assert info.value.name in bad and "\n" not in str(info.value)
         assert store.peek() == before and store.snapshot().cue_store == ()

@@ -182,8 +182,8 @@ def _pressed(name: str, value: object) -> bool:
     return value > 0.5
 
 
-class Refused(ValueError):
-    """A value `ParamStore.apply` refused (nothing was applied): `name` says which, the message why."""
+class ControlRefused(ValueError):
+    """A control's entry `ParamStore.apply` refused (nothing was applied): `name` says which, the message why."""
 
     def __init__(self, name: str, why: str) -> None:
         super().__init__(why)
@@ -251,7 +251,7 @@ class ParamStore:
         """Set values and press buttons by name in one step, all or nothing: the web remote's POST.
 
         Values are validated and clamped as OSC's are; a button takes true/false (or a number: > 0.5
-        presses), a row named without its slot takes the slot (`{"cue/store": 3}`). Raises Refused (naming
+        presses), a row named without its slot takes the slot (`{"cue/store": 3}`). Raises ControlRefused (naming
         the entry) and changes nothing when any entry is refused. Returns the values that changed."""
         changes: dict[str, object] = {}
         presses: list[tuple[str, int | None]] = []
@@ -261,7 +261,7 @@ class ParamStore:
                     try:
                         changes[name] = coerce(name, value)
                     except ValueError as exc:
-                        raise Refused(name, str(exc)) from None
+                        raise ControlRefused(name, str(exc)) from None
                     continue
                 try:
                     key, slot = parse_target(name)
@@ -270,8 +270,8 @@ class ParamStore:
                     elif _pressed(name, value):
                         presses.append((key, slot))
                 except ValueError as exc:
-                    raise Refused(name, str(exc)) from None
-        except Refused:
+                    raise ControlRefused(name, str(exc)) from None
+        except ControlRefused:
             with self._lock:
                 self.rejected += 1
             raise

@@ -43,8 +43,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from autoencoded.errors import UserError
-from autoencoded.live.control.params import ParamStore
-from autoencoded.live.control.params import Refused as ControlRefused
+from autoencoded.live.control.params import ControlRefused, ParamStore
 
 STATIC = resources.files("autoencoded.live.web") / "static"
 PUSH_S = 0.02  # how often a WebSocket looks for changed controls
@@ -58,7 +57,9 @@ LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 COOKIE = "autoencoded_token"
 
 
-class Refused(Exception):
+class RequestRefused(Exception):
+    """A request the remote answers with an error: the HTTP status and the one-line message ({"error": ...})."""
+
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
@@ -102,11 +103,11 @@ class Remote:
         """Every entry validated first (nothing changes on any error), then applied in one step: the
         store's own `apply`, which clamps as OSC does. Returns the current values of the controls it set."""
         if not isinstance(body, dict) or not body:
-            raise Refused(400, 'expected a JSON object {"control": value, ...}')
+            raise RequestRefused(400, 'expected a JSON object {"control": value, ...}')
         try:
             self.store.apply(body, source="web")
         except ControlRefused as exc:
-            raise Refused(422, str(exc)) from None  # names known controls; an unknown one as repr()
+            raise RequestRefused(422, str(exc)) from None  # names known controls; an unknown one as repr()
         self.counters["applied"] += 1
         values = self.store.peek().values()
         return {name: values[name] for name in body if name in values}
@@ -147,7 +148,7 @@ class Remote:
         def switch(body: object) -> dict:
             name = _field(body, "name")
             if self.surface is None:
-                raise Refused(409, "presets are not available here")
+                raise RequestRefused(409, "presets are not available here")
             self.surface.switch_preset(name, allow_path=False)  # names only from the network; it says so itself
             return {"preset": name}
 
@@ -157,9 +158,9 @@ class Remote:
         def load(body: object) -> dict:
             spec = _field(body, "model")
             if not spec.isprintable():  # it is printed in the log: no terminal control sequences from the network
-                raise Refused(422, "a model is a name or a path of printable characters")
+                raise RequestRefused(422, "a model is a name or a path of printable characters")
             if self.on_model is None:
-                raise Refused(409, "models cannot be swapped here")
+                raise RequestRefused(409, "models cannot be swapped here")
             self.on_model(spec)
             return {"loading": spec}
 
@@ -169,11 +170,11 @@ class Remote:
         def learn(body: object) -> dict:
             target = _field(body, "target")
             if self.surface is None:
-                raise Refused(409, "MIDI learn is not available here")
+                raise RequestRefused(409, "MIDI learn is not available here")
             try:
                 return {"learning": self.surface.start_learn(target)}
             except ValueError:
-                raise Refused(422, f"unknown control {_shown(target)}") from None
+                raise RequestRefused(422, f"unknown control {_shown(target)}") from None
 
         return await self._json_action(request, learn)
 
@@ -181,14 +182,14 @@ class Remote:
         self.counters["requests"] += 1
         try:
             if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
-                raise Refused(415, "send JSON (Content-Type: application/json)")
+                raise RequestRefused(415, "send JSON (Content-Type: application/json)")
             raw = await _body(request)
             try:
                 body = json.loads(raw)
             except (ValueError, UnicodeDecodeError) as exc:
-                raise Refused(400, f"bad JSON: {exc}") from None
+                raise RequestRefused(400, f"bad JSON: {exc}") from None
             return JSONResponse(jsonable(action(body)), status_code=status)
-        except Refused as exc:
+        except RequestRefused as exc:
             self.counters["refused"] += 1
             # the rest of a body too big is not read: the connection ends with the answer
             close = {"Connection": "close"} if exc.status == 413 else None
@@ -256,11 +257,11 @@ class Remote:
                 try:
                     msg = json.loads(text)
                 except ValueError as exc:
-                    raise Refused(400, f"bad JSON: {exc}") from None
+                    raise RequestRefused(400, f"bad JSON: {exc}") from None
                 if not isinstance(msg, dict) or "set" not in msg:
-                    raise Refused(400, 'expected {"set": {"control": value, ...}}')
+                    raise RequestRefused(400, 'expected {"set": {"control": value, ...}}')
                 self.apply(msg["set"])
-            except Refused as exc:
+            except RequestRefused as exc:
                 self.counters["refused"] += 1
                 await ws.send_text(json.dumps({"type": "error", "error": str(exc)}))
 
@@ -294,19 +295,19 @@ async def _body(request: Request) -> bytes:
     anything is read, and a chunked body is counted as it arrives, never buffered whole."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_BODY:
-        raise Refused(413, f"body over {MAX_BODY} bytes")
+        raise RequestRefused(413, f"body over {MAX_BODY} bytes")
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > MAX_BODY:
-            raise Refused(413, f"body over {MAX_BODY} bytes")
+            raise RequestRefused(413, f"body over {MAX_BODY} bytes")
     return bytes(body)
 
 
 def _field(body: object, key: str) -> str:
     value = body.get(key) if isinstance(body, dict) else None
     if not isinstance(value, str) or not value.strip() or len(value) > 1024:
-        raise Refused(422, f'expected {{"{key}": "..."}}')
+        raise RequestRefused(422, f'expected {{"{key}": "..."}}')
     return value.strip()
 
 
