@@ -12,7 +12,6 @@ the base values (what OSC, MIDI and the web set); only the frame sees the modula
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import threading
 import time
@@ -21,14 +20,18 @@ from dataclasses import dataclass
 
 from autoencoded.errors import UserError
 from autoencoded.live.audio.analysis import AUDIO_SIGNALS
-from autoencoded.live.control.params import SPECS, Params
+from autoencoded.live.control.params import SPECS, Params, field_name
 
 BEAT_SIGNALS = ("beat.phase", "beat.pulse")
 SIGNALS = (*AUDIO_SIGNALS, *BEAT_SIGNALS)
-TARGETS = tuple(name for name, spec in SPECS.items() if spec.kind is float)
 DEFAULT_ATTACK_S = 0.005
 DEFAULT_RELEASE_S = 0.15
 MAX_TIME_S = 10.0
+
+
+def targets() -> tuple[str, ...]:
+    """What a route can modulate: the continuous controls (every float Spec of CONTROLS)."""
+    return tuple(name for name, spec in SPECS.items() if spec.kind is float)
 
 
 @dataclass(frozen=True)
@@ -49,8 +52,8 @@ def make_route(signal: object, target: object, amount: object, attack: object = 
     if signal not in SIGNALS:
         raise ValueError(f"unknown signal {signal!r} (known: {', '.join(SIGNALS)})")
     target = target.strip().lstrip("/") if isinstance(target, str) else target
-    if target not in TARGETS:
-        raise ValueError(f"cannot modulate {target!r} (continuous controls: {', '.join(TARGETS)})")
+    if target not in targets():
+        raise ValueError(f"cannot modulate {target!r} (continuous controls: {', '.join(targets())})")
     values = []
     for what, v, lo, hi in (("amount", amount, -1.0, 1.0), ("attack", attack, 0.0, MAX_TIME_S),
                             ("release", release, 0.0, MAX_TIME_S)):
@@ -122,9 +125,8 @@ class ModMatrix:
         changes = {}
         for name, offset in self.offsets(signals, dt).items():
             spec = SPECS[name]
-            base = getattr(p, name.replace("/", "_"))
-            changes[name.replace("/", "_")] = min(spec.hi, max(spec.lo, base + offset * (spec.hi - spec.lo)))
-        return dataclasses.replace(p, **changes)
+            changes[field_name(name)] = min(spec.hi, max(spec.lo, p.value(name) + offset * (spec.hi - spec.lo)))
+        return p.replace(**changes)
 
 
 class Modulator:

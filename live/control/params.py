@@ -3,8 +3,10 @@ the engine.
 
 `CONTROLS` lists every control once, in the order a controller shows them: values the store holds
 (`Spec`: a type, a range, a default) and buttons (`Trigger`: what a press sets). A row of buttons is one
-entry whose name ends in /N (`cue/store/N`: cue/store/0 .. cue/store/15). OSC addresses, MIDI maps, the web
-remote's list and presets all derive from this table: a new control is one entry here.
+entry whose name ends in /N (`cue/store/N`: cue/store/0 .. cue/store/15). Everything else derives from this
+table, read when it is used: `SPECS` and `TRIGGERS` are views of it, `Params` (one frame's values) holds a
+field for each Spec, and OSC addresses, MIDI maps, the web remote's list, presets and modulation targets
+follow. A new control is one entry here.
 
 Writers (OSC and MIDI threads, the web remote, preset loads) call `set`, `update`, `apply` or `press`; the
 engine thread calls `snapshot()` once per frame and gets an immutable Params. Values are clamped to their
@@ -14,11 +16,10 @@ every change, so a change from one controller can be pushed to all the others.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 N_CUES = 16
@@ -27,7 +28,8 @@ ROW = "/N"  # the name of a row of buttons ends in this; each button is the name
 
 @dataclass(frozen=True)
 class Spec:
-    """A value the store holds: its Python type, range (clamped to), default and one line of help."""
+    """A value the store holds: its Python type, range (clamped to), default and one line of help.
+    An int ranged 0..1 is a toggle: a controller shows it as on/off, a frame's Params holds it as a bool."""
 
     kind: type
     lo: float | None
@@ -39,6 +41,11 @@ class Spec:
     def type_name(self) -> str:
         """How a controller shows it: "float" (a fader), "int" (a number) or "toggle" (on/off)."""
         return "toggle" if self.kind is int and (self.lo, self.hi) == (0, 1) else self.kind.__name__
+
+    @property
+    def field_type(self) -> type:
+        """What a frame's Params holds: a toggle as a bool (`if p.freeze`), anything else as its kind."""
+        return bool if self.type_name == "toggle" else self.kind
 
 
 @dataclass(frozen=True)
@@ -70,8 +77,41 @@ CONTROLS: dict[str, Spec | Trigger] = {
     "cue/mix": Spec(float, 0.0, 1.0, 1.0, "how far to blend toward the recalled cue"),
     "mix": Spec(float, 0.0, 1.0, 1.0, "dry/wet: 0 the input, 1 the model's output"),
 }
-SPECS: dict[str, Spec] = {k: c for k, c in CONTROLS.items() if isinstance(c, Spec)}
-TRIGGERS: dict[str, Trigger] = {k: c for k, c in CONTROLS.items() if isinstance(c, Trigger)}
+
+
+class _Entries(Mapping):
+    """The CONTROLS entries of one class, read from the table at each use: an entry added there is here at once."""
+
+    def __init__(self, cls: type) -> None:
+        self._cls = cls
+
+    def __getitem__(self, name: str):
+        control = CONTROLS[name]
+        if not isinstance(control, self._cls):
+            raise KeyError(name)
+        return control
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for name, control in list(CONTROLS.items()) if isinstance(control, self._cls))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+SPECS: Mapping[str, Spec] = _Entries(Spec)
+TRIGGERS: Mapping[str, Trigger] = _Entries(Trigger)
+
+
+def field_name(name: str) -> str:
+    """A value's name -> its Params field: 'noise/drift' -> 'noise_drift'."""
+    return name.replace("/", "_")
+
+
+def control_name(key: str) -> str | None:
+    """A value named either way ('noise/drift' or its field, 'noise_drift') -> its name; None when no Spec."""
+    if key in SPECS:
+        return key
+    return next((name for name in SPECS if field_name(name) == key), None)
 
 
 def parse_target(target: object) -> tuple[str, int | None]:
@@ -102,34 +142,65 @@ def target_name(key: str, slot: int | None) -> str:
     return key[:-len(ROW)] if slot is None else f"{key[:-len(ROW)]}/{slot}"
 
 
-@dataclass(frozen=True)
 class Params:
-    noise: float = 0.0
-    memory: float = 0.0
-    noise_max: float = 1.0
-    noise_drift: float = 0.1
-    noise_seed: int = 0
-    smooth: float = 0.0
-    freeze: bool = False
-    cue_recall: int = -1
-    cue_mix: float = 1.0
-    mix: float = 1.0
-    # cue slots to store the current latent into, drained by the frame that sees them
-    cue_store: tuple[int, ...] = ()
-    version: int = 0
+    """One frame's controls, immutable: a field for each Spec of CONTROLS, named by `field_name` (p.noise,
+    p.noise_drift; a toggle holds a bool), made from the table, so a new control needs nothing here.
+    Besides them: `cue_store`, the cue slots to store the current latent into (drained by the frame that
+    sees them), and `version`, the store's count of writes. Fields not given take their Spec's default."""
+
+    __slots__ = ("_fields", "cue_store", "version")
+
+    def __init__(self, *, cue_store: tuple[int, ...] = (), version: int = 0, **fields: object) -> None:
+        specs = {field_name(name): spec for name, spec in SPECS.items()}
+        unknown = sorted(set(fields) - set(specs))
+        if unknown:
+            raise TypeError(f"Params has no field {', '.join(unknown)} (fields: {', '.join(specs)})")
+        own = {f: spec.field_type(fields[f] if f in fields else spec.default) for f, spec in specs.items()}
+        object.__setattr__(self, "_fields", own)
+        object.__setattr__(self, "cue_store", tuple(cue_store))
+        object.__setattr__(self, "version", version)
+
+    def __getattr__(self, field: str) -> object:
+        # the controls' fields (cue_store and version are slots); one the table gained after this Params
+        # was made reads as its default
+        fields = self._fields
+        if field in fields:
+            return fields[field]
+        name = control_name(field)
+        if name is None or field != field_name(name):
+            raise AttributeError(f"Params has no field {field!r}")
+        spec = SPECS[name]
+        return spec.field_type(spec.default)
+
+    def __setattr__(self, field: str, value: object) -> None:
+        raise AttributeError("Params is immutable: make a new one with replace()")
+
+    def replace(self, **changes: object) -> Params:
+        """A copy with some fields changed (dataclasses.replace's contract)."""
+        now = {field_name(name) for name in SPECS}  # a field the table has lost since is not kept
+        kept = {f: v for f, v in self._fields.items() if f in now}
+        return Params(**{**kept, "cue_store": self.cue_store, "version": self.version, **changes})
+
+    def value(self, name: str) -> float | int:
+        """One control's value by OSC name, as the controllers see it (a toggle as 0/1)."""
+        return SPECS[name].kind(getattr(self, field_name(name)))
 
     def values(self) -> dict[str, float | int]:
         """The controls by OSC name (for /status replies and saving presets)."""
-        return {name: _get(self, name) for name in SPECS}
+        return {name: self.value(name) for name in SPECS}
 
+    def _key(self) -> tuple:
+        return tuple(self._fields.items()), self.cue_store, self.version
 
-def _attr(name: str) -> str:
-    return name.replace("/", "_")
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Params) and self._key() == other._key()
 
+    def __hash__(self) -> int:
+        return hash(self._key())
 
-def _get(p: Params, name: str):
-    v = getattr(p, _attr(name))
-    return int(v) if isinstance(v, bool) else v
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in self._fields.items())
+        return f"Params({fields}, cue_store={self.cue_store!r}, version={self.version})"
 
 
 def coerce(name: str, value: object) -> float | int:
@@ -206,8 +277,8 @@ class ParamStore:
         self._subscribers: tuple[Subscriber, ...] = ()
         self.rejected = 0
         self.subscriber_errors = 0
-        for k, v in initial.items():
-            self.set(k.replace("_", "/", 1) if k.startswith(("noise_", "cue_")) else k, v)
+        for k, v in initial.items():  # by name or by field: ParamStore(noise_drift=0.2)
+            self.set(control_name(k) or k, v)
 
     # -- writing -----------------------------------------------------------------------------------
     def set(self, name: str, value: object, source: str | None = None) -> bool:
@@ -291,21 +362,21 @@ class ParamStore:
             values = dict(changes)
             cues: list[int] = []
             for key, slot in presses:
-                current = dataclasses.replace(old, **{_attr(k): v for k, v in values.items()}) if values else old
+                current = old.replace(**{field_name(k): v for k, v in values.items()}) if values else old
                 for name, value in TRIGGERS[key].press(current, slot).items():
                     if name == "cue/store":
                         cues.append(int(value))
                     else:
                         values[name] = coerce(name, value)
-            attrs = {_attr(k): (bool(v) if k == "freeze" else v) for k, v in values.items()}
-            if attrs:
-                self._p = dataclasses.replace(old, **attrs, version=old.version + 1)
-                for attr in attrs:
-                    self._stamps[attr] = now
+            fields = {field_name(k): v for k, v in values.items()}
+            if fields:
+                self._p = old.replace(**fields, version=old.version + 1)
+                for field in fields:
+                    self._stamps[field] = now
             for slot in cues:
                 if slot not in self._pending_cues:  # bounded: at most N_CUES pending, whatever the flood
                     self._pending_cues.append(slot)
-            changed = {k: _get(self._p, k) for k in values if _get(self._p, k) != _get(old, k)}
+            changed = {k: self._p.value(k) for k in values if self._p.value(k) != old.value(k)}
             subscribers = self._subscribers
         if changed and subscribers:
             self._notify(subscribers, changed, source)
@@ -355,14 +426,14 @@ class ParamStore:
     def changed_at(self, name: str) -> float | None:
         """time.perf_counter() when `name` last changed (None: never set since start)."""
         with self._lock:
-            return self._stamps.get(_attr(name))
+            return self._stamps.get(field_name(name))
 
     def snapshot(self) -> Params:
         """The current Params for one frame; drains the cue stores asked for since the last snapshot."""
         with self._lock:
             p = self._p
             if self._pending_cues:
-                p = dataclasses.replace(p, cue_store=tuple(self._pending_cues))
+                p = p.replace(cue_store=tuple(self._pending_cues))
                 self._pending_cues.clear()
             return p
 

@@ -50,6 +50,7 @@ from autoencoded.live.control.params import (
     TRIGGERS,
     ParamStore,
     coerce,
+    control_name,
     parse_target,
     target_name,
 )
@@ -150,20 +151,10 @@ def _table(data: dict, key: str, path, allowed: tuple[str, ...] | None = None) -
     return value
 
 
-def param_name(key: str) -> str | None:
-    """'noise/drift' or 'noise_drift' -> 'noise/drift'; None when it names no control."""
-    if key in SPECS:
-        return key
-    for name in SPECS:
-        if name.replace("/", "_") == key:
-            return name
-    return None
-
-
 def _params(data: dict, path) -> dict[str, float | int]:
     out: dict[str, float | int] = {}
     for key, value in _table(data, "params", path).items():
-        name = param_name(key)
+        name = control_name(key)
         where = f"params.{key}"
         if name is None:
             raise _fail(path, where, f"unknown parameter (known: {', '.join(SPECS)})")
@@ -201,7 +192,7 @@ def _osc(data: dict, path) -> dict[str, str] | None:
         where = f"osc.aliases.{address!r}"
         if not address.startswith("/") or len(address) < 2 or any(c in address for c in " #*?[]{},"):
             raise _fail(path, where, "an OSC address starts with '/' and has no spaces or #*?[]{},")
-        if address in RESERVED_ADDRESSES or param_name(address[1:]) == address[1:]:
+        if address in RESERVED_ADDRESSES or control_name(address[1:]) == address[1:]:
             raise _fail(path, where, "takes over a built-in address")
         aliases[address] = _target(target, path, where)
     return aliases

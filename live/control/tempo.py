@@ -16,7 +16,6 @@ same way, and ControlSurface hands it preset changes to run on the boundary. Wit
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import math
 import threading
 import time
@@ -232,7 +231,7 @@ class Quantizer:
                     action()
                 except Exception:  # a preset that fails to apply must not cost the frame
                     self.errors += 1
-            p = dataclasses.replace(self.store.peek(), cue_store=p.cue_store)
+            p = self.store.peek().replace(cue_store=p.cue_store)
         if self._shown is None or beat is None:
             self._shown, self._pending = p.cue_recall, None
         elif p.cue_recall != self._shown:
@@ -242,4 +241,4 @@ class Quantizer:
                 self._shown, self._pending = p.cue_recall, None
         else:
             self._pending = None
-        return p if p.cue_recall == self._shown else dataclasses.replace(p, cue_recall=self._shown)
+        return p if p.cue_recall == self._shown else p.replace(cue_recall=self._shown)
