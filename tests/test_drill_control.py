@@ -1,0 +1,99 @@
+"""Drill: a newcomer adds a control the way README says, one entry in CONTROLS (live/control/params.py),
+and it is there end to end: a field of every frame's Params, an OSC address (a real UDP datagram to a real
+server sets it), the web API (real HTTP to the real app lists it and sets it), presets (saved, loaded and
+applied back), a MIDI map and a modulation target. Nothing else is edited."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from autoencoded.live.control.midi import MidiMapper
+from autoencoded.live.control.modulation import ModMatrix, make_route
+from autoencoded.live.control.osc import OscServer
+from autoencoded.live.control.params import CONTROLS, ParamStore, Spec
+from autoencoded.live.control.presets import load_preset, save_preset
+from autoencoded.live.control.surface import ControlSurface
+from autoencoded.live.web.app import Remote
+from autoencoded.live.web.server import WebServer
+
+from helpers import cc, msg, sender, settle
+
+# the newcomer's change: a fader and a toggle, as they would be written into the table
+NEW_CONTROLS = {
+    "grain": Spec(float, 0.0, 2.0, 0.5, "film grain over the model's picture"),
+    "grain/mono": Spec(int, 0, 1, 0, "grain without colour"),
+}
+
+
+@pytest.fixture(autouse=True)
+def new_controls(tmp_path, monkeypatch):
+    """The entries appended to CONTROLS for one test (as a line in params.py would be), taken out after."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.delenv("AUTOENCODED_PRESETS", raising=False)
+    monkeypatch.delenv("AUTOENCODED_WEB_TOKEN", raising=False)
+    assert not set(NEW_CONTROLS) & set(CONTROLS)
+    CONTROLS.update(NEW_CONTROLS)
+    try:
+        yield
+    finally:
+        for name in NEW_CONTROLS:
+            del CONTROLS[name]
+
+
+def test_params_hold_the_new_controls_at_their_defaults():
+    p = ParamStore().snapshot()
+    assert p.grain == 0.5 and p.grain_mono is False  # a toggle holds a bool, as freeze does
+    assert p.values()["grain"] == 0.5 and p.values()["grain/mono"] == 0
+    assert ParamStore(grain=1.5, grain_mono=1).snapshot().values() == {**p.values(), "grain": 1.5, "grain/mono": 1}
+
+
+def test_osc_sets_the_new_controls():
+    store = ParamStore()
+    server = OscServer(store, "127.0.0.1", 0).start()
+    try:
+        s = sender()
+        start = server.counters["received"]
+        for datagram in (msg("/grain", 9.0), msg("/grain/mono", True)):
+            s.sendto(datagram, ("127.0.0.1", server.port))
+        s.close()
+        settle(server, start + 2)
+    finally:
+        server.stop()
+    p = store.snapshot()
+    assert p.grain == 2.0 and p.grain_mono is True  # clamped to its range like every control
+    assert server.counters["applied"] == 2 and server.counters["unknown_address"] == 0
+
+
+def test_the_web_api_lists_and_sets_the_new_controls():
+    store = ParamStore()
+    with WebServer(Remote(store), "127.0.0.1", 0, log=lambda line: None) as server, \
+            httpx.Client(trust_env=False, timeout=30) as http:
+        base = f"http://127.0.0.1:{server.port}/api/v1/params"
+        listed = http.get(base).json()["controls"]
+        assert listed["grain"] == {"type": "float", "value": 0.5, "min": 0.0, "max": 2.0, "default": 0.5,
+                                   "help": "film grain over the model's picture"}
+        assert listed["grain/mono"]["type"] == "toggle"
+        r = http.post(base, json={"grain": 0.75, "grain/mono": True})
+        assert r.status_code == 200, r.text
+        refused = http.post(base, json={"grain": "lots"})
+        assert refused.status_code == 422 and "grain" in refused.json()["error"]
+    assert store.snapshot().values()["grain"] == 0.75 and store.snapshot().grain_mono is True
+
+
+def test_a_preset_round_trips_the_new_controls(tmp_path):
+    played = ParamStore(grain=1.75, grain_mono=1)
+    path = save_preset(tmp_path / "grainy.toml", played)
+    assert load_preset(str(path)).params["grain"] == 1.75
+    fresh = ParamStore()
+    surface = ControlSurface(fresh, preset=str(path), osc_port=None, log=lambda line: None).start()
+    surface.stop()
+    assert fresh.snapshot().values() == played.snapshot().values()
+
+
+def test_midi_and_modulation_reach_the_new_control():
+    store = ParamStore()
+    MidiMapper(store, {14: "grain"}).handle(cc(14, 127))
+    assert store.snapshot().grain == 2.0
+    matrix = ModMatrix([make_route("audio.bass", "grain", -0.5, 0.0, 0.0)])
+    assert matrix.apply(store.snapshot(), {"audio.bass": 1.0}, dt=0.01).grain == pytest.approx(1.0)
