@@ -73,12 +73,16 @@ def test_structural_similarity_is_the_figure_eval_reports_and_can_be_trained_on(
     assert structural_similarity(stepped, _batch(frames)).item() > got + 0.01
 
 
+# lite's weights, given by keyword as the loop gives them (training/config.py's loss_settings)
+WEIGHTS = dict(kl_weight=1e-3, sim_weight=0.1, gamma=0.1, pixel_weight=1.0, gan_weight=0.01)
+
+
 def test_the_structure_term_is_named_and_weighed_in_the_reconstruction():
     x = torch.rand(2, 3, 32, 48) * 2 - 1
     recon = (x + 0.3 * torch.randn_like(x)).clamp(-1, 1)
     mu, log_sigma = torch.zeros(2, 8), torch.zeros(2, 8)
-    plain = VAEGANLoss(1e-3, 0.1, 0.1, 1.0, 0.01, (0,))(x, recon, mu, log_sigma, 0.3)
-    mixed = VAEGANLoss(1e-3, 0.1, 0.1, 1.0, 0.01, (0,), ssim_weight=0.5)(x, recon, mu, log_sigma, 0.3)
+    plain = VAEGANLoss((0,), **WEIGHTS)(x, recon, mu, log_sigma, 0.3)
+    mixed = VAEGANLoss((0,), **WEIGHTS, ssim_weight=0.5)(x, recon, mu, log_sigma, 0.3)
     assert "structure" not in plain.terms
     structure = 1 - structural_similarity(recon, x)
     assert mixed.terms["structure"].item() == pytest.approx(structure.item())
@@ -89,14 +93,14 @@ def test_the_structure_term_is_named_and_weighed_in_the_reconstruction():
 def test_the_saturation_penalty_reaches_a_saturated_tanh_that_the_kl_cannot():
     pre = torch.tensor([[0.5, -1.0, 6.0, -12.0]], requires_grad=True)
     mu, log_sigma = torch.tanh(pre), torch.zeros(1, 4)
-    loss = VAEGANLoss(1e-3, 0.1, 0.1, 1.0, 0.01, (0,), kl_noise_scaled=True, saturation_weight=0.1)
+    loss = VAEGANLoss((0,), **WEIGHTS, kl_noise_scaled=True, saturation_weight=0.1)
     obj = loss(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8), mu, log_sigma, 0.05, pre_mu=pre)
     assert obj.terms["saturation"].item() == pytest.approx(((6 - 1.5) ** 2 + (12 - 1.5) ** 2) / 4)
     (grad,) = torch.autograd.grad(obj.encoder, pre)
     assert grad[0, 0] != 0 and abs(grad[0, 0]) < 1e-3  # inside the knee only the small KL pulls
     assert grad[0, 2] > 0.1 and grad[0, 3] < -0.1  # past it: back toward the knee, hard
     # without the penalty the saturated entries get next to nothing: the tanh swallows the KL's pull
-    plain = VAEGANLoss(1e-3, 0.1, 0.1, 1.0, 0.01, (0,), kl_noise_scaled=True)
+    plain = VAEGANLoss((0,), **WEIGHTS, kl_noise_scaled=True)
     obj = plain(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8), torch.tanh(pre), log_sigma, 0.05, pre_mu=pre)
     assert "saturation" not in obj.terms
     (grad,) = torch.autograd.grad(obj.encoder, pre)
@@ -107,12 +111,15 @@ def test_the_saturation_penalty_reaches_a_saturated_tanh_that_the_kl_cannot():
 def test_the_encoder_gives_its_mean_before_the_bound_for_the_penalty():
     from autoencoded.training.model import Encoder, ModelConfig
 
-    enc = Encoder(ModelConfig.preset("lite", 64, 48)).eval()
+    cfg = ModelConfig.preset("lite", 64, 48)
+    enc = Encoder(cfg).eval()
     x = torch.rand(2, 3, 48, 64) * 2 - 1
     with torch.no_grad():
         pre_mu, pre_log_sigma = enc(x, raw=True)
         mu, log_sigma = enc(x)
-    assert torch.equal(torch.tanh(pre_mu), mu) and torch.equal(0.5 * torch.tanh(pre_log_sigma), log_sigma)
+    code = slice(0, cfg.z_dim)  # the learned code; the layout follows it (test_model.py)
+    assert torch.equal(torch.tanh(pre_mu), mu[:, code])
+    assert torch.equal(0.5 * torch.tanh(pre_log_sigma), log_sigma[:, code])
 
 
 def test_similarity_is_the_mean_over_layers_of_mean_squared_feature_distance():
@@ -162,3 +169,30 @@ def test_noise_schedule_runs_from_start_to_end_monotonically(kind):
 def test_noise_schedule_rejects_unknown_kind():
     with pytest.raises(ValueError):
         noise_at(0, 10, 1.0, 0.1, "exp")
+
+
+def test_the_one_backward_shortcut_is_taken_only_when_the_decoder_reads_the_same_objective(monkeypatch):
+    from autoencoded.training import losses
+
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    recon = (x + 0.1 * torch.randn_like(x)).clamp(-1, 1)
+    mu, log_sigma = torch.zeros(2, 4), torch.zeros(2, 4)
+
+    def shares() -> bool:
+        return VAEGANLoss((0,), **WEIGHTS)(x, recon, mu, log_sigma, 0.3).decoder_shares_encoder
+
+    assert shares()  # the pixel-led phase: KL and saturation do not read the decoder, pix weighs the same
+    # a term of the encoder's alone that reads only the encoder keeps the shortcut
+    code = losses.Knob("code_weight", "Weight of the code's size", default=0.5)
+    monkeypatch.setitem(losses.TERMS, "code", losses.Term("code", lambda s: s.mu.abs().mean(), {"encoder": code},
+                                                          losses.ENC))
+    assert shares()
+    # one that reads the reconstruction with a weight of the decoder's own does not: two passes
+    edge = losses.Knob("edge_weight", "Weight of the edges", default=0.5)
+    monkeypatch.setitem(losses.TERMS, "edge", losses.Term("edge", lambda s: s.recon.diff(dim=-1).abs().mean(),
+                                                          {"decoder": edge}, losses.DEC))
+    obj = VAEGANLoss((0,), **WEIGHTS)(x, recon, mu, log_sigma, 0.3)
+    assert not obj.decoder_shares_encoder
+    assert obj.decoder.item() == pytest.approx(obj.terms["rec"].item() + 0.5 * obj.terms["edge"].item())
+    with pytest.raises(TypeError, match="unknown loss settings: nope"):
+        VAEGANLoss((0,), nope=1.0)

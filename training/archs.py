@@ -1,14 +1,28 @@
 """The architecture registry: a new architecture is one entry here, its networks and its training defaults.
 
-`model` holds ModelConfig fields (the networks), `train` holds TrainConfig fields that the architecture
-sets when the user leaves them unset (None). Click's --arch choices, ModelConfig.preset and the training
+`networks` names the classes of its encoder, decoder and discriminator by their dotted names (stylegan3's
+`class_name`, diffusers' `_class_name`); each is built from the ModelConfig and keeps its role's protocol in
+training/model.py (EncoderNetwork, ...). `model` holds ModelConfig fields (the networks' sizes), `train` holds TrainConfig
+fields that the architecture sets when the user leaves them unset (None); a loss term's knob it does not
+name takes the term's default (training/losses.py). `stages` says how many times its networks halve the
+picture, so a size must divide by 2 ** stages. Click's --arch choices, ModelConfig.preset and the training
 config all read this table, so an unknown name is an error everywhere, never another entry's defaults.
 This module imports nothing of the project: model.py (torch only) and config.py both read it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+
+# the film's family (training/model.py): the encoder's and the discriminator's stride-2 stages, mirrored
+FAMILY = {"encoder": "autoencoded.training.model.Encoder", "decoder": "autoencoded.training.model.Decoder",
+          "discriminator": "autoencoded.training.model.Discriminator"}
+
+
+def halvings(model: Mapping) -> int:
+    """The family's stage count: one halving of each side per encoder stage."""
+    return len(model["enc_channels"])
 
 
 @dataclass(frozen=True)
@@ -17,6 +31,12 @@ class Arch:
     description: str
     model: dict = field(default_factory=dict)
     train: dict = field(default_factory=dict)
+    networks: Mapping[str, str] = field(default_factory=lambda: dict(FAMILY))
+    stages: Callable[[Mapping], int] = halvings  # of the ModelConfig's fields
+
+    def size_multiple(self, model: Mapping | None = None) -> int:
+        """What both sides of a frame must divide by, for these ModelConfig fields (default: the entry's)."""
+        return 2 ** self.stages({**self.model, **(model or {})})
 
 
 # The film's objective (Larsen et al. / Broad 2016): no pixel term, similarity on all discriminator layers,
@@ -55,6 +75,15 @@ ARCHS: dict[str, Arch] = {
                    adversarial_start=1.0, ema=0.999, augment=True, augment_plain=0.5, augment_degrade=0.5),
     ),
 }
+
+
+
+def register(arch: Arch) -> None:
+    """Add an architecture (a plugin's, a test's): --arch, ModelConfig.preset and export know it by name."""
+    if arch.name in ARCHS:
+        raise ValueError(f"architecture {arch.name!r} is registered already")
+    ARCHS[arch.name] = arch
+
 
 def names() -> list[str]:
     return list(ARCHS)

@@ -1,7 +1,8 @@
 """TrainConfig: every knob of a training run, resolved once and saved to RUN/config.json.
 
 A field left at None takes its architecture's default (training/archs.py), so 0 is a value like any other
-(`--gamma 0` turns the decoder's similarity off). `resolve` fills them; an unknown architecture is an error.
+(`--gamma 0` turns the decoder's similarity off); a loss term's knob that its architecture does not name
+takes the term's own default (training/losses.py). `resolve` fills them; an unknown architecture is an error.
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ from pathlib import Path
 
 from autoencoded.documents import check_fields
 from autoencoded.errors import UserError
+from autoencoded.training import losses
 
 NOISE_SCHEDULES = ("linear", "cosine", "step")
 LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass
-class TrainConfig:
+class _TrainFields:
     dataset: str = ""
     out: str = ""
     arch: str = "lite"
@@ -38,14 +40,6 @@ class TrainConfig:
     lr_min_factor: float = 0.05
     beta1: float | None = None
     beta2: float = 0.999
-    gamma: float | None = None  # decoder weight of the learned similarity
-    kl_weight: float | None = None
-    sim_weight: float | None = None  # encoder weight of the similarity (Larsen: 1)
-    pixel_weight: float | None = None  # pixel L1
-    ssim_weight: float | None = None  # 1 - SSIM of the reconstruction, beside the pixel L1
-    kl_noise_scaled: bool | None = None  # KL times noise^2: its pull on mu stays the same as the noise falls
-    saturation_weight: float | None = None  # penalty on the encoder's pre-tanh mean past +-1.5 (losses.py)
-    gan_weight: float | None = None  # decoder's GAN term weight
     # fraction of the run trained as a pixel-led autoencoder before the discriminator joins (0 = from the
     # first step, as Larsen et al.): the discriminator's three passes a step are skipped until then
     adversarial_start: float | None = None
@@ -82,16 +76,41 @@ class TrainConfig:
     rollback_lr_factor: float = 0.5
     max_rollbacks: int = 5
     sample_count: int = 8  # images per row in sample grids (also the fixed guard batch)
+    # the loss terms' knobs (training/losses.py: weights and settings) by field, None = the architecture's
+    # default; config.json keeps them flat beside the other fields, as before the terms declared them
+    loss: dict = field(default_factory=dict)
+
+
+class TrainConfig(_TrainFields):
+    """The run's fields, and a knob of each loss term (training/losses.py) as if it were one: given as a
+    keyword (`TrainConfig(gamma=0.0)`), read as an attribute (`cfg.gamma`), saved as a key of its own."""
+
+    def __init__(self, loss: dict | None = None, **fields) -> None:
+        knobs = losses.knobs()
+        given = {k: fields.pop(k) for k in list(fields) if k in knobs}
+        super().__init__(**fields, loss={**dict.fromkeys(knobs), **(loss or {}), **given})
+
+    def __getattr__(self, name: str):  # called only for a name that is no attribute: a knob
+        knobs = self.__dict__.get("loss", {})
+        if name in knobs:
+            return knobs[name]
+        raise AttributeError(f"TrainConfig has no field {name!r}")
+
+    def loss_settings(self) -> dict:
+        """The knobs of the registered terms, the keywords of VAEGANLoss (stylegan3's loss_kwargs)."""
+        return {k: self.loss[k] for k in losses.knobs()}
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        knobs = d.pop("loss")
+        return {**d, **knobs}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
-        check_fields(cls, d, "training config")
+        check_fields(_TrainFields, {k: v for k, v in d.items() if k not in losses.knobs()}, "training config")
         # a run saved before these knobs existed trained without them: resuming it keeps its recipe
         if "adversarial_start" not in d and "lr" in d:
             d = {**d, "adversarial_start": 0.0, "ema": 0.0, "lr_schedule": "constant", "lr_dis": d["lr"]}
@@ -132,6 +151,9 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
                 out.lr_dis = defaults.get("lr_dis", out.lr)
             else:
                 raise UserError(f"training config: {f.name} has no default for --arch {cfg.arch}")
+    for name, knob in losses.knobs().items():
+        if out.loss.get(name) is None:
+            out.loss[name] = defaults.get(name, knob.default)
     if out.lr_schedule not in LR_SCHEDULES:
         raise UserError(f"--lr-schedule {out.lr_schedule!r}: choose from {', '.join(LR_SCHEDULES)}")
     if not out.checkpoint_every:

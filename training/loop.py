@@ -119,9 +119,7 @@ class Trainer:
         self.base_lr = {"encoder": cfg.lr, "decoder": cfg.lr, "discriminator": cfg.lr_dis}
         self.opts = {k: torch.optim.Adam(m.parameters(), lr=self.base_lr[k], betas=(cfg.beta1, cfg.beta2))
                      for k, m in self.nets.items()}
-        self.loss = VAEGANLoss(cfg.kl_weight, cfg.sim_weight, cfg.gamma, cfg.pixel_weight, cfg.gan_weight,
-                               self.model_cfg.sim_layers, cfg.ssim_weight, cfg.kl_noise_scaled,
-                               cfg.saturation_weight)
+        self.loss = VAEGANLoss(self.model_cfg.sim_layers, **cfg.loss_settings())
         # the film through other cameras (training/augment.py): off, the frames are the input and the target
         self.augmentation = Augmentation(cfg.augment_plain, cfg.augment_degrade) if cfg.augment else None
         # the moving average of the encoder's and decoder's weights: what evaluation and export use

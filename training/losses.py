@@ -21,12 +21,15 @@
   pull on mu stays mu^2 / 2 whatever the noise, and lowering the noise only sharpens the posterior, which
   is what the film lowered it for: that similar frames separate.
 
-`VAEGANLoss` puts them together into the three networks' objectives and names every term, so the loop
-logs whatever it returns and a new term is one line here.
+Each term is one `Term` in TERMS, declared with the knobs it reads: the TrainConfig field (and config.json
+key) of its weight in each network's objective, the `train` option that sets it and its default where an
+architecture names none. TrainConfig, the `train` options and the loop's construction of `VAEGANLoss` all
+derive from TERMS, so a new term is one entry here (or one `register` call) and the loop logs it by name.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -118,64 +121,188 @@ class DiscriminatorOutputs:
     feats_recon: list[torch.Tensor]
 
 
+
+
+# ---- the terms: each declares its knobs, the objectives it weighs in and the networks it reads ------------
+
+NETWORKS = ("encoder", "decoder", "discriminator")
+OBJECTIVE_NAMES = {"encoder": "enc", "decoder": "dec", "discriminator": "dis"}  # their names in the logs
+
+
+@dataclass(frozen=True)
+class Knob:
+    """A setting of the objective, declared by the term that reads it: `field` is its TrainConfig field and
+    config.json key, `--FIELD` (dashes for underscores) its `train` option, `default` its value where an
+    architecture (training/archs.py) names none."""
+
+    field: str
+    help: str  # the option's help; a number's gets each architecture's default appended
+    default: float | bool = 0.0
+    switch: str = ""  # a yes/no knob's two option names ("--on/--off"), whose help is taken as it is
+
+    @property
+    def option(self) -> str:
+        return "--" + self.field.replace("_", "-")
+
+
+@dataclass
+class Seen:
+    """What one micro-batch's passes produced, as the terms read it."""
+
+    x: torch.Tensor  # the target
+    recon: torch.Tensor
+    mu: torch.Tensor  # the learned code's posterior (the layout, computed, has none)
+    log_sigma: torch.Tensor
+    noise: float
+    pre_mu: torch.Tensor | None  # the encoder's mean before its bound (None: not given)
+    dis: DiscriminatorOutputs | None  # None while the discriminator has not joined
+    sim_layers: tuple[int, ...]
+    settings: Mapping[str, float | bool]  # every knob's value, by field
+    values: dict[str, torch.Tensor] = field(default_factory=dict)  # the terms computed so far, by name
+
+
+@dataclass(frozen=True)
+class Term:
+    """One named loss term: its value, and its weight in each network's objective it takes part in."""
+
+    name: str  # its name in the logs (metrics.jsonl, TensorBoard's loss/NAME)
+    value: Callable[[Seen], torch.Tensor | None]  # None: what it reads is absent
+    weights: Mapping[str, Knob | None]  # network -> the knob of its weight in that objective (None: weight 1)
+    # the networks whose parameters the value depends on: the one-backward shortcut is checked against it
+    reads: frozenset[str]
+    adversarial: bool = False  # reads the discriminator's outputs, so it is absent until the discriminator joins
+    balanced: bool = False  # the equilibrium/margin rule may drop it from the decoder's objective
+    optional: bool = False  # computed (and logged) only when one of its weights is not 0
+    settings: tuple[Knob, ...] = ()  # other knobs its value reads
+
+    def knobs(self) -> list[Knob]:
+        return [k for k in self.weights.values() if k is not None] + list(self.settings)
+
+
+KL_WEIGHT = Knob("kl_weight", "KL weight")
+PIXEL_WEIGHT = Knob("pixel_weight", "Pixel L1 weight")
+SSIM_WEIGHT = Knob("ssim_weight", "Weight of 1 - SSIM of the reconstruction")
+SATURATION_WEIGHT = Knob("saturation_weight", "Weight of the penalty on the encoder's mean past tanh's knee, which "
+                         "keeps the latent a smooth code rather than bits")
+SIM_WEIGHT = Knob("sim_weight", "Encoder similarity weight")
+GAMMA = Knob("gamma", "Decoder weight of the similarity")
+GAN_WEIGHT = Knob("gan_weight", "Decoder GAN weight")
+KL_NOISE_SCALED = Knob("kl_noise_scaled", "KL times noise^2, so its pull on mu holds as the noise falls (lite), or "
+                       "the film's plain KL (broad2016).", default=False, switch="--kl-noise-scaled/--kl-plain")
+
+ENC, DEC, ALL = frozenset({"encoder"}), frozenset({"encoder", "decoder"}), frozenset(NETWORKS)
+
+# the order is that of the computation and of each objective's sum, the reconstruction first: a run gives the
+# losses bit for bit that it gave before the terms were a table
+TERMS: dict[str, Term] = {t.name: t for t in (
+    Term("pix", lambda s: (s.recon.float() - s.x.float()).abs().mean(),
+         {"encoder": PIXEL_WEIGHT, "decoder": PIXEL_WEIGHT}, DEC),
+    Term("structure", lambda s: 1.0 - structural_similarity(s.recon, s.x),
+         {"encoder": SSIM_WEIGHT, "decoder": SSIM_WEIGHT}, DEC, optional=True),
+    Term("kl", lambda s: kl_divergence(s.mu, s.log_sigma, s.noise, bool(s.settings["kl_noise_scaled"])),
+         {"encoder": KL_WEIGHT}, ENC, settings=(KL_NOISE_SCALED,)),
+    Term("saturation", lambda s: None if s.pre_mu is None else saturation(s.pre_mu),
+         {"encoder": SATURATION_WEIGHT}, ENC, optional=True),
+    Term("sim", lambda s: similarity(s.dis.feats_real, s.dis.feats_recon, s.sim_layers),
+         {"encoder": SIM_WEIGHT, "decoder": GAMMA}, ALL, adversarial=True),
+    Term("bce_real", lambda s: bce(s.dis.real, 1.0), {}, frozenset({"discriminator"}), adversarial=True),
+    Term("bce_recon", lambda s: bce(s.dis.recon, 0.0), {}, ALL, adversarial=True),
+    Term("bce_prior", lambda s: bce(s.dis.prior, 0.0), {}, ALL, adversarial=True),
+    Term("gan_dec", lambda s: (bce(s.dis.recon, 1.0) + bce(s.dis.prior, 1.0)) / 2,
+         {"decoder": GAN_WEIGHT}, ALL, adversarial=True, balanced=True),
+    Term("dis", lambda s: (s.values["bce_real"] + s.values["bce_recon"] + s.values["bce_prior"]) / 3,
+         {"discriminator": None}, ALL, adversarial=True),
+)}
+
+
+def register(term: Term) -> None:
+    """Add a term (a plugin's, a test's): its knobs become TrainConfig fields and `train` options, and the
+    loop logs it. A knob's field must not name another knob."""
+    if term.name in TERMS:
+        raise ValueError(f"loss term {term.name!r} is registered already")
+    taken = knobs()
+    for k in term.knobs():
+        if k.field in taken and taken[k.field] is not k:
+            raise ValueError(f"loss term {term.name!r}: knob {k.field!r} is another term's")
+    TERMS[term.name] = term
+
+
+def knobs() -> dict[str, Knob]:
+    """Every term's knobs by field, in the terms' order: what TrainConfig and the `train` options derive from."""
+    out: dict[str, Knob] = {}
+    for term in TERMS.values():
+        for k in term.knobs():
+            out.setdefault(k.field, k)
+    return out
+
+
 @dataclass
 class Objectives:
     encoder: torch.Tensor
     decoder: torch.Tensor
     discriminator: torch.Tensor | None  # None while the discriminator has not joined
     terms: dict[str, torch.Tensor] = field(default_factory=dict)  # every named term, for the logs
-    # the encoder's objective differs from the decoder's only by terms the decoder does not touch (KL), so
-    # one backward pass of the encoder's objective gives the decoder's gradients too
+    # the encoder's objective differs from the decoder's only by terms that do not read the decoder, so one
+    # backward pass of the encoder's objective gives the decoder's gradients too (checked, see VAEGANLoss)
     decoder_shares_encoder: bool = False
 
 
-@dataclass
-class VAEGANLoss:
-    """The VAE-GAN objective (Larsen et al. 2016) with pixel anchors, as the three networks' losses:
-    - encoder: kl_weight x KL + sim_weight x similarity + pixel_weight x pixel + ssim_weight x structure
-      + saturation_weight x saturation (of `pre_mu`, the encoder's mean before its tanh)
-    - decoder: gamma x similarity + pixel_weight x pixel + ssim_weight x structure + gan_weight x GAN (when
-      the balance allows)
-    - discriminator: (BCE real + BCE recon + BCE prior) / 3
-    Without discriminator outputs (the pixel-led phase) the similarity and GAN terms are absent."""
+def _total(parts: list[torch.Tensor]) -> torch.Tensor | None:
+    total = None
+    for p in parts:
+        total = p if total is None else total + p
+    return total
 
-    kl_weight: float
-    sim_weight: float
-    gamma: float
-    pixel_weight: float
-    gan_weight: float
-    sim_layers: tuple[int, ...]
-    ssim_weight: float = 0.0
-    kl_noise_scaled: bool = False
-    saturation_weight: float = 0.0
+
+class VAEGANLoss:
+    """The VAE-GAN objective (Larsen et al. 2016) with pixel anchors, as the three networks' losses, from the
+    terms in TERMS; with the built-in ones:
+    - encoder: kl_weight x KL + pixel_weight x pixel + ssim_weight x structure + saturation_weight x saturation
+      (of `pre_mu`, the encoder's mean before its tanh) + sim_weight x similarity
+    - decoder: pixel_weight x pixel + ssim_weight x structure + gamma x similarity + gan_weight x GAN (when the
+      balance allows)
+    - discriminator: (BCE real + BCE recon + BCE prior) / 3
+    Without discriminator outputs (the pixel-led phase) the adversarial terms are absent. Built with keywords,
+    one per knob (training/config.py's `loss_settings`); a knob left out takes its default."""
+
+    def __init__(self, sim_layers: tuple[int, ...], **settings: float | bool) -> None:
+        known = knobs()
+        unknown = set(settings) - set(known)
+        if unknown:
+            raise TypeError(f"unknown loss settings: {', '.join(sorted(unknown))}")
+        self.sim_layers = tuple(sim_layers)
+        self.settings = {f: settings.get(f, k.default) for f, k in known.items()}
 
     def __call__(self, x: torch.Tensor, recon: torch.Tensor, mu: torch.Tensor, log_sigma: torch.Tensor,
                  noise: float, dis: DiscriminatorOutputs | None = None, decoder_gan: bool = True,
                  pre_mu: torch.Tensor | None = None) -> Objectives:
-        kl = kl_divergence(mu, log_sigma, noise, self.kl_noise_scaled)
-        pix = (recon.float() - x.float()).abs().mean()
-        terms = {"kl": kl, "pix": pix}
-        rec = self.pixel_weight * pix
-        if self.ssim_weight:
-            structure = 1.0 - structural_similarity(recon, x)
-            terms["structure"] = structure
-            rec = rec + self.ssim_weight * structure
-        enc = self.kl_weight * kl + rec
-        if self.saturation_weight and pre_mu is not None:
-            terms["saturation"] = saturation(pre_mu)
-            enc = enc + self.saturation_weight * terms["saturation"]
-        dec = rec
-        if dis is None:
-            terms.update(enc=enc, dec=dec, rec=rec)
-            return Objectives(enc, dec, None, terms, decoder_shares_encoder=True)
-        sim = similarity(dis.feats_real, dis.feats_recon, self.sim_layers)
-        b_real, b_rec, b_prior = bce(dis.real, 1.0), bce(dis.recon, 0.0), bce(dis.prior, 0.0)
-        gan_dec = (bce(dis.recon, 1.0) + bce(dis.prior, 1.0)) / 2
-        enc = enc + self.sim_weight * sim
-        dec = dec + self.gamma * sim
-        if decoder_gan:
-            dec = dec + self.gan_weight * gan_dec
-        dis_loss = (b_real + b_rec + b_prior) / 3
-        terms.update(sim=sim, bce_real=b_real, bce_recon=b_rec, bce_prior=b_prior, gan_dec=gan_dec, enc=enc,
-                     dec=dec, dis=dis_loss, rec=self.sim_weight * sim + rec)
-        return Objectives(enc, dec, dis_loss, terms)
+        seen = Seen(x, recon, mu, log_sigma, noise, pre_mu, dis, self.sim_layers, self.settings)
+        parts: dict[str, list[torch.Tensor]] = {net: [] for net in NETWORKS}
+        rec: list[torch.Tensor] = []  # the encoder's reconstruction terms, logged as "rec"
+        shares = True
+        for term in TERMS.values():
+            if term.adversarial and dis is None:
+                continue
+            weights = {net: (1.0 if k is None else float(self.settings[k.field])) for net, k in term.weights.items()}
+            if term.optional and not any(weights.values()):
+                continue
+            value = term.value(seen)
+            if value is None:
+                continue
+            seen.values[term.name] = value
+            joined = {net: k for net, k in term.weights.items() if not (net == "decoder" and term.balanced
+                                                                       and not decoder_gan)}
+            for net, k in joined.items():
+                weighted = value if k is None else weights[net] * value
+                parts[net].append(weighted)
+                if net == "encoder" and "decoder" in term.reads:
+                    rec.append(weighted)
+            # one backward pass serves both only if each term that reads the decoder weighs the same in both
+            if "decoder" in term.reads and joined.get("encoder", ...) is not joined.get("decoder", ...):
+                shares = False
+        objectives = {net: _total(ps) for net, ps in parts.items()}
+        terms = dict(seen.values)
+        terms.update({OBJECTIVE_NAMES[net]: obj for net, obj in objectives.items() if obj is not None})
+        terms["rec"] = _total(rec)
+        return Objectives(objectives["encoder"], objectives["decoder"], objectives["discriminator"], terms,
+                          decoder_shares_encoder=shares)

@@ -13,13 +13,18 @@ Conventions shared by the whole project:
   light and dark while the learned code (z_dim entries) and the decoder paint it from the film's memory;
   the decoder also reads them as a picture at its first layer, aligned with its bottom feature map.
 - the discriminator returns (logits N, [feature maps of each conv layer]).
+The three roles are written down once, as the protocols EncoderNetwork, DecoderNetwork and
+DiscriminatorNetwork; an architecture entry (training/archs.py) names the classes that fill them, and
+`network` builds and checks them. Encoder, Decoder and Discriminator here are the film's family.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +33,6 @@ from torch import nn
 from autoencoded.documents import check_fields
 from autoencoded.training import archs
 
-UPSAMPLERS = ("deconv", "resize")
 CONFIG_VERSION = 1
 
 
@@ -70,7 +74,8 @@ class ModelConfig:
 
     @property
     def stages(self) -> int:
-        return len(self.enc_channels)
+        """How many times the networks halve the picture: the architecture entry's rule."""
+        return archs.get(self.arch).stages(vars(self))
 
     @property
     def factor(self) -> int:
@@ -156,19 +161,24 @@ def _down_stages(channels: tuple[int, ...], kernel: int) -> list[nn.Sequential]:
     return [_down(chans[i], chans[i + 1], kernel, bn=i > 0) for i in range(len(channels))]
 
 
+def _deconv(cin: int, cout: int, kernel: int, bias: bool) -> list[nn.Module]:
+    # transposed conv k4 s2 p1 doubles exactly with no output_padding (TensorRT-friendly)
+    if kernel != 4:
+        raise ValueError("decoder kernel must be 4 (exact 2x upsampling without output_padding)")
+    return [nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1, bias=bias)]
+
+
+def _resize(cin: int, cout: int, kernel: int, bias: bool) -> list[nn.Module]:
+    return [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(cin, cout, 3, padding=1, bias=bias)]
+
+
+# the decoder's doubling layers by ModelConfig.upsample: a new kind is one entry
+UPSAMPLERS = {"deconv": _deconv, "resize": _resize}
+
+
 def _up(cin: int, cout: int, kernel: int, last: bool, upsample: str = "deconv") -> nn.Sequential:
-    layers: list[nn.Module]
-    if upsample == "resize":
-        layers = [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(cin, cout, 3, padding=1, bias=last)]
-    else:
-        # transposed conv k4 s2 p1 doubles exactly with no output_padding (TensorRT-friendly)
-        if kernel != 4:
-            raise ValueError("decoder kernel must be 4 (exact 2x upsampling without output_padding)")
-        layers = [nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1, bias=last)]
-    if last:
-        layers.append(nn.Tanh())
-    else:
-        layers += [nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+    layers = UPSAMPLERS[upsample](cin, cout, kernel, bias=last)
+    layers += [nn.Tanh()] if last else [nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
     return nn.Sequential(*layers)
 
 
@@ -182,6 +192,53 @@ def layout_of(x: torch.Tensor, cells: tuple[int, int]) -> torch.Tensor:
     rows, cols = cells
     return F.avg_pool2d(luma, (x.shape[2] // rows, x.shape[3] // cols)).flatten(1)
 
+
+# ---- the three roles, written down once ----------------------------------------------------------------
+
+@runtime_checkable
+class EncoderNetwork(Protocol):
+    """Image (N,3,H,W) in [-1,1] -> (mu, log_sigma), each (N, latent_dim). Training takes the pieces apart:
+    `forward(x, raw=True)` gives the learned code's (N, z_dim) before its bound, `bound` bounds them (the KL
+    and the saturation penalty are of those), `latent` completes them with what the model computes (the
+    layout); `forward(x)` is `latent(x, *bound(*forward(x, raw=True)))`, what export and live run."""
+
+    def forward(self, x: torch.Tensor, raw: bool = False) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def bound(self, mu: torch.Tensor, log_sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def latent(self, x: torch.Tensor, mu: torch.Tensor, log_sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        ...
+
+
+@runtime_checkable
+class DecoderNetwork(Protocol):
+    """Latent (N, latent_dim) -> image (N,3,H,W) in [-1,1]."""
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class DiscriminatorNetwork(Protocol):
+    """Image (N,3,H,W) -> (logits (N,), [feature maps of each stage]); ModelConfig.sim_layers index the maps."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]: ...
+
+
+ROLES = {"encoder": EncoderNetwork, "decoder": DecoderNetwork, "discriminator": DiscriminatorNetwork}
+
+
+def network(cfg: ModelConfig, role: str) -> nn.Module:
+    """The `role` network of cfg's architecture: the class its entry names, built from cfg and checked."""
+    name = archs.get(cfg.arch).networks[role]
+    module_name, _, class_name = name.rpartition(".")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    net = cls(cfg)
+    if not isinstance(net, nn.Module) or not isinstance(net, ROLES[role]):
+        raise TypeError(f"architecture {cfg.arch}: {name} is no {ROLES[role].__name__} (training/model.py)")
+    return net
+
+
+# ---- the film's family ----------------------------------------------------------------------------------
 
 class Encoder(nn.Module):
     """Image (N,3,H,W) in [-1,1] -> (mu, log_sigma), each (N, latent_dim): the learned code, then the layout."""
@@ -286,8 +343,8 @@ class AutoEncoder(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.encoder = Encoder(cfg)
-        self.decoder = Decoder(cfg)
+        self.encoder = network(cfg, "encoder")
+        self.decoder = network(cfg, "decoder")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mu, _ = self.encoder(x)
@@ -300,12 +357,7 @@ class VAEGAN(AutoEncoder):
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__(cfg)
-        self.discriminator = Discriminator(cfg)
-
-    @torch.no_grad()
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """Decode the mean: the film's render mode (noise 0)."""
-        return self(x)
+        self.discriminator = network(cfg, "discriminator")
 
 
 def build(cfg: ModelConfig) -> VAEGAN:

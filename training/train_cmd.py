@@ -19,23 +19,14 @@ from autoencoded.training import archs
 from autoencoded.training.config import LR_SCHEDULES
 
 RUN_ITEMS = ("checkpoints", "samples", "logs", "metrics.jsonl", "config.json", "dataset_palette.json")
-# CLI option name -> TrainConfig field
-FIELDS = {"arch": "arch", "steps": "steps", "epochs": "epochs", "batch": "batch", "accum": "accum", "lr": "lr",
-          "lr_dis": "lr_dis", "lr_schedule": "lr_schedule", "adversarial_start": "adversarial_start", "ema": "ema",
-          "gamma": "gamma", "kl_weight": "kl_weight", "sim_weight": "sim_weight", "pixel_weight": "pixel_weight", "gan_weight": "gan_weight",
-          "ssim_weight": "ssim_weight", "kl_noise_scaled": "kl_noise_scaled", "saturation_weight": "saturation_weight",
-          "augment": "augment", "augment_plain": "augment_plain", "augment_degrade": "augment_degrade",
-          "clip_grad": "clip_grad", "noise_start": "noise_start", "noise_end": "noise_end",
-          "noise_schedule": "noise_schedule", "sample_every": "sample_every",
-          "checkpoint_every": "checkpoint_every", "log_every": "log_every", "keep": "keep", "z_dim": "z_dim", "layout": "layout",
-          "seed": "seed", "device": "device", "compile": "compile", "allow_partial": "allow_partial",
-          "balance": "balance", "guard": "guard"}
+# each option's name is its TrainConfig field's (dashes for underscores)
 
 
-def _defaults(field: str) -> str:
-    """'lite 2e-3, broad2016 2e-4': an option's per-architecture defaults, for its help."""
-    return ", ".join(f"{name} {a.train[field]:g}" if isinstance(a.train[field], float) else f"{name} {a.train[field]}"
-                     for name, a in archs.ARCHS.items() if field in a.train)
+def _defaults(field: str, fallback: object = None) -> str:
+    """'lite 2e-3, broad2016 2e-4': an option's per-architecture defaults, for its help; an architecture that
+    names no value shows `fallback` (a loss knob's own default), or is left out when there is none."""
+    values = [(name, a.train.get(field, fallback)) for name, a in archs.ARCHS.items()]
+    return ", ".join(f"{name} {v:g}" if isinstance(v, float) else f"{name} {v}" for name, v in values if v is not None)
 
 
 def _model_defaults(field: str) -> str:
@@ -48,15 +39,46 @@ FIXED_ON_RESUME = ("arch", "z_dim", "layout")
 
 
 MAX_SEED = 2**63 - 1  # torch seeds are 64-bit
-# float options that must be finite and 0 or more when given (None: the architecture's default)
-FLOAT_OPTIONS = ("epochs", "lr", "lr_dis", "gamma", "kl_weight", "sim_weight", "pixel_weight", "ssim_weight",
-                 "saturation_weight",
-                 "gan_weight", "clip_grad", "noise_start", "noise_end")
+# float options that must be finite and 0 or more when given (None: the architecture's default), beside the
+# loss terms' weights (training/losses.py)
+FLOAT_FIELDS = ("epochs", "lr", "lr_dis", "clip_grad", "noise_start", "noise_end")
+
+
+def float_options() -> tuple[str, ...]:
+    from autoencoded.training import losses
+
+    return FLOAT_FIELDS + tuple(f for f, k in losses.knobs().items() if not k.switch)
+
+
+def _arch_option() -> click.Option:
+    return click.Option(["--arch"], type=click.Choice(archs.names()), default="lite", show_default=True,
+                        help="Architecture (training/archs.py): its networks and its training defaults.")
+
+
+def _knob_option(knob) -> click.Option:
+    """A loss term's knob (training/losses.py) as a `train` option."""
+    if knob.switch:
+        return click.Option([knob.switch, knob.field], default=None, help=knob.help)
+    return click.Option([knob.option], type=float, default=None, help=f"{knob.help} ({_defaults(knob.field, knob.default)}).")
+
+
+class TrainCommand(click.Command):
+    """The options that registries declare are built when the command runs, so an architecture or a loss
+    term registered after this module was imported (a plugin's, a test's) is an option all the same."""
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        from autoencoded.training import losses
+
+        params = super().get_params(ctx)
+        names = [p.name for p in params]
+        at_out, at_ema = names.index("out") + 1, names.index("ema") + 1
+        return [*params[:at_out], _arch_option(), *params[at_out:at_ema],
+                *(_knob_option(k) for k in losses.knobs().values()), *params[at_ema:]]
 
 
 def check_numbers(opts: dict) -> None:
     """nan, inf, negative or huge values: one line and exit 2 before anything is read or built."""
-    for k in FLOAT_OPTIONS:
+    for k in float_options():
         v = opts.get(k)
         if v is not None and not (math.isfinite(v) and v >= 0):
             raise UserError(f"--{k.replace('_', '-')} {v:g}: must be a finite number, 0 or more")
@@ -120,11 +142,9 @@ def _resolved_model_value(key: str, saved, value):
     return value
 
 
-@click.command(name="train")
+@click.command(name="train", cls=TrainCommand)
 @click.argument("dataset", type=click.Path(path_type=Path))
 @click.option("-o", "--out", required=True, type=click.Path(path_type=Path), help="Run folder to create.")
-@click.option("--arch", type=click.Choice(archs.names()), default="lite", show_default=True,
-              help="Architecture (training/archs.py): its networks and its training defaults.")
 @click.option("--steps", type=int, default=0, help="Total optimisation steps.")
 @click.option("--epochs", type=float, default=0.0, help="Total epochs (instead of --steps); default 1.")
 @click.option("--batch", type=int, default=None, help=f"Global batch ({_defaults('batch')}).")
@@ -137,18 +157,6 @@ def _resolved_model_value(key: str, saved, value):
               help=f"Fraction of the run before the discriminator joins ({_defaults('adversarial_start')}).")
 @click.option("--ema", type=click.FloatRange(0, 1, max_open=True), default=None,
               help=f"Decay of the weight average used for evaluation and export, 0 = off ({_defaults('ema')}).")
-@click.option("--gamma", type=float, default=None, help=f"Decoder weight of the similarity ({_defaults('gamma')}).")
-@click.option("--kl-weight", type=float, default=None, help=f"KL weight ({_defaults('kl_weight')}).")
-@click.option("--sim-weight", type=float, default=None, help=f"Encoder similarity weight ({_defaults('sim_weight')}).")
-@click.option("--pixel-weight", type=float, default=None, help=f"Pixel L1 weight ({_defaults('pixel_weight')}).")
-@click.option("--ssim-weight", type=float, default=None,
-              help=f"Weight of 1 - SSIM of the reconstruction ({_defaults('ssim_weight')}).")
-@click.option("--saturation-weight", type=float, default=None,
-              help="Weight of the penalty on the encoder's mean past tanh's knee, which keeps the latent a smooth "
-                   f"code rather than bits ({_defaults('saturation_weight')}).")
-@click.option("--kl-noise-scaled/--kl-plain", "kl_noise_scaled", default=None,
-              help="KL times noise^2, so its pull on mu holds as the noise falls (lite), or the film's plain KL "
-                   "(broad2016).")
 @click.option("--augment/--no-augment", "augment", default=None,
               help="Show the film through other cameras: recomposed crops, flips and rotations, and inputs grey, "
                    "off-colour, blurred or noisy against the clean frame, so the model sees footage it never saw "
@@ -157,7 +165,6 @@ def _resolved_model_value(key: str, saved, value):
               help=f"Fraction of each batch kept as the film's frames are ({_defaults('augment_plain')}).")
 @click.option("--augment-degrade", type=click.FloatRange(0, 1), default=None,
               help=f"Fraction of the recomposed frames whose input is also degraded ({_defaults('augment_degrade')}).")
-@click.option("--gan-weight", type=float, default=None, help=f"Decoder GAN weight ({_defaults('gan_weight')}).")
 @click.option("--clip-grad", type=float, default=0.0, help="Max gradient norm per network (0 = off).")
 @click.option("--noise-start", type=float, default=None, help=f"Prior std at the start ({_defaults('noise_start')}).")
 @click.option("--noise-end", type=float, default=None, help=f"Prior std at the end ({_defaults('noise_end')}).")
@@ -192,13 +199,43 @@ def train(ctx: click.Context, dataset: Path, out: Path, size: tuple[int, int] | 
     """Train the VAE-GAN on a prepared DATASET; write checkpoints, samples and logs to RUN (-o)."""
     from rich.console import Console
 
-    from autoencoded.training.config import NOISE_SCHEDULES, TrainConfig, resolve
-    from autoencoded.training.data import open_dataset
+    from autoencoded.training import distributed
+    from autoencoded.training.checkpoints import RunClaim
+    from autoencoded.training.loop import Trainer
 
     # soft_wrap: a log line stays one line in a log file (rich wraps at 80 columns off a terminal)
     console = Console(stderr=True, soft_wrap=True)
     progress = progress and console.is_terminal  # a log file gets the step lines, not a redrawn bar
     given = {k for k in opts if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
+    check_options(opts, given)
+    ds = _open_dataset(dataset, size, opts, console)
+    run_claim = RunClaim(out)  # before the folder is checked: two trainers never both pass the check
+    ctx.call_on_close(run_claim.release)
+    _check_run(out, resume, overwrite)
+    cfg = _run_config(dataset, out, ds, opts, given, resume)
+    trainer = Trainer(cfg, ds, resume=resume, console=console, progress=progress)
+    if resume and trainer.dist.main:
+        console.print(f"resuming {out} from step {trainer.step} of {trainer.total} "
+                      f"({trainer.ckpt.latest().name})", highlight=False)
+    # the process group exists now: every process has checked the folder; rank 0 alone changes it
+    distributed.barrier(trainer.dist)
+    if trainer.dist.main:
+        _write_run_folder(out, cfg, overwrite)
+    distributed.barrier(trainer.dist)
+    summary = trainer.run()
+    if trainer.dist.main:
+        _print_summary(summary, out)
+    distributed.shutdown(trainer.dist)
+    if summary["interrupted"]:
+        click.echo(f"interrupted at step {summary['step']}: checkpoint saved; continue with "
+                   f"'autoencoded train {dataset} -o {out} --resume'", err=True)
+        sys.exit(130)
+
+
+def check_options(opts: dict, given: set[str]) -> None:
+    """Values no run can take: one line and exit 2 before anything is read or built."""
+    from autoencoded.training.config import NOISE_SCHEDULES
+
     if opts["steps"] and opts["epochs"]:
         raise UserError("give --steps or --epochs, not both")
     for k in ("steps", "epochs", "batch", "accum", "keep", "sample_every", "checkpoint_every"):
@@ -209,75 +246,62 @@ def train(ctx: click.Context, dataset: Path, out: Path, size: tuple[int, int] | 
         raise UserError("--noise-start and --noise-end must be >= 0")
     check_numbers(opts)
     assert opts["noise_schedule"] in NOISE_SCHEDULES
+
+
+def _open_dataset(dataset: Path, size: tuple[int, int] | None, opts: dict, console):
+    """The dataset, if its frames fit the architecture (its stages halve both sides) and --size."""
+    from autoencoded.training.data import open_dataset
+
     ds = open_dataset(dataset, allow_partial=opts["allow_partial"])
     if not ds.complete:
         console.print(f"[yellow]warning: {dataset} is partial (a source stopped early); training on its "
                       f"{len(ds)} frames[/]")
-    if ds.width % 16 or ds.height % 16:
-        raise UserError(f"{dataset}: frames are {ds.width}x{ds.height}; both sides must divide by 16 "
+    multiple = archs.get(opts["arch"]).size_multiple()
+    if ds.width % multiple or ds.height % multiple:
+        raise UserError(f"{dataset}: frames are {ds.width}x{ds.height}; both sides must divide by {multiple} "
                         "(prepare it again with --size, e.g. 256x144)")
-    want = size
-    if want and want != (ds.width, ds.height):
-        raise UserError(f"--size {want[0]}x{want[1]} does not match the dataset ({ds.width}x{ds.height})")
-    from autoencoded.training.checkpoints import RunClaim
+    if size and size != (ds.width, ds.height):
+        raise UserError(f"--size {size[0]}x{size[1]} does not match the dataset ({ds.width}x{ds.height})")
+    return ds
 
-    run_claim = RunClaim(out)  # before the folder is checked: two trainers never both pass the check
-    ctx.call_on_close(run_claim.release)
-    _check_run(out, resume, overwrite)
 
-    fields = {FIELDS[k]: v for k, v in opts.items()}
-    if resume:
-        try:
-            saved = TrainConfig.from_dict(parse_json((out / "config.json").read_text()))
-        except (OSError, ValueError, TypeError) as exc:
-            raise UserError(f"{out / 'config.json'}: unreadable ({exc})") from None
-        for k in FIXED_ON_RESUME:
-            if k not in given:
-                continue
-            was = _resolved_model_value(k, saved, getattr(saved, k))
-            now = _resolved_model_value(k, saved, fields[k])
-            if was != now:
-                raise UserError(f"--resume: the run was trained with {k}={was}, not {now} (incompatible checkpoint)")
-        changes = {FIELDS[k]: fields[FIELDS[k]] for k in given if k not in FIXED_ON_RESUME}
-        if "steps" in changes:
-            changes["epochs"] = 0.0
-        elif "epochs" in changes:
-            changes["steps"] = 0
-        # the run folder is the one named now: a copied or moved run never writes into the original
-        cfg = dataclasses.replace(saved, **changes, dataset=str(dataset), out=str(out), width=ds.width,
-                                  height=ds.height)
-    else:
-        if not fields["steps"] and not fields["epochs"]:
-            fields["epochs"] = 1.0
-        cfg = TrainConfig(dataset=str(dataset), out=str(out), width=ds.width, height=ds.height, **fields)
-    cfg = resolve(cfg)
+def _run_config(dataset: Path, out: Path, ds, opts: dict, given: set[str], resume: bool):
+    """The run's resolved TrainConfig: a new one from the options, or the saved one with the options given."""
+    from autoencoded.training.config import TrainConfig, resolve
 
-    from autoencoded.training import distributed
-    from autoencoded.training.loop import Trainer
+    where = dict(dataset=str(dataset), out=str(out), width=ds.width, height=ds.height)
+    if not resume:
+        if not opts["steps"] and not opts["epochs"]:
+            opts = {**opts, "epochs": 1.0}
+        return resolve(TrainConfig(**where, **opts))
+    try:
+        saved = TrainConfig.from_dict(parse_json((out / "config.json").read_text()))
+    except (OSError, ValueError, TypeError) as exc:
+        raise UserError(f"{out / 'config.json'}: unreadable ({exc})") from None
+    for k in FIXED_ON_RESUME:
+        if k not in given:
+            continue
+        was = _resolved_model_value(k, saved, getattr(saved, k))
+        now = _resolved_model_value(k, saved, opts[k])
+        if was != now:
+            raise UserError(f"--resume: the run was trained with {k}={was}, not {now} (incompatible checkpoint)")
+    changes = {k: opts[k] for k in given if k not in FIXED_ON_RESUME}
+    if "steps" in changes:
+        changes["epochs"] = 0.0
+    elif "epochs" in changes:
+        changes["steps"] = 0
+    # the run folder is the one named now: a copied or moved run never writes into the original
+    return resolve(dataclasses.replace(saved, **changes, **where))
 
-    trainer = Trainer(cfg, ds, resume=resume, console=console, progress=progress)
-    if resume and trainer.dist.main:
-        console.print(f"resuming {out} from step {trainer.step} of {trainer.total} "
-                      f"({trainer.ckpt.latest().name})", highlight=False)
-    # the process group exists now: every process has checked the folder; rank 0 alone changes it
-    distributed.barrier(trainer.dist)
-    if trainer.dist.main:
-        try:
-            if overwrite:
-                _clear_run(out)
-            out.mkdir(parents=True, exist_ok=True)
-            cfg.save(out / "config.json")
-        except OSError as exc:
-            raise UserError(f"{out}: cannot write the run folder ({exc.strerror or exc})") from None
-    distributed.barrier(trainer.dist)
-    summary = trainer.run()
-    if trainer.dist.main:
-        _print_summary(summary, out)
-    distributed.shutdown(trainer.dist)
-    if summary["interrupted"]:
-        click.echo(f"interrupted at step {summary['step']}: checkpoint saved; continue with "
-                   f"'autoencoded train {dataset} -o {out} --resume'", err=True)
-        sys.exit(130)
+
+def _write_run_folder(out: Path, cfg, overwrite: bool) -> None:
+    try:
+        if overwrite:
+            _clear_run(out)
+        out.mkdir(parents=True, exist_ok=True)
+        cfg.save(out / "config.json")
+    except OSError as exc:
+        raise UserError(f"{out}: cannot write the run folder ({exc.strerror or exc})") from None
 
 
 def _print_summary(s: dict, out: Path) -> None:
