@@ -1,4 +1,4 @@
-"""Checkpoints of a run, in the format fixed by autoencoded/weights.py. No pickle anywhere.
+"""Checkpoints of a run, in the format fixed by training/weights.py. No pickle anywhere.
 
     RUN/checkpoints/step-NNNNNNN.safetensors        weights + ModelConfig (autoencoded.training.weights.save_weights)
     RUN/checkpoints/step-NNNNNNN.state.safetensors  optimizer tensors + RNG; JSON metadata "state" holds the

@@ -16,7 +16,6 @@ import contextlib
 import json
 import math
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +35,8 @@ from autoencoded.training.foreign import foreign_frames
 from autoencoded.training.guard import CollapseGuard
 from autoencoded.training.losses import DiscriminatorOutputs, VAEGANLoss, balance
 from autoencoded.training.model import ModelConfig, build, frames_to_input, output_to_frames
+from autoencoded.training.order import DataOrder, seed_hash
+from autoencoded.training.runlog import RunLog
 from autoencoded.training.samples import grid, write_png
 from autoencoded.training.schedules import lr_at, noise_at
 
@@ -46,16 +47,6 @@ CALIBRATION_FRAMES = 1024  # frames that re-estimate BatchNorm statistics at eac
 # shows whether footage it never saw keeps its composition while the film's PSNR climbs
 EVAL_KEYS = ("recon_mse", "diversity", "psnr", "ssim", "psnr_minus_thumb", "structure_foreign",
              "colourfulness_foreign")
-_MASK = (1 << 63) - 1
-
-
-def _mix(*parts: int) -> int:
-    h = 1469598103934665603
-    for p in parts:
-        h = ((h ^ (int(p) & _MASK)) * 1099511628211) & _MASK
-    return h
-
-
 @contextlib.contextmanager
 def frozen_bn_stats(module: nn.Module):
     """Train-mode BatchNorm that does not update running statistics (for the prior-sample pass), so the
@@ -102,6 +93,7 @@ class Trainer:
         self.micro = gb // parts
         self.steps_per_epoch = n // gb
         self.total = cfg.steps or max(1, math.ceil(cfg.epochs * self.steps_per_epoch))
+        self.order = DataOrder(dataset, gb, cfg.seed, self.dist.rank, self.dist.world, self.total)
         self.model_cfg = self._model_config()
         torch.manual_seed(cfg.seed)
         self.model = build(self.model_cfg).to(self.device)
@@ -138,22 +130,18 @@ class Trainer:
         self.last_losses: dict = {}
         self.loss_names: list[str] = []
         self.events: list[dict] = []
-        self._perm_cache: tuple[tuple[int, int], np.ndarray] | None = None
         k = min(cfg.sample_count, n)
         self.fixed_idx = np.linspace(0, n - 1, k).round().astype(np.int64)
         # the frames scored at every evaluation (PSNR/SSIM against the 16x9 thumbnail): spread over the film
         self.eval_idx = np.unique(np.linspace(0, n - 1, min(n, EVAL_FRAMES)).round().astype(np.int64))
-        g = torch.Generator().manual_seed(_mix(cfg.seed, 7777))
+        g = torch.Generator().manual_seed(seed_hash(cfg.seed, 7777))
         # fixed weights that mix the evaluation frames' latents into prior samples (see evaluate)
         self.fixed_mix = torch.randn(k, len(self.eval_idx), generator=g)
         self._stop = False
-        self._pool = ThreadPoolExecutor(1)
-        self._prefetch: dict[int, object] = {}
-        self.writer = None
-        self._metrics = None
+        self.log = RunLog(self.out, console, self.dist.main)
         self.saved_step: int | None = None  # the step of the checkpoint on disk that matches the weights
         if amp_note and self.dist.main:
-            self._log_line(amp_note)
+            self.log.line(amp_note)
         if resume:
             self._resume()
 
@@ -214,41 +202,7 @@ class Trainer:
             self.first_eval = state.get("first_eval")
         return state
 
-    def _open_logs(self) -> None:
-        if not self.dist.main or self.writer is not None:
-            return
-        from torch.utils.tensorboard import SummaryWriter
-
-        self.writer = SummaryWriter(str(self.out / "logs"))
-        self._metrics = open(self.out / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
-
     # ---- data ----------------------------------------------------------------------------------------
-
-    def _perm(self, epoch: int) -> np.ndarray:
-        key = (epoch, self.rollbacks)
-        if self._perm_cache is None or self._perm_cache[0] != key:
-            g = torch.Generator().manual_seed(_mix(self.cfg.seed, epoch, self.rollbacks, 1))
-            self._perm_cache = (key, torch.randperm(len(self.ds), generator=g).numpy())
-        return self._perm_cache[1]
-
-    def batch_indices(self, step: int) -> np.ndarray:
-        """The global batch of `step` (all processes), then each process takes its contiguous share."""
-        epoch, pos = divmod(step, self.steps_per_epoch)
-        gb = self.cfg.batch
-        return self._perm(epoch)[pos * gb:(pos + 1) * gb]
-
-    def _read(self, step: int) -> np.ndarray:
-        idx = self.batch_indices(step)
-        share = len(idx) // self.dist.world
-        return self.ds.batch(idx[self.dist.rank * share:(self.dist.rank + 1) * share])
-
-    def _frames(self, step: int) -> np.ndarray:
-        fut = self._prefetch.pop((step, self.rollbacks), None)
-        frames = fut.result() if fut is not None else self._read(step)
-        self._prefetch.clear()
-        if step + 1 < self.total:
-            self._prefetch[(step + 1, self.rollbacks)] = self._pool.submit(self._read, step + 1)
-        return frames
 
     def use_channels_last(self, on: bool) -> None:
         """The memory layout of the networks and of the batches fed to them."""
@@ -324,12 +278,12 @@ class Trainer:
         lr = self.opts["encoder"].param_groups[0]["lr"]
         adversarial = self.adversarial(step)
         bal = balance(self.last_bce[0], self.last_bce[1], c.equilibrium, c.margin, c.balance and adversarial)
-        frames = self._frames(step)
+        frames = self.order.frames(step, self.rollbacks)
         sums: dict[str, float] = {}
         acc: dict[str, list] = {}
         for a in range(c.accum):
             k = self.dist.rank * c.accum + a
-            gen = torch.Generator().manual_seed(_mix(c.seed, step, k, self.rollbacks, 2))
+            gen = torch.Generator().manual_seed(seed_hash(c.seed, step, k, self.rollbacks, 2))
             x = self._to_input(frames[a * self.micro:(a + 1) * self.micro])
             # the augmentation draws first, so a run without it draws its noise exactly as before
             inp, x = self.augmentation(x, gen) if self.augmentation is not None else (x, x)
@@ -518,19 +472,14 @@ class Trainer:
         self.rollbacks = rollbacks
         self.lr_scale = min(current, float(state["lr_scale"])) * self.cfg.rollback_lr_factor
         self.guard.reset_after_rollback()
-        self._prefetch.clear()
+        self.order.forget_read_ahead()
         event = {"event": "rollback", "reason": reason, "at_step": at, "to_step": self.step,
                  "checkpoint": path.name, "lr_scale": self.lr_scale, "rollbacks": self.rollbacks}
         self.events.append(event)
         if self.dist.main:
-            self._log_line(f"[yellow]collapse at step {at}: {reason}; rolled back to {path.name}, "
-                           f"lr x{self.lr_scale:g}[/]")
-            if self._metrics:
-                self._metrics.write(json.dumps(event) + "\n")
-                self._metrics.flush()
-            if self.writer:
-                self.writer.add_scalar("guard/rollbacks", self.rollbacks, at)
-                self.writer.add_text("guard/events", json.dumps(event), at)
+            self.log.line(f"[yellow]collapse at step {at}: {reason}; rolled back to {path.name}, "
+                          f"lr x{self.lr_scale:g}[/]")
+            self.log.event(event, at, self.rollbacks)
 
     # ---- the run -------------------------------------------------------------------------------------
 
@@ -545,31 +494,6 @@ class Trainer:
         if run_palette_record(self.out) is None:
             atomic_write_bytes(path, (json.dumps(palette_record(self.ds)) + "\n").encode())
 
-    def _log_line(self, text: str) -> None:
-        if self.console is not None:
-            self.console.print(text)
-
-    def _log_step(self, losses: dict, sps: float) -> None:
-        if not self.dist.main:
-            return
-        s = self.step
-        if self._metrics:
-            self._metrics.write(json.dumps({"step": s, **losses, "samples_per_s": sps}) + "\n")
-        w = self.writer
-        if w is None:
-            return
-        for k in self.loss_names:
-            w.add_scalar(f"loss/{k}", losses[k], s)
-        w.add_scalar("noise", losses["noise"], s)
-        for k in NETS:
-            w.add_scalar(f"lr/{k}", self.opts[k].param_groups[0]["lr"], s)
-            if f"grad_norm_{k}" in losses:
-                w.add_scalar(f"grad_norm/{k}", losses[f"grad_norm_{k}"], s)
-        w.add_scalar("balance/skip_dis", self.skips["dis"], s)
-        w.add_scalar("balance/skip_dec_gan", self.skips["dec_gan"], s)
-        w.add_scalar("guard/rollbacks", self.rollbacks, s)
-        w.add_scalar("speed/samples_per_s", sps, s)
-
     @staticmethod
     def _dis_text(losses: dict) -> str:
         # the pixel-led phase has no discriminator loss: say so instead of printing nan
@@ -583,17 +507,7 @@ class Trainer:
 
         `on_step(trainer, losses)` is called after every completed step (progress hooks, tests)."""
         c = self.cfg
-        self._open_logs()
-        if self.dist.main:
-            self.ckpt.clean_temps()
-            self._write_palette()
-        if self.saved_step is None:  # a new run (same answer on every rank: no process asks the disk)
-            ev = self.evaluate()
-            self.first_eval = ev["recon_mse"]
-            if self.cfg.guard:  # the diversity baseline: a collapse before the first checkpoint is caught too
-                self.guard.check_diversity(ev["diversity"])
-            self.save(ev)
-            self.write_samples(ev)
+        self._start()
         # Ctrl-C, SIGTERM and SIGHUP finish the step and save; a second one aborts at once
         restore_signals = signals.route_stop(lambda signum: self.request_stop())
         start_step, t0 = self.step, time.time()
@@ -617,17 +531,11 @@ class Trainer:
                 inst = c.batch / max(now - t_last, 1e-9)
                 sps = inst if sps == 0 else 0.9 * sps + 0.1 * inst
                 t_last = now
-                self._log_step(losses, sps)
+                self.log.step(self.step, losses, self.loss_names, sps,
+                              {k: opt.param_groups[0]["lr"] for k, opt in self.opts.items()}, self.skips, self.rollbacks)
                 if on_step is not None:
                     on_step(self, losses)
-                if progress:
-                    progress.update(task, completed=self.step, info=f"{sps:6.1f} samples/s  rec {losses['rec']:.4f} "
-                                    f"{self._dis_text(losses)}noise {losses['noise']:.3f}")
-                if self.dist.main and c.log_every and self.step % c.log_every == 0:
-                    eta = (self.total - self.step) * c.batch / max(sps, 1e-9)
-                    self._log_line(f"step {self.step}/{self.total}  rec {losses['rec']:.4f}  kl {losses['kl']:.4f}  "
-                                   f"pix {losses['pix']:.4f}  {self._dis_text(losses)}"
-                                   f"noise {losses['noise']:.3f}  {sps:.1f} samples/s  ETA {_clock(eta)}")
+                self._show(losses, sps, progress, task)
                 do_ckpt = self.step % c.checkpoint_every == 0 or self.step == self.total
                 do_sample = self.step % c.sample_every == 0 or self.step == self.total
                 if do_ckpt or do_sample:
@@ -641,19 +549,40 @@ class Trainer:
             if progress:
                 progress.stop()
             restore_signals()
-            self._pool.shutdown(wait=True)
-            if self.writer:
-                self.writer.flush()
-                self.writer.close()
-                self.writer = None
-            if self._metrics:
-                self._metrics.close()
-                self._metrics = None
-        elapsed = time.time() - t0
-        done = self.step - start_step
+            self.order.close()
+            self.log.close()
+        return self._summary(interrupted, self.step - start_step, time.time() - t0)
+
+    def _start(self) -> None:
+        """Open the logs; a new run evaluates its untrained model and saves it as step 0 (the rollback target)."""
+        self.log.open()
+        if self.dist.main:
+            self.ckpt.clean_temps()
+            self._write_palette()
+        if self.saved_step is None:  # a new run (same answer on every rank: no process asks the disk)
+            ev = self.evaluate()
+            self.first_eval = ev["recon_mse"]
+            if self.cfg.guard:  # the diversity baseline: a collapse before the first checkpoint is caught too
+                self.guard.check_diversity(ev["diversity"])
+            self.save(ev)
+            self.write_samples(ev)
+
+    def _show(self, losses: dict, sps: float, progress, task) -> None:
+        """The step on the progress bar, and every --log-every steps as a line of its own."""
+        c = self.cfg
+        if progress:
+            progress.update(task, completed=self.step, info=f"{sps:6.1f} samples/s  rec {losses['rec']:.4f} "
+                            f"{self._dis_text(losses)}noise {losses['noise']:.3f}")
+        if self.dist.main and c.log_every and self.step % c.log_every == 0:
+            eta = (self.total - self.step) * c.batch / max(sps, 1e-9)
+            self.log.line(f"step {self.step}/{self.total}  rec {losses['rec']:.4f}  kl {losses['kl']:.4f}  "
+                          f"pix {losses['pix']:.4f}  {self._dis_text(losses)}"
+                          f"noise {losses['noise']:.3f}  {sps:.1f} samples/s  ETA {_clock(eta)}")
+
+    def _summary(self, interrupted: bool, done: int, elapsed: float) -> dict:
         return {"interrupted": interrupted, "step": self.step, "total": self.total, "steps_run": done,
-                "seconds": elapsed, "samples_per_s": done * c.batch / elapsed if elapsed > 0 else 0.0,
-                "first_recon_mse": self.first_eval, "last_eval": {k: v for k, v in self.last_eval.items()},
+                "seconds": elapsed, "samples_per_s": done * self.cfg.batch / elapsed if elapsed > 0 else 0.0,
+                "first_recon_mse": self.first_eval, "last_eval": dict(self.last_eval),
                 "rollbacks": self.rollbacks, "skips": dict(self.skips), "events": self.events,
                 "latest": str(self.ckpt.latest()), "best": self.ckpt.index().get("best")}
 
@@ -670,21 +599,15 @@ class Trainer:
             return True
         if ev is not None:
             self.last_eval = {"step": self.step, **{k: ev[k] for k in EVAL_KEYS}}
-            if self.writer:
-                for k in EVAL_KEYS:
-                    self.writer.add_scalar(f"eval/{k}", ev[k], self.step)
-            if self._metrics:
-                self._metrics.write(json.dumps({"step": self.step, "eval": {k: ev[k] for k in EVAL_KEYS}}) + "\n")
-                self._metrics.flush()
-            self._log_line(f"step {self.step}: eval PSNR {ev['psnr']:.2f} dB ({ev['psnr_minus_thumb']:+.2f} vs the "
-                           f"16x9 thumbnail), SSIM {ev['ssim']:.3f}, diversity {ev['diversity']:.4f}, "
-                           f"structure on foreign frames {ev['structure_foreign']:.2f}")
+            self.log.evaluation(self.step, {k: ev[k] for k in EVAL_KEYS})
+            self.log.line(f"step {self.step}: eval PSNR {ev['psnr']:.2f} dB ({ev['psnr_minus_thumb']:+.2f} vs the "
+                          f"16x9 thumbnail), SSIM {ev['ssim']:.3f}, diversity {ev['diversity']:.4f}, "
+                          f"structure on foreign frames {ev['structure_foreign']:.2f}")
             if do_sample:
                 self.write_samples(ev)
         if do_ckpt:
             self.save(ev)
-            if self.writer:
-                self.writer.flush()
+            self.log.flush()
         return False
 
     def _make_progress(self):
