@@ -309,7 +309,7 @@ class Decoder(nn.Module):
         bh, bw = self.cfg.bottom
         h = self.fc(z).view(z.shape[0], self.c0, bh, bw)
         if self.cfg.layout:
-            h = torch.cat([h, z[:, self.cfg.z_dim:].reshape(z.shape[0], 1, bh, bw).to(h.dtype)], 1)
+            h = torch.cat([h, z[:, self.cfg.z_dim:].unflatten(1, (1, bh, bw)).to(h.dtype)], 1)
         return self.deconvs(self.expand(h))
 
 
