@@ -84,33 +84,10 @@ class Trainer:
             self.device = torch.device("cuda", self.dist.local_rank)
         self.out = Path(cfg.out)
         n = len(dataset)
-        gb = cfg.batch
-        if gb > n:
-            raise UserError(f"--batch {gb} is larger than the dataset ({n} frames)")
-        parts = self.dist.world * cfg.accum
-        if gb % parts:
-            raise UserError(f"--batch {gb} must divide by processes x --accum ({parts})")
-        self.micro = gb // parts
-        self.steps_per_epoch = n // gb
-        self.total = cfg.steps or max(1, math.ceil(cfg.epochs * self.steps_per_epoch))
-        self.order = DataOrder(dataset, gb, cfg.seed, self.dist.rank, self.dist.world, self.total)
+        self._size_the_run(n)
+        self.order = DataOrder(dataset, cfg.batch, cfg.seed, self.dist.rank, self.dist.world, self.total)
         self.model_cfg = self._model_config()
-        torch.manual_seed(cfg.seed)
-        self.model = build(self.model_cfg).to(self.device)
-        self.cuda = self.device.type == "cuda"
-        # NHWC convolutions: tensor cores on CUDA, and oneDNN's faster kernels on the CPU (benchmarks/
-        # bench_train.py --layout both); MPS keeps the default layout
-        self.use_channels_last(self.device.type in ("cuda", "cpu"))
-        capability = torch.cuda.get_device_capability(self.device) if self.cuda else None
-        gpu = torch.cuda.get_device_name(self.device) if self.cuda else ""
-        self.amp_dtype, amp_note = autocast_dtype(self.device.type, cfg.amp, capability, gpu)
-        self.nets = {k: getattr(self.model, k) for k in NETS}
-        self.fns = dict(self.nets)
-        if cfg.compile:  # the compiled forms run the steps; the modules keep the weights (training/compiled.py)
-            self.fns = compile_networks(self.nets, self.device.type)
-        self.base_lr = {"encoder": cfg.lr, "decoder": cfg.lr, "discriminator": cfg.lr_dis}
-        self.opts = {k: torch.optim.Adam(m.parameters(), lr=self.base_lr[k], betas=(cfg.beta1, cfg.beta2))
-                     for k, m in self.nets.items()}
+        amp_note = self._build_networks()
         self.loss = VAEGANLoss(self.model_cfg.sim_layers, **cfg.loss_settings())
         # the film through other cameras (training/augment.py): off, the frames are the input and the target
         self.augmentation = Augmentation(cfg.augment_plain, cfg.augment_degrade) if cfg.augment else None
@@ -130,13 +107,7 @@ class Trainer:
         self.last_losses: dict = {}
         self.loss_names: list[str] = []
         self.events: list[dict] = []
-        k = min(cfg.sample_count, n)
-        self.fixed_idx = np.linspace(0, n - 1, k).round().astype(np.int64)
-        # the frames scored at every evaluation (PSNR/SSIM against the 16x9 thumbnail): spread over the film
-        self.eval_idx = np.unique(np.linspace(0, n - 1, min(n, EVAL_FRAMES)).round().astype(np.int64))
-        g = torch.Generator().manual_seed(seed_hash(cfg.seed, 7777))
-        # fixed weights that mix the evaluation frames' latents into prior samples (see evaluate)
-        self.fixed_mix = torch.randn(k, len(self.eval_idx), generator=g)
+        self._pick_evaluation_frames(n)
         self._stop = False
         self.log = RunLog(self.out, console, self.dist.main)
         self.saved_step: int | None = None  # the step of the checkpoint on disk that matches the weights
@@ -146,6 +117,49 @@ class Trainer:
             self._resume()
 
     # ---- setup ---------------------------------------------------------------------------------------
+
+    def _size_the_run(self, n: int) -> None:
+        """Each process's micro-batch, the steps of an epoch and of the run, from the global batch."""
+        cfg, gb = self.cfg, self.cfg.batch
+        if gb > n:
+            raise UserError(f"--batch {gb} is larger than the dataset ({n} frames)")
+        parts = self.dist.world * cfg.accum
+        if gb % parts:
+            raise UserError(f"--batch {gb} must divide by processes x --accum ({parts})")
+        self.micro = gb // parts
+        self.steps_per_epoch = n // gb
+        self.total = cfg.steps or max(1, math.ceil(cfg.epochs * self.steps_per_epoch))
+
+    def _build_networks(self) -> str | None:
+        """The three networks from the run's seed on the device, their compiled forms and their optimizers.
+        -> a note on the autocast precision, if there is one to say."""
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed)
+        self.model = build(self.model_cfg).to(self.device)
+        self.cuda = self.device.type == "cuda"
+        # NHWC convolutions: tensor cores on CUDA, and oneDNN's faster kernels on the CPU (benchmarks/
+        # bench_train.py --layout both); MPS keeps the default layout
+        self.use_channels_last(self.device.type in ("cuda", "cpu"))
+        capability = torch.cuda.get_device_capability(self.device) if self.cuda else None
+        gpu = torch.cuda.get_device_name(self.device) if self.cuda else ""
+        self.amp_dtype, amp_note = autocast_dtype(self.device.type, cfg.amp, capability, gpu)
+        self.nets = {k: getattr(self.model, k) for k in NETS}
+        self.fns = dict(self.nets)
+        if cfg.compile:  # the compiled forms run the steps; the modules keep the weights (training/compiled.py)
+            self.fns = compile_networks(self.nets, self.device.type)
+        self.base_lr = {"encoder": cfg.lr, "decoder": cfg.lr, "discriminator": cfg.lr_dis}
+        self.opts = {k: torch.optim.Adam(m.parameters(), lr=self.base_lr[k], betas=(cfg.beta1, cfg.beta2))
+                     for k, m in self.nets.items()}
+        return amp_note
+
+    def _pick_evaluation_frames(self, n: int) -> None:
+        k = min(self.cfg.sample_count, n)
+        self.fixed_idx = np.linspace(0, n - 1, k).round().astype(np.int64)
+        # the frames scored at every evaluation (PSNR/SSIM against the 16x9 thumbnail): spread over the film
+        self.eval_idx = np.unique(np.linspace(0, n - 1, min(n, EVAL_FRAMES)).round().astype(np.int64))
+        g = torch.Generator().manual_seed(seed_hash(self.cfg.seed, 7777))
+        # fixed weights that mix the evaluation frames' latents into prior samples (see evaluate)
+        self.fixed_mix = torch.randn(k, len(self.eval_idx), generator=g)
 
     def _model_config(self) -> ModelConfig:
         c = self.cfg
@@ -278,6 +292,29 @@ class Trainer:
         lr = self.opts["encoder"].param_groups[0]["lr"]
         adversarial = self.adversarial(step)
         bal = balance(self.last_bce[0], self.last_bce[1], c.equilibrium, c.margin, c.balance and adversarial)
+        sums, acc = self._accumulate(noise, adversarial, bal)
+        keys = sorted(sums)
+        avg = dist_mod.average_values(torch.tensor([sums[k] for k in keys], dtype=torch.float64,
+                                                   device=self.device), self.dist).tolist()
+        losses = dict(zip(keys, avg, strict=True))
+        self.loss_names = keys
+        norms = self._apply(acc, losses)
+        if adversarial:
+            if not bal.train_dis:
+                self.skips["dis"] += 1
+            if not bal.train_dec_gan:
+                self.skips["dec_gan"] += 1
+            self.last_bce = (losses["bce_real"], (losses["bce_recon"] + losses["bce_prior"]) / 2)
+        self.step += 1
+        losses.update(noise=noise, lr=lr, adversarial=float(adversarial), train_dis=float(bal.train_dis and adversarial),
+                      train_dec_gan=float(bal.train_dec_gan and adversarial))
+        losses.update({f"grad_norm_{k}": v for k, v in norms.items()})
+        self.last_losses = losses
+        return losses
+
+    def _accumulate(self, noise: float, adversarial: bool, bal) -> tuple[dict[str, float], dict[str, list]]:
+        """This process's micro-batches of the step: their mean terms and their mean gradients per network."""
+        c, step = self.cfg, self.step
         frames = self.order.frames(step, self.rollbacks)
         sums: dict[str, float] = {}
         acc: dict[str, list] = {}
@@ -298,11 +335,12 @@ class Trainer:
                 else:
                     for t, g in zip(acc[key], gs, strict=True):
                         t.add_(g.detach() / c.accum)
-        keys = sorted(sums)
-        avg = dist_mod.average_values(torch.tensor([sums[k] for k in keys], dtype=torch.float64,
-                                                   device=self.device), self.dist).tolist()
-        losses = dict(zip(keys, avg, strict=True))
-        self.loss_names = keys
+        return sums, acc
+
+    def _apply(self, acc: dict[str, list], losses: dict[str, float]) -> dict[str, float]:
+        """Average the gradients over the processes, clip them, and step the optimizers, unless the guard
+        finds the step bad (Collapse, nothing applied). -> each network's gradient norm."""
+        c = self.cfg
         norms = {}
         for key in NETS:
             if key not in acc:
@@ -327,19 +365,8 @@ class Trainer:
         for m in self.nets.values():
             m.zero_grad(set_to_none=True)
         if self.ema is not None:
-            self.ema.update({k: self.nets[k] for k in ("encoder", "decoder")}, step)
-        if adversarial:
-            if not bal.train_dis:
-                self.skips["dis"] += 1
-            if not bal.train_dec_gan:
-                self.skips["dec_gan"] += 1
-            self.last_bce = (losses["bce_real"], (losses["bce_recon"] + losses["bce_prior"]) / 2)
-        self.step += 1
-        losses.update(noise=noise, lr=lr, adversarial=float(adversarial), train_dis=float(bal.train_dis and adversarial),
-                      train_dec_gan=float(bal.train_dec_gan and adversarial))
-        losses.update({f"grad_norm_{k}": v for k, v in norms.items()})
-        self.last_losses = losses
-        return losses
+            self.ema.update({k: self.nets[k] for k in ("encoder", "decoder")}, self.step)
+        return norms
 
     # ---- evaluation, samples, checkpoints -------------------------------------------------------------
 
