@@ -122,16 +122,7 @@ def prepare(videos: Sequence[str | os.PathLike], out: str | os.PathLike, size: t
     A source that stops early leaves a dataset marked partial (complete=false); the caller reports it.
     """
     width, height = size
-    if not videos:
-        raise UserError("no input video given")
-    if every < 1:
-        raise UserError(f"--every {every}: must be 1 or more")
-    if dedupe is not None and dedupe < 0:
-        raise UserError(f"--dedupe {dedupe}: must be 0 or more")
-    if crop not in CROP_MODES:
-        raise UserError(f"--crop {crop!r}: use one of {', '.join(CROP_MODES)}")
-    if max_frames is not None and max_frames < 1:
-        raise UserError(f"--max-frames {max_frames}: must be 1 or more")
+    _check_arguments(videos, every, dedupe, crop, max_frames)
     decoder = video.decoder_name()
     # every input is checked before anything is written; ffprobe (when installed) also for the OpenCV
     # decoder, since only it tells a frame count the container declares from one estimated from duration
@@ -183,12 +174,30 @@ def prepare(videos: Sequence[str | os.PathLike], out: str | os.PathLike, size: t
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "tool_version": __version__,
     }
+    _write_meta(out, meta)
+    return meta, summary
+
+
+def _check_arguments(videos, every: int, dedupe: float | None, crop: str, max_frames: int | None) -> None:
+    if not videos:
+        raise UserError("no input video given")
+    if every < 1:
+        raise UserError(f"--every {every}: must be 1 or more")
+    if dedupe is not None and dedupe < 0:
+        raise UserError(f"--dedupe {dedupe}: must be 0 or more")
+    if crop not in CROP_MODES:
+        raise UserError(f"--crop {crop!r}: use one of {', '.join(CROP_MODES)}")
+    if max_frames is not None and max_frames < 1:
+        raise UserError(f"--max-frames {max_frames}: must be 1 or more")
+
+
+def _write_meta(out: Path, meta: dict) -> None:
+    """dataset.json, written last: a dataset folder without it is no dataset."""
     try:
         atomic_write_bytes(out / META_FILE, (json.dumps(meta, indent=2) + "\n").encode())
     except OSError as exc:
         raise UserError(f"{out}: cannot write {META_FILE} ({exc.strerror or exc}); the dataset is unusable") \
             from None
-    return meta, summary
 
 
 def _run_source(info, decoder, box, size, crop, every, dedupe, max_frames, writer: FramesWriter,
