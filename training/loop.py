@@ -8,6 +8,10 @@ repeats an uninterrupted run's losses exactly on the same machine.
 
 The equilibrium/margin decision for step s uses the discriminator costs measured at step s-1 (so every
 micro-batch and process knows it before computing gradients); that state is in the checkpoint too.
+
+The parts beside it: the data order is training/order.py, the reports (metrics.jsonl, TensorBoard, the
+console) training/runlog.py, the objective training/losses.py, checkpoints training/checkpoints.py, the
+collapse guard training/guard.py.
 """
 
 from __future__ import annotations
