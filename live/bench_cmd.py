@@ -16,9 +16,10 @@ import click
 
 from autoencoded.errors import UserError, one_line
 from autoencoded.fileio import atomic_write_bytes, check_writable, write_failed
+from autoencoded.live.engines.backends import AUTO, BACKENDS, backend_help
 from autoencoded.sizes import MODEL_SIZE
 
-CHOICES = ("auto", "all", "tensorrt", "onnxruntime", "torch")
+ALL = "all"  # --backend all: every registered backend in turn
 
 
 def _machine() -> dict:
@@ -76,13 +77,14 @@ def _models(model: Path | None, archs: tuple[str, ...], size: tuple[int, int], t
 
 
 def _backends(choice: str) -> list[str]:
-    return ["tensorrt", "onnxruntime", "torch"] if choice == "all" else [choice]
+    return list(BACKENDS) if choice == ALL else [choice]
 
 
 @click.command("bench")
 @click.option("--model", type=click.Path(path_type=Path), default=None,
               help="Model pack, checkpoint or run folder (default: both architectures, random weights).")
-@click.option("--backend", type=click.Choice(CHOICES), default="all", show_default=True)
+@click.option("--backend", type=click.Choice([AUTO, ALL, *BACKENDS]), default=ALL, show_default=True,
+              help=f"{ALL}: every backend, one after the other. {backend_help()}")
 @click.option("--arch", "archs", multiple=True, type=click.Choice(["lite", "broad2016"]),
               help="Architectures to measure without --model (repeatable; default both).")
 @click.option("--size", default="256x144", show_default=True, type=MODEL_SIZE, help="Model size without --model.")
@@ -97,64 +99,89 @@ def bench(model: Path | None, backend: str, archs: tuple[str, ...], size: str, s
           thread_counts: tuple[int, ...], json_path: Path | None) -> None:
     """Measure inference speed of every available backend (latency at batch 1, throughput at the best batch)."""
     from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
 
-    from autoencoded.live.engines import open_engine
-    from autoencoded.live.engines.base import EngineFault
-    from autoencoded.live.engines.bench import latency, throughput
-    from autoencoded.live.engines.ort_backend import CPU_EP, cpu_threads, physical_cores
+    from autoencoded.live.engines.ort_backend import cpu_threads, physical_cores
 
     console = Console(width=None if os.isatty(1) else 150)
     if json_path is not None:  # said now, not after minutes of measuring
         if json_path.is_dir():
             raise UserError(f"--json {json_path}: is a folder, expected a file name")
         check_writable(json_path.parent, "the results")
-    size_wh = size
     archs = archs or ("lite", "broad2016")
-    batches = tuple(b for b in (1, 4, 8, 16, 32, 64, 128, 256, 512, 1024) if b <= max_batch)
-    # live leaves a core to the rest of the show; the whole CPU is what the model can do on its own
-    cpu_settings: list[int | None] = list(dict.fromkeys(thread_counts or (cpu_threads(), physical_cores())))
-    results = []
+    measure = _Measure(strict=backend != ALL, seconds=seconds, max_batch=max_batch, console=console,
+                       # live leaves a core to the rest of the show; the whole CPU is what the model can do alone
+                       cpu_settings=list(dict.fromkeys(thread_counts or (cpu_threads(), physical_cores()))))
     with tempfile.TemporaryDirectory(prefix="autoencoded-bench-") as tmp:
-        for m in _models(model, archs, size_wh, Path(tmp), console.print):
-            for name in _backends(backend):
-                target = m["checkpoint"] if name == "torch" and m["checkpoint"] else m["pack"]
-                if name == "torch" and not m["checkpoint"] and not m.get("torch_source"):
-                    if backend != "all":
-                        raise UserError(f"{m['pack']}: the torch backend needs the source checkpoint, not found")
-                    results.append({"arch": m["arch"], "backend": name, "skipped": "no source checkpoint"})
-                    continue
-                for threads in cpu_settings if name in ("auto", "onnxruntime") else [None]:
-                    try:
-                        engine = open_engine(target, "auto" if name == "auto" else name,
-                                             log=lambda s: console.print(escape(s), highlight=False),
-                                             max_batch=max_batch, threads=threads)
-                    except Exception as exc:  # a UserError, or an engine that fails to build (TensorRT, CUDA)
-                        why = str(exc) if isinstance(exc, UserError) else \
-                            f"the {name} backend failed to load: {one_line(exc, typed=True)}"
-                        if backend != "all":
-                            raise UserError(why) from None
-                        results.append({"arch": m["arch"], "backend": name, "skipped": why})
-                        break
-                    # a GPU engine has no CPU pool: measured once, whatever the thread counts
-                    cpu_pool = engine.threads if getattr(engine, "provider", None) == CPU_EP else None
-                    with engine:
-                        console.print(f"measuring {m['arch']} on {escape(engine.name)} ...", highlight=False)
-                        try:
-                            lat = latency(engine, seconds)
-                            thr = throughput(engine, seconds, batches)
-                        except EngineFault as exc:  # NaN, or another picture than the pack declares
-                            why = f"{target}: {exc}; nothing measured"
-                            if backend != "all":
-                                raise UserError(why) from None
-                            results.append({"arch": m["arch"], "backend": name, "skipped": why})
-                            break
-                    results.append({"arch": m["arch"], "backend": name, "engine": engine.name,
-                                    "threads": cpu_pool, "width": engine.width, "height": engine.height,
-                                    "gflops": m["gflops"], "params_m": m["params_m"], "batch1": lat, "best": thr})
-                    if cpu_pool is None:
-                        break
+        results = [row for m in _models(model, archs, size, Path(tmp), console.print)
+                   for name in _backends(backend) for row in measure(m, name)]
+    console.print(_table(results))
+    if json_path is not None:
+        doc = {"machine": _machine(), "seconds": seconds, "results": results}
+        try:
+            atomic_write_bytes(json_path, (json.dumps(doc, indent=2) + "\n").encode())
+        except OSError as exc:  # a disk that filled up while measuring
+            raise write_failed(json_path, exc, "the results") from None
+        console.print(f"wrote {json_path}", highlight=False)
+
+
+class _Measure:
+    """One model on one backend -> its result rows: one per CPU thread count where the backend takes them
+    (a GPU engine has no CPU pool: measured once), else one. A backend that cannot run the model is one
+    "skipped" row, or, when it was asked for by name (strict), a UserError."""
+
+    def __init__(self, strict: bool, seconds: float, max_batch: int, console, cpu_settings: list[int | None]) -> None:
+        self.strict, self.seconds, self.max_batch, self.console = strict, seconds, max_batch, console
+        self.cpu_settings = cpu_settings
+        self.batches = tuple(b for b in (1, 4, 8, 16, 32, 64, 128, 256, 512, 1024) if b <= max_batch)
+
+    def skipped(self, m: dict, name: str, why: str, short: str | None = None) -> dict:
+        if self.strict:
+            raise UserError(why)
+        return {"arch": m["arch"], "backend": name, "skipped": short or why}
+
+    def __call__(self, m: dict, name: str) -> list[dict]:
+        from rich.markup import escape
+
+        from autoencoded.live.engines import open_engine
+        from autoencoded.live.engines.base import EngineFault
+        from autoencoded.live.engines.bench import latency, throughput
+        from autoencoded.live.engines.ort_backend import CPU_EP
+
+        entry = BACKENDS.get(name)  # None: auto
+        runs_checkpoints = entry is not None and entry.checkpoints
+        target = m["checkpoint"] if runs_checkpoints and m["checkpoint"] else m["pack"]
+        if runs_checkpoints and not m["checkpoint"] and not m.get("torch_source"):
+            return [self.skipped(m, name, f"{m['pack']}: the {name} backend needs the source checkpoint, not found",
+                                 short="no source checkpoint")]
+        rows: list[dict] = []
+        for threads in self.cpu_settings if entry is None or entry.threads else [None]:
+            try:
+                engine = open_engine(target, name, log=lambda s: self.console.print(escape(s), highlight=False),
+                                     max_batch=self.max_batch, threads=threads)
+            except Exception as exc:  # a UserError, or an engine that fails to build (TensorRT, CUDA)
+                why = str(exc) if isinstance(exc, UserError) else \
+                    f"the {name} backend failed to load: {one_line(exc, typed=True)}"
+                return [*rows, self.skipped(m, name, why)]
+            cpu_pool = engine.threads if getattr(engine, "provider", None) == CPU_EP else None
+            with engine:
+                self.console.print(f"measuring {m['arch']} on {escape(engine.name)} ...", highlight=False)
+                try:
+                    lat = latency(engine, self.seconds)
+                    thr = throughput(engine, self.seconds, self.batches)
+                except EngineFault as exc:  # NaN, or another picture than the pack declares
+                    return [*rows, self.skipped(m, name, f"{target}: {exc}; nothing measured")]
+            rows.append({"arch": m["arch"], "backend": name, "engine": engine.name, "threads": cpu_pool,
+                         "width": engine.width, "height": engine.height, "gflops": m["gflops"],
+                         "params_m": m["params_m"], "batch1": lat, "best": thr})
+            if cpu_pool is None:
+                break
+        return rows
+
+
+def _table(results: list[dict]):
+    from rich.markup import escape
+    from rich.table import Table
+
     table = Table(title="autoencoded bench (reconstruct: preprocess + encode + decode + postprocess)")
     for col in ("arch", "backend", "engine", "GFLOPs", "p50 ms", "p99 ms", "fps @1", "best batch", "fps @best"):
         table.add_column(col, justify="left" if col in ("arch", "backend", "engine") else "right")
@@ -166,11 +193,4 @@ def bench(model: Path | None, backend: str, archs: tuple[str, ...], size: str, s
         table.add_row(r["arch"], r["backend"], escape(r["engine"]), gf, f"{r['batch1']['p50_ms']:.2f}",
                       f"{r['batch1']['p99_ms']:.2f}", f"{r['batch1']['fps']:.1f}", str(r["best"]["best_batch"]),
                       f"{r['best']['fps']:.1f}")
-    console.print(table)
-    if json_path is not None:
-        doc = {"machine": _machine(), "seconds": seconds, "results": results}
-        try:
-            atomic_write_bytes(json_path, (json.dumps(doc, indent=2) + "\n").encode())
-        except OSError as exc:  # a disk that filled up while measuring
-            raise write_failed(json_path, exc, "the results") from None
-        console.print(f"wrote {json_path}", highlight=False)
+    return table

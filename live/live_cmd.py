@@ -1,5 +1,6 @@
-"""`autoencoded live`: a camera, clip or folder through the model in real time, out to a virtual camera,
-a window, a file or nowhere. The loop itself lives in live/pipeline.py.
+"""`autoencoded live`: a camera, clip, folder or NDI source through the model in real time, out to a virtual
+camera, a window, NDI, Spout, Syphon, a file or nowhere (every kind of output is an entry of SINKS,
+live/io/sinks.py). The loop itself lives in live/loop/pipeline.py.
 
 Structure (so that controls can be added in one place): parse options -> open the outputs (a missing
 device fails at once, before the model loads) -> open the engine -> choose the input (one line says what
@@ -22,6 +23,8 @@ import click
 from autoencoded import signals
 from autoencoded.errors import UserError
 from autoencoded.fileio import check_file_name
+from autoencoded.live.engines import backend_choices, backend_help
+from autoencoded.live.io.sinks import sink_help, sink_list
 from autoencoded.media.framing import CROP_MODES
 from autoencoded.sizes import VIDEO_SIZE
 
@@ -127,7 +130,7 @@ def write_stats_json(path: Path, report: dict, probe: list[dict] | None = None) 
               help="Model pack folder, .safetensors checkpoint, run folder, or demo: the bundled demo model (the "
                    "default; a folder named demo is ./demo).")
 @click.option("--backend", default="auto", show_default=True,
-              type=click.Choice(["auto", "tensorrt", "onnxruntime", "torch"]), help="Inference backend.")
+              type=click.Choice(backend_choices()), help=backend_help())
 @click.option("--threads", type=click.IntRange(1, 256), default=None,
               help="CPU threads of the onnxruntime engine (default: every core but one, which keeps a core for "
                    "decoding, encoding and OBS; give them all on a machine that does nothing else).")
@@ -136,8 +139,8 @@ def write_stats_json(path: Path, report: dict, probe: list[dict] | None = None) 
                    "(coded frames that measure the latency at each output) (default: camera 0 if it opens, "
                    "else demo).")
 @click.option("--output", "outputs", multiple=True, metavar="SINK",
-              help="vcam, window, ndi[:NAME], spout[:NAME], syphon[:NAME], a video file (.mp4 .mkv .mov .avi) "
-                   "or null; repeat for several (default: vcam, else window, else ./autoencoded-live.mp4).")
+              help=f"{sink_list()}; repeat for several (default: vcam, else window, else ./{DEFAULT_RECORDING}). "
+                   f"{sink_help()}.")
 @click.option("--size", default="1280x720", show_default=True, type=VIDEO_SIZE, help="Output size.")
 @click.option("--fps", default=30.0, show_default=True, type=click.FloatRange(1.0, 240.0), help="Target frame rate.")
 @click.option("--noise", default=0.0, show_default=True, type=click.FloatRange(0.0, 1.0), help="Latent noise amount.")

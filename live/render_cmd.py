@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from autoencoded.errors import UserError
+from autoencoded.live.engines import backend_choices, backend_help
 from autoencoded.media.framing import CROP_MODES
 from autoencoded.sizes import VIDEO_SIZE
 
@@ -17,7 +18,7 @@ from autoencoded.sizes import VIDEO_SIZE
 @click.option("--model", "model", default=None, metavar="MODEL",
               help="Model pack folder, .safetensors checkpoint or run folder (default: the bundled demo model).")
 @click.option("--backend", default="auto", show_default=True,
-              type=click.Choice(["auto", "tensorrt", "onnxruntime", "torch"]), help="Inference backend.")
+              type=click.Choice(backend_choices()), help=backend_help())
 @click.option("--noise", default=0.0, show_default=True, type=click.FloatRange(0.0, 1.0),
               help="Latent noise amount: 0 decodes the mean (the film's render), 1 the strongest dream.")
 @click.option("--memory", default=0.0, show_default=True, type=click.FloatRange(0.0, 1.0),

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from autoencoded.errors import UserError
+from autoencoded.live.engines import backend_choices, backend_help
 
 LEGEND = ("PSNR in dB; structure: luma correlation with the input at 32x18 (1 keeps its composition, 0 shows none of it); "
           "palette: CIELAB Gaussian W2 to the training frames (lower is closer to the film's colours); "
@@ -48,8 +49,8 @@ def _table(r: dict, width: int, height: int):
               help="Evaluate the first N frames of each footage only (0 = all).")
 @click.option("--batch", default=16, show_default=True, type=click.IntRange(1, 256), help="Frames a batch.")
 @click.option("--backend", default="auto", show_default=True,
-              type=click.Choice(["auto", "tensorrt", "onnxruntime", "torch"]),
-              help="Inference backend (a run or checkpoint always runs on torch).")
+              type=click.Choice(backend_choices()),
+              help=f"{backend_help()} A run or checkpoint always runs on torch.")
 @click.option("--which", default="best", show_default=True, type=click.Choice(["best", "latest"]),
               help="Checkpoint of a run folder.")
 @click.option("--palette", "palette_spec", default=None, type=click.Path(path_type=str),

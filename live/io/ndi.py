@@ -31,13 +31,12 @@ import numpy as np
 
 from autoencoded.errors import UserError, one_line
 from autoencoded.fileio import atomic_write_bytes
-from autoencoded.live.io.sinks import Sink
+from autoencoded.live.io.sinks import SINKS, Sink
 from autoencoded.live.io.sources import Reader, Source
 from autoencoded.text import printable
 
 CONFIG_NAME = "ndi-config.v1.json"
 DEFAULT_CONFIG_DIR = Path("~/.config/autoencoded/ndi")
-INSTALL_HINT = "NDI needs cyndilib: pip install 'autoencoded[ndi]'"
 DEFAULT_NAME = "autoencoded"
 POLL_S = 0.003
 # NDI limits a source's full name, "HOST (NAME)", to 253 characters (the NDI SDK's documentation); past it
@@ -77,7 +76,7 @@ def cyndilib():
     try:
         import cyndilib as lib
     except ImportError:
-        raise UserError(INSTALL_HINT) from None
+        raise UserError(f"NDI needs cyndilib: {SINKS['ndi'].install}") from None
     except OSError as exc:  # the wheel is there but the NDI runtime library did not load
         raise UserError(f"cyndilib could not load the NDI runtime ({one_line(exc)})") from None
     return lib

@@ -1,17 +1,24 @@
-"""Where frames go: a virtual camera, a preview window, a video file, or nowhere (benchmarks).
+"""Where frames go: a virtual camera, a preview window, a video file, nowhere (benchmarks), and through
+their own modules NDI (live/io/ndi.py), Spout and Syphon (live/io/texture_share.py).
 
 Every sink takes uint8 H x W x 3 RGB frames at the size given to `open`. Recordings are written by
 `autoencoded.media.writers` (a hidden partial file, renamed only when complete).
+
+SINKS, the registry, is the one place an output kind is named: `--output NAME[:ARG]`, live's --help and the
+unknown-output line all come from it. A new kind is one `register_sink` call (here, or in a plugin module:
+autoencoded.plugins), with a factory that takes one SinkOptions.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
+import re
 import sys
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -19,6 +26,7 @@ import numpy as np
 
 from autoencoded import signals
 from autoencoded.errors import UserError
+from autoencoded.extras import pip_install
 from autoencoded.fileio import Claim, NameInUse
 from autoencoded.live.io.realtime import RealTimeWriter
 from autoencoded.live.io.sources import has_display
@@ -187,7 +195,7 @@ class VirtualCamSink(Sink):
         try:
             import pyvirtualcam
         except ImportError:
-            raise UserError("the virtual camera needs pyvirtualcam: pip install 'autoencoded[vcam]' "
+            raise UserError(f"the virtual camera needs pyvirtualcam: {SINKS['vcam'].install} "
                             "(or use --output window / --output FILE)") from None
         try:
             self.cam = pyvirtualcam.Camera(width, height, fps, fmt=pyvirtualcam.PixelFormat.RGB,
@@ -275,41 +283,98 @@ class WindowSink(Sink):
             thread.join(self.CLOSE_S)
 
 
-def _ndi_sink(arg: str | None, log: Callable[[str], None]) -> Sink:
+# ------------------------------------------------------------------------------------------ the registry
+@dataclass(frozen=True)
+class SinkOptions:
+    """What a sink's factory is given: what the command line says about that one output."""
+
+    arg: str | None = None  # the ARG of --output NAME:ARG (None without one); a video file's path
+    log: Callable[[str], None] = print  # event lines
+    overwrite: bool = False  # an existing file may be replaced (--overwrite)
+
+
+@dataclass(frozen=True)
+class SinkKind:
+    """One kind of output, named on the command line as --output NAME or NAME:ARG."""
+
+    name: str
+    factory: Callable[[SinkOptions], Sink]  # -> the sink, not yet opened
+    help: str  # what it is, for --help
+    extra: str | None = None  # the pip extra that brings its library
+    arg: str | None = None  # what ARG is (shown as NAME[:ARG]); None: it takes none
+
+    @property
+    def usage(self) -> str:
+        return f"{self.name}[:{self.arg}]" if self.arg else self.name
+
+    @property
+    def install(self) -> str:
+        """How to get its library: pip install 'autoencoded[EXTRA]'."""
+        return pip_install(self.extra or self.name)
+
+
+#: --output NAME[:ARG] -> its kind, in the order --help lists them (register_sink adds to it)
+SINKS: dict[str, SinkKind] = {}
+
+
+def register_sink(name: str, factory: Callable[[SinkOptions], Sink], help: str, extra: str | None = None,
+                  arg: str | None = None) -> SinkKind:
+    """Add an output kind: `--output NAME[:ARG]` then opens factory(SinkOptions(ARG, log, overwrite)), and
+    live's --help and the unknown-output line list it. A plugin module calls this (see autoencoded.plugins)."""
+    if not re.fullmatch(r"[a-z][a-z0-9_-]*", name):
+        raise ValueError(f"sink name {name!r}: lower-case letters, digits, - and _, starting with a letter")
+    if name in SINKS:
+        raise ValueError(f"sink {name!r} is registered already")
+    SINKS[name] = kind = SinkKind(name, factory, help, extra, arg)
+    return kind
+
+
+def _ndi_sink(o: SinkOptions) -> Sink:
     from autoencoded.live.io.ndi import DEFAULT_NAME, NdiSink
 
-    return NdiSink(arg or DEFAULT_NAME, log=log)
+    return NdiSink(o.arg or DEFAULT_NAME, log=o.log)
 
 
-def _spout_sink(arg: str | None, log: Callable[[str], None]) -> Sink:
+def _spout_sink(o: SinkOptions) -> Sink:
     from autoencoded.live.io.texture_share import SpoutSink
 
-    return SpoutSink(arg or "autoencoded", log=log)
+    return SpoutSink(o.arg or "autoencoded", log=o.log)
 
 
-def _syphon_sink(arg: str | None, log: Callable[[str], None]) -> Sink:
+def _syphon_sink(o: SinkOptions) -> Sink:
     from autoencoded.live.io.texture_share import SyphonSink
 
-    return SyphonSink(arg or "autoencoded", log=log)
+    return SyphonSink(o.arg or "autoencoded", log=o.log)
 
 
-# --output NAME[:ARG] -> a factory(ARG or None, log). Video files are recognised by their extension.
-SINKS: dict[str, Callable[[str | None, Callable[[str], None]], Sink]] = {
-    "vcam": lambda arg, log: VirtualCamSink(device=arg, log=log),
-    "window": lambda arg, log: WindowSink(),
-    "null": lambda arg, log: NullSink(),
-    "ndi": _ndi_sink,
-    "spout": _spout_sink,
-    "syphon": _syphon_sink,
-}
+register_sink("vcam", lambda o: VirtualCamSink(device=o.arg, log=o.log),
+              "a virtual camera, or the one vcam:DEVICE names", extra="vcam")
+register_sink("window", lambda o: WindowSink(), "a preview window, which q, Esc or closing it stops")
+register_sink("null", lambda o: NullSink(), "nowhere (benchmarks)")
+register_sink("ndi", _ndi_sink, "an NDI source on the network", extra="ndi", arg="NAME")
+register_sink("spout", _spout_sink, "a Spout sender on Windows", extra="spout", arg="NAME")
+register_sink("syphon", _syphon_sink, "a Syphon server on macOS", extra="syphon", arg="NAME")
+
+#: an --output with a file extension that names no kind: a recording
+VIDEO_FILE = SinkKind("FILE", lambda o: RecorderSink(o.arg, log=o.log, overwrite=o.overwrite),
+                      "a recording that keeps real time")
+
+
+def sink_list() -> str:
+    """'vcam, window, ..., ndi[:NAME] ... or a video file (.mp4, ...)': what --output takes."""
+    return f"{', '.join(k.usage for k in SINKS.values())} or a video file ({supported_extensions()})"
+
+
+def sink_help() -> str:
+    """What each output kind is, and the extra it needs, for --help."""
+    return "; ".join(f"{k.name}: {k.help}" + (f" (the {k.extra} extra)" if k.extra else "") for k in SINKS.values())
 
 
 def open_sink(spec: str, log: Callable[[str], None] = print, overwrite: bool = False) -> Sink:
     """An --output value -> a Sink (not yet opened)."""
-    kind, _, arg = spec.partition(":")
-    if kind in SINKS:
-        return SINKS[kind](arg or None, log)
+    name, _, arg = spec.partition(":")
+    if name in SINKS:
+        return SINKS[name].factory(SinkOptions(arg or None, log, overwrite))
     if Path(spec).suffix:
-        return RecorderSink(spec, log=log, overwrite=overwrite)
-    raise UserError(f"--output {spec}: expected vcam, window, null, ndi[:NAME], spout[:NAME], syphon[:NAME] "
-                    f"or a video file ({supported_extensions()})")
+        return VIDEO_FILE.factory(SinkOptions(spec, log, overwrite))
+    raise UserError(f"--output {spec}: expected {sink_list()}")

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from autoencoded.errors import UserError, one_line
-from autoencoded.live.io.sinks import Sink
+from autoencoded.live.io.sinks import SINKS, Sink
 
 GL_RGBA = 0x1908  # OpenGL's enum value, so that PyOpenGL is not needed just for a constant
 
@@ -25,8 +25,7 @@ class _RgbaSink(Sink):
     kind = ""
     platform = ""  # sys.platform prefix where it exists
     os_name = ""
-    extra = ""
-    module = ""
+    module = ""  # the library's import name (its pip extra is the registry's: SINKS[kind].extra)
     #: what to use on the other OSes
     elsewhere = "use --output ndi, --output vcam or --output window"
 
@@ -46,8 +45,7 @@ class _RgbaSink(Sink):
         try:
             return __import__(self.module)
         except ImportError:
-            raise UserError(f"{self.kind.capitalize()} needs {self.module}: pip install 'autoencoded[{self.extra}]'") \
-                from None
+            raise UserError(f"{self.kind.capitalize()} needs {self.module}: {SINKS[self.kind].install}") from None
 
     def open(self, width: int, height: int, fps: float) -> None:
         if self._is_open() and self.size == (width, height):
@@ -85,7 +83,7 @@ class _RgbaSink(Sink):
 class SpoutSink(_RgbaSink):
     """A Spout sender (Windows). SpoutGL makes its own OpenGL context when the thread has none."""
 
-    kind, platform, os_name, extra, module = "spout", "win", "Windows", "spout", "SpoutGL"
+    kind, platform, os_name, module = "spout", "win", "Windows", "SpoutGL"
 
     def __init__(self, name: str = "autoencoded", log: Callable[[str], None] = print) -> None:
         super().__init__(name, log)
@@ -114,7 +112,7 @@ class SpoutSink(_RgbaSink):
 class SyphonSink(_RgbaSink):
     """A Syphon Metal server (macOS 11+): each frame is copied into one reused Metal texture and published."""
 
-    kind, platform, os_name, extra, module = "syphon", "darwin", "macOS", "syphon", "syphon"
+    kind, platform, os_name, module = "syphon", "darwin", "macOS", "syphon"
 
     def __init__(self, name: str = "autoencoded", log: Callable[[str], None] = print) -> None:
         super().__init__(name, log)

@@ -1,0 +1,115 @@
+"""Drills: a newcomer adds an output kind, and an inference backend, the way README says, in one plugin
+module each, written here into a temporary folder and named by AUTOENCODED_PLUGINS (autoencoded.plugins).
+The real command then lists the new piece in its --help and a real short show uses it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from helpers import headless_env, read_video
+
+LIVE = [sys.executable, "-m", "autoencoded", "live", "--osc-port", "0", "--web", "0"]
+
+COUNTING_SINK = '''
+"""A sink that counts the frames it gets and writes the count to the file named by its ARG when closed."""
+from pathlib import Path
+
+from autoencoded.live.io.sinks import Sink, register_sink
+
+
+class CountingSink(Sink):
+    name = "counter"
+
+    def __init__(self, path):
+        self.path, self.frames = Path(path), 0
+
+    def write(self, frame):
+        self.frames += 1
+
+    def close(self):
+        self.path.write_text(str(self.frames))
+
+
+register_sink("counter", lambda options: CountingSink(options.arg), "counts frames into the file ARG names",
+              arg="FILE")
+'''
+
+MEAN_BACKEND = '''
+"""A backend without a network: it encodes a frame to its mean colour, and decodes that colour back."""
+import numpy as np
+
+from autoencoded.live.engines import register_backend
+from autoencoded.live.engines.base import Engine
+from autoencoded.live.engines.pack import read_meta
+
+
+class MeanColour(Engine):
+    def __init__(self, pack_dir):
+        meta = read_meta(pack_dir)
+        self.width, self.height, self.z_dim = meta["width"], meta["height"], meta["z_dim"]
+        self.name = "mean colour"
+
+    def encode(self, frames):
+        frames = self.check_frames(frames)
+        mu = np.zeros((len(frames), self.z_dim), np.float32)
+        mu[:, :3] = frames.reshape(len(frames), -1, 3).mean(axis=1) / 127.5 - 1.0
+        return mu, np.zeros_like(mu)
+
+    def decode(self, z):
+        z = self.check_latents(z)
+        rgb = np.clip((z[:, :3] + 1.0) * 127.5, 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(np.broadcast_to(rgb[:, None, None, :], (len(z), self.height, self.width, 3)))
+
+
+register_backend("meancolour", lambda options: MeanColour(options.path), "each frame's mean colour, no network")
+'''
+
+
+def plugin(folder: Path, name: str, source: str) -> dict:
+    """The environment of a command that loads the plugin module `name`, written into `folder`."""
+    (folder / f"{name}.py").write_text(source)
+    env = headless_env()
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(folder), env.get("PYTHONPATH")) if p)
+    env["AUTOENCODED_PLUGINS"] = name
+    return env
+
+
+def test_a_plugin_sink_is_listed_by_live_help_and_gets_the_shows_frames(tmp_path, make_video):
+    env = plugin(tmp_path, "counting_sink", COUNTING_SINK)
+    shown = subprocess.run([*LIVE, "--help"], env=env, capture_output=True, text=True, timeout=300)
+    assert shown.returncode == 0, shown.stderr
+    assert "counter[:FILE]" in shown.stdout and "counts frames into the file ARG names" in shown.stdout
+
+    clip = make_video(n_frames=30, width=160, height=90, fps=25.0)
+    count = tmp_path / "count.txt"
+    r = subprocess.run([*LIVE, "--input", str(clip), "--output", f"counter:{count}", "--size", "160x90",
+                        "--max-frames", "8"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert int(count.read_text()) > 0, r.stderr
+
+
+def test_a_plugin_backend_is_a_live_choice_and_plays(tmp_path, make_video):
+    env = plugin(tmp_path, "mean_backend", MEAN_BACKEND)
+    shown = subprocess.run([*LIVE, "--help"], env=env, capture_output=True, text=True, timeout=300)
+    assert shown.returncode == 0, shown.stderr
+    assert "meancolour" in shown.stdout and "each frame's mean colour, no network" in shown.stdout
+
+    clip = make_video(n_frames=30, width=160, height=90, fps=25.0)
+    r = subprocess.run([*LIVE, "--input", str(clip), "--output", "rec.mp4", "--size", "160x90", "--max-frames", "8",
+                        "--backend", "meancolour"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    frames = read_video(tmp_path / "rec.mp4")
+    # the plugin's engine made them: each frame one colour (the input's is a gradient with a bright square)
+    assert frames and all(f.reshape(-1, 3).std(axis=0).max() < 4 for f in frames), r.stderr
+    assert read_video(clip, limit=1)[0].reshape(-1, 3).std(axis=0).max() > 40
+
+
+def test_a_plugin_that_fails_to_import_is_one_line_and_exit_2(tmp_path):
+    env = plugin(tmp_path, "broken_plugin", "raise RuntimeError('not today')\n")
+    r = subprocess.run([*LIVE, "--help"], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2
+    assert r.stderr == ("error: plugin AUTOENCODED_PLUGINS module broken_plugin: cannot be loaded "
+                        "(RuntimeError: not today)\n")
