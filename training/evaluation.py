@@ -187,51 +187,65 @@ def open_footage(spec: str | os.PathLike, width: int, height: int, limit: int, b
     return Footage(str(path), decoded(), total)
 
 
+class _Tally:
+    """The running sums of one evaluation, for the inputs, the model and each baseline."""
+
+    def __init__(self, palette: Colours | None) -> None:
+        self.palette = palette
+        self.names = ["model", *metrics.baselines(np.zeros((1, 2, 2, 3), np.uint8))]  # the candidates
+        seq_names = ["inputs", *self.names]
+        self.scores = {name: metrics.Score() for name in self.names}
+        self.structure = dict.fromkeys(self.names, 0.0)
+        self.colourful = dict.fromkeys(seq_names, 0.0)
+        self.lab = {name: metrics.LabGaussian() for name in seq_names}
+        self.warp = metrics.WarpError()
+        # frame-to-frame change summed over pairs, for the inputs, the model and each baseline: the baselines
+        # follow every input frame exactly at their own sharpness, so their ratios say how much of the input's
+        # change a low-pass copy keeps (fine texture moving in grass or fur is change no blurry picture shows)
+        self.moved = dict.fromkeys(seq_names, 0.0)
+        self.pairs = 0
+        self.last: dict[str, np.ndarray] = {}
+        self.done = 0
+
+    def add(self, frames: np.ndarray, recon: np.ndarray) -> None:
+        seqs = {"inputs": frames, "model": recon, **metrics.baselines(frames)}
+        for name, out in seqs.items():
+            self.colourful[name] += float(metrics.colourfulness_frames(out).sum())
+            if self.palette is not None:
+                self.lab[name].add(out)
+            if name != "inputs":
+                self.scores[name].add(frames, out)
+                self.structure[name] += float(metrics.structure_frames(frames, out).sum())
+        self.warp.add(frames, {name: seqs[name] for name in self.names})
+        k = len(frames) - (0 if self.last else 1)
+        if k > 0:
+            for name, seq in seqs.items():
+                joined = np.concatenate([self.last[name], seq]) if self.last else seq
+                self.moved[name] += metrics.motion(joined) * k
+            self.pairs += k
+        self.last = {name: seq[-1:] for name, seq in seqs.items()}
+        self.done += len(frames)
+
+
 def evaluate(engine, footage: Footage, palette: Colours | None, palette_missing: str = "",
              progress=None) -> dict:
     """Score `engine` (decode the mean) and the baselines on every frame of `footage`."""
-    names = ["model", *metrics.baselines(np.zeros((1, 2, 2, 3), np.uint8))]  # the candidates
-    seq_names = ["inputs", *names]
-    scores = {name: metrics.Score() for name in names}
-    structure = dict.fromkeys(names, 0.0)
-    colourful = dict.fromkeys(seq_names, 0.0)
-    lab = {name: metrics.LabGaussian() for name in seq_names}
-    warp = metrics.WarpError()
-    # frame-to-frame change summed over pairs, for the inputs, the model and each baseline: the baselines
-    # follow every input frame exactly at their own sharpness, so their ratios say how much of the input's
-    # change a low-pass copy keeps (fine texture moving in grass or fur is change no blurry picture shows)
-    moved = dict.fromkeys(seq_names, 0.0)
-    pairs = 0
-    last: dict[str, np.ndarray] = {}
-    done = 0
+    tally = _Tally(palette)
     for frames in footage.frames:
+        done = tally.done
         try:
             recon = engine.checked_reconstruct(frames)
         except Exception as exc:
             raise UserError(f"{footage.name}: the model failed on frames {done}-{done + len(frames) - 1} "
                             f"({one_line(exc, typed=True)})") from None
-        seqs = {"inputs": frames, "model": recon, **metrics.baselines(frames)}
-        for name, out in seqs.items():
-            colourful[name] += float(metrics.colourfulness_frames(out).sum())
-            if palette is not None:
-                lab[name].add(out)
-            if name != "inputs":
-                scores[name].add(frames, out)
-                structure[name] += float(metrics.structure_frames(frames, out).sum())
-        warp.add(frames, {name: seqs[name] for name in names})
-        k = len(frames) - (0 if last else 1)
-        if k > 0:
-            for name, seq in seqs.items():
-                joined = np.concatenate([last[name], seq]) if last else seq
-                moved[name] += metrics.motion(joined) * k
-            pairs += k
-        last = {name: seq[-1:] for name, seq in seqs.items()}
-        done += len(frames)
+        tally.add(frames, recon)
         if progress:
-            progress(done, footage.total)
+            progress(tally.done, footage.total)
+    done, scores, lab, warp = tally.done, tally.scores, tally.lab, tally.warp
+    colourful, structure = tally.colourful, tally.structure
     if done == 0:
         raise UserError(f"{footage.name}: no frames to evaluate")
-    mean = {name: v / pairs if pairs else 0.0 for name, v in moved.items()}
+    mean = {name: v / tally.pairs if tally.pairs else 0.0 for name, v in tally.moved.items()}
 
     def ratio(name: str) -> float | None:
         return mean[name] / mean["inputs"] if mean["inputs"] > 0 else None
