@@ -109,6 +109,35 @@ def choose_outputs(specs: tuple[str, ...], width: int, height: int, fps: float, 
     return [rec], f"{why}; no display either, recording to ./{rec.path}"
 
 
+def preset_defaults(preset, model: str | None, input_spec: str | None,
+                    outputs: tuple[str, ...]) -> tuple[str | None, str | None, tuple[str, ...]]:
+    """A preset's [live] model, input and outputs, where the command line names none (it wins)."""
+    model = model or preset.live.get("model")
+    input_spec = input_spec or preset.live.get("input")
+    if not outputs and preset.live.get("output"):
+        out = preset.live["output"]
+        outputs = (out,) if isinstance(out, str) else tuple(out)
+    return model, input_spec, outputs
+
+
+def check_not_the_input(outputs: tuple[str, ...], input_spec: str | None) -> None:
+    """One line when an --output file is the --input file."""
+    for spec in outputs:
+        if Path(spec).suffix and input_spec and Path(spec).resolve() == Path(input_spec).resolve():
+            raise UserError(f"--output {spec}: would overwrite the input")
+
+
+def stopped_line(final: dict, interrupted: bool) -> str:
+    """The summary line at the end of a show, from the final stats."""
+    return (f"stopped{' (interrupted)' if interrupted else ''}: {final['frames_out']} frames out, "
+            f"{final['frames_in']} in, engine p50 {final['engine_ms_p50']:.1f} ms, "
+            f"latency p50/p99 {final['latency_ms_p50']:.0f}/{final['latency_ms_p99']:.0f} ms, "
+            f"dropped {final['dropped']}, engine faults {final['engine_faults']}, "
+            f"source outages {final['source_outages']}"
+            + (f", loop errors {final['loop_errors']} (last: {final['last_loop_error']})"
+               if final["loop_errors"] else ""))
+
+
 def write_stats_json(path: Path, report: dict, probe: list[dict] | None = None) -> None:
     """The final stats as JSON: written into a device or FIFO (/dev/stdout, a pipe), atomically replacing a
     file; a full disk is one line (the show itself is over and its recordings are finished)."""
@@ -200,9 +229,8 @@ def live(ctx: click.Context, model: str | None, backend: str, threads: int | Non
     from autoencoded.live.control.osc import parse_allow, parse_hostport
     from autoencoded.live.control.params import ParamStore
     from autoencoded.live.control.presets import load_preset
-    from autoencoded.live.control.surface import ControlSurface
     from autoencoded.live.engines import open_engine
-    from autoencoded.live.io.latency_probe import ProbeSource, ProbeTap, report_lines
+    from autoencoded.live.io.latency_probe import report_lines
     from autoencoded.live.loop.pipeline import Pipeline
     from autoencoded.live.loop.stats import stats_report
     from autoencoded.live.stage import Stage
@@ -214,23 +242,14 @@ def live(ctx: click.Context, model: str | None, backend: str, threads: int | Non
     feedback = parse_hostport(osc_feedback) if osc_feedback else None
     parse_allow(osc_allow)
     the_preset = load_preset(preset) if preset else None
-    if the_preset is not None:  # its [live] settings are defaults; the command line wins
-        model = model or the_preset.live.get("model")
-        input_spec = input_spec or the_preset.live.get("input")
-        if not outputs and the_preset.live.get("output"):
-            out = the_preset.live["output"]
-            outputs = (out,) if isinstance(out, str) else tuple(out)
+    if the_preset is not None:
+        model, input_spec, outputs = preset_defaults(the_preset, model, input_spec, outputs)
     explicit = {k: v for k, v in (("noise", noise), ("memory", memory), ("mix", mix))
                 if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
-    for spec in outputs:
-        if Path(spec).suffix and input_spec and Path(spec).resolve() == Path(input_spec).resolve():
-            raise UserError(f"--output {spec}: would overwrite the input")
+    check_not_the_input(outputs, input_spec)
     stats_path = check_file_name(stats_json, "--stats-json", special=True) if stats_json else None
     if ndi_localhost:
-        from autoencoded.live.io.ndi import write_localhost_config
-
-        config = write_localhost_config()
-        console.event(f"NDI: using 127.0.0.1 only ({config}); give other NDI apps NDI_CONFIG_DIR={config.parent}")
+        ndi_on_localhost(console)
     params = ParamStore(noise=noise, memory=memory, mix=mix)
     stage = Stage(params, web=web, audio=audio, mods=[mod_option(m) for m in mods], tempo=tempo, quantize=quantize,
                   log=console.event, web_required=ctx.get_parameter_source("web") == click.core.ParameterSource.COMMANDLINE)
@@ -244,11 +263,7 @@ def live(ctx: click.Context, model: str | None, backend: str, threads: int | Non
             source, in_why = choose_input(None, width, height, fps)
         if crop == "auto":
             source.find_bars()
-        taps = []
-        if isinstance(source, ProbeSource):  # the cells must survive: play dry, the engine still runs
-            sinks = taps = [ProbeTap(s, source, log=console.event) for s in sinks]
-            explicit["mix"] = 0.0  # applied after the preset's values
-            console.event("probe: coded frames, played dry (mix 0) so that each output can read them back")
+        sinks, taps = tap_probe(source, sinks, explicit, console)
         if in_why or out_why:
             console.event(f"live: {source.name} -> {', '.join(s.name for s in sinks)} "
                           f"({'; '.join(w for w in (in_why, out_why) if w)}; change with --input / --output)")
@@ -256,21 +271,10 @@ def live(ctx: click.Context, model: str | None, backend: str, threads: int | Non
                             overlay=overlay, backend=backend, log=console.event, modulate=stage.modulate, crop=crop,
                             threads=threads)
         engine = sinks = None  # the pipeline owns them now
-        controls = None
-        try:
-            controls = ControlSurface(
-                params, preset=the_preset, osc_host=osc_host, osc_port=osc_port or None, osc_allow=osc_allow,
-                osc_feedback=feedback, midi=midi, midi_learn=midi_learn, on_model=pipeline.request_model,
-                status=pipeline.stats, log=console.event, on_preset=stage.on_preset,
-                osc_required=ctx.get_parameter_source("osc_port") == click.core.ParameterSource.COMMANDLINE)
-            controls.start()
-            stage.start(surface=controls, status=pipeline.stats, on_model=pipeline.request_model)
-        except BaseException:
-            stage.stop()
-            if controls is not None:
-                controls.stop()
-            pipeline.stop()
-            raise
+        controls = start_controls(pipeline, stage, params, the_preset, console, osc_host=osc_host,
+                                  osc_port=osc_port or None, osc_allow=osc_allow, osc_feedback=feedback, midi=midi,
+                                  midi_learn=midi_learn, osc_required=ctx.get_parameter_source("osc_port")
+                                  == click.core.ParameterSource.COMMANDLINE)
         params.update(explicit)  # --noise / --memory / --mix given on the command line win over the preset
         try:
             final = pipeline.run(duration=duration, max_frames=max_frames, status=console.status)
@@ -282,18 +286,59 @@ def live(ctx: click.Context, model: str | None, backend: str, threads: int | Non
             engine.close()
         for s in sinks or ():
             s.close()
-    console.event(f"stopped{' (interrupted)' if pipeline.interrupted else ''}: {final['frames_out']} frames out, "
-                  f"{final['frames_in']} in, engine p50 {final['engine_ms_p50']:.1f} ms, "
-                  f"latency p50/p99 {final['latency_ms_p50']:.0f}/{final['latency_ms_p99']:.0f} ms, "
-                  f"dropped {final['dropped']}, engine faults {final['engine_faults']}, "
-                  f"source outages {final['source_outages']}"
-                  + (f", loop errors {final['loop_errors']} (last: {final['last_loop_error']})"
-                     if final["loop_errors"] else ""))
+    console.event(stopped_line(final, pipeline.interrupted))
     for line in report_lines(taps):
         console.event(line)
     if stats_path is not None:
         write_stats_json(stats_path, stats_report(final), probe=[r for t in taps for r in t.report()])
         console.event(f"stats written to {stats_path}")
+    exit_status(ctx, console, pipeline, source, final)
+
+
+def ndi_on_localhost(console: Console) -> None:
+    """--ndi-localhost: NDI told to find and send over 127.0.0.1 (before cyndilib is first imported)."""
+    from autoencoded.live.io.ndi import write_localhost_config
+
+    config = write_localhost_config()
+    console.event(f"NDI: using 127.0.0.1 only ({config}); give other NDI apps NDI_CONFIG_DIR={config.parent}")
+
+
+def tap_probe(source, sinks: list, explicit: dict, console: Console) -> tuple[list, list]:
+    """-> (sinks, taps): with --input probe every output behind a ProbeTap that reads its codes back, and
+    the show played dry (the cells must survive; the engine still runs). Else the sinks as they are."""
+    from autoencoded.live.io.latency_probe import ProbeSource, ProbeTap
+
+    if not isinstance(source, ProbeSource):
+        return sinks, []
+    taps = [ProbeTap(s, source, log=console.event) for s in sinks]
+    explicit["mix"] = 0.0  # applied after the preset's values
+    console.event("probe: coded frames, played dry (mix 0) so that each output can read them back")
+    return taps, taps
+
+
+def start_controls(pipeline, stage, params, preset, console: Console, **surface):
+    """OSC and MIDI (the ControlSurface, `surface` its settings), then the stage's web, audio and tempo,
+    attached to the pipeline; when one fails to start, everything started is stopped, the pipeline too."""
+    from autoencoded.live.control.surface import ControlSurface
+
+    controls = None
+    try:
+        controls = ControlSurface(params, preset=preset, on_model=pipeline.request_model, status=pipeline.stats,
+                                  log=console.event, on_preset=stage.on_preset, **surface)
+        controls.start()
+        stage.start(surface=controls, status=pipeline.stats, on_model=pipeline.request_model)
+    except BaseException:
+        stage.stop()
+        if controls is not None:
+            controls.stop()
+        pipeline.stop()
+        raise
+    return controls
+
+
+def exit_status(ctx: click.Context, console: Console, pipeline, source, final: dict) -> None:
+    """Exit 1 when an output failed or not one frame came in (each said in one line), 130 when interrupted;
+    else return (0)."""
     if pipeline.failed_outputs:
         console.event(f"error: {len(pipeline.failed_outputs)} output(s) failed: {'; '.join(pipeline.failed_outputs)}")
         ctx.exit(1)
