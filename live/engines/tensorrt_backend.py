@@ -112,18 +112,56 @@ class _Runner:
             return {}
 
 
+class _Builds:
+    """Where the pack's engines come from: the engine cache (per GPU, live/engines/cache.py), or a build that
+    is cached. Lives only while TensorRTEngine opens (it holds the ONNX bytes)."""
+
+    def __init__(self, pack: ModelPack, max_batch: int, runtime, trt_logger, log: Callable[[str], object],
+                 cache_root=None) -> None:
+        from autoencoded.live.engines.cache import EngineCache
+        from autoencoded.live.engines.tensorrt_build import batch_profiles, device_identity
+
+        self.pack, self.runtime, self.trt_logger, self.log = pack, runtime, trt_logger, log
+        self.cache = EngineCache(cache_root)
+        self.identity = device_identity()
+        h, w, z, b = pack.height, pack.width, pack.z_dim, max_batch
+        self.parts = {
+            "encoder": (pack.model_bytes("encoder"), batch_profiles("image", (3, h, w), b)),
+            "decoder": (pack.model_bytes("decoder"), batch_profiles("z", (z,), b)),
+            "fused": (pack.fused().SerializeToString(), batch_profiles(FUSED_IN, (3, h, w), b)),
+        }
+
+    def key(self, part: str, precision: str) -> str:
+        from autoencoded.live.engines.tensorrt_build import make_key
+        return make_key(self.pack.model_hash, part, precision, self.parts[part][1], self.identity)
+
+    def load(self, part: str, precision: str) -> tuple[object, dict, bool]:
+        """-> (engine, what was stored beside it, whether it was built now)."""
+        from autoencoded.live.engines.tensorrt_build import cached_engine
+        onnx_bytes, profiles = self.parts[part]
+        key = self.key(part, precision)
+        for attempt in range(2):
+            data, extra, built = cached_engine(self.cache, key, onnx_bytes, profiles, self.log, self.trt_logger)
+            engine = self.runtime.deserialize_cuda_engine(data)
+            if engine is not None:
+                return engine, extra, built
+            self.cache.discard(key)  # valid header but the runtime refuses it: rebuild once
+            if attempt:
+                raise RuntimeError(f"TensorRT cannot deserialize the {part} engine it just built")
+        raise AssertionError("unreachable")
+
+    def remember_parity(self, parity: dict) -> None:
+        """The FP16 verdict stored beside the fused FP16 engine: no re-check next start."""
+        key = self.key("fused", "fp16")
+        payload = self.cache.load(key)[0]
+        if payload is not None:
+            self.cache.store(key, payload, {"parity": parity})
+
+
 class TensorRTEngine(Engine):
     def __init__(self, pack: ModelPack, precision: str = "fp16", max_batch: int = 16,
                  log: Callable[[str], object] = print, cache_root=None, parity_frames: np.ndarray | None = None,
                  cuda_graphs: bool = True) -> None:
-        from autoencoded.live.engines.cache import EngineCache
-        from autoencoded.live.engines.tensorrt_build import (
-            batch_profiles,
-            cached_engine,
-            device_identity,
-            make_key,
-        )
-
         self.pack, self.log = pack, log
         self.width, self.height, self.z_dim = pack.width, pack.height, pack.z_dim
         self.max_batch = max_batch
@@ -131,56 +169,36 @@ class TensorRTEngine(Engine):
         self.stream = torch.cuda.Stream()
         self._trt_logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._trt_logger)
-        cache = EngineCache(cache_root)
-        identity = device_identity()
-        h, w, z, b = pack.height, pack.width, pack.z_dim, max_batch
-        parts = {
-            "encoder": (pack.model_bytes("encoder"), batch_profiles("image", (3, h, w), b)),
-            "decoder": (pack.model_bytes("decoder"), batch_profiles("z", (z,), b)),
-            "fused": (pack.fused().SerializeToString(), batch_profiles(FUSED_IN, (3, h, w), b)),
-        }
-
-        def load(part: str, prec: str) -> tuple[object, dict, bool]:
-            onnx_bytes, profiles = parts[part]
-            key = make_key(pack.model_hash, part, prec, profiles, identity)
-            for attempt in range(2):
-                data, extra, built = cached_engine(cache, key, onnx_bytes, profiles, log, self._trt_logger)
-                engine = self._runtime.deserialize_cuda_engine(data)
-                if engine is not None:
-                    return engine, extra, built
-                cache.discard(key)  # valid header but the runtime refuses it: rebuild once
-                if attempt:
-                    raise RuntimeError(f"TensorRT cannot deserialize the {part} engine it just built")
-            raise AssertionError("unreachable")
-
-        self.precision = precision
-        fused, extra, built = load("fused", precision)
+        builds = _Builds(pack, max_batch, self._runtime, self._trt_logger, log, cache_root)
+        self.precision, self.parity = precision, None
+        fused, extra, built = builds.load("fused", precision)
         if precision == "fp16":
-            parity = extra.get("parity")
-            if built or not parity:
-                parity = self._parity(fused, load("fused", "fp32")[0], parity_frames)
-                key = make_key(pack.model_hash, "fused", "fp16", parts["fused"][1], identity)
-                payload = cache.load(key)[0]
-                if payload is not None:  # remember the verdict beside the engine: no re-check next start
-                    cache.store(key, payload, {"parity": parity})
-                layers = ", ".join(f"{n} {k.upper()}" for k, n in sorted(parity["layers"].items())) or "unknown"
-                log(f"tensorrt: FP16 check: {parity['fp16_share']:.1%} of outputs are FP16 numbers "
-                    f"(FP32 engine: {parity['fp32_fp16_share']:.2%}); layers: {layers}; PSNR "
-                    f"{parity['psnr_db']:.1f} dB against FP32")
-            if not parity["ok"]:
-                log(f"tensorrt: FP16 fails parity against FP32 on real frames ({parity['reason']}); "
-                    "running FP32 engines instead")
-                self.precision = "fp32"
-                fused = load("fused", "fp32")[0]
-            self.parity = parity
-        else:
-            self.parity = None
-        self.engines = {"fused": fused, "encoder": load("encoder", self.precision)[0],
-                        "decoder": load("decoder", self.precision)[0]}
+            fused = self._checked_fp16(builds, fused, extra.get("parity") if not built else None, parity_frames)
+        self.engines = {"fused": fused, "encoder": builds.load("encoder", self.precision)[0],
+                        "decoder": builds.load("decoder", self.precision)[0]}
         self.runners = {k: _Runner(e, max_batch, self.stream, cuda_graphs) for k, e in self.engines.items()}
         graphs = all(r.graph is not None for r in self.runners.values())
-        self.name = (f"tensorrt {self.precision} ({identity['gpu_name']}, "
+        self.name = (f"tensorrt {self.precision} ({builds.identity['gpu_name']}, "
                      f"{'CUDA graphs' if graphs else 'no CUDA graphs'})")
+
+    def _checked_fp16(self, builds: _Builds, fused, parity: dict | None, frames: np.ndarray | None):
+        """The fused FP16 engine when it passes parity against FP32 on real frames (`parity`: the verdict
+        cached beside it, None for a fresh build), else the FP32 one, said in one line. Sets self.parity
+        and, on a failure, self.precision."""
+        if not parity:
+            parity = self._parity(fused, builds.load("fused", "fp32")[0], frames)
+            builds.remember_parity(parity)
+            layers = ", ".join(f"{n} {k.upper()}" for k, n in sorted(parity["layers"].items())) or "unknown"
+            self.log(f"tensorrt: FP16 check: {parity['fp16_share']:.1%} of outputs are FP16 numbers "
+                     f"(FP32 engine: {parity['fp32_fp16_share']:.2%}); layers: {layers}; PSNR "
+                     f"{parity['psnr_db']:.1f} dB against FP32")
+        self.parity = parity
+        if parity["ok"]:
+            return fused
+        self.log(f"tensorrt: FP16 fails parity against FP32 on real frames ({parity['reason']}); "
+                 "running FP32 engines instead")
+        self.precision = "fp32"
+        return builds.load("fused", "fp32")[0]
 
     # --- parity -------------------------------------------------------------------------------------
     def _parity(self, fp16_engine, fp32_engine, frames: np.ndarray | None) -> dict:
