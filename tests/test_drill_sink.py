@@ -115,3 +115,16 @@ def test_a_plugin_that_fails_to_import_is_one_line_and_exit_2(tmp_path):
     assert r.returncode == 2
     assert r.stderr == ("error: plugin AUTOENCODED_PLUGINS module broken_plugin: cannot be loaded "
                         "(RuntimeError: not today)\n")
+
+
+def test_every_extra_a_registry_names_is_one_pyproject_declares():
+    """The install lines are built from the registries' extras: each must be one pip can install."""
+    import tomllib
+
+    from autoencoded.live.engines import BACKENDS
+    from autoencoded.live.io.sinks import SINKS
+
+    declared = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    named = {e.extra for e in [*SINKS.values(), *BACKENDS.values()] if e.extra}
+    assert named and named <= set(declared), named - set(declared)

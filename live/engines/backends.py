@@ -53,7 +53,8 @@ class Backend:
 
     @property
     def install(self) -> str:
-        return pip_install(self.extra or self.name)
+        """How to get its library: pip install 'autoencoded[EXTRA]' ('' for one that needs no extra)."""
+        return pip_install(self.extra) if self.extra else ""
 
 
 #: --backend NAME -> its backend, in the order --help and `bench --backend all` take them

@@ -309,8 +309,8 @@ class SinkKind:
 
     @property
     def install(self) -> str:
-        """How to get its library: pip install 'autoencoded[EXTRA]'."""
-        return pip_install(self.extra or self.name)
+        """How to get its library: pip install 'autoencoded[EXTRA]' ('' for one that needs no extra)."""
+        return pip_install(self.extra) if self.extra else ""
 
 
 #: --output NAME[:ARG] -> its kind, in the order --help lists them (register_sink adds to it)
