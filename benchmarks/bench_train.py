@@ -54,7 +54,7 @@ def flops_per_sample(tr: Trainer, adversarial: bool) -> float:
     cfg = tr.model_cfg
     x = torch.zeros(1, 3, cfg.height, cfg.width)
     enc = count_flops(tr.nets["encoder"], x)
-    dec = count_flops(tr.nets["decoder"], torch.zeros(1, cfg.z_dim))
+    dec = count_flops(tr.nets["decoder"], torch.zeros(1, cfg.latent_dim))
     if not adversarial:
         return 3.0 * (enc + dec)
     dis = count_flops(tr.nets["discriminator"], x)

@@ -58,10 +58,11 @@ def test_onnxruntime_matches_torch(model, make_video):
     with OnnxRuntimeEngine(read_pack(model["pack"]), device="cpu") as ort_engine, \
             TorchEngine(model["ckpt"], device="cpu") as torch_engine:
         assert ort_engine.name.startswith("onnxruntime (CPUExecutionProvider")
-        assert (ort_engine.width, ort_engine.height, ort_engine.z_dim) == (W, H, 256 + (W // 16) * (H // 16))  # + layout
+        z = 256 + (W // 16) * (H // 16)  # the learned code and the layout
+        assert (ort_engine.width, ort_engine.height, ort_engine.z_dim) == (W, H, z)
         mu_o, ls_o = ort_engine.encode(frames)
         mu_t, ls_t = torch_engine.encode(frames)
-        assert mu_o.dtype == np.float32 and mu_o.shape == (len(frames), 256)
+        assert mu_o.dtype == np.float32 and mu_o.shape == (len(frames), z)
         assert np.abs(mu_o - mu_t).max() < 1e-4 and np.abs(ls_o - ls_t).max() < 1e-4
         rec_o, rec_t = ort_engine.reconstruct(frames), torch_engine.reconstruct(frames)
         assert rec_o.dtype == np.uint8 and rec_o.shape == frames.shape
