@@ -4,7 +4,7 @@
         [--footage ../shared/footage/foreign] [--every 4] [--strip docs/img/memory.png] [--json out.json]
 
 For every clip of --footage, its frames at the model's size (decoded and framed as `prepare` and `eval` do),
-through the render path's own code (autoencoded.live.loop.pipeline.stylize with one LatentFX a clip, as
+through the render path's own code (autoencoded.live.loop.model_pass.encode_effects_decode with one LatentFX a clip, as
 `autoencoded render` runs it, minus the video encoder's loss) at memory 0, 0.5 and 1. For every --every-th
 frame, at the model's size:
 - nearest film frame: the PSNR of the frame to the nearest frame of --film (the model's training frames: a
@@ -32,7 +32,7 @@ from autoencoded import metrics  # noqa: E402
 from autoencoded.live.control.latent import LatentFX  # noqa: E402
 from autoencoded.live.control.params import Params  # noqa: E402
 from autoencoded.live.engines import open_engine  # noqa: E402
-from autoencoded.live.loop.pipeline import stylize  # noqa: E402
+from autoencoded.live.loop.model_pass import encode_effects_decode  # noqa: E402
 from autoencoded.training.data import open_dataset  # noqa: E402
 from autoencoded.training.evaluation import open_footage  # noqa: E402
 
@@ -62,9 +62,9 @@ def render_clip(engine, path: Path, every: int) -> dict[str, np.ndarray]:
     for frames in open_footage(path, engine.width, engine.height, limit=0, batch=BATCH).frames:
         rows = [j for j in range(len(frames)) if (i + j) % every == 0]
         i += len(frames)
-        renders = {f"memory {m:g}": stylize(engine, fx, frames, Params(memory=m)) for m, fx in fxs.items()}
+        renders = {f"memory {m:g}": encode_effects_decode(engine, fx, frames, Params(memory=m)) for m, fx in fxs.items()}
         bank, engine.memory = engine.memory, None  # the same render on a pack without a bank
-        renders["no memory"] = stylize(engine, plain, frames, Params())
+        renders["no memory"] = encode_effects_decode(engine, plain, frames, Params())
         engine.memory = bank
         out["input"].append(frames[rows])
         for name, r in renders.items():

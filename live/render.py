@@ -24,15 +24,15 @@ import numpy as np
 from autoencoded.errors import UserError
 from autoencoded.fileio import Claim
 from autoencoded.live.audio.analysis import analyze_track, signals_at
-from autoencoded.live.control.latent import LatentFX, dry_wet
+from autoencoded.live.control.latent import LatentFX
 from autoencoded.live.control.modulation import ModMatrix, ModRoute
 from autoencoded.live.control.params import Params
 from autoencoded.live.engines.base import Engine, EngineFault
-from autoencoded.live.engines.frames import picture_size, upscale
 from autoencoded.live.io.sources import demo_clip
-from autoencoded.live.loop.pipeline import stylize
+from autoencoded.live.loop.compose import compose, input_picture
+from autoencoded.live.loop.model_pass import encode_effects_decode
 from autoencoded.media.audio import read_soundtrack
-from autoencoded.media.framing import for_video, pad_to
+from autoencoded.media.framing import for_video
 from autoencoded.media.probe import check_decodes, ended_early, probe
 from autoencoded.media.tools import ffmpeg_path
 from autoencoded.media.writers import WriteFailed, check_output_path, open_video_writer, partial_name
@@ -107,10 +107,6 @@ def _render(input_path: str | os.PathLike, output_path: str | os.PathLike, engin
     framing = for_video(info, crop, engine.width, engine.height)
     log(f"framing: {src.name} {framing.describe()}")
     out_w, h = size or ((2 if side_by_side else 1) * engine.width, engine.height)
-    panes = [out_w // 2, out_w - out_w // 2] if side_by_side else [out_w]
-    w = panes[-1]  # the model's picture
-    # the input as the model sees it, at the size the model's picture has in its pane
-    dry_size = picture_size(engine.width / engine.height, panes[0], h)
 
     audio_from = None
     if info.audio_codec and ffmpeg_path():
@@ -142,7 +138,7 @@ def _render(input_path: str | os.PathLike, output_path: str | os.PathLike, engin
             frame_params = [modulation.params(params, frames_done + j) for j in range(len(item))] \
                 if modulation is not None else [params] * len(item)
             try:
-                model_frames = stylize(engine, fx, small, frame_params)
+                model_frames = encode_effects_decode(engine, fx, small, frame_params)
             except (EngineFault, RuntimeError, ValueError) as exc:
                 faults += len(item)
                 if faults == len(item):
@@ -150,14 +146,10 @@ def _render(input_path: str | os.PathLike, output_path: str | os.PathLike, engin
                         f"({exc}); those frames show the input")
                 model_frames = small
             for src_frame, mframe, p in zip(item, model_frames, frame_params, strict=True):
-                frame = upscale(mframe, w, h)
-                if p.mix < 1.0 or side_by_side:
-                    dry = pad_to(framing.apply(src_frame, *dry_size), panes[0], h)
-                    if p.mix < 1.0:
-                        frame = dry_wet(frame, dry if panes[0] == w else pad_to(dry, w, h), p.mix)
-                    if side_by_side:
-                        frame = np.concatenate([dry, frame], axis=1)
-                writer.write(frame)
+                def dry(width: int, height: int, src_frame=src_frame) -> np.ndarray:
+                    return input_picture(src_frame, framing, engine.width / engine.height, width, height)
+
+                writer.write(compose(mframe, dry, p.mix, out_w, h, side_by_side))
             frames_done += len(item)
             bar.update(frames_done)
         declared = info.expected_frames

@@ -1,12 +1,13 @@
-"""LatentFX: noise amount/drift/seed, smoothing, freeze, cues, NaN safety; dry_wet."""
+"""LatentFX: noise amount/drift/seed, smoothing, freeze, cues, NaN safety; dry_wet (live/loop/compose.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from autoencoded.live.control.latent import EFFECTS, LatentFX, dry_wet
+from autoencoded.live.control.latent import EFFECTS, LatentFX
 from autoencoded.live.control.params import Params, ParamStore
+from autoencoded.live.loop.compose import dry_wet
 
 Z = 32
 

@@ -23,14 +23,14 @@ from autoencoded.live.engines import open_engine
 from autoencoded.live.engines.memory_bank import MEMORY_FILE, read_bank
 from autoencoded.live.engines.memory_index import NearestIndex, exact_search, faiss_available
 from autoencoded.live.engines.pack import read_meta
-from autoencoded.live.loop.pipeline import stylize
+from autoencoded.live.loop.model_pass import encode_effects_decode
 from autoencoded.training.config import TrainConfig
 from autoencoded.training.data import open_dataset
 
 from helpers import cli, make_dataset, read_video, tiny_checkpoint
 
 W, H, N = 64, 48, 24
-Z = 256  # the lite preset's latent size at 64x48
+Z = 256 + (W // 16) * (H // 16)  # the lite preset's latent at 64x48: the learned code and the layout
 
 
 def tiny_run(root: Path, dataset: Path | None) -> Path:
@@ -108,8 +108,8 @@ def test_a_pack_without_a_bank_plays_and_memory_does_nothing(packs):
         assert engine.memory is None
         said = [line for line in lines if line.startswith("memory:")]
         assert len(said) == 1 and "no memory bank" in said[0]
-        at0 = stylize(engine, LatentFX(Z), frames, Params(memory=0.0))
-        at1 = stylize(engine, LatentFX(Z), frames, Params(memory=1.0))
+        at0 = encode_effects_decode(engine, LatentFX(Z), frames, Params(memory=0.0))
+        at1 = encode_effects_decode(engine, LatentFX(Z), frames, Params(memory=1.0))
     assert np.array_equal(at0, at1)
 
 
@@ -124,7 +124,7 @@ def doctored(pack: Path, out: Path, latents: np.ndarray) -> Path:
     return out
 
 
-@pytest.mark.parametrize("kind, why", [("nan", "NaN or Inf"), ("empty", "empty"), ("dim", "latent size is 256")])
+@pytest.mark.parametrize("kind, why", [("nan", "NaN or Inf"), ("empty", "empty"), ("dim", f"latent size is {Z}")])
 def test_a_broken_bank_is_refused_in_one_line_and_the_model_plays(packs, tmp_path, kind, why):
     pack, _, _ = packs
     good = read_bank(pack, read_meta(pack), Z).latents.astype(np.float16)
@@ -138,7 +138,7 @@ def test_a_broken_bank_is_refused_in_one_line_and_the_model_plays(packs, tmp_pat
     with ort(bad, lines=lines) as engine:
         assert engine.memory is None
         assert [line for line in lines if line.startswith("memory:")] == [f"memory: {exc.value}; /memory does nothing"]
-        assert stylize(engine, LatentFX(Z), np.zeros((1, H, W, 3), np.uint8), Params(memory=1.0)).shape == (1, H, W, 3)
+        assert encode_effects_decode(engine, LatentFX(Z), np.zeros((1, H, W, 3), np.uint8), Params(memory=1.0)).shape == (1, H, W, 3)
 
 
 def test_a_bank_changed_after_model_json_is_refused(packs, tmp_path):
@@ -172,7 +172,7 @@ def test_a_still_input_gives_a_still_memory(packs):
         assert not np.array_equal(recall(mu[far]), first) and recall.lookups == 2
         # through the whole render path: a still picture at memory 1 comes out the same every frame
         fx = LatentFX(Z)
-        outs = [stylize(engine, fx, frames[5:6], Params(memory=1.0)) for _ in range(4)]
+        outs = [encode_effects_decode(engine, fx, frames[5:6], Params(memory=1.0)) for _ in range(4)]
     assert all(np.array_equal(o, outs[0]) for o in outs)
     assert fx.recall.lookups == 1
 

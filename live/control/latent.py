@@ -168,12 +168,3 @@ EFFECTS: tuple[Effect, ...] = (
     Effect("cue/recall", lambda p: p.cue_recall >= 0, _recall_cue),
 )
 
-
-def dry_wet(model_frame: np.ndarray, input_frame: np.ndarray, mix: float) -> np.ndarray:
-    """Blend the model's output with the input (same shape, uint8). mix 1 = all model."""
-    if mix >= 1.0:
-        return model_frame
-    if mix <= 0.0:
-        return input_frame
-    out = model_frame.astype(np.float32) * mix + input_frame.astype(np.float32) * (1.0 - mix)
-    return np.rint(out).astype(np.uint8)

@@ -8,20 +8,28 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 
 @dataclass
 class Packet:
-    """A frame travelling through the live loop."""
+    """A frame travelling through the live loop: each thread fills in its part (source, engine, sink)."""
 
-    frame: np.ndarray  # uint8 H x W x 3 RGB
+    frame: np.ndarray  # the source's picture as it came, uint8 H x W x 3 RGB
     t_capture: float  # time.perf_counter() when the source produced it
     index: int = 0  # running number of the source frame
     held: bool = False  # True when it is the last good frame repeated during a source outage
-    meta: dict = field(default_factory=dict)
+    model_input: np.ndarray | None = None  # source thread: `frame` fitted to the model's size (None: not done)
+    model_output: np.ndarray | None = None  # engine thread: the model's picture at its size (None: a fault)
+    mix: float = 1.0  # engine thread: this frame's dry/wet, as it was played
+    shown: np.ndarray | None = None  # sink thread: the output frame, composed at the output size
+
+    def after_engine(self, model_output: np.ndarray | None, mix: float) -> Packet:
+        """The packet the engine thread hands on: this source frame with the model's picture and its mix."""
+        return Packet(frame=self.frame, t_capture=self.t_capture, index=self.index, held=self.held,
+                      model_output=model_output, mix=mix)
 
 
 class LatestBox:

@@ -26,58 +26,33 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import Future
 
-import cv2
 import numpy as np
 
 from autoencoded import signals
 from autoencoded.errors import one_line
-from autoencoded.live.control.latent import LatentFX, dry_wet
+from autoencoded.live.control.latent import LatentFX
 from autoencoded.live.control.params import Params, ParamStore
-from autoencoded.live.engines.base import Engine, EngineFault
-from autoencoded.live.engines.frames import picture_size, upscale
+from autoencoded.live.engines.base import Engine
+from autoencoded.live.engines.frames import upscale
 from autoencoded.live.io.sinks import Sink
 from autoencoded.live.io.sources import Source
 from autoencoded.live.loop.boxes import LatestBox, Packet
+from autoencoded.live.loop.compose import compose, input_picture
 from autoencoded.live.loop.feed import Feed
 from autoencoded.live.loop.guard import ThreadGuard
 from autoencoded.live.loop.loader import ModelLoader
+from autoencoded.live.loop.model_pass import encode_effects_decode
+from autoencoded.live.loop.overlay import draw_overlay
 from autoencoded.live.loop.stats import LoopStats, stats_report, status_line
-from autoencoded.media.framing import AUTO_CROP_LIMIT, Framing, frame_for, pad_to
+from autoencoded.media.framing import AUTO_CROP_LIMIT, Framing, frame_for
 from autoencoded.shutdown import native_thread
 from autoencoded.text import printable
 
 HANG_S = 5.0  # one inference this long is hung (the slowest model here takes ~0.1 s a frame on a CPU)
 LOAD_WAIT_S = 10.0  # stopping waits this long for a model load under way (they take 1-3 s)
-
-
-def stylize(engine: Engine, fx: LatentFX, frames: np.ndarray, p: Params | Sequence[Params]) -> np.ndarray:
-    """uint8 (N,h,w,3) at the model size -> the model's frames (N,h,w,3); raises EngineFault on bad output.
-
-    p: the controls for every frame, or one Params per frame (a modulated render)."""
-    n = frames.shape[0]
-    if all(LatentFX.is_identity(q) for q in ([p] if isinstance(p, Params) else p)):
-        out = engine.reconstruct(frames)
-    else:
-        mu, log_sigma = engine.encode(frames)
-        mu = np.asarray(mu, dtype=np.float32)
-        log_sigma = np.asarray(log_sigma, dtype=np.float32)
-        if mu.shape != (n, engine.z_dim) or log_sigma.shape != mu.shape:
-            raise EngineFault(f"encoder returned latents of shape {mu.shape}, expected {(n, engine.z_dim)}")
-        if not (np.isfinite(mu).all() and np.isfinite(log_sigma).all()):
-            raise EngineFault("encoder returned NaN/Inf latents")
-        fx.use_memory(getattr(engine, "memory", None))  # the bank of the engine playing now (live and render)
-        if isinstance(p, Params):
-            z = fx(mu, log_sigma, p)
-        else:  # the effects run row by row anyway (rows are consecutive frames)
-            z = np.concatenate([fx(mu[i:i + 1], log_sigma[i:i + 1], q) for i, q in enumerate(p)])
-        out = engine.decode(z)
-    out = np.asarray(out)
-    if out.dtype != np.uint8 or out.shape != frames.shape:
-        raise EngineFault(f"model returned {out.dtype} {out.shape}, expected uint8 {frames.shape}")
-    return out
 
 
 class Pipeline:
@@ -315,17 +290,16 @@ class Pipeline:
     def _dry(self, frame: np.ndarray, width: int, height: int) -> np.ndarray:
         """The input framed as the model sees it, at the size the model's picture has in width x height."""
         engine = self.engine
-        framing = self.framing(frame, engine.width, engine.height)
-        inner = picture_size(engine.width / engine.height, width, height)
-        return pad_to(framing.apply(frame, *inner), width, height)
+        return input_picture(frame, self.framing(frame, engine.width, engine.height), engine.width / engine.height,
+                             width, height)
 
-    def _prepare(self, frame: np.ndarray) -> dict:
+    def _prepare(self, frame: np.ndarray) -> np.ndarray | None:
         """Source thread: frame the picture for the current model (in parallel with the engine). When that
-        fails the engine thread frames it itself (and counts the fault if it fails there too)."""
+        fails (None) the engine thread frames it itself (and counts the fault if it fails there too)."""
         try:
-            return {"small": self._model_input(frame, self.engine)}
+            return self._model_input(frame, self.engine)
         except Exception:  # noqa: BLE001 - an optimisation only
-            return {}
+            return None
 
     def _start_engine_thread(self) -> None:
         """A new engine thread; one before it (hung in an inference) stops when it ever comes back."""
@@ -341,8 +315,7 @@ class Pipeline:
             if pkt is None:
                 continue
             # what goes out if this iteration fails: the input, composed as after an engine fault
-            out = Packet(frame=pkt.frame, t_capture=pkt.t_capture, index=pkt.index, held=pkt.held,
-                         meta={"model": None, "mix": 1.0})
+            out = pkt.after_engine(None, 1.0)
             with guard:
                 if self._pending is not None:
                     self._swap_in()
@@ -367,7 +340,8 @@ class Pipeline:
         self._start_engine_thread()
 
     def _run_engine(self, pkt: Packet) -> Packet:
-        """Engine thread: the model's frame at the model size (meta 'model'), or None after a fault."""
+        """Engine thread: the packet with the model's frame at the model size (`model_output`), None after a
+        fault, and this frame's dry/wet."""
         t0 = time.perf_counter()
         p = self.params.snapshot()
         if self.modulate is not None:
@@ -375,18 +349,17 @@ class Pipeline:
         engine = self.engine
         model = None
         if engine is self._hung:  # passthrough until a swap
-            return Packet(frame=pkt.frame, t_capture=pkt.t_capture, index=pkt.index, held=pkt.held,
-                          meta={"model": None, "mix": p.mix})
+            return pkt.after_engine(None, p.mix)
         busy = self._busy = (engine, t0)
         try:
-            small = pkt.meta.get("small")
+            small = pkt.model_input
             if small is None or small.shape[:2] != (engine.height, engine.width):
                 small = self._model_input(pkt.frame, engine)  # just swapped to another size
             fused = LatentFX.is_identity(p)
             if fused and not self._was_fused:
                 self.fx.reset()
             self._was_fused = fused
-            model = stylize(engine, self.fx, small[None], p)[0]
+            model = encode_effects_decode(engine, self.fx, small[None], p)[0]
             if self._fault_streak:
                 self.log(f"engine: recovered after {self._fault_streak} faulty frame(s)")
                 self._fault_streak = 0
@@ -401,28 +374,25 @@ class Pipeline:
                 self._busy = None
         self._stats.engine_ms.add((time.perf_counter() - t0) * 1000.0)
         self._stats.frames_processed += 1
-        return Packet(frame=pkt.frame, t_capture=pkt.t_capture, index=pkt.index, held=pkt.held,
-                      meta={"model": model, "mix": p.mix})
+        return pkt.after_engine(model, p.mix)
 
     def _compose(self, pkt: Packet) -> np.ndarray:
-        """Sink thread: upscale to the output size, fall back after a fault, mix with the input."""
+        """Sink thread: the output frame (compose.py), falling back after a fault to the last good frame
+        (--on-fault last) or the input."""
         w, h = self.size
-        model, mix = pkt.meta["model"], pkt.meta["mix"]
-        full_in = None
-        if model is not None:
-            out = self._last_good = upscale(model, w, h)
+        if pkt.model_output is not None:
+            wet = self._last_good = upscale(pkt.model_output, w, h)
         elif self.on_fault == "last" and self._last_good is not None:
-            out = self._last_good
-        else:
-            out = full_in = self._dry(pkt.frame, w, h)
-        if mix < 1.0:
-            out = dry_wet(out, full_in if full_in is not None else self._dry(pkt.frame, w, h), mix)
-        return out
+            wet = self._last_good
+        else:  # passthrough: the input is the wet and the dry picture
+            wet = self._dry(pkt.frame, w, h)
+            return compose(wet, lambda width, height: wet, pkt.mix, w, h)
+        return compose(wet, lambda width, height: self._dry(pkt.frame, width, height), pkt.mix, w, h)
 
     def process(self, frame: np.ndarray) -> np.ndarray:
         """One input frame (any size) -> one output frame, synchronously, through the same three stages as
         the running loop (which must not be running). Never raises for engine faults."""
-        pkt = Packet(frame=frame, t_capture=time.perf_counter(), meta=self._prepare(frame))
+        pkt = Packet(frame=frame, t_capture=time.perf_counter(), model_input=self._prepare(frame))
         return self._compose(self._run_engine(pkt))
 
     def _sink_loop(self) -> None:
@@ -455,9 +425,9 @@ class Pipeline:
                     self._stats.frames_repeated += 1
                     pkt = last
                 else:
-                    pkt.frame = self._compose(pkt)
-                    pkt.meta = {}
-                frame = pkt.frame
+                    pkt.shown = self._compose(pkt)
+                    pkt.model_input = pkt.model_output = None  # composed: the model-size frames are done with
+                frame = pkt.shown
                 if self.overlay:
                     if now >= next_overlay:
                         self._overlay_text = status_line(self.stats())
@@ -489,18 +459,6 @@ class Pipeline:
             if s.wants_stop:
                 self.log(f"output {s.name} closed; stopping")
                 self._stop.set()
-
-
-def draw_overlay(frame: np.ndarray, text: str) -> np.ndarray:
-    """The status text in a dark band along the top of a copy of `frame`."""
-    out = frame.copy()
-    h, w = out.shape[:2]
-    scale = max(0.35, min(1.0, w / 1600))
-    band = int(22 * scale / 0.5)
-    out[:band] = (out[:band].astype(np.uint16) * 2 // 5).astype(np.uint8)
-    cv2.putText(out, text, (6, band - int(6 * scale / 0.5)), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1,
-                cv2.LINE_AA)
-    return out
 
 
 def _quiet(fn: Callable[[], object]) -> None:
