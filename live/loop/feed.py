@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -18,6 +19,22 @@ from autoencoded.live.io.sources import Source, check_frame
 from autoencoded.live.loop.boxes import LatestBox, Packet
 from autoencoded.live.loop.guard import ThreadGuard
 from autoencoded.live.loop.stats import LoopStats, RateLimiter
+
+
+@dataclass
+class _Watch:
+    """The watchdog's state from one event to the next (the source thread's alone)."""
+
+    last_change: float  # when the picture last changed (a camera's freeze check)
+    last_fresh: float  # when the last good frame (or the open) came
+    open_started: float  # when the current open attempt began
+    backoff: float  # the wait before the next reopen, doubled each time
+    opened: bool = False
+    last_good: np.ndarray | None = None
+    last_input: np.ndarray | None = None  # prepare(last_good), reused while it is held
+    last_sig: np.ndarray | None = None  # a sparse sample of the last frame, to see it repeat
+    next_reopen: float | None = None
+    next_hold: float = 0.0
 
 
 class Feed:
@@ -36,9 +53,10 @@ class Feed:
     def __init__(self, source: Source, box: LatestBox, fps: float = 30.0, stats: LoopStats | None = None,
                  log: Callable[[str], None] = print, open_timeout: float = 5.0, stall_timeout: float = 1.0,
                  repeat_timeout: float | None = None, min_backoff: float = 0.25, max_backoff: float = 5.0,
-                 prepare: Callable[[np.ndarray], dict] | None = None, guard: ThreadGuard | None = None) -> None:
+                 prepare: Callable[[np.ndarray], np.ndarray | None] | None = None, guard: ThreadGuard | None = None) -> None:
         self.source, self.box, self.fps = source, box, float(fps)
-        # per-frame work done here, in parallel with the engine (the pipeline fits frames to the model)
+        # per-frame work done here, in parallel with the engine: the pipeline fits frames to the model
+        # (Packet.model_input)
         self.prepare = prepare
         self.stats = stats or LoopStats()
         self.log = log
@@ -123,93 +141,114 @@ class Feed:
     def in_outage(self) -> bool:
         return bool(self.outages) and self.outages[-1]["end"] is None
 
-    def _publish(self, frame: np.ndarray, t: float, held: bool, meta: dict | None = None) -> dict:
-        if meta is None:
-            meta = self.prepare(frame) if self.prepare is not None else {}
+    def _publish(self, frame: np.ndarray, t: float, held: bool,
+                 model_input: np.ndarray | None = None) -> np.ndarray | None:
+        """Hand `frame` to the engine; returns its model input (prepared here unless given) to reuse."""
+        if model_input is None and self.prepare is not None:
+            model_input = self.prepare(frame)
         self._index += 1
-        self.box.put(Packet(frame=frame, t_capture=t, index=self._index, held=held, meta=meta))
-        return meta
+        self.box.put(Packet(frame=frame, t_capture=t, index=self._index, held=held, model_input=model_input))
+        return model_input
 
     def _run(self) -> None:
         interval = 1.0 / self.fps
         limiter = RateLimiter(self.fps)
-        last_good: np.ndarray | None = None
-        last_meta: dict | None = None  # prepare(last_good), reused while it is held
-        last_sig: np.ndarray | None = None
-        last_change = last_fresh = open_started = time.perf_counter()
-        opened = False
-        backoff = self.min_backoff
-        next_reopen: float | None = None
-        next_hold = 0.0
+        now = time.perf_counter()
+        w = _Watch(last_change=now, last_fresh=now, open_started=now, backoff=self.min_backoff)
         self.stats.source_state = "opening"
         self._start_reader()
         while not self._stop.is_set():
             ev = self._raw.get(timeout=min(interval, 0.05))
             with self.guard:
                 now = time.perf_counter()
-                problem = None
-                if ev is not None:
-                    kind, t, payload = ev
-                    if kind == "opened":
-                        opened, last_fresh, last_change = True, now, now
-                        self.ever_opened = True
-                        if not self.in_outage:
-                            self.stats.source_state = "ok"
-                    elif kind == "error":
-                        problem = payload
-                    else:
-                        problem = check_frame(payload)
-                        if problem is None and self.repeat_timeout:
-                            sig = payload[::7, ::7]
-                            if last_sig is not None and sig.shape == last_sig.shape and np.array_equal(sig, last_sig):
-                                if now - last_change > self.repeat_timeout:
-                                    problem = f"frozen (the same frame for {self.repeat_timeout:g} s)"
-                                elif self.in_outage:
-                                    problem = "frozen"
-                            else:
-                                last_change = now
-                            last_sig = sig.copy()
-                        if problem is None:
-                            if self.in_outage:
-                                self._recovered(now)
-                            backoff, next_reopen = self.min_backoff, None
-                            self.stats.source_state = "ok"
-                            last_good, last_meta, last_fresh = payload, None, now
-                            self.stats.frames_in += 1
-                            if self.stats.first_frame is None:
-                                self.stats.first_frame = now
-                            self.stats.fps_in.tick(now)
-                            if limiter.allow(now):
-                                last_meta = self._publish(payload, t, held=False)
-                            else:
-                                self.stats.frames_skipped += 1
-                            continue
-                elif not opened and now - open_started > self.open_timeout:
-                    problem = f"did not open within {self.open_timeout:g} s"
-                elif opened and now - last_fresh > self.stall_timeout:
-                    problem = f"stalled (no frame for {self.stall_timeout:g} s)"
-
+                if ev is not None and ev[0] == "frame":
+                    problem = self._frame_problem(w, ev[2], now)
+                    if problem is None:
+                        self._take(w, ev[2], ev[1], now, limiter)
+                        continue
+                elif ev is not None:
+                    problem = self._opened_or_failed(w, ev, now)
+                else:
+                    problem = self._silence(w, now)
                 if problem is not None:
-                    if not self.in_outage:
-                        self._outage(problem, now, holding=last_good is not None)
-                        next_hold = now
-                    else:
-                        self.outages[-1]["reason"] = problem
-                    if next_reopen is None:
-                        next_reopen = now + backoff
-                        backoff = min(backoff * 2, self.max_backoff)
+                    self._trouble(w, problem, now)
                 if self.in_outage:
-                    if last_good is not None and now >= next_hold:
-                        last_meta = self._publish(last_good, now, held=True, meta=last_meta)
-                        self.stats.frames_held += 1
-                        next_hold = max(next_hold + interval, now - interval)
-                    if next_reopen is not None and now >= next_reopen:
-                        self.reopens += 1
-                        self.outages[-1]["reopens"] += 1
-                        opened, open_started, last_fresh = False, now, now
-                        next_reopen = None
-                        self._start_reader()
+                    self._hold_and_reopen(w, now, interval)
         self.stats.source_state = "stopped"
+
+    def _opened_or_failed(self, w: _Watch, ev: tuple, now: float) -> str | None:
+        """An "opened" or "error" event from the reader -> the problem it is (None: opened)."""
+        kind, _, payload = ev
+        if kind == "error":
+            return payload
+        w.opened, w.last_fresh, w.last_change = True, now, now
+        self.ever_opened = True
+        if not self.in_outage:
+            self.stats.source_state = "ok"
+        return None
+
+    def _frame_problem(self, w: _Watch, frame: object, now: float) -> str | None:
+        """What is wrong with a frame the reader gave (garbage, frozen), None when it is good."""
+        problem = check_frame(frame)
+        if problem is None and self.repeat_timeout:
+            sig = frame[::7, ::7]
+            if w.last_sig is not None and sig.shape == w.last_sig.shape and np.array_equal(sig, w.last_sig):
+                if now - w.last_change > self.repeat_timeout:
+                    problem = f"frozen (the same frame for {self.repeat_timeout:g} s)"
+                elif self.in_outage:
+                    problem = "frozen"
+            else:
+                w.last_change = now
+            w.last_sig = sig.copy()
+        return problem
+
+    def _take(self, w: _Watch, frame: np.ndarray, t: float, now: float, limiter: RateLimiter) -> None:
+        """A good frame: the outage (if any) is over; it goes to the engine unless over the rate."""
+        if self.in_outage:
+            self._recovered(now)
+        w.backoff, w.next_reopen = self.min_backoff, None
+        self.stats.source_state = "ok"
+        w.last_good, w.last_input, w.last_fresh = frame, None, now
+        self.stats.frames_in += 1
+        if self.stats.first_frame is None:
+            self.stats.first_frame = now
+        self.stats.fps_in.tick(now)
+        if limiter.allow(now):
+            w.last_input = self._publish(frame, t, held=False)
+        else:
+            self.stats.frames_skipped += 1
+
+    def _silence(self, w: _Watch, now: float) -> str | None:
+        """No event came: the problem when the source has been silent too long (opening or stalled)."""
+        if not w.opened and now - w.open_started > self.open_timeout:
+            return f"did not open within {self.open_timeout:g} s"
+        if w.opened and now - w.last_fresh > self.stall_timeout:
+            return f"stalled (no frame for {self.stall_timeout:g} s)"
+        return None
+
+    def _trouble(self, w: _Watch, problem: str, now: float) -> None:
+        """Start an outage (or say its latest reason) and schedule a reopen with backoff."""
+        if not self.in_outage:
+            self._outage(problem, now, holding=w.last_good is not None)
+            w.next_hold = now
+        else:
+            self.outages[-1]["reason"] = problem
+        if w.next_reopen is None:
+            w.next_reopen = now + w.backoff
+            w.backoff = min(w.backoff * 2, self.max_backoff)
+
+    def _hold_and_reopen(self, w: _Watch, now: float, interval: float) -> None:
+        """During an outage: the last good frame again at the target rate, and a reopen when it is due."""
+        if w.last_good is not None and now >= w.next_hold:
+            w.last_input = self._publish(w.last_good, now, held=True, model_input=w.last_input)
+            self.stats.frames_held += 1
+            w.next_hold = max(w.next_hold + interval, now - interval)
+        if w.next_reopen is not None and now >= w.next_reopen:
+            self.reopens += 1
+            self.outages[-1]["reopens"] += 1
+            w.opened, w.open_started, w.last_fresh = False, now, now
+            w.next_reopen = None
+            self._start_reader()
 
     def _outage(self, reason: str, now: float, holding: bool = True) -> None:
         self.outages.append({"start": now, "end": None, "reason": reason, "first_reason": reason, "reopens": 0})
