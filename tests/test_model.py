@@ -14,6 +14,7 @@ from autoencoded.training.model import (
     frames_to_input,
     output_to_frames,
 )
+
 from helpers import TINY
 
 
