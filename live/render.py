@@ -89,6 +89,70 @@ def _render(input_path: str | os.PathLike, output_path: str | os.PathLike, engin
     confirms it was cut: Matroska declares no count) leaves the frames rendered in a file whose name says
     partial (NAME.partial.EXT) and raises UserError saying where the input stopped. So does an output that
     fails part-way (a full disk), saying why."""
+    src, out, info = _checked_paths(input_path, output_path, overwrite, batch)
+    fps = float(Fraction(info.rate))
+    framing = for_video(info, crop, engine.width, engine.height)
+    log(f"framing: {src.name} {framing.describe()}")
+    out_w, h = size or ((2 if side_by_side else 1) * engine.width, engine.height)
+    audio_from = _audio_source(src, info, log)
+    params = params if params is not None else Params(noise=float(noise), noise_seed=int(seed))
+    step = _BatchStep(engine, LatentFX(engine.z_dim, seed=params.noise_seed), framing, params,
+                      _Modulation(src, fps, mods) if mods else None, out_w, h, side_by_side, log)
+    cap = cv2.VideoCapture(str(src))
+    q: queue.Queue = queue.Queue(maxsize=3)
+    stop = threading.Event()
+    reader = threading.Thread(target=_read_batches, args=(cap, batch, q, stop), name="render-reader", daemon=True)
+    writer = open_video_writer(out, out_w, h, fps, rate=info.rate, audio_from=audio_from,
+                               audio_codec=info.audio_codec, overwrite=overwrite)
+    bar = _Progress(info.expected_frames, enabled=progress)
+    t0 = time.perf_counter()
+    reader.start()
+    try:
+        while True:
+            item = q.get()
+            if item is None:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            step(item, writer)
+            bar.update(step.frames_done)
+        declared = info.expected_frames
+        # a declared count is off by 1 at most; a count estimated from a duration only when the demuxer says so
+        stopped_early = bool(declared) and 0 < step.frames_done < declared - 1 and (
+            not info.estimated or ended_early(src) is not None)
+        partial = partial_name(out) if stopped_early else None
+        written = writer.close(to=partial)
+    except WriteFailed as exc:  # a full disk: what was written is kept (VideoWriter.salvage), said in one line
+        stop.set()
+        writer.abort()
+        raise UserError(f"{exc} (after {step.frames_done} frames of {src.name})") from None
+    except BaseException:
+        stop.set()
+        writer.abort()
+        raise
+    finally:
+        stop.set()
+        bar.close()
+        reader.join(timeout=2.0)
+        cap.release()
+    seconds = time.perf_counter() - t0
+    frames_done = step.frames_done
+    if frames_done == 0:
+        raise UserError(f"{src}: no frames could be decoded")
+    if partial is not None:
+        about = "about " if info.estimated else ""
+        raise UserError(f"{src}: the input stopped at frame {frames_done} of its {about}{declared} (damaged or "
+                        f"truncated); the {frames_done} frames rendered are in {written}")
+    return {"input": str(src), "output": str(written), "frames": frames_done, "fps": fps, "rate": info.rate,
+            "size": f"{out_w}x{h}", "audio": audio_from is not None, "seconds": round(seconds, 2),
+            "render_fps": round(frames_done / seconds, 2) if seconds > 0 else 0.0,
+            "x_realtime": round(frames_done / fps / seconds, 3) if seconds > 0 else 0.0,
+            "faults": step.faults, "engine": engine.name, "writer": writer.backend}
+
+
+def _checked_paths(input_path, output_path, overwrite: bool, batch: int):
+    """(source, output, probe) once every refusal that touches nothing has been made: a missing input, an
+    output that is the input or exists without --overwrite, a bad batch, a video without a usable rate."""
     src = demo_clip() if str(input_path) == "demo" else Path(input_path)
     if not src.is_file():
         raise UserError(f"{src}: no such video file")
@@ -103,87 +167,49 @@ def _render(input_path: str | os.PathLike, output_path: str | os.PathLike, engin
     check_decodes(src)
     if info.rate is None:
         raise UserError(f"{src}: the video does not state a usable frame rate ({info.fps:g})")
-    fps = float(Fraction(info.rate))
-    framing = for_video(info, crop, engine.width, engine.height)
-    log(f"framing: {src.name} {framing.describe()}")
-    out_w, h = size or ((2 if side_by_side else 1) * engine.width, engine.height)
+    return src, out, info
 
-    audio_from = None
+
+def _audio_source(src: Path, info, log: Callable[[str], object]) -> Path | None:
+    """The file whose sound the render keeps (the input's), or None; without ffmpeg it says the sound is lost."""
     if info.audio_codec and ffmpeg_path():
-        audio_from = src
-    elif (info.audio_codec or not info.audio_known) and not ffmpeg_path():
+        return src
+    if (info.audio_codec or not info.audio_known) and not ffmpeg_path():
         log("ffmpeg not found: writing the video without its audio (install ffmpeg to keep the sound)")
+    return None
 
-    params = params if params is not None else Params(noise=float(noise), noise_seed=int(seed))
-    modulation = _Modulation(src, fps, mods) if mods else None
-    fx = LatentFX(engine.z_dim, seed=params.noise_seed)
-    cap = cv2.VideoCapture(str(src))
-    q: queue.Queue = queue.Queue(maxsize=3)
-    stop = threading.Event()
-    reader = threading.Thread(target=_read_batches, args=(cap, batch, q, stop), name="render-reader", daemon=True)
-    writer = open_video_writer(out, out_w, h, fps, rate=info.rate, audio_from=audio_from,
-                               audio_codec=info.audio_codec, overwrite=overwrite)
-    bar = _Progress(info.expected_frames, enabled=progress)
-    frames_done, faults = 0, 0
-    t0 = time.perf_counter()
-    reader.start()
-    try:
-        while True:
-            item = q.get()
-            if item is None:
-                break
-            if isinstance(item, BaseException):
-                raise item
-            small = np.stack([framing.apply(f, engine.width, engine.height) for f in item])
-            frame_params = [modulation.params(params, frames_done + j) for j in range(len(item))] \
-                if modulation is not None else [params] * len(item)
-            try:
-                model_frames = encode_effects_decode(engine, fx, small, frame_params)
-            except (EngineFault, RuntimeError, ValueError) as exc:
-                faults += len(item)
-                if faults == len(item):
-                    log(f"warning: the model failed on frames {frames_done}-{frames_done + len(item) - 1} "
-                        f"({exc}); those frames show the input")
-                model_frames = small
-            for src_frame, mframe, p in zip(item, model_frames, frame_params, strict=True):
-                def dry(width: int, height: int, src_frame=src_frame) -> np.ndarray:
-                    return input_picture(src_frame, framing, engine.width / engine.height, width, height)
 
-                writer.write(compose(mframe, dry, p.mix, out_w, h, side_by_side))
-            frames_done += len(item)
-            bar.update(frames_done)
-        declared = info.expected_frames
-        # a declared count is off by 1 at most; a count estimated from a duration only when the demuxer says so
-        stopped_early = bool(declared) and 0 < frames_done < declared - 1 and (
-            not info.estimated or ended_early(src) is not None)
-        partial = partial_name(out) if stopped_early else None
-        written = writer.close(to=partial)
-    except WriteFailed as exc:  # a full disk: what was written is kept (VideoWriter.salvage), said in one line
-        stop.set()
-        writer.abort()
-        raise UserError(f"{exc} (after {frames_done} frames of {src.name})") from None
-    except BaseException:
-        stop.set()
-        writer.abort()
-        raise
-    finally:
-        stop.set()
-        bar.close()
-        reader.join(timeout=2.0)
-        cap.release()
-    seconds = time.perf_counter() - t0
-    if frames_done == 0:
-        raise UserError(f"{src}: no frames could be decoded")
-    if partial is not None:
-        about = "about " if info.estimated else ""
-        raise UserError(f"{src}: the input stopped at frame {frames_done} of its {about}{declared} (damaged or "
-                        f"truncated); the {frames_done} frames rendered are in {written}")
-    summary = {"input": str(src), "output": str(written), "frames": frames_done, "fps": fps, "rate": info.rate,
-               "size": f"{out_w}x{h}", "audio": audio_from is not None, "seconds": round(seconds, 2),
-               "render_fps": round(frames_done / seconds, 2) if seconds > 0 else 0.0,
-               "x_realtime": round(frames_done / fps / seconds, 3) if seconds > 0 else 0.0,
-               "faults": faults, "engine": engine.name, "writer": writer.backend}
-    return summary
+class _BatchStep:
+    """One batch of the film through the model and into the writer: framed to the model's size, each frame's
+    controls (modulated when routes are given), encode -> effects -> decode, composed as live composes. A
+    model that fails on a batch shows those frames' input (counted in `faults`, said once)."""
+
+    def __init__(self, engine: Engine, fx: LatentFX, framing, params: Params, modulation, out_w: int, h: int,
+                 side_by_side: bool, log: Callable[[str], object]) -> None:
+        self.engine, self.fx, self.framing, self.params, self.modulation = engine, fx, framing, params, modulation
+        self.out_w, self.h, self.side_by_side, self.log = out_w, h, side_by_side, log
+        self.frames_done = 0
+        self.faults = 0
+
+    def __call__(self, item: list[np.ndarray], writer) -> None:
+        engine, n = self.engine, len(item)
+        small = np.stack([self.framing.apply(f, engine.width, engine.height) for f in item])
+        frame_params = [self.modulation.params(self.params, self.frames_done + j) for j in range(n)] \
+            if self.modulation is not None else [self.params] * n
+        try:
+            model_frames = encode_effects_decode(engine, self.fx, small, frame_params)
+        except (EngineFault, RuntimeError, ValueError) as exc:
+            self.faults += n
+            if self.faults == n:
+                self.log(f"warning: the model failed on frames {self.frames_done}-{self.frames_done + n - 1} "
+                         f"({exc}); those frames show the input")
+            model_frames = small
+        for src_frame, mframe, p in zip(item, model_frames, frame_params, strict=True):
+            def dry(width: int, height: int, src_frame=src_frame) -> np.ndarray:
+                return input_picture(src_frame, self.framing, engine.width / engine.height, width, height)
+
+            writer.write(compose(mframe, dry, p.mix, self.out_w, self.h, self.side_by_side))
+        self.frames_done += n
 
 
 class _Modulation:
