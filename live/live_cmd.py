@@ -20,7 +20,7 @@ from pathlib import Path
 
 import click
 
-from autoencoded import signals
+from autoencoded import signals, stderr
 from autoencoded.errors import UserError
 from autoencoded.fileio import check_file_name
 from autoencoded.live.engines import backend_choices, backend_help
@@ -43,20 +43,19 @@ class Console:
         self._dirty = False
 
     def event(self, msg: str) -> None:
-        if self._dirty:
-            self.stream.write("\r\033[K")
-            self._dirty = False
-        self.stream.write(msg + "\n")
-        self.stream.flush()
+        # any thread logs here; write_line holds the lock that also keeps fd 2 from being silenced meanwhile
+        with stderr.LOCK:
+            clear, self._dirty = ("\r\033[K" if self._dirty else ""), False
+            stderr.write_line(self.stream, clear + msg + "\n")
 
     def status(self, stats: dict) -> None:
         from autoencoded.live.loop.stats import status_line
 
         line = status_line(stats)
         if self.tty:
-            self.stream.write("\r\033[K" + line)
-            self.stream.flush()
-            self._dirty = True
+            with stderr.LOCK:
+                stderr.write_line(self.stream, "\r\033[K" + line)
+                self._dirty = True
         elif time.monotonic() - self._last >= self.every:
             self._last = time.monotonic()
             self.event(line)

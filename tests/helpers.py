@@ -271,10 +271,10 @@ def cc(control: int, value: int, channel: int = 0):
 def has_midi_subsystem() -> bool:
     import mido
 
-    from autoencoded.live.control.midi import quiet_stderr
+    from autoencoded.stderr import silenced
 
     try:
-        with quiet_stderr():
+        with silenced():
             mido.get_input_names()
         return True
     except OSError:

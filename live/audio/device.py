@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from autoencoded import stderr
 from autoencoded.errors import one_line
 from autoencoded.live.audio.analysis import AUDIO_SIGNALS, AudioAnalyzer
 from autoencoded.service import ThreadService
@@ -53,7 +54,10 @@ class AudioInput(ThreadService):
 
     def _sd(self):
         if self.backend is None:
-            import sounddevice  # the `audio` extra; raises OSError when PortAudio itself is missing
+            # the `audio` extra; raises OSError when PortAudio itself is missing. Importing it initialises
+            # PortAudio with fd 2 silenced, which must not swallow another thread's log line
+            with stderr.held():
+                import sounddevice
 
             self.backend = sounddevice
         return self.backend

@@ -13,10 +13,10 @@ Port names come from devices and other apps (network MIDI sessions too): they ar
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 from collections.abc import Callable
 
+from autoencoded import stderr
 from autoencoded.live.control.params import ROW, SPECS, ParamStore, parse_target, target_name
 from autoencoded.service import ThreadService
 from autoencoded.text import printable
@@ -94,28 +94,6 @@ class MidiLearn:
         return True
 
 
-@contextlib.contextmanager
-def quiet_stderr():
-    """Silence C-level writes to stderr (ALSA's 'cannot open /dev/snd/seq' lines) for a moment."""
-    if not sys.platform.startswith("linux"):
-        yield
-        return
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):
-        yield
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
 def pick_port(names: list[str], device: str) -> str | None:
     """'auto': the first port that is not a software pass-through; else the first name containing `device`."""
     if device == "auto":
@@ -147,7 +125,7 @@ class MidiInput(ThreadService):
         self.poll_s = poll_s
         self.backend = backend
         self.purpose = purpose
-        self.log = log or (lambda line: print(line, file=sys.stderr))
+        self.log = log or (lambda line: stderr.write_line(sys.stderr, f"{line}\n"))
         self.port_name: str | None = None
         self.opens = 0
         self.state = "starting"  # starting | waiting | open | unavailable | stopped
@@ -178,7 +156,7 @@ class MidiInput(ThreadService):
 
     def poll_once(self) -> None:
         """One step of the device watch: open the device when it is there, drop it when it vanished."""
-        with quiet_stderr():
+        with stderr.silenced():
             names = list(self._backend().get_input_names())
         if self._port is not None:
             if self.port_name in names:
@@ -195,7 +173,7 @@ class MidiInput(ThreadService):
             self.state = "waiting"
             return
         try:
-            with quiet_stderr():
+            with stderr.silenced():
                 self._port = self._backend().open_input(name, callback=self._on_message)
         except Exception as exc:  # unplugged between listing and opening, or busy: try again next poll
             if self.state != "waiting":
