@@ -185,7 +185,7 @@ def test_an_exception_in_any_loop_thread_is_caught_counted_and_recovered_from(pa
         hollow = open_engine(pack, backend="onnxruntime", log=lambda m: None, threads=1)
         hollow.z_dim = 10**13
         fut: Future = Future()
-        p._deliver(hollow, fut)
+        p.swap.deliver(hollow, fut)
         assert isinstance(fut.exception(timeout=30), MemoryError)
         _frames_flow(sink, 10, "frames after a refused swap")
         assert p.request_model(str(pack), backend="onnxruntime").result(timeout=60).startswith("onnxruntime")

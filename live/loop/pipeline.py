@@ -10,7 +10,7 @@
   before post-processing), returns non-finite latents or a wrong shape is bypassed for that frame
   (passthrough of the input, or the last good frame), counted, and used again from the next frame.
 - `request_model(spec)` loads another model on a background thread and swaps it in between two frames;
-  one load runs at a time and the latest request wins (autoencoded.live.loop.loader); a model that fails
+  one load runs at a time and the latest request wins (live/loop/model_swap.py, loader.py); a model that fails
   to load leaves the current one playing and is reported.
 - An engine that hangs inside one inference (longer than HANG_S) is interrupted where the backend can be
   (onnxruntime) and left behind where it cannot: frames pass through on a fresh engine thread until another
@@ -43,13 +43,12 @@ from autoencoded.live.loop.boxes import LatestBox, Packet
 from autoencoded.live.loop.compose import compose, input_picture
 from autoencoded.live.loop.feed import Feed
 from autoencoded.live.loop.guard import ThreadGuard
-from autoencoded.live.loop.loader import ModelLoader
 from autoencoded.live.loop.model_pass import encode_effects_decode
+from autoencoded.live.loop.model_swap import ModelSwap
 from autoencoded.live.loop.overlay import draw_overlay
 from autoencoded.live.loop.stats import LoopStats, stats_report, status_line
 from autoencoded.media.framing import AUTO_CROP_LIMIT, Framing, frame_for
 from autoencoded.shutdown import native_thread
-from autoencoded.text import printable
 
 HANG_S = 5.0  # one inference this long is hung (the slowest model here takes ~0.1 s a frame on a CPU)
 LOAD_WAIT_S = 10.0  # stopping waits this long for a model load under way (they take 1-3 s)
@@ -81,10 +80,7 @@ class Pipeline:
                          guard=ThreadGuard("source", self._stats, log), **(feed_options or {}))
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._swap_lock = threading.Lock()
-        self._pending: tuple[Engine, Future] | None = None
-        self.loader = ModelLoader(self._open, self._deliver, self._load_failed, log)
-        self.model_error = ""
+        self.swap = ModelSwap(self._install, lambda: self.engine, threads=threads, log=log)
         self._busy: tuple[Engine, float] | None = None  # the engine inside an inference, and since when
         self._hung: Engine | None = None  # an engine found hung: frames pass it by until a swap
         self._engine_thread: threading.Thread | None = None
@@ -142,9 +138,10 @@ class Pipeline:
             busy[0].interrupt()
             if self._engine_thread is not None:
                 self._engine_thread.join(0.5)
-        if not self.loader.close(LOAD_WAIT_S):
+        if not self.swap.close(LOAD_WAIT_S):
             self.log(f"model: a load is still running after {LOAD_WAIT_S:.0f} s; leaving it behind")
-        self.stuck = [t.name for t in (self._engine_thread, self.loader.worker) if t is not None and t.is_alive()]
+        self.stuck = [t.name for t in (self._engine_thread, self.swap.loader.worker)
+                      if t is not None and t.is_alive()]
         self._closed = True
         for s in self.sinks:
             try:
@@ -152,11 +149,6 @@ class Pipeline:
             except Exception as exc:
                 self.failed_outputs.append(f"{s.name}: {one_line(exc)}")
                 self.log(f"output {s.name}: closing failed ({one_line(exc, typed=True)})")
-        with self._swap_lock:
-            pending, self._pending = self._pending, None
-        if pending is not None:
-            _quiet(pending[0].close)
-            pending[1].cancel()
         _quiet(self.engine.close)
 
     def run(self, duration: float | None = None, max_frames: int | None = None,
@@ -199,7 +191,7 @@ class Pipeline:
     def stats(self) -> dict:
         d = self._stats.snapshot()
         d.update(dropped=self.in_box.dropped + self.out_box.dropped, model=self.engine.name,
-                 model_loading=self.loader.busy, model_error=self.model_error, engine_hung=self._hung is not None,
+                 model_loading=self.swap.loading, model_error=self.model_error, engine_hung=self._hung is not None,
                  source=self.source.name,
                  sinks=[s.name for s in self.sinks], target_fps=self.fps, size=f"{self.size[0]}x{self.size[1]}",
                  params_rejected=self.params.rejected,
@@ -215,52 +207,17 @@ class Pipeline:
         between two frames. One load runs at a time; a newer request overtakes a waiting one (whose Future
         is cancelled). The returned Future gives the new engine's name, or the load error; on error the
         current model keeps playing and `model_error` says why."""
-        return self.loader.request(spec, backend=backend or self.backend)
+        return self.swap.request(spec, backend or self.backend)
 
-    def _open(self, spec: object, backend: str) -> Engine:
-        from autoencoded.live.engines import model_name, open_engine
+    @property
+    def model_error(self) -> str:
+        """Why the last model asked for is not playing ("" once one is)."""
+        return self.swap.error
 
-        engine = open_engine(spec, backend=backend, log=self.log, threads=self.threads, memory=True)
-        engine.label = model_name(spec)  # "now playing" names the model, not only the backend it runs on
-        return engine
-
-    def _load_failed(self, spec: object, exc: BaseException) -> None:
-        why = printable(one_line(exc, typed=True))
-        self.model_error = f"{printable(spec)}: {why}"
-        self.log(f"model: could not load {printable(spec)} ({why}); still playing {self.engine.name}")
-
-    def _deliver(self, engine: Engine, fut: Future) -> None:
-        """Loader thread: a loaded engine waits here for the engine thread to swap it in between frames."""
-        with self._swap_lock:
-            superseded, self._pending = self._pending, (engine, fut)
-        if superseded is not None:
-            _quiet(superseded[0].close)
-            superseded[1].cancel()
-        if self._closed:
-            self._swap_in()
-
-    def _swap_in(self) -> None:
-        with self._swap_lock:
-            pending, self._pending = self._pending, None
-        if pending is None:
-            return
-        engine, fut = pending
-        if self._closed:
-            _quiet(engine.close)
-            fut.cancel()
-            return
-        try:
-            fx = LatentFX(engine.z_dim, seed=self.fx.seed)  # old cues and smoothing mean nothing here
-        except Exception as exc:  # noqa: BLE001 - a model this loop cannot play is refused, the old one plays on
-            _quiet(engine.close)
-            self._load_failed(engine.name, exc)
-            if fut.set_running_or_notify_cancel():
-                fut.set_exception(exc)
-            return
+    def _install(self, engine: Engine) -> None:
+        """Engine thread (ModelSwap.swap_in): `engine` plays from the next frame; raises for one it cannot."""
+        fx = LatentFX(engine.z_dim, seed=self.fx.seed)  # old cues and smoothing mean nothing here
         old, self.engine, self.fx = self.engine, engine, fx
-        self.model_error = ""
-        self.log(f"model: now playing {printable(engine.label) or 'a model'} on {engine.name}")
-        fut.set_result(engine.name)
         if old is self._hung:
             self._hung = None  # still inside its inference, on the thread left behind: that thread drops it
         else:
@@ -317,8 +274,8 @@ class Pipeline:
             # what goes out if this iteration fails: the input, composed as after an engine fault
             out = pkt.after_engine(None, 1.0)
             with guard:
-                if self._pending is not None:
-                    self._swap_in()
+                if self.swap.pending:
+                    self.swap.swap_in()
                 out = self._run_engine(pkt)
             if generation == self._engine_generation:
                 self.out_box.put(out)
