@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Callable
 from importlib.metadata import entry_points
+from typing import TypeVar
 
 from autoencoded.errors import UserError, one_line
 
@@ -24,6 +26,29 @@ ENTRY_POINT_GROUP = "autoencoded.plugins"
 ENV_VAR = "AUTOENCODED_PLUGINS"
 
 _loaded: set[str] = set()  # what this process imported already (a plugin's registrations run once)
+_loading: list[str] = []  # the plugin being imported now: what the registries record as an entry's origin
+
+T = TypeVar("T")
+
+
+def loading() -> str | None:
+    """The plugin whose import is running (a registry's `register_*` records it), None outside one."""
+    return _loading[-1] if _loading else None
+
+
+def made_by(origin: str, what: str, make: Callable[[], T], kind: type) -> T:
+    """What a plugin's factory makes (`make()`): its failure, or something that is not a `kind`, is one
+    UserError line naming the plugin, not an internal error of ours."""
+    try:
+        made = make()
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the plugin's own fault, said in one line
+        raise UserError(f"plugin {origin}: {what} failed ({one_line(exc, typed=True)})") from None
+    if not isinstance(made, kind):
+        raise UserError(f"plugin {origin}: {what} returned {type(made).__name__}, not an instance of "
+                        f"{kind.__module__}.{kind.__name__}")
+    return made
 
 
 def load_plugins() -> None:
@@ -39,8 +64,11 @@ def load_plugins() -> None:
 def _load(what: str, load) -> None:
     if what in _loaded:
         return
+    _loading.append(what)
     try:
         load()
     except Exception as exc:  # noqa: BLE001 - a plugin's own fault, said in one line
         raise UserError(f"plugin {what}: cannot be loaded ({one_line(exc, typed=True)})") from None
+    finally:
+        _loading.pop()
     _loaded.add(what)

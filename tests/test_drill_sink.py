@@ -117,6 +117,45 @@ def test_a_plugin_that_fails_to_import_is_one_line_and_exit_2(tmp_path):
                         "(RuntimeError: not today)\n")
 
 
+BROKEN_SINK = '''
+from autoencoded.live.io.sinks import register_sink
+
+register_sink("broken", lambda options: 1 / 0, "a factory that fails")
+register_sink("notasink", lambda options: [options.arg], "a factory that makes a list")
+'''
+
+NOT_AN_ENGINE = '''
+from autoencoded.live.engines import register_backend
+
+register_backend("notanengine", lambda options: object(), "a factory that makes an object")
+'''
+
+
+def test_a_plugin_whose_factory_fails_or_makes_no_sink_is_one_line_naming_it_and_exit_2(tmp_path, make_video):
+    """A plugin's own fault is the plugin's line (exit 2), not an internal error of the command."""
+    env = plugin(tmp_path, "broken_sink", BROKEN_SINK)
+    clip = make_video(n_frames=10, width=160, height=90, fps=25.0)
+    where = "plugin AUTOENCODED_PLUGINS module broken_sink"
+    for output, why in (("broken", "failed (ZeroDivisionError: division by zero)"),
+                        ("notasink:x", "returned list, not an instance of autoencoded.live.io.sinks.Sink")):
+        r = subprocess.run([*LIVE, "--input", str(clip), "--output", output, "--size", "160x90", "--max-frames",
+                            "4"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 2, r.stderr
+        assert r.stderr.splitlines()[-1] == f"error: {where}: output {output.split(':')[0]} {why}", r.stderr
+        assert "Traceback" not in r.stderr and "internal error" not in r.stderr
+
+
+def test_a_plugin_backend_that_makes_no_engine_is_one_line_naming_it_and_exit_2(tmp_path, make_video):
+    env = plugin(tmp_path, "not_an_engine", NOT_AN_ENGINE)
+    clip = make_video(n_frames=10, width=160, height=90, fps=25.0)
+    r = subprocess.run([*LIVE, "--input", str(clip), "--output", "null", "--size", "160x90", "--max-frames", "4",
+                        "--backend", "notanengine"], env=env, cwd=tmp_path, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.splitlines()[-1] == ("error: plugin AUTOENCODED_PLUGINS module not_an_engine: backend "
+                                         "notanengine returned object, not an instance of autoencoded.live.engines.base.Engine"), r.stderr
+
+
 def test_every_extra_a_registry_names_is_one_pyproject_declares():
     """The install lines are built from the registries' extras: each must be one pip can install."""
     import tomllib

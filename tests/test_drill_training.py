@@ -77,6 +77,19 @@ def test_a_new_loss_term_is_a_train_option_a_config_field_and_a_logged_term(plug
     assert json.loads((run / "config.json").read_text())["tv_weight"] == 0.25 and max(metrics(run)) == 3
 
 
+def test_a_knob_that_names_a_run_setting_or_another_terms_knob_is_refused_at_registration():
+    """A knob called `lr` would have taken the learning rate's config key and option without a word."""
+    term = losses.Term("shadow", lambda seen: seen.recon.mean(), {"decoder": losses.Knob("lr", "shadows lr")},
+                       losses.DEC)
+    with pytest.raises(ValueError, match="knob 'lr' is a training setting"):
+        losses.register(term)
+    clash = losses.Term("clash", lambda seen: seen.recon.mean(), {"decoder": losses.Knob("gamma", "another's")},
+                        losses.DEC)
+    with pytest.raises(ValueError, match="knob 'gamma' is another term's"):
+        losses.register(clash)
+    assert "shadow" not in losses.TERMS and "clash" not in losses.TERMS
+
+
 ARCH_PLUGIN = """
     import torch
 

@@ -81,6 +81,9 @@ class _TrainFields:
     loss: dict = field(default_factory=dict)
 
 
+losses.reserve((f.name for f in dataclasses.fields(_TrainFields)), "training setting (TrainConfig)")
+
+
 class TrainConfig(_TrainFields):
     """The run's fields, and a knob of each loss term (training/losses.py) as if it were one: given as a
     keyword (`TrainConfig(gamma=0.0)`), read as an attribute (`cfg.gamma`), saved as a key of its own."""

@@ -215,15 +215,30 @@ TERMS: dict[str, Term] = {t.name: t for t in (
 )}
 
 
+#: names a knob must not take, and what holds them: the run's own settings (training/config.py reserves its
+#: fields), which a knob of the same name would silently shadow
+RESERVED: dict[str, str] = {}
+
+
+def reserve(names, holder: str) -> None:
+    """`names` are `holder`'s: register() refuses a knob that would take one of them."""
+    RESERVED.update(dict.fromkeys(names, holder))
+
+
 def register(term: Term) -> None:
     """Add a term (a plugin's, a test's): its knobs become TrainConfig fields and `train` options, and the
-    loop logs it. A knob's field must not name another knob."""
+    loop logs it. A knob's field must not name another knob, nor a setting of the run (RESERVED)."""
+    # the run's settings reserve their names when config.py is imported, which a plugin may come before
+    from autoencoded.training import config  # noqa: F401
     if term.name in TERMS:
         raise ValueError(f"loss term {term.name!r} is registered already")
     taken = knobs()
     for k in term.knobs():
         if k.field in taken and taken[k.field] is not k:
             raise ValueError(f"loss term {term.name!r}: knob {k.field!r} is another term's")
+        if k.field in RESERVED:
+            raise ValueError(f"loss term {term.name!r}: knob {k.field!r} is a {RESERVED[k.field]}; name it "
+                             "something else")
     TERMS[term.name] = term
 
 

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from autoencoded import plugins
 from autoencoded.errors import UserError, one_line
 from autoencoded.extras import pip_install
 from autoencoded.fileio import sha256_file
@@ -50,6 +51,7 @@ class Backend:
     extra: str | None = None  # the pip extra that brings its library
     checkpoints: bool = False  # runs training checkpoints (others run model packs only)
     threads: bool = False  # takes a CPU thread count (live and bench --threads)
+    origin: str | None = None  # the plugin that registered it (autoencoded.plugins), None for a built-in
 
     @property
     def install(self) -> str:
@@ -66,7 +68,7 @@ def register_backend(name: str, factory: Callable[[EngineOptions], Engine], help
     """Add a backend: `--backend NAME` of live, render, eval and bench then opens factory(EngineOptions)."""
     if name in BACKENDS or name in (AUTO, "all"):
         raise ValueError(f"backend {name!r} is registered already")
-    BACKENDS[name] = backend = Backend(name, factory, help, extra, checkpoints, threads)
+    BACKENDS[name] = backend = Backend(name, factory, help, extra, checkpoints, threads, plugins.loading())
     return backend
 
 
@@ -96,7 +98,9 @@ def open_backend(backend: str, options: EngineOptions) -> Engine:
     if options.kind == "checkpoint" and not entry.checkpoints:
         raise UserError(f"{options.path} is a training checkpoint; the {backend} backend runs a model pack: "
                         f"autoencoded export {options.path} -o MODEL")
-    return entry.factory(options)
+    if entry.origin is None:
+        return entry.factory(options)
+    return plugins.made_by(entry.origin, f"backend {backend}", lambda: entry.factory(options), Engine)
 
 
 # ---------------------------------------------------------------------------------------- the built-ins

@@ -24,7 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from autoencoded import signals
+from autoencoded import plugins, signals
 from autoencoded.errors import UserError
 from autoencoded.extras import pip_install
 from autoencoded.fileio import Claim, NameInUse
@@ -302,6 +302,7 @@ class SinkKind:
     help: str  # what it is, for --help
     extra: str | None = None  # the pip extra that brings its library
     arg: str | None = None  # what ARG is (shown as NAME[:ARG]); None: it takes none
+    origin: str | None = None  # the plugin that registered it (autoencoded.plugins), None for a built-in
 
     @property
     def usage(self) -> str:
@@ -325,7 +326,7 @@ def register_sink(name: str, factory: Callable[[SinkOptions], Sink], help: str, 
         raise ValueError(f"sink name {name!r}: lower-case letters, digits, - and _, starting with a letter")
     if name in SINKS:
         raise ValueError(f"sink {name!r} is registered already")
-    SINKS[name] = kind = SinkKind(name, factory, help, extra, arg)
+    SINKS[name] = kind = SinkKind(name, factory, help, extra, arg, plugins.loading())
     return kind
 
 
@@ -374,7 +375,11 @@ def open_sink(spec: str, log: Callable[[str], None] = print, overwrite: bool = F
     """An --output value -> a Sink (not yet opened)."""
     name, _, arg = spec.partition(":")
     if name in SINKS:
-        return SINKS[name].factory(SinkOptions(arg or None, log, overwrite))
+        kind = SINKS[name]
+        options = SinkOptions(arg or None, log, overwrite)
+        if kind.origin is None:
+            return kind.factory(options)
+        return plugins.made_by(kind.origin, f"output {name}", lambda: kind.factory(options), Sink)
     if Path(spec).suffix:
         return VIDEO_FILE.factory(SinkOptions(spec, log, overwrite))
     raise UserError(f"--output {spec}: expected {sink_list()}")
