@@ -19,10 +19,10 @@ from autoencoded.training.weights import save_weights
 W, H = 64, 48
 
 
-def train_tiny_run(root: Path, steps: int = 3) -> Path:
+def train_tiny_run(root: Path, steps: int = 3, **model) -> Path:
     """A few real optimisation steps of the VAE on random images, saved as a run folder with sidecar."""
     torch.manual_seed(0)
-    cfg = ModelConfig.preset("lite", width=W, height=H)
+    cfg = ModelConfig.preset("lite", width=W, height=H, **model)
     model = build(cfg)
     opt = torch.optim.Adam([*model.encoder.parameters(), *model.decoder.parameters()], 1e-3)
     x = torch.rand(4, 3, H, W) * 2 - 1
@@ -68,6 +68,17 @@ def test_export_verify_on_real_frames(run_dir, make_video, tmp_path, capsys):
         first = m.graph.input[0].type.tensor_type.shape.dim[0]
         assert first.dim_param and not first.HasField("dim_value")
     assert not list(tmp_path.glob(".model.*"))  # no temp folder left behind
+
+
+def test_a_finer_layout_exports_and_onnx_runtime_decodes_it_as_torch_does(tmp_path, make_video):
+    """layout_scale 2 (the decoder pools the latent's 8x6 layout and reads it at two layers): the pack's
+    z_dim is the code and the finer grid, and verify holds on real frames."""
+    run = train_tiny_run(tmp_path, layout_scale=2)
+    video = make_video("clip.mp4", n_frames=12, width=160, height=90)
+    assert main(["export", str(run), "-o", str(tmp_path / "model"), "--verify", "--frames", str(video)]) == 0
+    meta = json.loads((tmp_path / "model" / "model.json").read_text())
+    assert meta["z_dim"] == 256 + (W // 8) * (H // 8) and meta["config"]["layout_scale"] == 2
+    assert meta["verify"]["ok"] and meta["verify"]["image"]["psnr_db"] >= 60
 
 
 def test_export_refuses_existing_then_overwrites(run_dir, tmp_path, capsys):

@@ -123,6 +123,28 @@ def test_the_decoder_paints_what_the_layout_says():
     assert (y[0] - y[1]).abs().mean() > 1e-3
 
 
+def test_a_finer_layout_is_the_luma_at_its_grid_and_its_detail_reaches_the_picture():
+    """layout_scale 2: the latent carries the 6x8 grid (twice the bottom's 3x4), and two layouts with the same
+    3x4 averages (what the FC and the first picture see) still paint differently: the second layer reads it."""
+    cfg = ModelConfig.preset("lite", width=64, height=48, **TINY, layout_scale=2)
+    assert cfg.layout_grid == (6, 8) and cfg.latent_dim == cfg.z_dim + 48
+    m = build(cfg).eval()
+    x = torch.rand(2, 3, 48, 64) * 2 - 1
+    with torch.no_grad():
+        mu, log_sigma = m.encoder(x)
+    assert torch.allclose(mu[:, cfg.z_dim:], _block_luma(x, 6, 8), atol=1e-5)
+    assert torch.equal(log_sigma[:, cfg.z_dim:], torch.zeros(2, 48))
+    z = torch.zeros(2, cfg.latent_dim)
+    checker = (torch.arange(6)[:, None] + torch.arange(8)[None, :]) % 2 * 1.6 - 0.8  # every 2x2 block averages 0
+    z[1, cfg.z_dim:] = checker.flatten()
+    with torch.no_grad():
+        y = m.decoder(z)
+    assert (y[0] - y[1]).abs().mean() > 1e-3
+    for bad in (3, 32):
+        with pytest.raises(ValueError, match="layout_scale"):
+            ModelConfig.preset("lite", width=64, height=48, **TINY, layout_scale=bad)
+
+
 def test_without_the_layout_the_latent_is_the_code_alone():
     cfg = ModelConfig.preset("lite", width=64, height=48, **{**TINY, "layout": False})
     assert cfg.latent_dim == cfg.z_dim and cfg.layout_cells == 0

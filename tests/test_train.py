@@ -528,6 +528,27 @@ def test_a_run_saved_before_the_layout_resumes_without_it(tmp_path, capsys):
     assert TrainConfig.from_dict(json.loads((run / "config.json").read_text())).layout is False
 
 
+def test_the_layout_scale_is_the_runs_model_and_fixed_on_resume(tmp_path, capsys):
+    """--layout-scale 2: the checkpoint's latent carries the 6x8 grid (twice the bottom's 3x4 at 64x48); resuming
+    with another scale is refused, a scale that is no power of two is one line, and a run saved before the
+    option resumes at 1."""
+    from autoencoded.training.weights import load_weights
+
+    ds = make_dataset(tmp_path / "ds", n=8)
+    run = tmp_path / "run"
+    assert cli("train", ds, "-o", run, "--steps", 1, "--batch", 4, "--layout-scale", 2, "--no-progress") == 0
+    cfg, _, _ = load_weights(run / "checkpoints" / "step-0000001.safetensors")
+    assert cfg.layout_scale == 2 and cfg.latent_dim == cfg.z_dim + 48
+    capsys.readouterr()
+    assert cli("train", ds, "-o", run, "--resume", "--steps", 2, "--layout-scale", 1) == 2
+    assert "trained with layout_scale=2, not 1" in _err_line(capsys)
+    assert cli("train", ds, "-o", tmp_path / "bad", "--steps", 1, "--batch", 4, "--layout-scale", 3) == 2
+    assert "layout_scale 3: a power of two from 1 to 16" in _err_line(capsys)
+    saved = json.loads((run / "config.json").read_text())
+    del saved["layout_scale"]  # as the release before it wrote config.json
+    assert TrainConfig.from_dict(saved).layout_scale == 1
+
+
 # ---- the collapse guard catches an early collapse (issue 13.6) ---------------------------------------------
 
 def test_an_exploding_learning_rate_is_caught_before_the_first_checkpoint(tmp_path, capsys):

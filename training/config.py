@@ -29,6 +29,7 @@ class _TrainFields:
     height: int = 0
     z_dim: int | None = None
     layout: bool | None = None  # the input's luma grid in the latent (training/model.py)
+    layout_scale: int | None = None  # that grid this many times finer than the decoder's bottom one
     model_overrides: dict = field(default_factory=dict)  # extra ModelConfig fields (tests use tiny nets)
     steps: int = 0  # total steps; 0 = derive from epochs
     epochs: float = 0.0
@@ -123,6 +124,8 @@ class TrainConfig(_TrainFields):
             d = {**d, "saturation_weight": 0.0}
         if "layout" not in d and "lr" in d:
             d = {**d, "layout": False}
+        if "layout_scale" not in d and "lr" in d:
+            d = {**d, "layout_scale": 1}
         if "augment" not in d and "lr" in d:
             d = {**d, "augment": False, "augment_plain": 0.25, "augment_degrade": 0.5}
         return cls(**d)
@@ -148,6 +151,9 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
                 out.z_dim = int(out.model_overrides.get("z_dim", archs.get(cfg.arch).model["z_dim"]))
             elif f.name == "layout":
                 out.layout = bool(out.model_overrides.get("layout", archs.get(cfg.arch).model.get("layout", False)))
+            elif f.name == "layout_scale":
+                out.layout_scale = int(out.model_overrides.get("layout_scale",
+                                                               archs.get(cfg.arch).model.get("layout_scale", 1)))
             elif f.name in defaults:
                 setattr(out, f.name, defaults[f.name])
             elif f.name == "lr_dis":

@@ -172,6 +172,8 @@ class Trainer:
             over["z_dim"] = c.z_dim
         if c.layout is not None:
             over["layout"] = c.layout
+        if c.layout_scale is not None:
+            over["layout_scale"] = c.layout_scale
         try:
             return ModelConfig.preset(c.arch, width=c.width, height=c.height, **over)
         except (ValueError, TypeError) as exc:

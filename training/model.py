@@ -62,6 +62,9 @@ class ModelConfig:
     bounded_latent: bool = True
     # the input's luma at the bottom grid, carried in the latent and read by the decoder (module docstring)
     layout: bool = False
+    # the layout's grid is the bottom grid this many times finer (a power of two, at most 2**stages): 2 gives
+    # 32x18 at 256x144, whose finer pictures the decoder reads at its second layer too (module docstring)
+    layout_scale: int = 1
     version: int = CONFIG_VERSION
     extra: dict = field(default_factory=dict)
 
@@ -87,10 +90,16 @@ class ModelConfig:
         return self.height // self.factor, self.width // self.factor
 
     @property
+    def layout_grid(self) -> tuple[int, int]:
+        """(rows, cols) of the layout: the bottom grid, layout_scale times finer."""
+        bh, bw = self.bottom
+        return bh * self.layout_scale, bw * self.layout_scale
+
+    @property
     def layout_cells(self) -> int:
         """Latent entries that carry the input's layout (0 without it)."""
-        bh, bw = self.bottom
-        return bh * bw if self.layout else 0
+        rows, cols = self.layout_grid
+        return rows * cols if self.layout else 0
 
     @property
     def latent_dim(self) -> int:
@@ -104,6 +113,9 @@ class ModelConfig:
             raise ValueError(f"size {self.width}x{self.height}: both sides must be positive and divisible by {f}")
         if self.z_dim <= 0:
             raise ValueError("z_dim must be positive")
+        s = self.layout_scale
+        if s < 1 or s & (s - 1) or s > f:
+            raise ValueError(f"layout_scale {s}: a power of two from 1 to {f}")
         if self.upsample not in UPSAMPLERS:
             raise ValueError(f"upsample {self.upsample!r}: choose from {', '.join(UPSAMPLERS)}")
         if self.dec_channels and len(self.dec_channels) != len(self.enc_channels):
@@ -274,14 +286,16 @@ class Encoder(nn.Module):
         """The learned code's (mu, log_sigma) followed by the layout of `x` (sigma 1), when the model has one."""
         if not self.cfg.layout:
             return mu, log_sigma
-        lay = layout_of(x, self.cfg.bottom).to(mu.dtype)
+        lay = layout_of(x, self.cfg.layout_grid).to(mu.dtype)
         return torch.cat([mu, lay], 1), torch.cat([log_sigma, torch.zeros_like(lay)], 1)
 
 
 class Decoder(nn.Module):
     """Latent (N, latent_dim) -> image (N,3,H,W) in [-1,1]. The layout entries go through the FC with the
     learned code and, as a one-channel picture of the bottom grid, beside the FC's output into the first
-    layer after it: the composition arrives where it is, not only as 144 numbers the FC must learn to place."""
+    layer after it: the composition arrives where it is, not only as 144 numbers the FC must learn to place.
+    A finer layout (layout_scale 2**k) is pooled to the bottom grid for the FC and that first picture, and
+    read at its own resolution beside the input of layer k too (each power of two between)."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -290,7 +304,8 @@ class Decoder(nn.Module):
         c = widths[0]
         bh, bw = cfg.bottom
         self.c0 = cfg.bottleneck_channels or c
-        self.fc = nn.Sequential(nn.Linear(cfg.latent_dim, self.c0 * bh * bw, bias=False),
+        fc_in = cfg.z_dim + (bh * bw if cfg.layout else 0)
+        self.fc = nn.Sequential(nn.Linear(fc_in, self.c0 * bh * bw, bias=False),
                                 nn.BatchNorm1d(self.c0 * bh * bw), nn.ReLU(inplace=True))
         extra = 1 if cfg.layout else 0  # the layout picture's channel
         if cfg.bottleneck_channels:
@@ -300,17 +315,30 @@ class Decoder(nn.Module):
             self.expand = nn.Identity()
             c += extra
         chans = (c, *widths[1:], 3)
+        # layers 1..k read the layout at their input's resolution, beside their input
+        self.pictured = {i for i in range(1, cfg.stages) if cfg.layout and 2 ** i <= cfg.layout_scale}
         self.deconvs = nn.Sequential(
-            *[_up(chans[i], chans[i + 1], cfg.dec_kernel, last=i == cfg.stages - 1, upsample=cfg.upsample)
+            *[_up(chans[i] + (i in self.pictured), chans[i + 1], cfg.dec_kernel, last=i == cfg.stages - 1,
+                  upsample=cfg.upsample)
               for i in range(cfg.stages)]
         )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         bh, bw = self.cfg.bottom
-        h = self.fc(z).view(z.shape[0], self.c0, bh, bw)
-        if self.cfg.layout:
-            h = torch.cat([h, z[:, self.cfg.z_dim:].unflatten(1, (1, bh, bw)).to(h.dtype)], 1)
-        return self.deconvs(self.expand(h))
+        if not self.cfg.layout:
+            return self.deconvs(self.expand(self.fc(z).view(z.shape[0], self.c0, bh, bw)))
+        scale = self.cfg.layout_scale
+        picture = z[:, self.cfg.z_dim:].unflatten(1, (1, bh * scale, bw * scale))
+        coarse = F.avg_pool2d(picture, scale) if scale > 1 else picture
+        code = z if scale == 1 else torch.cat([z[:, :self.cfg.z_dim], coarse.flatten(1)], 1)
+        h = self.fc(code).view(z.shape[0], self.c0, bh, bw)
+        h = self.expand(torch.cat([h, coarse.to(h.dtype)], 1))
+        for i, layer in enumerate(self.deconvs):
+            if i in self.pictured:
+                at = F.avg_pool2d(picture, scale // 2 ** i) if scale > 2 ** i else picture
+                h = torch.cat([h, at.to(h.dtype)], 1)
+            h = layer(h)
+        return h
 
 
 class Discriminator(nn.Module):

@@ -29,13 +29,13 @@ def _defaults(field: str, fallback: object = None) -> str:
     return ", ".join(f"{name} {v:g}" if isinstance(v, float) else f"{name} {v}" for name, v in values if v is not None)
 
 
-def _model_defaults(field: str) -> str:
+def _model_defaults(field: str, absent: object = False) -> str:
     """'lite 256, broad2016 200': a network field's per-architecture defaults, for an option's help."""
-    return ", ".join(f"{name} {a.model.get(field, False)}" for name, a in archs.ARCHS.items())
+    return ", ".join(f"{name} {a.model.get(field, absent)}" for name, a in archs.ARCHS.items())
 
 
 # changing these on --resume would change the model: refused
-FIXED_ON_RESUME = ("arch", "z_dim", "layout")
+FIXED_ON_RESUME = ("arch", "z_dim", "layout", "layout_scale")
 
 
 MAX_SEED = 2**63 - 1  # torch seeds are 64-bit
@@ -135,8 +135,8 @@ def _clear_run(out: Path) -> None:
 
 def _resolved_model_value(key: str, saved, value):
     """A model choice as the trainer resolves it for the run `saved`: no z_dim (or an old run's 0) and no
-    layout mean the architecture's default."""
-    if (key == "z_dim" and not value) or (key == "layout" and value is None):
+    layout (or layout scale) mean the architecture's default."""
+    if (key == "z_dim" and not value) or (key in ("layout", "layout_scale") and value is None):
         from autoencoded.training.config import resolve
         return getattr(resolve(dataclasses.replace(saved, **{key: None})), key)
     return value
@@ -180,6 +180,10 @@ def _resolved_model_value(key: str, saved, value):
               help="Carry the input's luma at the decoder's bottom grid (16x9 at 256x144) in the latent, so footage "
                    "the model never saw keeps its composition while the film paints it (" + _model_defaults("layout")
                    + ").")
+@click.option("--layout-scale", type=int, default=None,
+              help="How many times finer than that bottom grid the layout is: 2 carries 32x18 at 256x144, read by "
+                   "the decoder's second layer too, so more of the input's shape and motion comes through (a power "
+                   "of two; " + _model_defaults("layout_scale", 1) + ").")
 @click.option("--size", "size", default=None, type=MODEL_SIZE, help="Expected WIDTHxHEIGHT (must match the dataset).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True,
