@@ -120,6 +120,12 @@ def score(trainer: Trainer, frames: np.ndarray, window: slice, clips: dict[str, 
         out = reconstruct(clip)
         row[f"structure_{name}"] = metrics.structure(clip, out)
         row[f"colourfulness_{name}"] = metrics.colourfulness(out)
+        # motion follow, as eval reports it: the output's frame-to-frame change over the input's (the clip is
+        # every FOREIGN_EVERY-th frame, so the steps are longer than eval's; the thumbnail's beside it)
+        moved = metrics.motion(clip)
+        row[f"motion_{name}"] = metrics.motion(out) / moved if moved else 0.0
+        row[f"thumb_motion_{name}"] = metrics.motion(np.stack([metrics.thumbnail(f) for f in clip])) / moved \
+            if moved else 0.0
         row[f"w2_in_{name}"] = metrics.w2_gaussian(*metrics.lab_gaussian(clip), *palette)
         row[f"w2_out_{name}"] = metrics.w2_gaussian(*metrics.lab_gaussian(out), *palette)
     if clips:

@@ -241,6 +241,7 @@ def test_live_listens_to_an_audio_device(tmp_path):
             lines.append(line.strip())
             if line.startswith("web: remote on"):
                 break
+        assert lines and lines[-1].startswith("web: remote on"), lines  # not the end of the log
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", trust_env=False, timeout=60) as http:
             deadline = time.monotonic() + 120
             status = {}
