@@ -159,3 +159,48 @@ def test_a_new_architecture_trains_two_steps_and_exports_a_pack_onnx_runtime_dec
         out = engine.decode(mu)  # the batch axis stays dynamic in the new family's pack too
     assert mu.shape == (3, cfg.latent_dim) and np.abs(mu[:, :16]).max() <= 1
     assert out.shape == (3, h, w, 3) and out.dtype == np.uint8 and out.std() > 0
+
+
+BROKEN_ARCH_PLUGIN = """
+    from autoencoded.training import archs
+    from autoencoded.training.model import Decoder
+
+
+    class ShyDecoder(Decoder):
+        def __init__(self, cfg):
+            raise ValueError("no decoder today")
+
+
+    class NotANetwork:
+        def __init__(self, cfg):
+            pass
+
+
+    for name, role, cls in (("shy", "decoder", "ShyDecoder"), ("plain", "discriminator", "NotANetwork")):
+        archs.register(archs.Arch(name, "a family whose " + role + " is broken",
+                                  model=archs.ARCHS["lite"].model, train=archs.ARCHS["lite"].train,
+                                  networks={**archs.FAMILY, role: "broken_arch." + cls}))
+"""
+
+
+def test_a_plugin_network_that_fails_to_build_or_is_no_network_is_one_line_naming_the_plugin(
+        plugin, tmp_path, monkeypatch, capsys):
+    """The plugin's own fault is its line and exit 2, not an internal error of `train`."""
+    from autoencoded import plugins
+
+    plugin("broken_arch_on_path", "")  # puts the plugin folder on sys.path and the registries in copies
+    (tmp_path / "plugins" / "broken_arch.py").write_text(textwrap.dedent(BROKEN_ARCH_PLUGIN))
+    monkeypatch.setenv(plugins.ENV_VAR, "broken_arch")
+    monkeypatch.setattr(plugins, "_loaded", set())
+    monkeypatch.delitem(sys.modules, "broken_arch", raising=False)
+    plugins.load_plugins()
+    ds = make_dataset(tmp_path / "ds", n=4)
+    where = "error: plugin AUTOENCODED_PLUGINS module broken_arch: architecture"
+    for arch, why in (("shy", "shy: decoder broken_arch.ShyDecoder failed (ValueError: no decoder today)"),
+                      ("plain", "plain: discriminator broken_arch.NotANetwork returned NotANetwork, not an "
+                                "instance of torch.nn.modules.module.Module")):
+        assert cli("train", ds, "-o", tmp_path / arch, "--arch", arch, "--steps", 1, "--batch", 2,
+                   "--no-progress") == 2
+        assert capsys.readouterr().err.strip().splitlines()[-1] == f"{where} {why}"
+        assert not (tmp_path / arch / "checkpoints").exists()
+    sys.modules.pop("broken_arch", None)

@@ -13,7 +13,9 @@ This module imports nothing of the project: model.py (torch only) and config.py 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+
+from autoencoded import plugins
 
 # the film's family (training/model.py): the encoder's and the discriminator's stride-2 stages, mirrored
 FAMILY = {"encoder": "autoencoded.training.model.Encoder", "decoder": "autoencoded.training.model.Decoder",
@@ -33,6 +35,7 @@ class Arch:
     train: dict = field(default_factory=dict)
     networks: Mapping[str, str] = field(default_factory=lambda: dict(FAMILY))
     stages: Callable[[Mapping], int] = halvings  # of the ModelConfig's fields
+    origin: str | None = None  # the plugin that registered it (autoencoded.plugins), None for a built-in
 
     def size_multiple(self, model: Mapping | None = None) -> int:
         """What both sides of a frame must divide by, for these ModelConfig fields (default: the entry's)."""
@@ -82,6 +85,8 @@ def register(arch: Arch) -> None:
     """Add an architecture (a plugin's, a test's): --arch, ModelConfig.preset and export know it by name."""
     if arch.name in ARCHS:
         raise ValueError(f"architecture {arch.name!r} is registered already")
+    if arch.origin is None:
+        arch = replace(arch, origin=plugins.loading())
     ARCHS[arch.name] = arch
 
 

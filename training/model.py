@@ -30,7 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from autoencoded import plugins
 from autoencoded.documents import check_fields
+from autoencoded.errors import UserError
 from autoencoded.training import archs
 
 CONFIG_VERSION = 1
@@ -240,13 +242,25 @@ ROLES = {"encoder": EncoderNetwork, "decoder": DecoderNetwork, "discriminator": 
 
 
 def network(cfg: ModelConfig, role: str) -> nn.Module:
-    """The `role` network of cfg's architecture: the class its entry names, built from cfg and checked."""
-    name = archs.get(cfg.arch).networks[role]
-    module_name, _, class_name = name.rpartition(".")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    net = cls(cfg)
-    if not isinstance(net, nn.Module) or not isinstance(net, ROLES[role]):
-        raise TypeError(f"architecture {cfg.arch}: {name} is no {ROLES[role].__name__} (training/model.py)")
+    """The `role` network of cfg's architecture: the class its entry names, built from cfg and checked. A
+    plugin's class that cannot be imported or built, or is no network of its role, is one line naming the
+    plugin (a built-in's is our bug, and raises)."""
+    arch = archs.get(cfg.arch)
+    name = arch.networks[role]
+
+    def make() -> nn.Module:
+        module_name, _, class_name = name.rpartition(".")
+        return getattr(importlib.import_module(module_name), class_name)(cfg)
+
+    if arch.origin is None:
+        net = make()
+        if not isinstance(net, nn.Module) or not isinstance(net, ROLES[role]):
+            raise TypeError(f"architecture {cfg.arch}: {name} is no {ROLES[role].__name__} (training/model.py)")
+        return net
+    net = plugins.made_by(arch.origin, f"architecture {cfg.arch}: {role} {name}", make, nn.Module)
+    if not isinstance(net, ROLES[role]):
+        raise UserError(f"plugin {arch.origin}: architecture {cfg.arch}: {role} {name} is no "
+                        f"{ROLES[role].__name__} (training/model.py)")
     return net
 
 
