@@ -1,6 +1,7 @@
 """Drill: a newcomer adds a control the way README says, one entry in CONTROLS (live/control/params.py),
 and it is there end to end: a field of every frame's Params, an OSC address (a real UDP datagram to a real
-server sets it), the web API (real HTTP to the real app lists it and sets it), presets (saved, loaded and
+server sets it), the web API (real HTTP to the real app lists it and sets it), the web page (a real Chromium draws it and a
+keyboard and a click play it), presets (saved, loaded and
 applied back), a MIDI map and a modulation target. Nothing else is edited."""
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from autoencoded.live.control.surface import ControlSurface
 from autoencoded.live.web.app import Remote
 from autoencoded.live.web.server import WebServer
 
-from helpers import cc, msg, sender, settle
+from helpers import cc, msg, sender, settle, wait_for
 
 # the newcomer's change: a fader and a toggle, as they would be written into the table
 NEW_CONTROLS = {
@@ -97,3 +98,35 @@ def test_midi_and_modulation_reach_the_new_control():
     assert store.snapshot().grain == 2.0
     matrix = ModMatrix([make_route("audio.bass", "grain", -0.5, 0.0, 0.0)])
     assert matrix.apply(store.snapshot(), {"audio.bass": 1.0}, dt=0.01).grain == pytest.approx(1.0)
+
+
+def test_the_web_page_draws_the_new_controls_and_a_hand_plays_them():
+    """The page builds its widgets from the API's listing: in a real Chromium (Debian's, as
+    tests/test_web_browser.py drives it) the new fader is a slider the keyboard moves and the toggle a button."""
+    import os
+    from pathlib import Path
+
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    chromium = Path("/usr/bin/chromium")
+    if not chromium.is_file():
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    store = ParamStore()
+    with WebServer(Remote(store), "127.0.0.1", 0, log=lambda line: None) as server, \
+            playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(chromium),
+                                    args=["--no-sandbox"] if os.geteuid() == 0 else [])
+        try:
+            page = browser.new_page()
+            page.goto(server.url)
+            fader = page.locator('input[type=range][data-name="grain"]')
+            fader.wait_for()
+            assert (fader.get_attribute("min"), fader.get_attribute("max")) == ("0", "2")
+            assert float(fader.input_value()) == 0.5
+            fader.focus()
+            page.keyboard.press("End")  # the fader's top, as a hand on a keyboard would take it
+            wait_for(lambda: store.peek().grain == 2.0, "the fader's value in the store")
+            page.locator('button[data-name="grain/mono"]').click()
+            wait_for(lambda: store.peek().grain_mono is True, "the toggle in the store")
+            wait_for(lambda: page.locator('button[data-name="grain/mono"].on').count() == 1, "the lit toggle")
+        finally:
+            browser.close()
