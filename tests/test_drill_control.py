@@ -1,8 +1,8 @@
 """Drill: a newcomer adds a control the way README says, one entry in CONTROLS (live/control/params.py),
 and it is there end to end: a field of every frame's Params, an OSC address (a real UDP datagram to a real
-server sets it), the web API (real HTTP to the real app lists it and sets it), the web page (a real Chromium draws it and a
-keyboard and a click play it), presets (saved, loaded and
-applied back), a MIDI map and a modulation target. Nothing else is edited."""
+server sets it), the web API (real HTTP to the real app lists it and sets it), the web page (a real Chromium
+draws it, and a keyboard and a click play it), presets (saved, loaded and applied back), a MIDI map and a
+modulation target. Nothing else is edited."""
 
 from __future__ import annotations
 
