@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from autoencoded import stderr
 from autoencoded.errors import one_line
+from autoencoded.extras import pip_install
 from autoencoded.live.audio.analysis import AUDIO_SIGNALS, AudioAnalyzer
 from autoencoded.service import ThreadService
 
@@ -79,7 +80,7 @@ class AudioInput(ThreadService):
                 stream, name = self._open()
             except ImportError:
                 self.state = "unavailable"
-                self.log("audio: sounddevice is not installed (pip install 'autoencoded[audio]'); "
+                self.log(f"audio: sounddevice is not installed ({pip_install('audio')}); "
                          "audio-reactive modulation is off")
                 return
             except Exception as exc:  # PortAudioError, ValueError (no such device), OSError (no PortAudio)

@@ -17,6 +17,7 @@ import sys
 from collections.abc import Callable
 
 from autoencoded import stderr
+from autoencoded.extras import pip_install
 from autoencoded.live.control.params import ROW, SPECS, ParamStore, parse_target, target_name
 from autoencoded.service import ThreadService
 from autoencoded.text import printable
@@ -192,7 +193,7 @@ class MidiInput(ThreadService):
                 self._stop.wait(self.poll_s)
         except ImportError:
             self.state = "unavailable"
-            self.log(f"midi: mido is not installed (pip install 'autoencoded[midi]'); {self.purpose} is off")
+            self.log(f"midi: mido is not installed ({pip_install('midi')}); {self.purpose} is off")
         except OSError as exc:  # rtmidi.SystemError and friends: no MIDI subsystem on this machine
             self.state = "unavailable"
             self.log(f"midi: no MIDI subsystem ({type(exc).__name__}: {printable(str(exc).strip())}); "

@@ -22,6 +22,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 
+from autoencoded.extras import pip_install
 from autoencoded.live.control.params import Params, ParamStore
 from autoencoded.service import Service, ThreadService
 
@@ -154,7 +155,7 @@ class LinkClock(BeatClock, ThreadService):
             import aalink  # the `link` extra
         except ImportError:
             self.state = "unavailable"
-            self.log("tempo: aalink is not installed (pip install 'autoencoded[link]'); beat signals stay at 0")
+            self.log(f"tempo: aalink is not installed ({pip_install('link')}); beat signals stay at 0")
             return
         try:
             asyncio.run(self._session(aalink))

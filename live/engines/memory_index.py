@@ -18,10 +18,12 @@ import importlib.util
 
 import numpy as np
 
+from autoencoded.extras import pip_install
+
 EXACT_MAX = 32768  # 32k x 128 float32 is 16 MiB scanned a query: about half a millisecond on one core
 NPROBE = 32  # IVF cells scanned a query (benchmarks/bench_memory.py: recall and time per setting)
 TRAIN_PER_CELL = 40  # k-means training points per cell (faiss asks for at least 39)
-FAISS_HINT = "pip install 'autoencoded[memory]'"
+FAISS_HINT = pip_install("memory")
 
 
 def faiss_available() -> bool:

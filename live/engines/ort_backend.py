@@ -24,14 +24,15 @@ from pathlib import Path
 import numpy as np
 
 from autoencoded.errors import UserError, one_line
+from autoencoded.extras import pip_install
 
 try:
     import onnxruntime as ort
 except ModuleNotFoundError as _exc:
     if _exc.name != "onnxruntime":
         raise
-    raise UserError("ONNX Runtime is not installed: pip install 'autoencoded[cpu]' "
-                    "(or 'autoencoded[gpu]' on an NVIDIA machine)") from None
+    raise UserError(f"ONNX Runtime is not installed: {pip_install('cpu')} "
+                    f"(or {pip_install('gpu')} on an NVIDIA machine)") from None
 from autoencoded.live.engines.base import Engine, finite_images
 from autoencoded.live.engines.frames import from_model_output, to_model_input
 from autoencoded.live.engines.pack import FUSED_IN, FUSED_OUT, ModelPack
@@ -83,7 +84,7 @@ class OnnxRuntimeEngine(Engine):
         use_cuda = device == "cuda" or (device == "auto" and cuda_available())
         if use_cuda and not cuda_available():
             raise UserError("onnxruntime has no CUDA execution provider here "
-                            "(pip install 'autoencoded[gpu]' for onnxruntime-gpu, and a CUDA GPU)")
+                            f"({pip_install('gpu')} for onnxruntime-gpu, and a CUDA GPU)")
         self.pack = pack
         self.width, self.height, self.z_dim = pack.width, pack.height, pack.z_dim
         opts = ort.SessionOptions()
