@@ -32,8 +32,8 @@ The recipes (RECIPES): each is the lite defaults (training/archs.py) with the le
   encoder sees colour (grey inputs), where capacity goes (a wider latent), and the GAN phase kept or dropped;
 - no-layout: the lite defaults without the input's luma grid in the latent (training/model.py), the recipe
   of the demo model before the one that keeps the composition;
-- fine-layout: the layout grid twice as fine (32x18 at 256x144, `layout_scale` 2), read by the decoder's
-  second layer too: more of the input's composition and motion passes, at 432 more latent entries.
+- coarse-layout: the layout at the decoder's 16x9 bottom grid (`layout_scale` 1) instead of the lite default
+  32x18 read by the decoder's second layer too: the recipe of the demo model before the one that moves.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ RECIPES = {
     "z256": dict(augment=True, z_dim=256),
     "no-gan": dict(augment=True, adversarial_start=1.0),
     "no-layout": dict(layout=False),
-    "fine-layout": dict(model_overrides={"layout_scale": 2}),
+    "coarse-layout": dict(model_overrides={"layout_scale": 1}),
 }
 FOREIGN = Path(__file__).resolve().parents[2] / "shared" / "footage" / "foreign"
 GREY_CLIP = "camera"  # the greyscale clip: its output's colourfulness says whether the film's colours come back

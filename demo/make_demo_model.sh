@@ -19,8 +19,9 @@ mkdir -p "$work"
 #    of training on the deduplicated ones than on all (the held and slow frames it never saw come back worse)
 autoencoded prepare "$footage" -o "$work/dataset" --overwrite
 
-# 2. the lite architecture with its CPU recipe (training/archs.py): the input's luma at the 16x9 bottom grid
-#    carried in the latent beside the learned code (footage it never saw keeps its composition), the film
+# 2. the lite architecture with its CPU recipe (training/archs.py): the input's luma at 32x18 (twice the
+#    decoder's 16x9 bottom grid) carried in the latent beside the learned code and read by the decoder's first
+#    two layers (footage it never saw keeps its composition and its motion), the film
 #    seen through other cameras (crops, flips, rotations; half of each batch plain, half of the rest with a
 #    degraded input), a pixel-led autoencoder (L1 + SSIM) with the film's latent noise annealed (0.3 -> 0.05),
 #    a noise-scaled KL and a penalty that keeps the encoder's tanh out of saturation, and the moving average

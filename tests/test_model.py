@@ -100,7 +100,7 @@ def _block_luma(x: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
 
 
 def test_the_latent_ends_with_the_inputs_luma_at_the_bottom_grid():
-    cfg = ModelConfig.preset("lite", width=64, height=48, **TINY)
+    cfg = ModelConfig.preset("lite", width=64, height=48, **TINY, layout_scale=1)
     assert cfg.layout and cfg.bottom == (3, 4) and cfg.latent_dim == cfg.z_dim + 12
     enc = build(cfg).encoder.eval()
     x = torch.rand(2, 3, 48, 64) * 2 - 1

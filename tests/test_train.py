@@ -529,14 +529,14 @@ def test_a_run_saved_before_the_layout_resumes_without_it(tmp_path, capsys):
 
 
 def test_the_layout_scale_is_the_runs_model_and_fixed_on_resume(tmp_path, capsys):
-    """--layout-scale 2: the checkpoint's latent carries the 6x8 grid (twice the bottom's 3x4 at 64x48); resuming
-    with another scale is refused, a scale that is no power of two is one line, and a run saved before the
-    option resumes at 1."""
+    """lite's layout_scale 2 (its default): the checkpoint's latent carries the 6x8 grid (twice the bottom's 3x4
+    at 64x48); resuming with another scale is refused, a scale that is no power of two is one line, and a run
+    saved before the option resumes at 1."""
     from autoencoded.training.weights import load_weights
 
     ds = make_dataset(tmp_path / "ds", n=8)
     run = tmp_path / "run"
-    assert cli("train", ds, "-o", run, "--steps", 1, "--batch", 4, "--layout-scale", 2, "--no-progress") == 0
+    assert cli("train", ds, "-o", run, "--steps", 1, "--batch", 4, "--no-progress") == 0
     cfg, _, _ = load_weights(run / "checkpoints" / "step-0000001.safetensors")
     assert cfg.layout_scale == 2 and cfg.latent_dim == cfg.z_dim + 48
     capsys.readouterr()
