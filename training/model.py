@@ -1,17 +1,19 @@
 """The VAE-GAN of "Blade Runner - Autoencoded" (Broad 2016) after Larsen et al. 2016.
 
 Encoder, Decoder and Discriminator, rebuilt from a ModelConfig that every checkpoint carries.
-This module imports only torch and the architecture table: export/ and live/ import it (and weights.py).
+This module imports torch, the architecture table and the project's core (errors, documents, plugins):
+export/ and live/ import it (and weights.py).
 
 Conventions shared by the whole project:
 - images are float tensors N x 3 x H x W in [-1, 1] (RGB); uint8 frames map by x / 127.5 - 1;
 - the encoder returns (mu, log_sigma), each N x latent_dim; z = mu + sigma * eps;
 - the decoder maps z to an image through tanh;
-- with `layout`, the last bottom-height x bottom-width entries of the latent are the input's layout: its
-  BT.601 luma averaged over each cell of the bottom grid (16x9 for 256x144), in [-1, 1], with sigma 1. The
-  encoder computes them, it does not learn them, so footage the model never saw keeps its composition of
-  light and dark while the learned code (z_dim entries) and the decoder paint it from the film's memory;
-  the decoder also reads them as a picture at its first layer, aligned with its bottom feature map.
+- with `layout`, the last entries of the latent are the input's layout: its BT.601 luma averaged over each
+  cell of the layout grid, the bottom grid `layout_scale` times finer (16x9 for 256x144 at 1, lite's 32x18
+  at 2), in [-1, 1], with sigma 1. The encoder computes them, it does not learn them, so footage the model
+  never saw keeps its composition of light and dark while the learned code (z_dim entries) and the decoder
+  paint it from the film's memory; the decoder also reads them as a picture at its first layer (pooled to
+  the bottom grid) and at each later layer the grid is fine enough for.
 - the discriminator returns (logits N, [feature maps of each conv layer]).
 The three roles are written down once, as the protocols EncoderNetwork, DecoderNetwork and
 DiscriminatorNetwork; an architecture entry (training/archs.py) names the classes that fill them, and
