@@ -5,7 +5,8 @@
 #   bash demo/make_demo_model.sh [FOOTAGE] [STEPS]
 #
 # The shipped model was trained by exactly these commands on the project's 2-core CPU: both cores (two torch
-# threads), 6800 steps of 16 frames: 53 minutes of training ("trained 6800 steps in 3193.2 s"). On a GPU, pass more steps.
+# threads), 6800 steps of 16 frames: 62 minutes of training ("trained 6800 steps in 3727.3 s", test runs sharing the
+# cores for a few of them). On a GPU, pass more steps.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 footage=${1:-../shared/footage/bbb_trailer.mp4}
