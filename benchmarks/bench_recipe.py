@@ -34,6 +34,7 @@ The recipes (RECIPES): each is the lite defaults (training/archs.py) with the le
   of the demo model before the one that keeps the composition;
 - coarse-layout: the layout at the decoder's 16x9 bottom grid (`layout_scale` 1) instead of the lite default
   32x18 read by the decoder's second layer too: the recipe of the demo model before the one that moves.
+- layout-4: the layout at 64x36 (`layout_scale` 4), read by the decoder's first three layers: 2304 entries.
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ RECIPES = {
     "no-gan": dict(augment=True, adversarial_start=1.0),
     "no-layout": dict(layout=False),
     "coarse-layout": dict(model_overrides={"layout_scale": 1}),
+    "layout-4": dict(model_overrides={"layout_scale": 4}),
 }
 FOREIGN = Path(__file__).resolve().parents[2] / "shared" / "footage" / "foreign"
 GREY_CLIP = "camera"  # the greyscale clip: its output's colourfulness says whether the film's colours come back
