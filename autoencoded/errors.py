@@ -15,3 +15,12 @@ def one_line(exc: BaseException, typed: bool = False, limit: int = 200) -> str:
     if typed:
         return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
     return text or type(exc).__name__
+
+
+def close_quietly(thing) -> None:
+    """thing.close(), its failure dropped: for what is being let go of (a superseded engine, a sink after a
+    fault), whose close failing changes nothing the caller could act on."""
+    try:
+        thing.close()
+    except Exception:  # noqa: BLE001 - see the docstring
+        pass

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from autoencoded.errors import one_line
+from autoencoded.errors import close_quietly, one_line
 from autoencoded.live.io.sources import Source, check_frame
 from autoencoded.live.loop.boxes import LatestBox, Packet
 from autoencoded.live.loop.guard import ThreadGuard
@@ -110,10 +110,7 @@ class Feed:
                     elif delay < -period:
                         next_t = time.perf_counter()
         finally:
-            try:
-                reader.close()
-            except Exception:
-                pass
+            close_quietly(reader)
 
     def _start_reader(self) -> None:
         self._gen += 1

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 
-from autoencoded.errors import one_line
+from autoencoded.errors import close_quietly, one_line
 from autoencoded.shutdown import native_thread
 
 STALL_S = 60.0  # a load running this long is hung (a TensorRT build takes minutes, but not in live swaps)
@@ -98,13 +98,13 @@ class ModelLoader:
             if unused:  # overtaken by a newer request, or stopping: close it unused
                 if not self._closed and self._generation == generation:
                     self.superseded += 1
-                _close(engine)
+                close_quietly(engine)
                 fut.cancel()
                 continue
             try:
                 self.deliver(engine, fut)
             except Exception as exc:  # noqa: BLE001 - the current model plays on
-                _close(engine)
+                close_quietly(engine)
                 self._settle(fut, spec, exc)
 
     def _settle(self, fut: Future, spec: object, exc: BaseException) -> None:
@@ -129,10 +129,3 @@ class ModelLoader:
             worker.join(timeout)
             return not worker.is_alive()
         return True
-
-
-def _close(engine: object) -> None:
-    try:
-        engine.close()  # type: ignore[attr-defined]
-    except Exception:
-        pass

@@ -14,12 +14,11 @@ After `close()` nothing is swapped in: whatever arrives is closed.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 
-from autoencoded.errors import one_line
+from autoencoded.errors import close_quietly, one_line
 from autoencoded.live.engines.base import Engine
 from autoencoded.live.loop.loader import ModelLoader
 from autoencoded.text import printable
@@ -63,7 +62,7 @@ class ModelSwap:
         with self._lock:
             superseded, self._pending = self._pending, (engine, fut)
         if superseded is not None:
-            _close_quietly(superseded[0])
+            close_quietly(superseded[0])
             superseded[1].cancel()
         if self._closed:
             self.swap_in()
@@ -76,13 +75,13 @@ class ModelSwap:
             return
         engine, fut = pending
         if self._closed:
-            _close_quietly(engine)
+            close_quietly(engine)
             fut.cancel()
             return
         try:
             self.install(engine)
         except Exception as exc:  # noqa: BLE001 - a model this loop cannot play is refused, the old one plays on
-            _close_quietly(engine)
+            close_quietly(engine)
             self._failed(engine.name, exc)
             if fut.set_running_or_notify_cancel():
                 fut.set_exception(exc)
@@ -99,11 +98,6 @@ class ModelSwap:
         with self._lock:
             pending, self._pending = self._pending, None
         if pending is not None:
-            _close_quietly(pending[0])
+            close_quietly(pending[0])
             pending[1].cancel()
         return finished
-
-
-def _close_quietly(engine: Engine) -> None:
-    with contextlib.suppress(Exception):  # an engine that fails to close is dropped all the same
-        engine.close()

@@ -32,7 +32,7 @@ from concurrent.futures import Future
 import numpy as np
 
 from autoencoded import signals
-from autoencoded.errors import one_line
+from autoencoded.errors import close_quietly, one_line
 from autoencoded.live.control.latent import LatentFX
 from autoencoded.live.control.params import Params, ParamStore
 from autoencoded.live.engines.base import Engine
@@ -110,7 +110,7 @@ class Pipeline:
                 opened.append(s)
         except BaseException:
             for s in opened:
-                _quiet(s.close)
+                close_quietly(s)
             self.engine.close()
             self._closed = True
             raise
@@ -149,7 +149,7 @@ class Pipeline:
             except Exception as exc:
                 self.failed_outputs.append(f"{s.name}: {one_line(exc)}")
                 self.log(f"output {s.name}: closing failed ({one_line(exc, typed=True)})")
-        _quiet(self.engine.close)
+        close_quietly(self.engine)
 
     def run(self, duration: float | None = None, max_frames: int | None = None,
             status: Callable[[dict], object] | None = None, status_every: float = 1.0) -> dict:
@@ -221,7 +221,7 @@ class Pipeline:
         if old is self._hung:
             self._hung = None  # still inside its inference, on the thread left behind: that thread drops it
         else:
-            threading.Thread(target=_quiet, args=(old.close,), name="model-close", daemon=True).start()
+            threading.Thread(target=close_quietly, args=(old,), name="model-close", daemon=True).start()
 
     # ------------------------------------------------------------------------------------- threads
     def framing(self, frame: np.ndarray, width: int, height: int) -> Framing:
@@ -409,17 +409,10 @@ class Pipeline:
                 self.failed_outputs.append(f"{s.name}: {one_line(exc)}")
                 self.log(f"output {s.name} failed ({one_line(exc, typed=True)}); dropping it")
                 self.sinks.remove(s)
-                _quiet(s.close)
+                close_quietly(s)
                 if not self.sinks:
                     self.log("no outputs left; stopping")
                     self._stop.set()
             if s.wants_stop:
                 self.log(f"output {s.name} closed; stopping")
                 self._stop.set()
-
-
-def _quiet(fn: Callable[[], object]) -> None:
-    try:
-        fn()
-    except Exception:
-        pass
