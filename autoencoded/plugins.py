@@ -36,9 +36,12 @@ def loading() -> str | None:
     return _loading[-1] if _loading else None
 
 
-def made_by(origin: str, what: str, make: Callable[[], T], kind: type) -> T:
-    """What a plugin's factory makes (`make()`): its failure, or something that is not a `kind`, is one
-    UserError line naming the plugin, not an internal error of ours."""
+def made_by(origin: str | None, what: str, make: Callable[[], T], kind: type) -> T:
+    """What a registry entry's factory makes (`make()`). A built-in's (`origin` None) comes as it is: its
+    failure is our bug and raises. A plugin's failure, or something that is not a `kind`, is one UserError
+    line naming the plugin, not an internal error of ours."""
+    if origin is None:
+        return make()
     try:
         made = make()
     except UserError:

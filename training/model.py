@@ -254,15 +254,10 @@ def network(cfg: ModelConfig, role: str) -> nn.Module:
         module_name, _, class_name = name.rpartition(".")
         return getattr(importlib.import_module(module_name), class_name)(cfg)
 
-    if arch.origin is None:
-        net = make()
-        if not isinstance(net, nn.Module) or not isinstance(net, ROLES[role]):
-            raise TypeError(f"architecture {cfg.arch}: {name} is no {ROLES[role].__name__} (training/model.py)")
-        return net
     net = plugins.made_by(arch.origin, f"architecture {cfg.arch}: {role} {name}", make, nn.Module)
-    if not isinstance(net, ROLES[role]):
-        raise UserError(f"plugin {arch.origin}: architecture {cfg.arch}: {role} {name} is no "
-                        f"{ROLES[role].__name__} (training/model.py)")
+    if not isinstance(net, nn.Module) or not isinstance(net, ROLES[role]):
+        why = f"architecture {cfg.arch}: {role} {name} is no {ROLES[role].__name__} (training/model.py)"
+        raise TypeError(why) if arch.origin is None else UserError(f"plugin {arch.origin}: {why}")
     return net
 
 

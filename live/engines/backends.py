@@ -98,8 +98,6 @@ def open_backend(backend: str, options: EngineOptions) -> Engine:
     if options.kind == "checkpoint" and not entry.checkpoints:
         raise UserError(f"{options.path} is a training checkpoint; the {backend} backend runs a model pack: "
                         f"autoencoded export {options.path} -o MODEL")
-    if entry.origin is None:
-        return entry.factory(options)
     return plugins.made_by(entry.origin, f"backend {backend}", lambda: entry.factory(options), Engine)
 
 

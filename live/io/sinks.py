@@ -377,8 +377,6 @@ def open_sink(spec: str, log: Callable[[str], None] = print, overwrite: bool = F
     if name in SINKS:
         kind = SINKS[name]
         options = SinkOptions(arg or None, log, overwrite)
-        if kind.origin is None:
-            return kind.factory(options)
         return plugins.made_by(kind.origin, f"output {name}", lambda: kind.factory(options), Sink)
     if Path(spec).suffix:
         return VIDEO_FILE.factory(SinkOptions(spec, log, overwrite))
