@@ -34,6 +34,7 @@ def plugin(tmp_path, monkeypatch):
         names.append(name)
         return importlib.import_module(name)
 
+    _load.folder = folder  # where a test that loads a plugin another way writes it
     yield _load
     for name in names:
         sys.modules.pop(name, None)
@@ -188,8 +189,7 @@ def test_a_plugin_network_that_fails_to_build_or_is_no_network_is_one_line_namin
     """The plugin's own fault is its line and exit 2, not an internal error of `train`."""
     from autoencoded import plugins
 
-    plugin("broken_arch_on_path", "")  # puts the plugin folder on sys.path and the registries in copies
-    (tmp_path / "plugins" / "broken_arch.py").write_text(textwrap.dedent(BROKEN_ARCH_PLUGIN))
+    (plugin.folder / "broken_arch.py").write_text(textwrap.dedent(BROKEN_ARCH_PLUGIN))  # loaded as users name it
     monkeypatch.setenv(plugins.ENV_VAR, "broken_arch")
     monkeypatch.setattr(plugins, "_loaded", set())
     monkeypatch.delitem(sys.modules, "broken_arch", raising=False)
