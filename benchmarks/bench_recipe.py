@@ -99,6 +99,22 @@ def foreign_clips(folder: Path, width: int, height: int) -> dict[str, np.ndarray
     return clips
 
 
+def references(frames: np.ndarray, window: slice, clips: dict[str, np.ndarray],
+               palette: tuple[np.ndarray, np.ndarray]) -> dict:
+    """What every mark is scored beside and no training changes, computed once a run: the 16x9 thumbnail on
+    the film and the window, the thumbnail's motion on each clip, each clip's own palette distance."""
+    row = {}
+    for key, part in (("", slice(None)), ("window_", window)):
+        thumb = metrics.compare(frames[part], metrics.baselines(frames[part])["thumbnail 16x9"])
+        row.update({f"{key}thumb_psnr": thumb["psnr"], f"{key}thumb_ssim": thumb["ssim"]})
+    for name, clip in clips.items():
+        moved = metrics.motion(clip)
+        thumbs = np.stack([metrics.thumbnail(f) for f in clip])
+        row[f"thumb_motion_{name}"] = metrics.motion(thumbs) / moved if moved else 0.0
+        row[f"w2_in_{name}"] = metrics.w2_gaussian(*metrics.lab_gaussian(clip), *palette)
+    return row
+
+
 @torch.no_grad()
 def score(trainer: Trainer, frames: np.ndarray, window: slice, clips: dict[str, np.ndarray],
           palette: tuple[np.ndarray, np.ndarray]) -> dict:
@@ -115,20 +131,15 @@ def score(trainer: Trainer, frames: np.ndarray, window: slice, clips: dict[str, 
     row = {}
     for key, part in (("", slice(None)), ("window_", window)):
         model = metrics.compare(frames[part], recon[part])
-        thumb = metrics.compare(frames[part], metrics.baselines(frames[part])["thumbnail 16x9"])
-        row.update({f"{key}psnr": model["psnr"], f"{key}ssim": model["ssim"], f"{key}thumb_psnr": thumb["psnr"],
-                    f"{key}thumb_ssim": thumb["ssim"]})
+        row.update({f"{key}psnr": model["psnr"], f"{key}ssim": model["ssim"]})
     for name, clip in clips.items():
         out = reconstruct(clip)
         row[f"structure_{name}"] = metrics.structure(clip, out)
         row[f"colourfulness_{name}"] = metrics.colourfulness(out)
         # motion follow, as eval reports it: the output's frame-to-frame change over the input's (the clip is
-        # every FOREIGN_EVERY-th frame, so the steps are longer than eval's; the thumbnail's beside it)
+        # every FOREIGN_EVERY-th frame, so the steps are longer than eval's; the thumbnail's is in references)
         moved = metrics.motion(clip)
         row[f"motion_{name}"] = metrics.motion(out) / moved if moved else 0.0
-        row[f"thumb_motion_{name}"] = metrics.motion(np.stack([metrics.thumbnail(f) for f in clip])) / moved \
-            if moved else 0.0
-        row[f"w2_in_{name}"] = metrics.w2_gaussian(*metrics.lab_gaussian(clip), *palette)
         row[f"w2_out_{name}"] = metrics.w2_gaussian(*metrics.lab_gaussian(out), *palette)
     if clips:
         row["structure_min"] = min(row[f"structure_{n}"] for n in clips)
@@ -167,6 +178,7 @@ def run(name: str, dataset: Path, marks: list[float], threads: int, seed: int, k
     window = slice(round(WINDOW_S[0] * fps), round(WINDOW_S[1] * fps))
     clips = foreign_clips(foreign, ds.width, ds.height)
     palette = metrics.lab_gaussian(frames)
+    reference = references(frames, window, clips, palette)
     pix, adv, start = calibrate(name, dataset, threads, seed)
     per_step = start * pix + (1 - start) * adv
     steps = max(10, int(marks[-1] / per_step))
@@ -190,7 +202,7 @@ def run(name: str, dataset: Path, marks: list[float], threads: int, seed: int, k
                 s0 = cpu_minutes(threads)
                 row = {"recipe": name, "minutes": pending.pop(0), "cpu_minutes": spent,
                        "wall_minutes": (time.time() - start_wall) / 60, "step": tr.step, "samples": tr.step * cfg.batch,
-                       **score(tr, frames, window, clips, palette)}
+                       **reference, **score(tr, frames, window, clips, palette)}
                 scoring += cpu_minutes(threads) - s0
                 rows.append(row)
                 print(json.dumps(row), flush=True)
