@@ -230,7 +230,10 @@ def test_source_outage_holds_the_picture_and_recovers(models, make_video, tmp_pa
     logs: list[str] = []
     p = Pipeline(src, open_engine(models["torch"], backend="torch", log=lambda m: None),
                  [RecorderSink(out, log=lambda m: None), collect], fps=30, size=OUT, crop="center", log=logs.append,
-                 feed_options=dict(stall_timeout=0.3, min_backoff=0.2))
+                 # a generous open_timeout: the outage under test is the stall after the first frames, and a
+                 # loaded machine once took over the default 5 s to open the file (the outage then read
+                 # "did not open")
+                 feed_options=dict(stall_timeout=0.3, min_backoff=0.2, open_timeout=60))
 
     def stop_after_recovery(stats: dict) -> None:
         # stop on the event, not on a frame count: a slow machine may read the first frames slower than the

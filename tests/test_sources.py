@@ -201,7 +201,9 @@ def cam_clip(make_video):
 
 def run_feed(source, **kw):
     box, logs = LatestBox(), []
-    opts = dict(stall_timeout=0.3, open_timeout=0.6, min_backoff=0.05, max_backoff=0.2)
+    # open_timeout generous (the test that times an open out sets its own): a slow open on a loaded machine
+    # must not become the outage another test is about
+    opts = dict(stall_timeout=0.3, open_timeout=30, min_backoff=0.05, max_backoff=0.2)
     opts.update(kw)
     feed = Feed(source, box, fps=30.0, log=logs.append, **opts)
     return feed, box, logs
