@@ -9,8 +9,8 @@ Dedupe walks the film in order and keeps a frame only when its latent is farther
 the last one kept: a held shot collapses into one remembered frame. The threshold starts at the memory's
 own hysteresis radius (autoencoded.live.control.memory.RADIUS film steps: frames closer than that are ones
 the memory would not move between) and doubles until the bank keeps the pack within its budget
-(memory_bank.MAX_PACK_BYTES); model.json records the threshold, how many frames there were and how many
-were kept.
+(memory_bank.MAX_PACK_BYTES, or the smaller one `--max-pack-mb` gives export and memory); model.json records
+the threshold, the budget, how many frames there were and how many were kept.
 """
 
 from __future__ import annotations
@@ -31,9 +31,11 @@ from autoencoded.training.evaluation import open_footage, run_folder
 BATCH = 32
 
 
-def build_bank(pack_dir: Path, footage: str | Path, log: Callable[[str], object] = print) -> dict:
-    """Encode every frame of `footage` with the pack's encoder and write the pack's bank; -> its model.json
-    record (the caller writes it into model.json). Refusals are one UserError line."""
+def build_bank(pack_dir: Path, footage: str | Path, log: Callable[[str], object] = print,
+               budget: int = memory_bank.MAX_PACK_BYTES) -> dict:
+    """Encode every frame of `footage` with the pack's encoder and write the pack's bank, keeping the whole
+    pack within `budget` bytes; -> its model.json record (the caller writes it into model.json). Refusals
+    are one UserError line."""
     from autoencoded.live.engines.ort_backend import OnnxRuntimeEngine
 
     pack_dir = Path(pack_dir)
@@ -49,9 +51,9 @@ def build_bank(pack_dir: Path, footage: str | Path, log: Callable[[str], object]
         raise UserError(f"{footage}: no frames to remember")
     mu = memory_bank.check_latents(np.concatenate(means), pack.z_dim, f"{footage} through {pack_dir}")
     step = film_step(mu)
-    keep, threshold = reduce(mu, step, memory_bank.rows_within(pack_dir, pack.z_dim))
+    keep, threshold = reduce(mu, step, memory_bank.rows_within(pack_dir, pack.z_dim, budget), budget)
     reduction = {"method": "dedupe", "threshold": threshold, "threshold_steps": threshold / step if step else None,
-                 "frames": len(mu), "kept": len(keep), "budget_bytes": memory_bank.MAX_PACK_BYTES}
+                 "frames": len(mu), "kept": len(keep), "budget_bytes": budget}
     src = {"footage": str(Path(footage).resolve()), "frames": len(mu)}
     record = memory_bank.write_bank(pack_dir, mu[keep], keep, pack.z_dim, step=step, source=src,
                                     reduction=reduction,
@@ -79,10 +81,12 @@ def dedupe(mu: np.ndarray, threshold: float) -> np.ndarray:
     return np.asarray(keep, dtype=np.int64)
 
 
-def reduce(mu: np.ndarray, step: float, limit: int) -> tuple[np.ndarray, float]:
-    """Dedupe at RADIUS film steps, doubling the threshold until at most `limit` frames are kept."""
+def reduce(mu: np.ndarray, step: float, limit: int,
+           budget: int = memory_bank.MAX_PACK_BYTES) -> tuple[np.ndarray, float]:
+    """Dedupe at RADIUS film steps, doubling the threshold until at most `limit` frames are kept (the rows
+    that fit the pack's `budget`, which the refusal names)."""
     if limit < 1:
-        raise UserError(f"the model pack leaves no room for a memory bank within {memory_bank.MAX_PACK_BYTES} bytes")
+        raise UserError(f"the model pack leaves no room for a memory bank within {budget / 1e6:g} MB")
     threshold = RADIUS * step
     keep = dedupe(mu, threshold)
     while len(keep) > limit:
@@ -107,7 +111,8 @@ def run_dataset(weights: Path) -> Path | None:
     return None
 
 
-def bank_for_export(pack_dir: Path, weights: Path, log: Callable[[str], object]) -> dict | None:
+def bank_for_export(pack_dir: Path, weights: Path, log: Callable[[str], object],
+                    budget: int = memory_bank.MAX_PACK_BYTES) -> dict | None:
     """Export's bank: from the run's own dataset when it is here; None (and one line saying so) otherwise."""
     dataset = run_dataset(weights)
     later = "add one with `autoencoded memory MODEL FOOTAGE`"
@@ -116,7 +121,7 @@ def bank_for_export(pack_dir: Path, weights: Path, log: Callable[[str], object])
             f"the pack has no memory bank ({later})")
         return None
     try:
-        return build_bank(pack_dir, dataset, log)
+        return build_bank(pack_dir, dataset, log, budget)
     except UserError as exc:
         log(f"memory: {one_line(exc)}; the pack has no memory bank ({later})")
         return None

@@ -9,13 +9,22 @@ from pathlib import Path
 import click
 
 from autoencoded.errors import UserError
+from autoencoded.live.engines.memory_bank import MAX_PACK_BYTES
+
+# export and memory both build a bank, so both take the pack's size budget, with one wording
+max_pack_mb = click.option(
+    "--max-pack-mb", type=click.FloatRange(min=0, max=MAX_PACK_BYTES / 1e6, min_open=True),
+    default=MAX_PACK_BYTES / 1e6, show_default=True,
+    help="Keep the whole pack, ONNX files and memory bank, within this many MB (10^6 bytes; the default is the "
+         "most): the bank keeps fewer of the film's frames (a coarser dedupe) until it fits.")
 
 
 @click.command("memory")
 @click.argument("model", type=click.Path(path_type=Path))
 @click.argument("footage", type=click.Path(path_type=Path))
 @click.option("--overwrite", is_flag=True, help="Replace the memory bank the pack has.")
-def memory(model: Path, footage: Path, overwrite: bool) -> None:
+@max_pack_mb
+def memory(model: Path, footage: Path, overwrite: bool, max_pack_mb: float) -> None:
     """Remember FOOTAGE (the prepared dataset the model was trained on, or its video) in the model pack
     MODEL: every frame through the pack's encoder, deduplicated, kept beside the model."""
     from autoencoded.export.memory_build import build_bank
@@ -31,7 +40,7 @@ def memory(model: Path, footage: Path, overwrite: bool) -> None:
     bank = model / MEMORY_FILE
     before = bank.read_bytes() if bank.is_file() else None  # put back if model.json cannot follow the new bank
     try:
-        record = build_bank(model, footage, log=click.echo)
+        record = build_bank(model, footage, log=click.echo, budget=int(max_pack_mb * 1e6))
         try:
             update_meta(model, **{META_KEY: record})
         except OSError:

@@ -26,8 +26,9 @@ from autoencoded.documents import parse_json
 from autoencoded.errors import UserError, one_line
 from autoencoded.fileio import check_writable, write_failed
 from autoencoded.live.engines import pack as packfmt
+from autoencoded.live.engines.memory_bank import MAX_PACK_BYTES
 from autoencoded.training.evaluation import run_palette_record
-from autoencoded.training.model import AutoEncoder, ModelConfig, autoencoder_from_state
+from autoencoded.training.model import AutoEncoder, Decoder, ModelConfig, autoencoder_from_state
 from autoencoded.training.weights import atomic_write_bytes, load_weights, resolve_checkpoint, sha256_file
 
 OPSET = 18
@@ -81,7 +82,9 @@ def write_pack(model: AutoEncoder, cfg: ModelConfig, out: Path, *, source: Path 
     with torch.no_grad():
         export_onnx(model.encoder, torch.zeros(1, 3, cfg.height, cfg.width), out / files["encoder"],
                     "image", ["mu", "log_sigma"])
-        export_onnx(model.decoder, torch.zeros(1, cfg.latent_dim), out / files["decoder"], "z", ["image"])
+        # the film's decoder as ONNX Runtime's blocked convolutions take it (Decoder.padded_for_inference)
+        decoder = model.decoder.padded_for_inference() if isinstance(model.decoder, Decoder) else model.decoder
+        export_onnx(decoder, torch.zeros(1, cfg.latent_dim), out / files["decoder"], "z", ["image"])
     from importlib.metadata import PackageNotFoundError, version
     try:
         tool_version = version("autoencoded")
@@ -131,8 +134,10 @@ def _prepare_target(out: Path, overwrite: bool) -> None:
 
 def export_checkpoint(source: str | Path, out: str | Path, *, which: str = "best", overwrite: bool = False,
                       verify: bool = False, frames: str | Path | None = None,
-                      log: Callable[[str], object] = print) -> tuple[Path, dict | None]:
-    """Export a run folder or checkpoint to the model pack `out`. -> (pack folder, verify report or None).
+                      log: Callable[[str], object] = print,
+                      max_pack_bytes: int = MAX_PACK_BYTES) -> tuple[Path, dict | None]:
+    """Export a run folder or checkpoint to the model pack `out`, its memory bank keeping the whole pack
+    within `max_pack_bytes`. -> (pack folder, verify report or None).
 
     Verification failure raises UserError and leaves no pack at `out` (an old one stays untouched).
     """
@@ -163,7 +168,8 @@ def export_checkpoint(source: str | Path, out: str | Path, *, which: str = "best
             if not report["ok"]:
                 raise UserError(f"verification failed: {report['reason']} (pack not written)")
         from autoencoded.export.memory_build import bank_for_export
-        memory = bank_for_export(tmp, weights, log)  # the film's frames, when the run's dataset is here
+        # the film's frames, when the run's dataset is here
+        memory = bank_for_export(tmp, weights, log, max_pack_bytes)
         if memory is not None:
             update_meta(tmp, memory=memory)
         _replace(tmp, out)
