@@ -33,8 +33,10 @@ The recipes (RECIPES): each is the lite defaults (training/archs.py) with the le
 - no-layout: the lite defaults without the input's luma grid in the latent (training/model.py), the recipe
   of the demo model before the one that keeps the composition;
 - coarse-layout: the layout at the decoder's 16x9 bottom grid (`layout_scale` 1) instead of the lite default
-  32x18 read by the decoder's second layer too: the recipe of the demo model before the one that moves.
-- layout-4: the layout at 64x36 (`layout_scale` 4), read by the decoder's first three layers: 2304 entries.
+  64x36 read by the decoder's second and third layers too: the recipe of the demo model that kept the
+  composition but did not move;
+- layout-2: the layout at 32x18 (`layout_scale` 2), read by the decoder's second layer too: the recipe of the
+  demo model before this one (576 entries against the default's 2304).
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ RECIPES = {
     "no-gan": dict(augment=True, adversarial_start=1.0),
     "no-layout": dict(layout=False),
     "coarse-layout": dict(model_overrides={"layout_scale": 1}),
-    "layout-4": dict(model_overrides={"layout_scale": 4}),
+    "layout-2": dict(model_overrides={"layout_scale": 2}),
 }
 FOREIGN = Path(__file__).resolve().parents[2] / "shared" / "footage" / "foreign"
 GREY_CLIP = "camera"  # the greyscale clip: its output's colourfulness says whether the film's colours come back

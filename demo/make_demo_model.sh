@@ -5,12 +5,13 @@
 #   bash demo/make_demo_model.sh [FOOTAGE] [STEPS]
 #
 # The shipped model was trained by exactly these commands on the project's 2-core CPU: both cores (two torch
-# threads), 6800 steps of 16 frames: 62 minutes of training ("trained 6800 steps in 3727.3 s", test runs sharing the
-# cores for a few of them). On a GPU, pass more steps.
+# threads), 3200 steps of 16 frames: 52 minutes of training ("trained 3200 steps in 3123.8 s (16.4 samples/s)", on a
+# machine whose convolutions ran at half the speed of the one the 32x18 model took 6800 steps in 62 minutes on).
+# On a GPU, pass more steps.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 footage=${1:-../shared/footage/bbb_trailer.mp4}
-steps=${2:-6800}
+steps=${2:-3200}
 work=${DEMO_WORK:-build/demo}
 out=${DEMO_OUT:-live/assets/demo_model}
 mkdir -p "$work"
@@ -20,9 +21,9 @@ mkdir -p "$work"
 #    of training on the deduplicated ones than on all (the held and slow frames it never saw come back worse)
 autoencoded prepare "$footage" -o "$work/dataset" --overwrite
 
-# 2. the lite architecture with its CPU recipe (training/archs.py): the input's luma at 32x18 (twice the
+# 2. the lite architecture with its CPU recipe (training/archs.py): the input's luma at 64x36 (four times the
 #    decoder's 16x9 bottom grid) carried in the latent beside the learned code and read by the decoder's first
-#    two layers (footage it never saw keeps its composition and its motion), the film
+#    three layers (footage it never saw keeps its composition and its motion), the film
 #    seen through other cameras (crops, flips, rotations; half of each batch plain, half of the rest with a
 #    degraded input), a pixel-led autoencoder (L1 + SSIM) with the film's latent noise annealed (0.3 -> 0.05),
 #    a noise-scaled KL and a penalty that keeps the encoder's tanh out of saturation, and the moving average
@@ -33,8 +34,8 @@ OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} autoencoded train "$work/dataset" -o "$wor
   --checkpoint-every $((steps / 8)) --seed 0 --overwrite --no-progress
 
 # 3. the model pack (the checkpoint with the best PSNR on the evaluation frames), verified against torch on
-#    real frames of the film
-autoencoded export "$work/run" -o "$out" --which best --verify --frames "$work/dataset" --overwrite
+#    real frames of the film, with as many of the film's frames in its memory bank as keep it within 25 MB
+autoencoded export "$work/run" -o "$out" --which best --verify --frames "$work/dataset" --overwrite --max-pack-mb 25
 
 # 4. its scores on every frame of the trailer, beside the 16x9 thumbnail and a blur
 autoencoded eval "$out" "$footage" --json "$work/eval.json"

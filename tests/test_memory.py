@@ -30,7 +30,7 @@ from autoencoded.training.data import open_dataset
 from helpers import cli, make_dataset, read_video, tiny_checkpoint
 
 W, H, N = 64, 48, 24
-Z = 256 + (W // 8) * (H // 8)  # the lite preset's latent at 64x48: the learned code and the layout at 8x6
+Z = 256 + (W // 4) * (H // 4)  # the lite preset's latent at 64x48: the learned code and the layout at 16x12
 
 
 def tiny_run(root: Path, dataset: Path | None) -> Path:
@@ -98,6 +98,35 @@ def test_the_memory_command_gives_an_old_pack_a_bank_and_replaces_it_on_request(
     assert cli("memory", pack, ds, "--overwrite") == 0
     assert read_meta(pack)["memory"]["sha256"] == first["sha256"]  # the same frames, the same bank
     assert cli("memory", pack, tmp_path / "nothing") == 2
+
+
+def test_the_pack_budget_bounds_the_bank_in_the_memory_command_and_export(packs, tmp_path, capsys):
+    """--max-pack-mb: the whole pack within it (the bank keeps fewer frames); below the ONNX files themselves,
+    memory refuses in one line and export writes the pack without a bank, saying so."""
+    _, ds, old = packs
+    pack = tmp_path / "pack"
+    shutil.copytree(old, pack)
+    others = sum(p.stat().st_size for p in pack.iterdir())
+    assert cli("memory", pack, ds) == 0
+    full = read_meta(pack)["memory"]["count"]
+    assert full > 5
+    budget = others + (64 << 10) + 5 * (Z * 2 + 4)  # room for five rows beside the ONNX files and model.json
+    assert cli("memory", pack, ds, "--overwrite", "--max-pack-mb", budget / 1e6) == 0
+    info = read_meta(pack)["memory"]
+    assert info["count"] <= 5 and info["reduction"]["budget_bytes"] == budget
+    assert sum(p.stat().st_size for p in pack.iterdir()) <= budget
+    assert len(read_bank(pack, read_meta(pack), Z).latents) == info["count"]
+    capsys.readouterr()
+    assert cli("memory", pack, ds, "--overwrite", "--max-pack-mb", 0.01) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no room for a memory bank within 0.01 MB" in err
+    assert read_meta(pack)["memory"]["count"] == info["count"]  # the bank it had is still there
+    assert cli("memory", pack, ds, "--overwrite", "--max-pack-mb", 41) == 2  # past the most a pack may hold
+    run = tiny_run(tmp_path / "again", ds)
+    assert cli("export", run, "-o", tmp_path / "small", "--max-pack-mb", 0.01) == 0
+    said = [line for line in capsys.readouterr().out.splitlines() if line.startswith("memory:")]
+    assert any("no room" in line and "no memory bank" in line for line in said)
+    assert "memory" not in read_meta(tmp_path / "small") and not (tmp_path / "small" / MEMORY_FILE).exists()
 
 
 def test_a_pack_without_a_bank_plays_and_memory_does_nothing(packs):
