@@ -36,7 +36,10 @@ The recipes (RECIPES): each is the lite defaults (training/archs.py) with the le
   64x36 read by the decoder's second and third layers too: the recipe of the demo model that kept the
   composition but did not move;
 - layout-2: the layout at 32x18 (`layout_scale` 2), read by the decoder's second layer too: the recipe of the
-  demo model before this one (576 entries against the default's 2304).
+  demo model before this one (576 entries against the default's 2304);
+- the levers for local texture (SSIM, the one bar the 64x36 demo model misses): ssim-1, the SSIM term weighed
+  as the L1 term (1.0 against 0.5); wide-tail, the decoder's last two layers 64 and 48 channels wide
+  (against 48 and 24).
 """
 
 from __future__ import annotations
@@ -77,6 +80,8 @@ RECIPES = {
     "no-layout": dict(layout=False),
     "coarse-layout": dict(model_overrides={"layout_scale": 1}),
     "layout-2": dict(model_overrides={"layout_scale": 2}),
+    "ssim-1": dict(ssim_weight=1.0),
+    "wide-tail": dict(model_overrides={"dec_channels": [192, 96, 64, 48]}),
 }
 FOREIGN = Path(__file__).resolve().parents[2] / "shared" / "footage" / "foreign"
 GREY_CLIP = "camera"  # the greyscale clip: its output's colourfulness says whether the film's colours come back
