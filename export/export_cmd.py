@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from autoencoded.errors import UserError
-from autoencoded.export.memory_cmd import max_pack_mb
+from autoencoded.export.memory_cmd import max_pack_bytes
 
 
 @click.command("export")
@@ -25,9 +25,9 @@ from autoencoded.export.memory_cmd import max_pack_mb
 @click.option("--max-batch", type=click.IntRange(1, 1024), default=16, show_default=True,
               help="Largest batch the TensorRT engines accept.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing model pack.")
-@max_pack_mb
+@max_pack_bytes
 def export(source: Path, output: Path, which: str, verify: bool, frames: Path | None, tensorrt: bool,
-           max_batch: int, overwrite: bool, max_pack_mb: float) -> None:
+           max_batch: int, overwrite: bool, max_pack_bytes: int) -> None:
     """Export a training run or checkpoint to an ONNX model pack."""
     if tensorrt:
         from autoencoded.live.engines import tensorrt_unavailable
@@ -36,7 +36,7 @@ def export(source: Path, output: Path, which: str, verify: bool, frames: Path | 
             raise UserError(f"--tensorrt cannot run: {reason}")
     from autoencoded.export.onnx_export import export_checkpoint
     out, _ = export_checkpoint(source, output, which=which, overwrite=overwrite, verify=verify, frames=frames,
-                               log=click.echo, max_pack_bytes=int(max_pack_mb * 1e6))
+                               log=click.echo, max_pack_bytes=max_pack_bytes)
     click.echo(f"wrote model pack {out}")
     if tensorrt:
         from autoencoded.live.engines.pack import read_pack

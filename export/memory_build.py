@@ -51,7 +51,10 @@ def build_bank(pack_dir: Path, footage: str | Path, log: Callable[[str], object]
         raise UserError(f"{footage}: no frames to remember")
     mu = memory_bank.check_latents(np.concatenate(means), pack.z_dim, f"{footage} through {pack_dir}")
     step = film_step(mu)
-    keep, threshold = reduce(mu, step, memory_bank.rows_within(pack_dir, pack.z_dim, budget), budget)
+    limit = memory_bank.rows_within(pack_dir, pack.z_dim, budget)
+    if limit < 1:
+        raise UserError(f"the model pack leaves no room for a memory bank within {budget / 1e6:g} MB")
+    keep, threshold = reduce(mu, step, limit)
     reduction = {"method": "dedupe", "threshold": threshold, "threshold_steps": threshold / step if step else None,
                  "frames": len(mu), "kept": len(keep), "budget_bytes": budget}
     src = {"footage": str(Path(footage).resolve()), "frames": len(mu)}
@@ -81,12 +84,8 @@ def dedupe(mu: np.ndarray, threshold: float) -> np.ndarray:
     return np.asarray(keep, dtype=np.int64)
 
 
-def reduce(mu: np.ndarray, step: float, limit: int,
-           budget: int = memory_bank.MAX_PACK_BYTES) -> tuple[np.ndarray, float]:
-    """Dedupe at RADIUS film steps, doubling the threshold until at most `limit` frames are kept (the rows
-    that fit the pack's `budget`, which the refusal names)."""
-    if limit < 1:
-        raise UserError(f"the model pack leaves no room for a memory bank within {budget / 1e6:g} MB")
+def reduce(mu: np.ndarray, step: float, limit: int) -> tuple[np.ndarray, float]:
+    """Dedupe at RADIUS film steps, doubling the threshold until at most `limit` (>= 1) frames are kept."""
     threshold = RADIUS * step
     keep = dedupe(mu, threshold)
     while len(keep) > limit:

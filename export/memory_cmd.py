@@ -11,10 +11,11 @@ import click
 from autoencoded.errors import UserError
 from autoencoded.live.engines.memory_bank import MAX_PACK_BYTES
 
-# export and memory both build a bank, so both take the pack's size budget, with one wording
-max_pack_mb = click.option(
-    "--max-pack-mb", type=click.FloatRange(min=0, max=MAX_PACK_BYTES / 1e6, min_open=True),
-    default=MAX_PACK_BYTES / 1e6, show_default=True,
+# export and memory both build a bank, so both take the pack's size budget, with one wording; the command
+# gets it in bytes, as the bank's budget is counted
+max_pack_bytes = click.option(
+    "--max-pack-mb", "max_pack_bytes", type=click.FloatRange(min=0, max=MAX_PACK_BYTES / 1e6, min_open=True),
+    default=MAX_PACK_BYTES / 1e6, show_default=True, callback=lambda ctx, param, mb: int(mb * 1e6),
     help="Keep the whole pack, ONNX files and memory bank, within this many MB (10^6 bytes; the default is the "
          "most): the bank keeps fewer of the film's frames (a coarser dedupe) until it fits.")
 
@@ -23,8 +24,8 @@ max_pack_mb = click.option(
 @click.argument("model", type=click.Path(path_type=Path))
 @click.argument("footage", type=click.Path(path_type=Path))
 @click.option("--overwrite", is_flag=True, help="Replace the memory bank the pack has.")
-@max_pack_mb
-def memory(model: Path, footage: Path, overwrite: bool, max_pack_mb: float) -> None:
+@max_pack_bytes
+def memory(model: Path, footage: Path, overwrite: bool, max_pack_bytes: int) -> None:
     """Remember FOOTAGE (the prepared dataset the model was trained on, or its video) in the model pack
     MODEL: every frame through the pack's encoder, deduplicated, kept beside the model."""
     from autoencoded.export.memory_build import build_bank
@@ -40,7 +41,7 @@ def memory(model: Path, footage: Path, overwrite: bool, max_pack_mb: float) -> N
     bank = model / MEMORY_FILE
     before = bank.read_bytes() if bank.is_file() else None  # put back if model.json cannot follow the new bank
     try:
-        record = build_bank(model, footage, log=click.echo, budget=int(max_pack_mb * 1e6))
+        record = build_bank(model, footage, log=click.echo, budget=max_pack_bytes)
         try:
             update_meta(model, **{META_KEY: record})
         except OSError:

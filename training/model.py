@@ -22,6 +22,7 @@ DiscriminatorNetwork; an architecture entry (training/archs.py) names the classe
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib
 import json
@@ -343,8 +344,6 @@ class Decoder(nn.Module):
         convolution in its blocked NCHWc layout only when the channels divide by 8: the layout's one extra
         channel sent those layers to its plain path (the lite decoder's third layer, 49 channels: 4.2 ms a
         frame against 2.5 for the same layer at 48). Export writes this copy."""
-        import copy
-
         padded = copy.deepcopy(self)
         for i in sorted(self.pictured):
             layer = padded.deconvs[i]
