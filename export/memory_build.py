@@ -8,9 +8,10 @@ dataset's frames as they are, a video decoded and framed at the model's size as 
 Dedupe walks the film in order and keeps a frame only when its latent is farther than the threshold from
 the last one kept: a held shot collapses into one remembered frame. The threshold starts at the memory's
 own hysteresis radius (autoencoded.live.control.memory.RADIUS film steps: frames closer than that are ones
-the memory would not move between) and doubles until the bank keeps the pack within its budget
-(memory_bank.MAX_PACK_BYTES, or the smaller one `--max-pack-mb` gives export and memory); model.json records
-the threshold, the budget, how many frames there were and how many were kept.
+the memory would not move between) and, when the bank would not keep the pack within its budget
+(memory_bank.MAX_PACK_BYTES, or the smaller one `--max-pack-mb` gives export and memory), rises to the
+lowest threshold that does (to within 1%), so the bank keeps as many of the film's frames as fit; model.json
+records the threshold, the budget, how many frames there were and how many were kept.
 """
 
 from __future__ import annotations
@@ -85,12 +86,26 @@ def dedupe(mu: np.ndarray, threshold: float) -> np.ndarray:
 
 
 def reduce(mu: np.ndarray, step: float, limit: int) -> tuple[np.ndarray, float]:
-    """Dedupe at RADIUS film steps, doubling the threshold until at most `limit` (>= 1) frames are kept."""
+    """Dedupe at RADIUS film steps or, when that keeps more than `limit` (>= 1) frames, at the lowest threshold
+    (to within 1%) that keeps at most `limit`: doubled until it fits, then bisected between the last that did
+    not and the first that did. Doubling alone could keep half of what fits (a long latent's rows are big:
+    the demo model's 9472 entries leave room for 227 of the trailer's frames in a 25 MB pack: doubling kept
+    100, bisection keeps 227)."""
     threshold = RADIUS * step
     keep = dedupe(mu, threshold)
+    if len(keep) <= limit:
+        return keep, threshold
+    low = threshold  # keeps too many
     while len(keep) > limit:
-        threshold *= 2.0
+        low, threshold = threshold, threshold * 2.0
         keep = dedupe(mu, threshold)
+    while threshold - low > 0.01 * threshold:  # threshold fits, low does not
+        middle = 0.5 * (low + threshold)
+        kept = dedupe(mu, middle)
+        if len(kept) <= limit:
+            keep, threshold = kept, middle
+        else:
+            low = middle
     return keep, threshold
 
 

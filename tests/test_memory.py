@@ -351,7 +351,9 @@ def test_a_bank_too_big_for_the_pack_budget_is_deduplicated_harder(packs):
     keep, threshold = reduce(mu, step, limit=10**6)
     assert threshold == RADIUS * step and np.array_equal(keep, dedupe(mu, threshold)) and len(keep) > 300
     small, harder = reduce(mu, step, limit=300)
-    assert len(small) <= 300 and harder >= 2 * threshold and small[0] == 0
+    assert len(small) <= 300 and harder > threshold and small[0] == 0
+    # the bank keeps as many frames as fit: a threshold 2% lower would keep too many
+    assert len(dedupe(mu, harder * 0.98)) > 300 and len(small) > 250
     # the budget counts the pack's other files: room for exactly 10 rows leaves 10
     others = sum(p.stat().st_size for p in pack.iterdir() if p.name != MEMORY_FILE)
     assert rows_within(pack, Z, budget=others + (64 << 10) + 10 * (Z * 2 + 4)) == 10
