@@ -11,8 +11,9 @@ import click
 from autoencoded.errors import UserError
 
 MAX_SIZE = (7680, 4320)  # 8K UHD: larger is a typo, and would ask for gigabytes per frame
-MAX_Z_DIM = 4096  # a latent's length: the film's model has 200; more is a typo (or a hostile file) that
-# would ask for gigabytes (train --z-dim, and every model pack, are held to it)
+MAX_Z_DIM = 16384  # a latent's length (the learned code and the layout): the film's model has 200, lite 9472 (256 and
+# its 128x72 layout); more is a typo (or a hostile file) that would ask for gigabytes (train --z-dim, and
+# every model pack, are held to it)
 
 
 def parse_size(text: str, option: str = "--size", multiple: int = 1, minimum: int = 1,

@@ -33,11 +33,12 @@ The recipes (RECIPES): each is the lite defaults (training/archs.py) with the le
 - no-layout: the lite defaults without the input's luma grid in the latent (training/model.py), the recipe
   of the demo model before the one that keeps the composition;
 - coarse-layout: the layout at the decoder's 16x9 bottom grid (`layout_scale` 1) instead of the lite default
-  64x36 read by the decoder's second and third layers too: the recipe of the demo model that kept the
-  composition but did not move;
-- layout-2: the layout at 32x18 (`layout_scale` 2), read by the decoder's second layer too: the recipe of the
-  demo model before this one (576 entries against the default's 2304);
-- the levers for local texture (SSIM, the one bar the 64x36 demo model misses): ssim-1, the SSIM term weighed
+  128x72 read by the decoder's second, third and fourth layers too: the recipe of the demo model that kept
+  the composition but did not move;
+- layout-2 and layout-4: the layout at 32x18 (`layout_scale` 2, read by the decoder's second layer too) and
+  at 64x36 (`layout_scale` 4, its second and third), the recipes of the two demo models before this one
+  (576 and 2304 entries against the default's 9216);
+- the levers for local texture (SSIM, the one bar the 64x36 demo model missed): ssim-1, the SSIM term weighed
   as the L1 term (1.0 against 0.5); wide-tail, the decoder's last two layers 64 and 48 channels wide
   (against 48 and 24).
 """
@@ -80,6 +81,7 @@ RECIPES = {
     "no-layout": dict(layout=False),
     "coarse-layout": dict(model_overrides={"layout_scale": 1}),
     "layout-2": dict(model_overrides={"layout_scale": 2}),
+    "layout-4": dict(model_overrides={"layout_scale": 4}),
     "ssim-1": dict(ssim_weight=1.0),
     "wide-tail": dict(model_overrides={"dec_channels": [192, 96, 64, 48]}),
 }

@@ -53,7 +53,7 @@ def test_export_verify_on_real_frames(run_dir, make_video, tmp_path, capsys):
     assert "PSNR" in printed and "clip.mp4" in printed
     meta = json.loads((out / "model.json").read_text())
     assert meta["format"] == "autoencoded-model" and meta["format_version"] == 1
-    assert (meta["arch"], meta["width"], meta["height"], meta["z_dim"]) == ("lite", W, H, 256 + (W // 4) * (H // 4))  # the code and the layout
+    assert (meta["arch"], meta["width"], meta["height"], meta["z_dim"]) == ("lite", W, H, 256 + (W // 2) * (H // 2))  # the code and the layout
     assert meta["verify"]["ok"] and meta["verify"]["image"]["max_abs"] < 2e-3
     assert meta["verify"]["image"]["psnr_db"] >= 60
     assert meta["training"]["step"] == 3 and "rec" in meta["training"]["losses"]

@@ -30,7 +30,7 @@ from autoencoded.training.data import open_dataset
 from helpers import cli, make_dataset, read_video, tiny_checkpoint
 
 W, H, N = 64, 48, 24
-Z = 256 + (W // 4) * (H // 4)  # the lite preset's latent at 64x48: the learned code and the layout at 16x12
+Z = 256 + (W // 2) * (H // 2)  # the lite preset's latent at 64x48: the learned code and the layout at 32x24
 
 
 def tiny_run(root: Path, dataset: Path | None) -> Path:

@@ -147,21 +147,21 @@ def test_a_finer_layout_is_the_luma_at_its_grid_and_its_detail_reaches_the_pictu
 
 @pytest.mark.parametrize("upsample", ["resize", "deconv"])
 def test_the_decoder_padded_for_inference_paints_the_same_picture_from_channels_by_eight(upsample):
-    """lite (layout_scale 4): its second and third layers read the layout picture beside 96 and 48 channels;
-    the copy export writes gives them 104 and 56 (zeros after the picture, zero weights), the same picture,
-    and leaves the decoder it was made from as trained."""
+    """lite (layout_scale 8): its second, third and fourth layers read the layout picture beside 96, 48 and 24
+    channels; the copy export writes gives them 104, 56 and 32 (zeros after the picture, zero weights), the
+    same picture, and leaves the decoder it was made from as trained."""
     cfg = ModelConfig.preset("lite", width=64, height=48, **TINY, upsample=upsample)
     dec = build(cfg).decoder.eval()
     before = {k: v.clone() for k, v in dec.state_dict().items()}
     padded = dec.padded_for_inference()
     convs = [next(m for m in layer if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)))
              for layer in padded.deconvs]
-    assert padded.picture_pad == {1: 7, 2: 7} and [c.in_channels for c in convs[1:3]] == [104, 56]
+    assert padded.picture_pad == {1: 7, 2: 7, 3: 7} and [c.in_channels for c in convs[1:4]] == [104, 56, 32]
     z = torch.rand(3, cfg.latent_dim) * 2 - 1
     with torch.no_grad():
         torch.testing.assert_close(padded(z), dec(z), atol=1e-6, rtol=0)
     assert dec.picture_pad == {} and all(torch.equal(v, before[k]) for k, v in dec.state_dict().items())
-    assert padded.padded_for_inference().picture_pad == {1: 7, 2: 7}  # padding a padded copy adds nothing
+    assert padded.padded_for_inference().picture_pad == {1: 7, 2: 7, 3: 7}  # padding a padded copy adds nothing
 
 
 def test_without_the_layout_the_latent_is_the_code_alone():

@@ -534,7 +534,7 @@ def test_a_run_saved_before_the_layout_resumes_without_it(tmp_path, capsys):
 
 
 def test_the_layout_scale_is_the_runs_model_and_fixed_on_resume(tmp_path, capsys):
-    """lite's layout_scale 4 (its default): the checkpoint's latent carries the 12x16 grid (4x the bottom's 3x4
+    """lite's layout_scale 8 (its default): the checkpoint's latent carries the 24x32 grid (8x the bottom's 3x4
     at 64x48); resuming with another scale is refused, a scale that is no power of two is one line, and a run
     saved before the option resumes at 1."""
     from autoencoded.training.weights import load_weights
@@ -543,10 +543,10 @@ def test_the_layout_scale_is_the_runs_model_and_fixed_on_resume(tmp_path, capsys
     run = tmp_path / "run"
     assert cli("train", ds, "-o", run, "--steps", 1, "--batch", 4, "--no-progress") == 0
     cfg, _, _ = load_weights(run / "checkpoints" / "step-0000001.safetensors")
-    assert cfg.layout_scale == 4 and cfg.latent_dim == cfg.z_dim + 192
+    assert cfg.layout_scale == 8 and cfg.latent_dim == cfg.z_dim + 768
     capsys.readouterr()
     assert cli("train", ds, "-o", run, "--resume", "--steps", 2, "--layout-scale", 1) == 2
-    assert "trained with layout_scale=4, not 1" in _err_line(capsys)
+    assert "trained with layout_scale=8, not 1" in _err_line(capsys)
     assert cli("train", ds, "-o", tmp_path / "bad", "--steps", 1, "--batch", 4, "--layout-scale", 3) == 2
     assert "layout_scale 3: a power of two from 1 to 16" in _err_line(capsys)
     saved = json.loads((run / "config.json").read_text())

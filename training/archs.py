@@ -67,14 +67,14 @@ ARCHS: dict[str, Arch] = {
         model=dict(z_dim=256, enc_channels=(32, 64, 128, 256), enc_kernel=4, dec_kernel=4, upsample="resize",
                    dec_channels=(192, 96, 48, 24), bottleneck_channels=32, disc_channels=(32, 64, 128, 256),
                    disc_kernel=4, disc_fc=0, sim_layers=(0, 1, 2, 3), bounded_latent=True, layout=True,
-                   # the layout at 64x36, four times the bottom grid, read by the decoder's second and third
-                   # layers too: measured side by side (bench_recipe.py, new against layout-4, one core each),
-                   # at 6 CPU minutes +1.76 dB over the thumbnail on the trailer against +0.80 at 32x18, the 8 s
-                   # window's SSIM 0.567 against 0.506, the cat's palette W2 24.0 against 26.9; the 32x18 grid
-                   # had beaten the 16x9 one the same way (new against coarse-layout: +0.17 dB against -0.29,
-                   # structure 0.90 / 0.93 against 0.76 / 0.86, the output moving with its input on every
-                   # foreign clip)
-                   layout_scale=4),
+                   # the layout at 128x72, eight times the bottom grid, read by the decoder's second, third and
+                   # fourth layers too: measured side by side (bench_recipe.py, new against layout-8, one core
+                   # each), at 6 CPU minutes the 8 s window's SSIM 0.651 against 0.571 at 64x36 and the trailer
+                   # +1.83 dB over the thumbnail against +1.08 (in 232 steps against 263); 64x36 had beaten 32x18
+                   # the same way (+1.76 dB against +0.80, the window's SSIM 0.567 against 0.506), and 32x18 the
+                   # 16x9 grid (structure 0.90 / 0.93 against 0.76 / 0.86, the output moving with its input on
+                   # every foreign clip)
+                   layout_scale=8),
         # the CPU recipe (README, "Training recipe"): a pixel-led autoencoder, an EMA of the weights is what
         # is evaluated. The discriminator does not join: measured side by side at 12 CPU minutes
         # (benchmarks/bench_recipe.py, new against no-gan), its last tenth bought no texture (output detail

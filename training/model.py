@@ -9,8 +9,8 @@ Conventions shared by the whole project:
 - the encoder returns (mu, log_sigma), each N x latent_dim; z = mu + sigma * eps;
 - the decoder maps z to an image through tanh;
 - with `layout`, the last entries of the latent are the input's layout: its BT.601 luma averaged over each
-  cell of the layout grid, the bottom grid `layout_scale` times finer (16x9 for 256x144 at 1, lite's 64x36
-  at 4), in [-1, 1], with sigma 1. The encoder computes them, it does not learn them, so footage the model
+  cell of the layout grid, the bottom grid `layout_scale` times finer (16x9 for 256x144 at 1, lite's 128x72
+  at 8), in [-1, 1], with sigma 1. The encoder computes them, it does not learn them, so footage the model
   never saw keeps its composition of light and dark while the learned code (z_dim entries) and the decoder
   paint it from the film's memory; the decoder also reads them as a picture at its first layer (pooled to
   the bottom grid) and at each later layer the grid is fine enough for.
@@ -67,9 +67,9 @@ class ModelConfig:
     bounded_latent: bool = True
     # the input's luma at the bottom grid, carried in the latent and read by the decoder (module docstring)
     layout: bool = False
-    # the layout's grid is the bottom grid this many times finer (a power of two, at most 2**stages): 4 gives
-    # 64x36 at 256x144, whose finer pictures the decoder reads at its second and third layers too (module
-    # docstring)
+    # the layout's grid is the bottom grid this many times finer (a power of two, at most 2**stages): 8 gives
+    # 128x72 at 256x144, whose finer pictures the decoder reads at its second, third and fourth layers too
+    # (module docstring)
     layout_scale: int = 1
     version: int = CONFIG_VERSION
     extra: dict = field(default_factory=dict)
