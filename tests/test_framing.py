@@ -119,9 +119,14 @@ def test_render_size_is_the_whole_frame(clips, tmp_path, capsys):
     v = streams(out)["video"]
     assert (v["width"], v["height"]) == (1280, 720)
     half = read_video(out, limit=1)[0][:, 640:].astype(int)  # the model's 16:9 picture in a 640x720 half
-    black_rows = np.nonzero(half.max(axis=(1, 2)) < 24)[0]
-    assert abs(len(black_rows) - 360) <= 4, len(black_rows)  # 180 black rows above and below, not stretched
-    assert set(black_rows) >= set(range(170)) | set(range(550, 720))
+    lit = half.max(axis=2) >= 24
+    lit_rows = np.nonzero(lit.any(axis=1))[0]
+    # 180 black rows above and below (to the scaler's few rows), so the picture is not stretched to the half
+    assert lit_rows.min() >= 176 and lit_rows.max() < 544, (lit_rows.min(), lit_rows.max())
+    # ... nor shrunk: it spans the half's width and fills its 360 rows; the model may paint a few of them
+    # black (the clip's own letterbox, which a model that sees its input keeps)
+    band = lit[180:540]
+    assert band.any(axis=0).all() and band.any(axis=1).mean() > 0.75, band.any(axis=1).mean()
     assert main(["render", str(clips["scope"]), str(tmp_path / "up.mp4"), "--upscale", "640x360"]) == 0
     assert (streams(tmp_path / "up.mp4")["video"]["width"], streams(tmp_path / "up.mp4")["video"]["height"]) \
         == (640, 360)
