@@ -67,13 +67,13 @@ ARCHS: dict[str, Arch] = {
         model=dict(z_dim=256, enc_channels=(32, 64, 128, 256), enc_kernel=4, dec_kernel=4, upsample="resize",
                    dec_channels=(192, 96, 48, 24), bottleneck_channels=32, disc_channels=(32, 64, 128, 256),
                    disc_kernel=4, disc_fc=0, sim_layers=(0, 1, 2, 3), bounded_latent=True, layout=True,
-                   # the layout at 128x72, eight times the bottom grid, read by the decoder's second, third and
-                   # fourth layers too: measured side by side (bench_recipe.py, new against layout-8, one core
-                   # each), at 6 CPU minutes the 8 s window's SSIM 0.651 against 0.571 at 64x36 and the trailer
-                   # +1.83 dB over the thumbnail against +1.08 (in 232 steps against 263); 64x36 had beaten 32x18
-                   # the same way (+1.76 dB against +0.80, the window's SSIM 0.567 against 0.506), and 32x18 the
-                   # 16x9 grid (structure 0.90 / 0.93 against 0.76 / 0.86, the output moving with its input on
-                   # every foreign clip)
+                   # the layout at 128x72, eight times the bottom grid, read by the decoder's second, third
+                   # and fourth layers too: measured side by side (bench_recipe.py, layout-4 against new, one
+                   # core each), at 6 CPU minutes the 8 s window's SSIM 0.651 against 0.571 at 64x36 and the
+                   # trailer +1.83 dB over the thumbnail against +1.08 (in 232 steps against 263); 64x36 had
+                   # beaten 32x18 the same way (+1.76 dB against +0.80, the window's SSIM 0.567 against
+                   # 0.506), and 32x18 the 16x9 grid (structure 0.90 / 0.93 against 0.76 / 0.86, the output
+                   # moving with its input on every foreign clip)
                    layout_scale=8),
         # the CPU recipe (README, "Training recipe"): a pixel-led autoencoder, an EMA of the weights is what
         # is evaluated. The discriminator does not join: measured side by side at 12 CPU minutes

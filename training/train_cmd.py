@@ -182,8 +182,8 @@ def _resolved_model_value(key: str, saved, value):
                    + ").")
 @click.option("--layout-scale", type=int, default=None,
               help="How many times finer than that bottom grid the layout is: 8 carries 128x72 at 256x144, read "
-                   "by the decoder's second, third and fourth layers too, so more of the input's shape and motion comes "
-                   "through (a power of two; " + _model_defaults("layout_scale", 1) + ").")
+                   "by the decoder's second, third and fourth layers too, so more of the input's shape and "
+                   "motion comes through (a power of two; " + _model_defaults("layout_scale", 1) + ").")
 @click.option("--size", "size", default=None, type=MODEL_SIZE, help="Expected WIDTHxHEIGHT (must match the dataset).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True,
