@@ -261,6 +261,43 @@ def test_camera_outage_is_held_reported_and_recovers(cam_clip, fault, reason):
     wait_for(lambda: factory.made[0].released, what="the first capture to be released")
 
 
+class LateWatchdogBox(LatestBox):
+    """The feed's event box, with the watchdog descheduled for 0.2 s before its first look, as on a loaded
+    machine: by then the reader has put "opened" and its first frames, and the one slot holds only the newest."""
+
+    made: list[LateWatchdogBox] = []
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._looked = False
+        LateWatchdogBox.made.append(self)
+
+    def get(self, timeout: float | None = None) -> object | None:
+        if not self._looked:
+            self._looked = True
+            time.sleep(0.2)
+        return super().get(timeout)
+
+
+def test_a_stall_is_seen_when_the_first_frame_replaced_the_open_event(cam_clip, monkeypatch):
+    import autoencoded.live.loop.feed as feed_module
+
+    monkeypatch.setattr(feed_module, "LatestBox", LateWatchdogBox)
+    LateWatchdogBox.made.clear()
+    release = threading.Event()
+    src, factory = camera(cam_clip, [{"fault": "block", "after": 8, "release_event": release}, {}])
+    feed, box, logs = run_feed(src, open_timeout=5)
+    try:
+        watch(feed, box, lambda: recovered(feed))
+    finally:
+        release.set()
+    # made[0] is the box the feed starts with; made[1] the first reader's
+    assert LateWatchdogBox.made[1].dropped >= 1, "the first frame replaced the open event, unseen"
+    # not "did not open within 5 s": frames came, so the camera had opened
+    assert "stalled" in feed.outages[0]["first_reason"]
+    assert feed.outages[0]["start"] - feed.stats.first_frame < 2.0
+
+
 def test_camera_that_will_not_open_is_retried_with_backoff(cam_clip):
     src, factory = camera(cam_clip, [{"fault": "noopen"}, {"fault": "noopen"}, {}])
     feed, box, logs = run_feed(src)

@@ -159,6 +159,10 @@ class Feed:
             with self.guard:
                 now = time.perf_counter()
                 if ev is not None and ev[0] == "frame":
+                    if not w.opened:
+                        # the one-slot box keeps only the newest event: a first frame put before the watchdog
+                        # took "opened" replaced it, and the open must not then time out while frames flow
+                        self._opened(w, now)
                     problem = self._frame_problem(w, ev[2], now)
                     if problem is None:
                         self._take(w, ev[2], ev[1], now, limiter)
@@ -178,11 +182,14 @@ class Feed:
         kind, _, payload = ev
         if kind == "error":
             return payload
+        self._opened(w, now)
+        return None
+
+    def _opened(self, w: _Watch, now: float) -> None:
         w.opened, w.last_fresh, w.last_change = True, now, now
         self.ever_opened = True
         if not self.in_outage:
             self.stats.source_state = "ok"
-        return None
 
     def _frame_problem(self, w: _Watch, frame: object, now: float) -> str | None:
         """What is wrong with a frame the reader gave (garbage, frozen), None when it is good."""
