@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import random
+import select
 import shutil
 import socket
 import struct
@@ -516,3 +517,73 @@ def test_a_bundle_past_its_message_limit_is_dropped_whole(server, store):
 
     send(server, bundle(*[msg("/noise", 0.5)] * (MAX_BUNDLE_ITEMS + 1)), bundle(*[msg("/mix", 0.5)] * MAX_BUNDLE_ITEMS))
     assert server.counters["malformed"] == 1 and store.peek().noise == 0.0 and store.peek().mix == 0.5
+
+
+# ---- malformed messages change nothing (issue 34, item 4) ---------------------------------------------------
+
+def malformed_variants(datagram: bytes) -> list[bytes]:
+    """A well-formed message cut at every byte (except the cut that leaves a well-formed message without
+    arguments), its type tags announcing one more argument of each kind with no bytes for it (python-osc
+    would read a missing float as 0.0), and padded with bytes after its last argument."""
+    tag_at = (datagram.find(b"\x00") + 4) & ~3
+    tag_end = datagram.find(b"\x00", tag_at)
+    cut = [datagram[:k] for k in range(1, len(datagram)) if k != tag_at]
+    tags = datagram[tag_at:tag_end]
+    args = datagram[(tag_end + 4) & ~3:]
+    announced = [datagram[:tag_at] + osc_string(tags + bytes([extra])) + args for extra in b"ifhdtsbrm"]
+    padded = [datagram + pad for pad in (b"\x00", b"\x00" * 3, b"\x00" * 4, b"\x00" * 8, b"\xff\xff\xff\xff")]
+    return cut + announced + padded
+
+
+def test_every_address_ignores_truncated_and_padded_payloads(store):
+    """Every address of the control listing, plus /preset, /model and /status, over real UDP: no variant
+    changes a control, calls back or replies, and each is counted as malformed; the intact messages then
+    apply, so the variants differ from them only by being malformed."""
+    from autoencoded.live.control.osc import base_routes
+    from autoencoded.live.control.params import CONTROLS
+
+    calls: list[str] = []
+    srv = OscServer(store, "127.0.0.1", 0, on_preset=calls.append, on_model=calls.append,
+                    status=lambda: {"fps": 25.0}).start()
+    try:
+        routes = base_routes()
+        assert {r.key for r in routes.values() if r.key} == set(CONTROLS)
+        # 0.7 and 3 have no zero bytes, so a cut argument cannot read back as itself
+        arg = {"value": 0.7, "button": 1.0, "row": 3, "preset": "default", "model": "default", "status": 0.7}
+        intact = {address: msg(address, arg[route.kind]) for address, route in routes.items()}
+        variants = {address: malformed_variants(d) for address, d in intact.items()}
+        before = store.peek()
+        rounds = max(len(v) for v in variants.values())
+        sent = 0
+        for i in range(rounds):  # one variant per address a round: distinct addresses are never coalesced
+            batch = [v[i] for v in variants.values() if i < len(v)]
+            send(srv, *batch)
+            sent += len(batch)
+        c = srv.counters
+        assert store.peek() == before and calls == [] and store.rejected == 0
+        assert c["malformed"] == sent and c["parsed"] == 0 and c["applied"] == 0 and c["status_replies"] == 0, str(c)
+        send(srv, *intact.values())
+        assert c["applied"] == len(intact) - 1 and c["status_replies"] == 1 and calls == ["default"] * 2
+        assert c["malformed"] == sent and store.peek().mix == pytest.approx(0.7)
+    finally:
+        srv.stop()
+
+
+def test_a_malformed_message_never_supersedes_the_value_before_it(store):
+    """Within one batch the latest value per address wins, but only a well-formed one: a `/mix ,f` without
+    its float after `/mix 0.5` (or a cut `/noise/` after `/noise 0.3`) leaves the earlier value applied.
+    The server is not started, so one drain reads all four datagrams as one batch."""
+    srv = OscServer(store, "127.0.0.1", 0)
+    try:
+        srv.socket.setblocking(False)
+        s = sender()
+        for d in (msg("/mix", 0.5), b"/mix\x00\x00\x00\x00,f\x00\x00", msg("/noise", 0.3), b"/noise/"):
+            s.sendto(d, ("127.0.0.1", srv.port))
+        s.close()
+        wait_for(lambda: select.select([srv.socket], [], [], 0)[0], "the datagrams")
+        assert srv.drain(srv.socket) == 4
+        c = srv.counters
+        assert (c["applied"], c["malformed"], c["coalesced"]) == (2, 2, 0), str(c)
+        assert store.peek().mix == pytest.approx(0.5) and store.peek().noise == pytest.approx(0.3)
+    finally:
+        srv.socket.close()

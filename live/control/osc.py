@@ -7,7 +7,9 @@ Safe on a stage network and immune to garbage and floods:
 - a large receive buffer, drained in batches; within a batch the latest value per address wins, so a
   fader spamming 50k messages a second costs one store write per batch;
 - every datagram is checked before python-osc parses it: non-UTF-8 addresses, unknown type tags,
-  truncated arguments, oversized, deeply nested or broken bundles are dropped and counted, never printed;
+  truncated or missing arguments (a type tag without its bytes), bytes after the last argument, oversized,
+  deeply nested or broken bundles are dropped and counted as malformed, never printed, and never supersede
+  the value before them;
 - bundles are applied at once whatever their timetag (a bundle dated an hour ahead must not stall the server);
 - address patterns (`/cue/store/*`) are matched in bounded time by autoencoded.live.control.oscmatch, never
   by python-osc's backtracking matcher; a pattern over its limits is refused and counted;
@@ -52,6 +54,10 @@ PATTERNS_PER_DATAGRAM = 3
 PATTERN_CACHE = 512  # distinct patterns remembered (TouchOSC-style senders repeat theirs)
 STATUS_INTERVAL = 0.02  # at most one /status reply per destination per 20 ms
 _TAGS_OK = b"ihfdsbrmtTFN[]"  # the type tags python-osc parses (anything else it logs: refuse first)
+# the bytes each fixed-size type tag takes ('s' and 'b' are measured); python-osc fills a float that is missing
+# or short with zeros, so the layout is checked here: a `/mix ,f` with no float bytes must not read as 0.0
+_TAG_BYTES = {ord(t): n for t, n in (("i", 4), ("f", 4), ("r", 4), ("m", 4), ("h", 8), ("d", 8), ("t", 8),
+                                       ("T", 0), ("F", 0), ("N", 0), ("[", 0), ("]", 0))}
 _BUNDLE = b"#bundle\x00"
 
 # every received datagram lands in exactly one of: not_allowed, oversize, coalesced (superseded by a later
@@ -181,12 +187,44 @@ def check_message(data: bytes) -> OscMessage:
         tag_end = data.find(b"\x00", tag_at)
         if tag_end < 0:
             raise _Bad("unterminated type tags")
-        if data[tag_at + 1:tag_end].translate(None, _TAGS_OK):
+        tags = data[tag_at + 1:tag_end]
+        if tags.translate(None, _TAGS_OK):
             raise _Bad("unknown type tag")
+        if arguments_end(data, (tag_end + 4) & ~3, tags) != len(data):
+            raise _Bad("the arguments do not fill the datagram exactly")
     try:
         return OscMessage(data)
     except Exception as exc:  # ParseError, UnicodeDecodeError in a string argument, struct errors...
         raise _Bad(type(exc).__name__) from None
+
+
+def well_formed(data: bytes) -> bool:
+    try:
+        check_message(data)
+    except _Bad:
+        return False
+    return True
+
+
+def arguments_end(data: bytes, at: int, tags: bytes) -> int:
+    """Where the arguments announced by `tags` end, read from offset `at`: a truncated or missing argument
+    ends past len(data), bytes after the last one leave it short (either way the datagram is malformed)."""
+    for tag in tags:
+        if tag == 0x73:  # 's': NUL-terminated, padded to 4 bytes
+            end = data.find(b"\x00", at)
+            if end < 0:
+                return len(data) + 1
+            at = (end + 4) & ~3
+        elif tag == 0x62:  # 'b': an int32 size, then the bytes padded to 4
+            if at + 4 > len(data):
+                return len(data) + 1
+            (size,) = struct.unpack_from(">i", data, at)
+            if size < 0:
+                return len(data) + 1
+            at += 4 + ((size + 3) & ~3)
+        else:
+            at += _TAG_BYTES[tag]
+    return at
 
 
 def bundle_messages(data: bytes) -> list[bytes]:
@@ -427,18 +465,21 @@ class OscServer(ThreadService):
         return read
 
     def _coalesce(self, batch):
-        """Latest value wins: drop earlier parameter messages superseded by a later one in the batch."""
+        """Latest value wins: drop earlier parameter messages superseded by a later one in the batch. Only a
+        well-formed message supersedes (a malformed one is dropped when handled and must not take the value
+        before it along). Only the latest message of an address is checked here, so a flood of values for one
+        fader still costs one extra parse per batch."""
         seen: set[bytes] = set()
         keep = []
         coalescable = self._coalescable
         for data, client in reversed(batch):
-            if data[:1] == b"/":
-                address = data[:data.find(b"\x00")]
-                if address in coalescable:
-                    if address in seen:
-                        self.counters["coalesced"] += 1
-                        continue
-                    seen.add(address)
+            end = data.find(b"\x00") if data[:1] == b"/" else -1
+            if end > 0 and data[:end] in coalescable:
+                if data[:end] in seen:
+                    self.counters["coalesced"] += 1
+                    continue
+                if well_formed(data):
+                    seen.add(data[:end])
             keep.append((data, client))
         keep.reverse()
         return keep
