@@ -87,7 +87,8 @@ def test_auto_crop_removes_letterbox_even_in_dark_scenes(make_video, tmp_path, d
     src = make_video("scope.avi", n_frames=36, width=320, height=180, fourcc="MJPG", frame_fn=letterboxed)
     meta, _ = prepare([src], tmp_path / "auto", size=(64, 32), crop="auto")
     x, y, w, h = meta["sources"][0]["crop_box"]
-    assert 22 <= y <= 26 and 128 <= h <= 134  # picture rows 23..156
+    # picture rows 23..156, and the row either side that MJPEG's ringing lights (not black, so kept)
+    assert 22 <= y <= 26 and 128 <= h <= 136
     assert w / h == pytest.approx(2.0, abs=0.03)  # then the centre at the 64x32 aspect
     bright = open_dataset(tmp_path / "auto")[0]  # frame 0 is a bright one: no black rows left
     assert bright[0].mean() > 40 and bright[-1].mean() > 40

@@ -30,7 +30,10 @@ from autoencoded.media.tools import ffmpeg_path, file_arg, have_ffmpeg
 
 CROP_MODES = ("auto", "center", "fit", "none")
 AUTO_CROP_LIMIT = 0.10  # live and render: `auto` crops when that cuts at most 10% of the width or height
-BAR_LEVEL = 24  # a row/column whose brightest sampled mean stays at or below this is a black bar
+# a row/column is a black bar only if no pixel in it, in any sample, is brighter than this (0..255, the
+# brightest channel): black with the codec's noise on it. A mean would take dim picture (a night sky, a
+# dark coat with a lit button) for a bar and cut it away
+BAR_MAX = 32
 
 Box = tuple[int, int, int, int]  # x, y, w, h in stored pixels
 
@@ -38,19 +41,19 @@ Box = tuple[int, int, int, int]  # x, y, w, h in stored pixels
 def detect_bars(samples: list[np.ndarray], full_size: tuple[int, int] | None = None) -> Box | None:
     """(x, y, w, h) of the picture inside black letterbox/pillarbox bars, or None if there are none.
 
-    A row or column is a bar only if it is dark in every sample (its brightest mean over the samples), so
-    a dark scene does not look like a bar. Bars are trimmed from the edges inwards only. Samples may be
-    smaller than the source: the box is scaled to `full_size` (W, H), rounding into the picture.
+    A row or column is a bar only if it is black in every sample: its brightest pixel over all samples is
+    at most BAR_MAX, so dim picture at an edge is never taken for a bar. Bars are trimmed from the edges
+    inwards only. Samples may be smaller than the source: the box is scaled to `full_size` (W, H), rounding
+    into the picture.
     """
     if not samples:
         return None
-    luma = [s.astype(np.float32).mean(axis=2) for s in samples]
-    rows = np.max([g.mean(axis=1) for g in luma], axis=0)
-    cols = np.max([g.mean(axis=0) for g in luma], axis=0)
-    bright_rows, bright_cols = np.nonzero(rows > BAR_LEVEL)[0], np.nonzero(cols > BAR_LEVEL)[0]
-    if bright_rows.size == 0 or bright_cols.size == 0:  # all dark: nothing to judge by
+    peak = np.max([s.max(axis=2) for s in samples], axis=0)  # each pixel's brightest channel in any sample
+    rows, cols = peak.max(axis=1), peak.max(axis=0)
+    bright_rows, bright_cols = np.nonzero(rows > BAR_MAX)[0], np.nonzero(cols > BAR_MAX)[0]
+    if bright_rows.size == 0 or bright_cols.size == 0:  # all black: nothing to judge by
         return None
-    h, w = luma[0].shape
+    h, w = peak.shape
     fw, fh = full_size or (w, h)
     sx, sy = fw / w, fh / h
     # a partly dark edge row (the scaled-down bar boundary) counts as picture; then scale and stay inside
