@@ -99,7 +99,7 @@ def test_post_params_applies_atomically_with_osc_validation(http, show):
                               (b"{}", 400, "expected a JSON object"),
                               (b'{"noise": 0.9, "nosie": 1}', 422, "unknown control 'nosie'"),
                               (b'{"noise": 0.9, "mix": "loud"}', 422, "mix expects a number, got a string"),
-                              (b'{"noise": NaN}', 422, "noise: NaN"), (b'{"noise": null}', 422, "got null"),
+                              (b'{"noise": NaN}', 400, "NaN is not a JSON number"), (b'{"noise": null}', 422, "got null"),
                               (b'{"cue/recall/3": "yes"}', 422, "is a button"),
                               (b'{"cue/store/99": true}', 422, "unknown control")]:
         r = http.post(url(server, "/api/v1/params"), content=body, headers={"Content-Type": "application/json"})

@@ -42,6 +42,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from autoencoded.documents import DocumentError, parse_strict_json
 from autoencoded.errors import UserError
 from autoencoded.live.control.params import ControlRefused, ParamStore
 
@@ -51,6 +52,7 @@ STATUS_S = 1.0
 SIGNALS_S = 0.1
 PREVIEW_POLL_S = 0.01
 MAX_BODY = 64 * 1024
+MAX_DEPTH = 8  # of a request's JSON: the API's deepest is two ({"set": {"noise": 0.5}})
 MAX_WS_CLIENTS = 32
 PART = b"--frame\r\nContent-Type: image/jpeg\r\n\r\n"  # a multipart part's boundary and headers
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
@@ -183,11 +185,7 @@ class Remote:
         try:
             if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
                 raise RequestRefused(415, "send JSON (Content-Type: application/json)")
-            raw = await _body(request)
-            try:
-                body = json.loads(raw)
-            except (ValueError, UnicodeDecodeError) as exc:
-                raise RequestRefused(400, f"bad JSON: {exc}") from None
+            body = _parse(await _body(request))
             return JSONResponse(jsonable(action(body)), status_code=status)
         except RequestRefused as exc:
             self.counters["refused"] += 1
@@ -249,15 +247,16 @@ class Remote:
     async def _ws_receive(self, ws: WebSocket) -> None:
         while not self.stopping:
             try:
-                text = await ws.receive_text()
-            except (WebSocketDisconnect, RuntimeError, KeyError):
+                message = await ws.receive()
+            except (WebSocketDisconnect, RuntimeError):
+                return
+            if message["type"] == "websocket.disconnect":
                 return
             self.counters["requests"] += 1
             try:
-                try:
-                    msg = json.loads(text)
-                except ValueError as exc:
-                    raise RequestRefused(400, f"bad JSON: {exc}") from None
+                # JSON in a binary frame is read as in a text one (it used to end the connection)
+                text = message.get("text")
+                msg = _parse((message.get("bytes") or b"") if text is None else text)
                 if not isinstance(msg, dict) or "set" not in msg:
                     raise RequestRefused(400, 'expected {"set": {"control": value, ...}}')
                 self.apply(msg["set"])
@@ -302,6 +301,15 @@ async def _body(request: Request) -> bytes:
         if len(body) > MAX_BODY:
             raise RequestRefused(413, f"body over {MAX_BODY} bytes")
     return bytes(body)
+
+
+def _parse(text: str | bytes) -> object:
+    """A request's JSON, refused (400) unless every number fits a double and it nests at most MAX_DEPTH deep:
+    a 4000-digit integer reached the store's float() as an OverflowError (a 500, or a WebSocket dropped)."""
+    try:
+        return parse_strict_json(text, MAX_DEPTH)
+    except DocumentError as exc:
+        raise RequestRefused(400, f"bad JSON: {exc}") from None
 
 
 def _field(body: object, key: str) -> str:
