@@ -10,7 +10,10 @@ class UserError(Exception):
 def one_line(exc: BaseException, typed: bool = False, limit: int = 200) -> str:
     """An exception as one short line for a status message: its first line of text (else its type name),
     prefixed with the type when `typed` (for faults that are not the user's, where the type says most)."""
-    lines = str(exc).strip().splitlines()
+    try:
+        lines = str(exc).strip().splitlines()
+    except Exception:  # noqa: BLE001 - a plugin's exception whose __str__ fails still has a type
+        lines = []
     text = lines[0][:limit] if lines else ""
     if typed:
         return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

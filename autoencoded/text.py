@@ -9,10 +9,11 @@ import unicodedata
 _UNSAFE = {"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"}
 
 
-def printable(text: object, limit: int = 200) -> str:
+def printable(text: object, limit: int | None = 200) -> str:
     """`text` with every unsafe character escaped as Python writes it (\\x1b, \\u202e), cut to `limit`
-    characters (then ending in '...'). Plain text, accents and other scripts pass unchanged."""
+    characters (then ending in '...'; None: never cut). Plain text, accents and other scripts pass unchanged."""
     s = str(text)
+    limit = len(s) if limit is None else limit
     cut = len(s) > limit
     out = []
     for ch in s[:limit]:
@@ -21,3 +22,9 @@ def printable(text: object, limit: int = 200) -> str:
         else:
             out.append(ch)
     return "".join(out) + ("..." if cut else "")
+
+
+def printable_lines(text: object) -> str:
+    """For a line about to reach the terminal, whatever it quotes (a plugin's error, a peer's bytes, a file's
+    name): every line of `text` made `printable`, uncut, the line breaks kept."""
+    return "\n".join(printable(line, None) for line in str(text).split("\n"))

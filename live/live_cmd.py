@@ -26,14 +26,17 @@ from autoencoded.fileio import check_file_name
 from autoencoded.live.engines import backend_choices, backend_help
 from autoencoded.live.io.sinks import sink_help, sink_list
 from autoencoded.media.framing import CROP_MODES
+from autoencoded.numbers import Finite
 from autoencoded.sizes import VIDEO_SIZE
+from autoencoded.text import printable, printable_lines
 
 DEFAULT_RECORDING = "autoencoded-live.mp4"
 CAMERA_PROBE_S = 3.0
 
 
 class Console:
-    """Event lines and the live status line on stderr (rewritten in place on a terminal)."""
+    """Event lines and the live status line on stderr (rewritten in place on a terminal), escaped: they
+    quote plugins, network peers and file names, whose text must not drive the terminal."""
 
     def __init__(self, stream=None, every_non_tty: float = 10.0) -> None:
         self.stream = stream or sys.stderr
@@ -46,12 +49,12 @@ class Console:
         # any thread logs here; write_line holds the lock that also keeps fd 2 from being silenced meanwhile
         with stderr.LOCK:
             clear, self._dirty = ("\r\033[K" if self._dirty else ""), False
-            stderr.write_line(self.stream, clear + msg + "\n")
+            stderr.write_line(self.stream, clear + printable_lines(msg) + "\n")
 
     def status(self, stats: dict) -> None:
         from autoencoded.live.loop.stats import status_line
 
-        line = status_line(stats)
+        line = printable(status_line(stats), None)
         if self.tty:
             with stderr.LOCK:
                 stderr.write_line(self.stream, "\r\033[K" + line)
@@ -170,14 +173,14 @@ def write_stats_json(path: Path, report: dict, probe: list[dict] | None = None) 
               help=f"{sink_list()}; repeat for several (default: vcam, else window, else ./{DEFAULT_RECORDING}). "
                    f"{sink_help()}.")
 @click.option("--size", default="1280x720", show_default=True, type=VIDEO_SIZE, help="Output size.")
-@click.option("--fps", default=30.0, show_default=True, type=click.FloatRange(1.0, 240.0), help="Target frame rate.")
-@click.option("--noise", default=0.0, show_default=True, type=click.FloatRange(0.0, 1.0), help="Latent noise amount.")
-@click.option("--memory", default=0.0, show_default=True, type=click.FloatRange(0.0, 1.0),
+@click.option("--fps", default=30.0, show_default=True, type=Finite(1.0, 240.0), help="Target frame rate.")
+@click.option("--noise", default=0.0, show_default=True, type=Finite(0.0, 1.0), help="Latent noise amount.")
+@click.option("--memory", default=0.0, show_default=True, type=Finite(0.0, 1.0),
               help="What the film remembers: 0 what the model sees, 1 the film's frames nearest to it.")
-@click.option("--mix", default=1.0, show_default=True, type=click.FloatRange(0.0, 1.0),
+@click.option("--mix", default=1.0, show_default=True, type=Finite(0.0, 1.0),
               help="Dry/wet: 0 the input, 1 the model's output.")
 @click.option("--overlay", is_flag=True, help="Draw the status line onto the output.")
-@click.option("--duration", default=None, type=click.FloatRange(0.0, min_open=True), metavar="S",
+@click.option("--duration", default=None, type=Finite(0.0, min_open=True), metavar="S",
               help="Stop after S seconds.")
 @click.option("--max-frames", default=None, type=click.IntRange(1), metavar="N", help="Stop after N output frames.")
 @click.option("--preset", default=None, metavar="NAME|FILE",

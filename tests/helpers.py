@@ -32,6 +32,16 @@ def headless_env() -> dict:
     return env
 
 
+def plugin_env(folder: Path, name: str, source: str) -> dict:
+    """The environment of a command that loads the plugin module `name` (autoencoded.plugins), its `source`
+    written into `folder`."""
+    (Path(folder) / f"{name}.py").write_text(source)
+    env = headless_env()
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(folder), env.get("PYTHONPATH")) if p)
+    env["AUTOENCODED_PLUGINS"] = name
+    return env
+
+
 def synthetic_frame(i: int, width: int, height: int) -> np.ndarray:
     """A BGR frame that changes every index: a moving gradient with a bright square (never static)."""
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)

@@ -4,12 +4,12 @@ The real command then lists the new piece in its --help and a real short show us
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-from helpers import headless_env, read_video
+from helpers import plugin_env as plugin
+from helpers import read_video
 
 LIVE = [sys.executable, "-m", "autoencoded", "live", "--osc-port", "0", "--web", "0"]
 
@@ -66,15 +66,6 @@ class MeanColour(Engine):
 
 register_backend("meancolour", lambda options: MeanColour(options.path), "each frame's mean colour, no network")
 '''
-
-
-def plugin(folder: Path, name: str, source: str) -> dict:
-    """The environment of a command that loads the plugin module `name`, written into `folder`."""
-    (folder / f"{name}.py").write_text(source)
-    env = headless_env()
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(folder), env.get("PYTHONPATH")) if p)
-    env["AUTOENCODED_PLUGINS"] = name
-    return env
 
 
 def test_a_plugin_sink_is_listed_by_live_help_and_gets_the_shows_frames(tmp_path, make_video):

@@ -169,6 +169,11 @@ class ProbeTap(Sink):
     def wants_stop(self) -> bool:  # type: ignore[override]
         return self.sink.wants_stop
 
+    @property
+    def close_s(self) -> float | None:  # type: ignore[override]
+        inner = self.sink.close_s  # after its read-back thread (joined for up to 3 s), the sink's own close
+        return None if inner is None else inner + 3.0
+
     def open(self, width: int, height: int, fps: float) -> None:
         self.sink.open(width, height, fps)
         self.name = self.sink.name

@@ -40,6 +40,9 @@ class Sink(ABC):
     name = "sink"
     #: set by a sink whose user asked to stop (closed the preview window, pressed q or Esc)
     wants_stop = False
+    #: seconds close() may take before the show ends without it (live/loop/outputs.py); None: it is waited
+    #: for, as a recording is, whose file must be finished
+    close_s: float | None = 5.0
 
     def open(self, width: int, height: int, fps: float) -> None:  # noqa: B027
         """Acquire the device or file. Raises UserError with one line when that is impossible."""
@@ -74,6 +77,8 @@ class RecorderSink(Sink):
     """A video file that keeps real time (live/io/realtime.py): N seconds of show play N seconds at the
     declared `fps`, and a slow encoder never holds up the other outputs. An existing file is replaced only
     when `overwrite`."""
+
+    close_s = None  # the recording is finished, however long the encoder takes to catch up
 
     def __init__(self, path: str | os.PathLike, log: Callable[[str], None] = print, overwrite: bool = False,
                  free: bool = False) -> None:
@@ -225,6 +230,7 @@ class WindowSink(Sink):
     the frame over; `close` asks the window thread to destroy the window and waits CLOSE_S for it."""
 
     CLOSE_S = 5.0
+    close_s = CLOSE_S + 1.0  # its own wait for the window thread, and destroying the window
 
     def __init__(self, title: str = "autoencoded") -> None:
         self.title = title

@@ -24,8 +24,10 @@ PAUSE_S = 0.01  # after an exception: a thread that fails at once every time mus
 
 
 class ThreadGuard:
-    """`with guard:` around one iteration of a loop thread. Exceptions (MemoryError included) end there;
-    KeyboardInterrupt and SystemExit pass."""
+    """`with guard:` around one iteration of a loop thread. Everything raised ends there, MemoryError,
+    SystemExit and KeyboardInterrupt included: on a thread that is not the main one (Ctrl-C and stop
+    signals reach the main thread only) they come from code it called, a plugin backend perhaps, and
+    letting them pass ended the thread without a word."""
 
     def __init__(self, thread: str, stats: LoopStats, log: Callable[[str], object]) -> None:
         self.thread, self.stats, self.log = thread, stats, log
@@ -40,8 +42,6 @@ class ThreadGuard:
             if self.streak:
                 self.log(f"{self.thread} thread: recovered after {self.streak} error(s)")
                 self.streak = 0
-            return False
-        if not isinstance(exc, Exception):
             return False
         why = one_line(exc, typed=True)
         self.stats.count_loop_error(f"{self.thread}: {why}")

@@ -19,6 +19,9 @@
   any exception is caught, counted (loop_errors) and logged, and the thread carries on; the output holds
   the last frame or passes the input through meanwhile. A model that cannot be swapped in (its latent
   cannot even be set up) is refused there, and the current one keeps playing.
+- Every sink runs on a thread of its own (live/loop/outputs.py): one whose write blocks or raises, whatever
+  it raises, is dropped with one line and the others play on; one whose close outlasts its deadline is
+  left behind, the recording still finished.
 - The pipeline owns its engine(s) and sinks: `stop()` releases devices and closes the engine.
 """
 
@@ -45,6 +48,7 @@ from autoencoded.live.loop.feed import Feed
 from autoencoded.live.loop.guard import ThreadGuard
 from autoencoded.live.loop.model_pass import encode_effects_decode
 from autoencoded.live.loop.model_swap import ModelSwap
+from autoencoded.live.loop.outputs import Fault, Outputs, sink_name, sink_note, wants_stop
 from autoencoded.live.loop.overlay import draw_overlay
 from autoencoded.live.loop.stats import LoopStats, stats_report, status_line
 from autoencoded.media.framing import AUTO_CROP_LIMIT, Framing, frame_for
@@ -93,6 +97,7 @@ class Pipeline:
         self._duration: float | None = None
         self._first_out: float | None = None  # when the first frame went out: --duration counts from there
         self.failed_outputs: list[str] = []  # "name: why" of every output that failed while writing or closing
+        self._outputs: Outputs | None = None  # each sink on its own thread (outputs.py), from start()
         self._overlay_text = ""
         self._started = False
         self._closed = False
@@ -114,6 +119,7 @@ class Pipeline:
             self.engine.close()
             self._closed = True
             raise
+        self._outputs = Outputs(self.sinks)
         self._threads = [threading.Thread(target=self._sink_loop, name="sink", daemon=True)]
         self._threads[0].start()
         self._start_engine_thread()
@@ -143,12 +149,9 @@ class Pipeline:
         self.stuck = [t.name for t in (self._engine_thread, self.swap.loader.worker)
                       if t is not None and t.is_alive()]
         self._closed = True
-        for s in self.sinks:
-            try:
-                s.close()
-            except Exception as exc:
-                self.failed_outputs.append(f"{s.name}: {one_line(exc)}")
-                self.log(f"output {s.name}: closing failed ({one_line(exc, typed=True)})")
+        for fault in (self._outputs or Outputs(self.sinks)).close():  # never started: closed all the same
+            self.failed_outputs.append(f"{sink_name(fault.sink)}: {fault.why}")
+            self.log(f"output {sink_name(fault.sink)}: closing failed ({fault.detail})")
         close_quietly(self.engine)
 
     def run(self, duration: float | None = None, max_frames: int | None = None,
@@ -193,9 +196,9 @@ class Pipeline:
         d.update(dropped=self.in_box.dropped + self.out_box.dropped, model=self.engine.name,
                  model_loading=self.swap.loading, model_error=self.model_error, engine_hung=self._hung is not None,
                  source=self.source.name,
-                 sinks=[s.name for s in self.sinks], target_fps=self.fps, size=f"{self.size[0]}x{self.size[1]}",
-                 params_rejected=self.params.rejected,
-                 output_notes=[n for s in list(self.sinks) if (n := s.note())])
+                 sinks=[sink_name(s) for s in list(self.sinks)], target_fps=self.fps,
+                 size=f"{self.size[0]}x{self.size[1]}", params_rejected=self.params.rejected,
+                 output_notes=[n for s in list(self.sinks) if (n := sink_note(s))])
         # the figures for scripts (--stats-json) ride along, so every status reader (console, OSC /status,
         # the web remote's /api/v1/status) serves the same ones
         d.update({k: v for k, v in stats_report(d).items() if k not in d})
@@ -401,18 +404,20 @@ class Pipeline:
                     self._stop.set()
 
     def _write(self, frame: np.ndarray) -> None:
-        for s in list(self.sinks):
-            try:
-                s.write(frame)
-            except Exception as exc:  # noqa: BLE001 - one failing output must not stop the others
-                self._stats.sink_errors += 1
-                self.failed_outputs.append(f"{s.name}: {one_line(exc)}")
-                self.log(f"output {s.name} failed ({one_line(exc, typed=True)}); dropping it")
-                self.sinks.remove(s)
-                close_quietly(s)
-                if not self.sinks:
-                    self.log("no outputs left; stopping")
-                    self._stop.set()
-            if s.wants_stop:
-                self.log(f"output {s.name} closed; stopping")
+        """Sink thread: `frame` to every output, each on its own thread (outputs.py); one that failed or
+        blocked is dropped, and the others play on."""
+        for fault in self._outputs.write(frame, wait_s=1.0 / self.fps):
+            self._drop(fault)
+        for s in self.sinks:
+            if wants_stop(s):
+                self.log(f"output {sink_name(s)} closed; stopping")
                 self._stop.set()
+
+    def _drop(self, fault: Fault) -> None:
+        self._stats.sink_errors += 1
+        self.failed_outputs.append(f"{sink_name(fault.sink)}: {fault.why}")
+        self.log(f"output {sink_name(fault.sink)} failed ({fault.detail}); dropping it")
+        self.sinks = [s for s in self.sinks if s is not fault.sink]
+        if not self.sinks:
+            self.log("no outputs left; stopping")
+            self._stop.set()
