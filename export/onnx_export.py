@@ -24,7 +24,7 @@ import torch
 
 from autoencoded.documents import parse_json
 from autoencoded.errors import UserError, one_line
-from autoencoded.fileio import check_writable, write_failed
+from autoencoded.fileio import Claim, check_writable, write_failed
 from autoencoded.live.engines import pack as packfmt
 from autoencoded.live.engines.memory_bank import MAX_PACK_BYTES
 from autoencoded.training.evaluation import run_palette_record
@@ -150,9 +150,13 @@ def export_checkpoint(source: str | Path, out: str | Path, *, which: str = "best
     except RuntimeError as exc:
         raise UserError(f"{weights}: weights do not match their config ({one_line(exc)})") from None
     check_writable(out.parent, "the model pack")
+    # the pack's name is held until the pack is in place: a second export (or `memory`) into it meanwhile is
+    # refused in one line, instead of both saying "wrote" and the later silently replacing the earlier
+    claim = Claim(out, "a model pack")
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
+        _prepare_target(out, overwrite)  # again, under the claim: an export may have finished into it meanwhile
         log(f"exporting {weights} ({cfg.arch}, {cfg.width}x{cfg.height}, z={cfg.latent_dim})")
         write_pack(model, cfg, tmp, source=weights, source_sha256=sha256_file(weights),
                    training=_training_summary(weights, meta), palette=run_palette_record(weights))
@@ -177,6 +181,7 @@ def export_checkpoint(source: str | Path, out: str | Path, *, which: str = "best
         raise write_failed(out, exc, "the model pack") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        claim.release()
     return out, report
 
 

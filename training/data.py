@@ -1,4 +1,4 @@
-"""The prepared dataset, read side: frames by memory map, never loaded whole.
+"""The prepared dataset, read side: frames read as they are asked for, never loaded whole.
 
 A dataset is a folder written by `autoencoded prepare` (training/prepare.py):
 
@@ -12,11 +12,18 @@ A dataset is a folder written by `autoencoded prepare` (training/prepare.py):
 
 dataset.json is written last, so a folder without it was never finished. `complete` is false when a
 source stopped early (truncated or corrupted mid-stream): those frames are usable, but only on request.
+
+frames.npy is read with positioned reads from the file opened, not memory-mapped: a memory-mapped file
+cut short while a run reads it (prepare into the same folder, a copy over it) kills the process with SIGBUS
+at the first page past its new end, with no message and no checkpoint. A read comes back short instead, and
+before each read the file is checked to be the one opened, as long as it was; either change is one
+DatasetChanged line.
 """
 
 from __future__ import annotations
 
 import os
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -30,10 +37,71 @@ FRAMES_FILE = "frames.npy"
 META_FILE = "dataset.json"
 
 
+class DatasetChanged(UserError):
+    """frames.npy is no longer the file that was opened, as long as it was (truncated, rewritten, replaced)."""
+
+
+class FramesFile:
+    """The frames of a frames.npy (uint8 N x H x W x 3, C order), read by os.preadv from the descriptor opened,
+    each read preceded by a check that the name still leads to that file, unchanged (size, mtime)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        weakref.finalize(self, os.close, self.fd)
+        with os.fdopen(os.dup(self.fd), "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            shape, fortran, self.dtype = read_header(f, max_header_size=100_000)
+            self.offset = f.tell()
+        if fortran:
+            raise ValueError("frames stored in Fortran order")
+        self.shape = tuple(int(d) for d in shape)
+        self.frame_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        st = os.fstat(self.fd)
+        self.identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        if st.st_size < self.offset + self.shape[0] * self.frame_bytes:
+            raise ValueError(f"{st.st_size} bytes, too short for its {self.shape[0]} frames")
+
+    def check(self) -> None:
+        """DatasetChanged unless `path` is still the file opened, with the size and mtime it had then."""
+        dev, ino, size, mtime = self.identity
+        try:
+            now = os.stat(self.path)
+        except OSError:
+            now = None
+        if now is None or (now.st_dev, now.st_ino) != (dev, ino):
+            raise DatasetChanged(f"{self.path}: replaced or removed while in use (the dataset changed under it)")
+        mine = os.fstat(self.fd)
+        if mine.st_size != size:
+            raise DatasetChanged(f"{self.path}: changed while in use: {mine.st_size} bytes, {size} when opened "
+                                 f"(truncated or rewritten)")
+        if mine.st_mtime_ns != mtime:
+            raise DatasetChanged(f"{self.path}: rewritten while in use (modified since it was opened)")
+
+    def read(self, idx: np.ndarray, out: np.ndarray) -> None:
+        """out[k] = frame idx[k] for ascending `idx`; a run of consecutive frames is one read."""
+        self.check()
+        flat = out.reshape(len(idx), -1).view(np.uint8)
+        start = 0
+        breaks = np.nonzero(np.diff(idx) != 1)[0] + 1
+        for end in [*breaks.tolist(), len(idx)]:
+            view = memoryview(flat[start:end]).cast("B")
+            pos = self.offset + int(idx[start]) * self.frame_bytes
+            while view:
+                n = os.preadv(self.fd, [view], pos)
+                if n <= 0:
+                    raise DatasetChanged(f"{self.path}: ends before frame {int(idx[start])} it held when opened "
+                                         f"(truncated while in use)")
+                view, pos = view[n:], pos + n
+            start = end
+
+
 class FrameDataset:
     """Frames of a prepared dataset: `ds[i]` is one uint8 H x W x 3 RGB frame, `ds.batch(idx)` a stack."""
 
-    def __init__(self, path: Path, frames: np.memmap, meta: dict, allow_partial: bool) -> None:
+    def __init__(self, path: Path, frames: FramesFile, meta: dict, allow_partial: bool) -> None:
         self.path = path
         self.frames = frames
         self.meta = meta
@@ -55,7 +123,7 @@ class FrameDataset:
         return int(self.frames.shape[0])
 
     def __getitem__(self, i: int) -> np.ndarray:
-        return np.asarray(self.frames[i])
+        return self.batch([i])[0]
 
     def batch(self, indices) -> np.ndarray:
         """uint8 B x H x W x 3 copy of the frames at `indices` (read from disk in ascending order)."""
@@ -65,10 +133,15 @@ class FrameDataset:
         idx = np.where(idx < 0, idx + len(self), idx)
         order = np.argsort(idx, kind="stable")
         out = np.empty((idx.size, *self.frames.shape[1:]), dtype=np.uint8)
-        out[order] = self.frames[idx[order]]
+        if idx.size and np.all(np.diff(idx) >= 0):
+            self.frames.read(idx, out)  # already in order (a film read through): straight into the result
+        elif idx.size:
+            got = np.empty_like(out)
+            self.frames.read(idx[order], got)
+            out[order] = got
         return out
 
-    # A memmap pickles as a full in-memory copy; DataLoader workers get the path and reopen instead.
+    # DataLoader workers get the path and reopen the file, never a copy of the frames.
     def __getstate__(self) -> dict:
         return {"path": str(self.path), "allow_partial": self._allow_partial}
 
@@ -126,11 +199,11 @@ def open_dataset(path: str | os.PathLike, allow_partial: bool = False) -> FrameD
     if not frames_path.is_file():
         raise UserError(f"{folder}: no {FRAMES_FILE}")
     try:
-        frames = np.load(frames_path, mmap_mode="r", allow_pickle=False)
+        frames = FramesFile(frames_path)
     except (OSError, ValueError, EOFError) as exc:
         raise UserError(f"{frames_path}: unreadable or corrupt ({one_line(exc)})") from None
     expected = (meta["frames"], meta["height"], meta["width"], 3)
-    if not isinstance(frames, np.memmap) or frames.dtype != np.uint8 or tuple(frames.shape) != expected:
+    if frames.dtype != np.uint8 or frames.shape != expected:
         got = f"{getattr(frames, 'dtype', '?')} {tuple(getattr(frames, 'shape', ()))}"
         raise UserError(f"{frames_path}: holds {got}, but {META_FILE} says uint8 {expected}")
     return FrameDataset(folder, frames, meta, allow_partial)

@@ -226,7 +226,15 @@ def train(ctx: click.Context, dataset: Path, out: Path, size: tuple[int, int] | 
     if trainer.dist.main:
         _write_run_folder(out, cfg, overwrite)
     distributed.barrier(trainer.dist)
-    summary = trainer.run()
+    from autoencoded.training.data import DatasetChanged
+    try:
+        summary = trainer.run()
+    except DatasetChanged as exc:
+        # a step (or an evaluation) that cannot read its frames writes nothing: what was saved stays as it is
+        latest = trainer.ckpt.latest()
+        kept = f"its last checkpoint {latest.name} is kept" if latest else "it had saved no checkpoint"
+        raise DatasetChanged(f"{exc}; training stopped at step {trainer.step}, {kept}; prepare the dataset "
+                             f"again, then continue with --resume") from None
     if trainer.dist.main:
         _print_summary(summary, out)
     distributed.shutdown(trainer.dist)
