@@ -17,6 +17,7 @@ import click
 from autoencoded.errors import UserError, one_line
 from autoencoded.fileio import atomic_write_bytes, check_writable, write_failed
 from autoencoded.live.engines.backends import AUTO, BACKENDS, backend_help
+from autoencoded.numbers import Finite
 from autoencoded.sizes import MODEL_SIZE
 
 ALL = "all"  # --backend all: every registered backend in turn
@@ -88,7 +89,7 @@ def _backends(choice: str) -> list[str]:
 @click.option("--arch", "archs", multiple=True, type=click.Choice(["lite", "broad2016"]),
               help="Architectures to measure without --model (repeatable; default both).")
 @click.option("--size", default="256x144", show_default=True, type=MODEL_SIZE, help="Model size without --model.")
-@click.option("--seconds", type=click.FloatRange(0.05, 600), default=3.0, show_default=True,
+@click.option("--seconds", type=Finite(0.05, 600), default=3.0, show_default=True,
               help="Seconds per measurement.")
 @click.option("--max-batch", type=click.IntRange(1, 1024), default=64, show_default=True)
 @click.option("--threads", "thread_counts", multiple=True, type=click.IntRange(1, 256),

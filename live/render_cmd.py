@@ -9,6 +9,7 @@ import click
 from autoencoded.errors import UserError
 from autoencoded.live.engines import backend_choices, backend_help
 from autoencoded.media.framing import CROP_MODES
+from autoencoded.numbers import Finite
 from autoencoded.sizes import VIDEO_SIZE
 
 
@@ -19,9 +20,9 @@ from autoencoded.sizes import VIDEO_SIZE
               help="Model pack folder, .safetensors checkpoint or run folder (default: the bundled demo model).")
 @click.option("--backend", default="auto", show_default=True,
               type=click.Choice(backend_choices()), help=backend_help())
-@click.option("--noise", default=0.0, show_default=True, type=click.FloatRange(0.0, 1.0),
+@click.option("--noise", default=0.0, show_default=True, type=Finite(0.0, 1.0),
               help="Latent noise amount: 0 decodes the mean (the film's render), 1 the strongest dream.")
-@click.option("--memory", default=0.0, show_default=True, type=click.FloatRange(0.0, 1.0),
+@click.option("--memory", default=0.0, show_default=True, type=Finite(0.0, 1.0),
               help="What the film remembers: 0 what the model sees, 1 the film's frames nearest to it "
                    "(the model pack's memory bank).")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**31 - 1), help="Noise seed.")

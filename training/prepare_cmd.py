@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from autoencoded.errors import UserError
+from autoencoded.numbers import FINITE
 from autoencoded.sizes import MODEL_SIZE
 
 
@@ -15,7 +16,7 @@ from autoencoded.sizes import MODEL_SIZE
 @click.option("--size", default="256x144", show_default=True, type=MODEL_SIZE,
               help="Frame size WIDTHxHEIGHT, both multiples of 16 (the model's input size).")
 @click.option("--every", default=1, show_default=True, type=int, help="Keep every Nth frame.")
-@click.option("--dedupe", default=None, type=float,
+@click.option("--dedupe", default=None, type=FINITE,
               help="Drop a frame whose mean absolute difference (0-255, on a 32x18 thumbnail) from the last "
                    "kept frame is below this, e.g. 2. Off by default.")
 @click.option("--crop", default="auto", show_default=True, type=click.Choice(["auto", "center", "fit", "none"]),

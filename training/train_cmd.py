@@ -14,6 +14,7 @@ import click
 from autoencoded.documents import parse_json
 from autoencoded.errors import UserError
 from autoencoded.fileio import LOCK_INSIDE
+from autoencoded.numbers import FINITE, Finite
 from autoencoded.sizes import MAX_Z_DIM, MODEL_SIZE  # MAX_Z_DIM: model packs are held to it too
 from autoencoded.training import archs
 from autoencoded.training.config import LR_SCHEDULES
@@ -59,7 +60,7 @@ def _knob_option(knob) -> click.Option:
     """A loss term's knob (training/losses.py) as a `train` option."""
     if knob.switch:
         return click.Option([knob.switch, knob.field], default=None, help=knob.help)
-    return click.Option([knob.option], type=float, default=None, help=f"{knob.help} ({_defaults(knob.field, knob.default)}).")
+    return click.Option([knob.option], type=FINITE, default=None, help=f"{knob.help} ({_defaults(knob.field, knob.default)}).")
 
 
 class TrainCommand(click.Command):
@@ -146,28 +147,31 @@ def _resolved_model_value(key: str, saved, value):
 @click.argument("dataset", type=click.Path(path_type=Path))
 @click.option("-o", "--out", required=True, type=click.Path(path_type=Path), help="Run folder to create.")
 @click.option("--steps", type=int, default=0, help="Total optimisation steps.")
-@click.option("--epochs", type=float, default=0.0, help="Total epochs (instead of --steps); default 1.")
+@click.option("--epochs", type=FINITE, default=0.0, help="Total epochs (instead of --steps); default 1.")
 @click.option("--batch", type=int, default=None, help=f"Global batch ({_defaults('batch')}).")
 @click.option("--accum", type=int, default=1, show_default=True, help="Micro-batches per step per process.")
-@click.option("--lr", type=float, default=None, help=f"Peak Adam lr of encoder and decoder ({_defaults('lr')}).")
-@click.option("--lr-dis", type=float, default=None, help=f"Discriminator lr ({_defaults('lr_dis')}).")
+@click.option("--lr", type=FINITE, default=None, help=f"Peak Adam lr of encoder and decoder ({_defaults('lr')}).")
+@click.option("--lr-dis", type=FINITE, default=None, help=f"Discriminator lr ({_defaults('lr_dis')}).")
 @click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default=None,
               help=f"constant, or cosine decay over the run ({_defaults('lr_schedule')}).")
-@click.option("--adversarial-start", type=click.FloatRange(0, 1), default=None,
+@click.option("--adversarial-start", type=Finite(0, 1), default=None,
               help=f"Fraction of the run before the discriminator joins ({_defaults('adversarial_start')}).")
-@click.option("--ema", type=click.FloatRange(0, 1, max_open=True), default=None,
+@click.option("--ema", type=Finite(0, 1, max_open=True), default=None,
               help=f"Decay of the weight average used for evaluation and export, 0 = off ({_defaults('ema')}).")
 @click.option("--augment/--no-augment", "augment", default=None,
               help="Show the film through other cameras: recomposed crops, flips and rotations, and inputs grey, "
                    "off-colour, blurred or noisy against the clean frame, so the model sees footage it never saw "
                    f"({_defaults('augment')}).")
-@click.option("--augment-plain", type=click.FloatRange(0, 1), default=None,
+@click.option("--augment-plain", type=Finite(0, 1), default=None,
               help=f"Fraction of each batch kept as the film's frames are ({_defaults('augment_plain')}).")
-@click.option("--augment-degrade", type=click.FloatRange(0, 1), default=None,
+@click.option("--augment-degrade", type=Finite(0, 1), default=None,
               help=f"Fraction of the recomposed frames whose input is also degraded ({_defaults('augment_degrade')}).")
-@click.option("--clip-grad", type=float, default=0.0, help="Max gradient norm per network (0 = off).")
-@click.option("--noise-start", type=float, default=None, help=f"Prior std at the start ({_defaults('noise_start')}).")
-@click.option("--noise-end", type=float, default=None, help=f"Prior std at the end ({_defaults('noise_end')}).")
+@click.option("--clip-grad", type=FINITE, default=0.0, help="Max gradient norm per network (0 = off).")
+@click.option("--noise-start", type=FINITE, default=None, help=f"Prior std at the start ({_defaults('noise_start')}).")
+@click.option("--noise-end", type=FINITE, default=None, help=f"Prior std at the end ({_defaults('noise_end')}).")
+@click.option("--dream-share", type=Finite(0, 1), default=None,
+              help="Fraction of each batch whose latent noise is an amount live plays, uniform from 0 to 1 "
+                   f"(the decoder learns what the noise knob means) ({_defaults('dream_share', 0.0)}).")
 @click.option("--noise-schedule", type=click.Choice(["linear", "cosine", "step"]), default="cosine",
               show_default=True)
 @click.option("--sample-every", type=int, default=0, help="Steps between sample grids (default: as checkpoints).")
