@@ -26,6 +26,7 @@ from autoencoded.fileio import check_file_name
 from autoencoded.live.engines import backend_choices, backend_help
 from autoencoded.live.io.sinks import sink_help, sink_list
 from autoencoded.media.framing import CROP_MODES
+from autoencoded.numbers import Finite
 from autoencoded.sizes import VIDEO_SIZE
 from autoencoded.text import printable, printable_lines
 
@@ -172,14 +173,14 @@ def write_stats_json(path: Path, report: dict, probe: list[dict] | None = None) 
               help=f"{sink_list()}; repeat for several (default: vcam, else window, else ./{DEFAULT_RECORDING}). "
                    f"{sink_help()}.")
 @click.option("--size", default="1280x720", show_default=True, type=VIDEO_SIZE, help="Output size.")
-@click.option("--fps", default=30.0, show_default=True, type=click.FloatRange(1.0, 240.0), help="Target frame rate.")
-@click.option("--noise", default=0.0, show_default=True, type=click.FloatRange(0.0, 1.0), help="Latent noise amount.")
-@click.option("--memory", default=0.0, show_default=True, type=click.FloatRange(0.0, 1.0),
+@click.option("--fps", default=30.0, show_default=True, type=Finite(1.0, 240.0), help="Target frame rate.")
+@click.option("--noise", default=0.0, show_default=True, type=Finite(0.0, 1.0), help="Latent noise amount.")
+@click.option("--memory", default=0.0, show_default=True, type=Finite(0.0, 1.0),
               help="What the film remembers: 0 what the model sees, 1 the film's frames nearest to it.")
-@click.option("--mix", default=1.0, show_default=True, type=click.FloatRange(0.0, 1.0),
+@click.option("--mix", default=1.0, show_default=True, type=Finite(0.0, 1.0),
               help="Dry/wet: 0 the input, 1 the model's output.")
 @click.option("--overlay", is_flag=True, help="Draw the status line onto the output.")
-@click.option("--duration", default=None, type=click.FloatRange(0.0, min_open=True), metavar="S",
+@click.option("--duration", default=None, type=Finite(0.0, min_open=True), metavar="S",
               help="Stop after S seconds.")
 @click.option("--max-frames", default=None, type=click.IntRange(1), metavar="N", help="Stop after N output frames.")
 @click.option("--preset", default=None, metavar="NAME|FILE",
