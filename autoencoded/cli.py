@@ -7,14 +7,16 @@ Subcommands are imported lazily, so `autoencoded live` never pays for the traini
 from __future__ import annotations
 
 import importlib
+import io
 import os
 import sys
 
 import click
 
-from autoencoded import shutdown, signals
+from autoencoded import shutdown, signals, streams
 from autoencoded.errors import UserError
 from autoencoded.plugins import load_plugins
+from autoencoded.text import printable_lines
 
 # name -> (module, attribute); each command's help is its own docstring
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -50,8 +52,12 @@ def cli() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: user errors become one line on stderr and exit code 2; Ctrl-C, SIGTERM and SIGHUP
-    exit 130. Run as the command (argv None), the process ends here when a thread is still inside native
-    code (autoencoded.shutdown), with the same status."""
+    exit 130. Run as the command (argv None), closed or broken standard streams degrade to nothing
+    (autoencoded.streams), and the process ends here when a thread is still inside native code
+    (autoencoded.shutdown), with the same status."""
+    if argv is None:
+        streams.reopen_closed()
+        streams.guard()
     code = _main(argv)
     if argv is None:
         signals.ignore_from_now()
@@ -66,13 +72,15 @@ def _main(argv: list[str] | None) -> int:
         # outside standalone mode click returns ctx.exit(code)'s code instead of raising it
         code = cli.main(args=argv, prog_name="autoencoded", standalone_mode=False)
     except UserError as exc:
-        click.echo(f"error: {exc}", err=True)
+        _say(f"error: {exc}")
         return exc.exit_code
     except click.exceptions.Abort:
         _say_interrupted()
         return signals.INTERRUPTED_EXIT
     except click.ClickException as exc:
-        exc.show()
+        shown = io.StringIO()
+        exc.show(file=shown)
+        _say(shown.getvalue().rstrip("\n"))
         return exc.exit_code
     except KeyboardInterrupt:
         _say_interrupted()
@@ -82,10 +90,14 @@ def _main(argv: list[str] | None) -> int:
     except Exception as exc:  # a bug, not bad input: still one line unless debugging
         if debug:
             raise
-        click.echo(f"internal error: {type(exc).__name__}: {exc} (set AUTOENCODED_DEBUG=1 for a traceback)",
-                   err=True)
+        _say(f"internal error: {type(exc).__name__}: {exc} (set AUTOENCODED_DEBUG=1 for a traceback)")
         return 1
     return code if isinstance(code, int) else 0
+
+
+def _say(text: str) -> None:
+    """An error on stderr, escaped: what it quotes may come from a plugin, a file or a network peer."""
+    click.echo(printable_lines(text), err=True)
 
 
 def _say_interrupted() -> None:

@@ -39,14 +39,16 @@ def loading() -> str | None:
 def made_by(origin: str | None, what: str, make: Callable[[], T], kind: type) -> T:
     """What a registry entry's factory makes (`make()`). A built-in's (`origin` None) comes as it is: its
     failure is our bug and raises. A plugin's failure, or something that is not a `kind`, is one UserError
-    line naming the plugin, not an internal error of ours."""
+    line naming the plugin, not an internal error of ours: SystemExit and other BaseExceptions too (a plugin
+    has no say over how the command ends). KeyboardInterrupt passes: here, while the command runs, it is
+    most likely the user's Ctrl-C."""
     if origin is None:
         return make()
     try:
         made = make()
-    except UserError:
+    except (UserError, KeyboardInterrupt):
         raise
-    except Exception as exc:  # noqa: BLE001 - the plugin's own fault, said in one line
+    except BaseException as exc:  # noqa: BLE001 - the plugin's own fault, said in one line
         raise UserError(f"plugin {origin}: {what} failed ({one_line(exc, typed=True)})") from None
     if not isinstance(made, kind):
         raise UserError(f"plugin {origin}: {what} returned {type(made).__name__}, not an instance of "
@@ -56,7 +58,9 @@ def made_by(origin: str | None, what: str, make: Callable[[], T], kind: type) ->
 
 def load_plugins() -> None:
     """Import every plugin named by the entry point group and by AUTOENCODED_PLUGINS, each once. A plugin
-    that fails to import is one UserError line naming it and where it was named."""
+    that fails to import, whatever it raises (SystemExit, KeyboardInterrupt and any other BaseException
+    included: an import takes an instant, so it is the module's, not a Ctrl-C), is one UserError line
+    naming it and where it was named."""
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         _load(f"entry point {ep.name} = {ep.value}", ep.load)
     for name in (n.strip() for n in os.environ.get(ENV_VAR, "").split(",")):
@@ -70,7 +74,7 @@ def _load(what: str, load) -> None:
     _loading.append(what)
     try:
         load()
-    except Exception as exc:  # noqa: BLE001 - a plugin's own fault, said in one line
+    except BaseException as exc:  # noqa: BLE001 - a plugin's own fault, said in one line
         raise UserError(f"plugin {what}: cannot be loaded ({one_line(exc, typed=True)})") from None
     finally:
         _loading.pop()
