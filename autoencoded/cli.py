@@ -87,7 +87,10 @@ def _main(argv: list[str] | None) -> int:
         return signals.INTERRUPTED_EXIT
     except click.exceptions.Exit as exc:
         return exc.exit_code
-    except Exception as exc:  # a bug, not bad input: still one line unless debugging
+    # a bug, not bad input: still one line unless debugging. SystemExit and other BaseExceptions too: no code
+    # of ours raises them (click ends with its own Exit), so they came from a library or a plugin, and must
+    # not end the command silently or with a traceback
+    except BaseException as exc:  # noqa: BLE001
         if debug:
             raise
         _say(f"internal error: {type(exc).__name__}: {exc} (set AUTOENCODED_DEBUG=1 for a traceback)")

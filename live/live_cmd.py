@@ -84,14 +84,14 @@ def choose_input(spec: str | None, width: int, height: int, fps: float) -> tuple
 def choose_outputs(specs: tuple[str, ...], width: int, height: int, fps: float, log,
                    overwrite: bool = False) -> tuple[list, str]:
     """-> (sinks, why they were chosen, '' when the user named them)."""
-    from autoencoded.live.io.sinks import RecorderSink, VirtualCamSink, WindowSink, open_sink
+    from autoencoded.live.io.sinks import RecorderSink, VirtualCamSink, WindowSink, open_output, open_sink
     from autoencoded.live.io.sources import has_display
 
     if specs:
         sinks = [open_sink(s, log=log, overwrite=overwrite) for s in specs]
         try:
             for s in sinks:  # open now: a missing device fails before the camera and model start
-                s.open(width, height, fps)
+                open_output(s, width, height, fps)
         except BaseException:
             for s in sinks:
                 s.close()

@@ -45,24 +45,37 @@ def test_a_plugin_module_name_with_an_escape_is_printed_escaped(tmp_path):
     assert r.stderr.startswith(WHERE.format("no_such\\x1b[2Jmodule")), r.stderr
 
 
-FACTORY_EXITS = '''
-from autoencoded.live.io.sinks import register_sink
+LEAVING_SINKS = '''
+from autoencoded.live.io.sinks import Sink, register_sink
 
 
 def leave(options):
     raise SystemExit("\\x1b]0;owned\\x07")
 
 
+class LeavesOnOpen(Sink):
+    name = "opener"
+
+    def open(self, width, height, fps):
+        raise SystemExit(4)
+
+    def write(self, frame):
+        pass
+
+
 register_sink("leaver", leave, "a factory that exits the process")
+register_sink("opener", lambda options: LeavesOnOpen(), "a sink whose open exits the process")
 '''
 
 
-def test_a_plugin_factory_raising_systemexit_is_one_escaped_line_and_exit_2(tmp_path, make_video):
-    env = plugin_env(tmp_path, "leaving_sink", FACTORY_EXITS)
+@pytest.mark.parametrize("output, why", [("leaver", "output leaver failed (SystemExit: \\x1b]0;owned\\x07)"),
+                                         ("opener", "output opener: opening failed (SystemExit: 4)")])
+def test_a_plugin_sink_raising_systemexit_when_made_or_opened_is_one_escaped_line_and_exit_2(
+        tmp_path, make_video, output, why):
+    env = plugin_env(tmp_path, "leaving_sinks", LEAVING_SINKS)
     clip = make_video(n_frames=10, width=160, height=90, fps=25.0)
-    r = subprocess.run([*LIVE, "--input", str(clip), "--output", "leaver", "--size", "160x90", "--max-frames", "4"],
+    r = subprocess.run([*LIVE, "--input", str(clip), "--output", output, "--size", "160x90", "--max-frames", "4"],
                        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2, r.stderr
-    assert r.stderr.splitlines()[-1] == ("error: plugin AUTOENCODED_PLUGINS module leaving_sink: output leaver "
-                                         "failed (SystemExit: \\x1b]0;owned\\x07)"), r.stderr
+    assert r.stderr.splitlines()[-1] == f"error: plugin AUTOENCODED_PLUGINS module leaving_sinks: {why}", r.stderr
     assert "\x1b" not in r.stderr and "Traceback" not in r.stderr

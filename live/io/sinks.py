@@ -43,6 +43,8 @@ class Sink(ABC):
     #: seconds close() may take before the show ends without it (live/loop/outputs.py); None: it is waited
     #: for, as a recording is, whose file must be finished
     close_s: float | None = 5.0
+    #: the plugin whose factory made it (autoencoded.plugins; set by open_sink), None for a built-in
+    origin: str | None = None
 
     def open(self, width: int, height: int, fps: float) -> None:  # noqa: B027
         """Acquire the device or file. Raises UserError with one line when that is impossible."""
@@ -367,6 +369,13 @@ VIDEO_FILE = SinkKind("FILE", lambda o: RecorderSink(o.arg, log=o.log, overwrite
                       "a recording that keeps real time")
 
 
+def open_output(sink: Sink, width: int, height: int, fps: float) -> None:
+    """sink.open(width, height, fps); what a plugin's sink raises there is one line naming the plugin."""
+    origin = getattr(sink, "origin", None)
+    plugins.made_by(origin if isinstance(origin, str) else None, f"output {sink.name}: opening",
+                    lambda: sink.open(width, height, fps), object)
+
+
 def sink_list() -> str:
     """'vcam, window, ..., ndi[:NAME] ... or a video file (.mp4, ...)': what --output takes."""
     return f"{', '.join(k.usage for k in SINKS.values())} or a video file ({supported_extensions()})"
@@ -378,12 +387,18 @@ def sink_help() -> str:
 
 
 def open_sink(spec: str, log: Callable[[str], None] = print, overwrite: bool = False) -> Sink:
-    """An --output value -> a Sink (not yet opened)."""
+    """An --output value -> a Sink (not yet opened: see open_output)."""
     name, _, arg = spec.partition(":")
     if name in SINKS:
         kind = SINKS[name]
         options = SinkOptions(arg or None, log, overwrite)
-        return plugins.made_by(kind.origin, f"output {name}", lambda: kind.factory(options), Sink)
+        sink = plugins.made_by(kind.origin, f"output {name}", lambda: kind.factory(options), Sink)
+        if kind.origin is not None:
+            try:
+                sink.origin = kind.origin
+            except (AttributeError, TypeError):  # a sink with __slots__ or a frozen one: said as ours then
+                pass
+        return sink
     if Path(spec).suffix:
         return VIDEO_FILE.factory(SinkOptions(spec, log, overwrite))
     raise UserError(f"--output {spec}: expected {sink_list()}")

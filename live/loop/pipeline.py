@@ -40,7 +40,7 @@ from autoencoded.live.control.latent import LatentFX
 from autoencoded.live.control.params import Params, ParamStore
 from autoencoded.live.engines.base import Engine
 from autoencoded.live.engines.frames import upscale
-from autoencoded.live.io.sinks import Sink
+from autoencoded.live.io.sinks import Sink, open_output
 from autoencoded.live.io.sources import Source
 from autoencoded.live.loop.boxes import LatestBox, Packet
 from autoencoded.live.loop.compose import compose, input_picture
@@ -111,7 +111,7 @@ class Pipeline:
         opened: list[Sink] = []
         try:
             for s in self.sinks:
-                s.open(self.size[0], self.size[1], self.fps)
+                open_output(s, self.size[0], self.size[1], self.fps)
                 opened.append(s)
         except BaseException:
             for s in opened:
