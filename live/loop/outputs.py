@@ -106,7 +106,7 @@ class Output:
         if busy is not None and now - busy >= WRITE_S:
             self.stuck = True
             native_thread(self.thread)  # left inside the write: the process must not wait for it at exit
-            why = f"a write has not returned in {now - busy:.0f} s"
+            why = f"a write has not returned in {WRITE_S:g} s"
             return Fault(self.sink, why, why)
         return None
 
