@@ -48,6 +48,7 @@ def build_bank(pack_dir: Path, footage: str | Path, log: Callable[[str], object]
         for frames in source.frames:
             mu, _ = engine.encode(frames)
             means.append(np.asarray(mu, dtype=np.float32))
+    _say_what_was_read(source, footage, log)
     if not means:
         raise UserError(f"{footage}: no frames to remember")
     mu = memory_bank.check_latents(np.concatenate(means), pack.z_dim, f"{footage} through {pack_dir}")
@@ -65,6 +66,20 @@ def build_bank(pack_dir: Path, footage: str | Path, log: Callable[[str], object]
     log(f"memory: {len(keep)} of {len(mu)} frames kept (dedupe at {threshold:.3g}, "
         f"{reduction['threshold_steps']:.2f} film steps), {(pack_dir / memory_bank.MEMORY_FILE).stat().st_size} bytes")
     return record
+
+
+def _say_what_was_read(source, footage, log: Callable[[str], object]) -> None:
+    """A video that was framed anew where its picture changes size, or that stopped before its end, says so:
+    the bank must not pass for the whole film when it is not."""
+    state = source.decoded
+    if state is None:
+        return
+    for line in state.reframed:
+        log(f"memory: {Path(footage).name}: the picture changes size {line}")
+    if state.stopped_at is not None:
+        of = f" of {source.total}" if source.total else ""
+        log(f"memory: {Path(footage).name} stopped at frame {state.stopped_at}{of} ({state.error}); the frames "
+            f"after it are not remembered")
 
 
 def film_step(mu: np.ndarray) -> float:

@@ -1,9 +1,12 @@
 """Offline render: every frame of a film through the model, in order, none dropped, with its sound.
 
-Frames are decoded on a reader thread (bounded queue: it waits, it never drops), run through the
-engine in batches, upscaled, optionally put beside the input, and piped to ffmpeg, which also copies
-the input's audio into the output. The output keeps the input's frame rate and frame count. It is
-written to a hidden `.NAME.*.partial` file and renamed only when complete.
+Frames are decoded on a reader thread (bounded queue: it waits, it never drops), each at its own size
+with its timestamp (media/decode.py), run through the engine in batches, upscaled, optionally put beside
+the input, and piped to ffmpeg, which also copies the input's audio into the output. The output keeps
+the input's frame rate and frame count; a film whose frames come at uneven times (variable frame rate)
+keeps real time instead: each frame is held until the next one's time (media/timing.py). A film whose
+picture changes size part-way is framed anew from the frame where it changes. It is written to a hidden
+`.NAME.*.partial` file and renamed only when complete.
 
 Without ffmpeg the video is written by OpenCV (mp4v) and the audio is left out, with one line saying so.
 """
@@ -18,7 +21,6 @@ from collections.abc import Callable, Sequence
 from fractions import Fraction
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from autoencoded.errors import UserError
@@ -32,21 +34,22 @@ from autoencoded.live.io.sources import demo_clip
 from autoencoded.live.loop.compose import compose, input_picture
 from autoencoded.live.loop.model_pass import encode_effects_decode
 from autoencoded.media.audio import read_soundtrack
-from autoencoded.media.framing import for_video
+from autoencoded.media.decode import Picture, Pictures
+from autoencoded.media.framing import AUTO_CROP_LIMIT, Reframer, for_video
 from autoencoded.media.probe import check_decodes, ended_early, probe
+from autoencoded.media.timing import Paced, is_uneven, output_rate, packet_times
 from autoencoded.media.tools import ffmpeg_path
 from autoencoded.media.writers import WriteFailed, check_output_path, open_video_writer, partial_name
 
 
-def _read_batches(cap, batch: int, out: queue.Queue, stop: threading.Event) -> None:
-    """Reader thread: lists of RGB frames, in order, then None (or the exception that ended reading)."""
+def _read_batches(source: Pictures, batch: int, out: queue.Queue, stop: threading.Event) -> None:
+    """Reader thread: lists of Pictures, in order, then None (or the exception that ended reading)."""
     try:
-        frames: list[np.ndarray] = []
-        while not stop.is_set():
-            ok, frame = cap.read()
-            if not ok:
+        frames: list[Picture] = []
+        for picture in source:
+            if stop.is_set():
                 break
-            frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+            frames.append(picture)
             if len(frames) == batch:
                 _put(out, frames, stop)
                 frames = []
@@ -90,20 +93,28 @@ def _render(input_path: str | os.PathLike, output_path: str | os.PathLike, engin
     partial (NAME.partial.EXT) and raises UserError saying where the input stopped. So does an output that
     fails part-way (a full disk), saying why."""
     src, out, info = _checked_paths(input_path, output_path, overwrite, batch)
-    fps = float(Fraction(info.rate))
-    framing = for_video(info, crop, engine.width, engine.height)
-    log(f"framing: {src.name} {framing.describe()}")
+    times = packet_times(src)
+    rate = output_rate(Fraction(info.rate), times)
+    fps, rate_text = float(rate), f"{rate.numerator}/{rate.denominator}"
+    if is_uneven(times, rate):
+        log(f"timing: {src.name} has {len(times)} frames at uneven times over {times[-1] - times[0] + 1 / fps:.2f} s "
+            f"(a variable frame rate): written at {rate_text} fps, each frame held until the next one's time")
+    first = for_video(info, crop, engine.width, engine.height)
+    log(f"framing: {src.name} {first.describe()}")
+    framing = Reframer(first, engine.width, engine.height, AUTO_CROP_LIMIT)
     out_w, h = size or ((2 if side_by_side else 1) * engine.width, engine.height)
     audio_from = _audio_source(src, info, log)
     params = params if params is not None else Params(noise=float(noise), noise_seed=int(seed))
     step = _BatchStep(engine, LatentFX(engine.z_dim, seed=params.noise_seed), framing, params,
                       _Modulation(src, fps, mods) if mods else None, out_w, h, side_by_side, log)
-    cap = cv2.VideoCapture(str(src))
+    source = Pictures(src, "ffmpeg" if ffmpeg_path() else "opencv")
     q: queue.Queue = queue.Queue(maxsize=3)
     stop = threading.Event()
-    reader = threading.Thread(target=_read_batches, args=(cap, batch, q, stop), name="render-reader", daemon=True)
-    writer = open_video_writer(out, out_w, h, fps, rate=info.rate, audio_from=audio_from,
+    reader = threading.Thread(target=_read_batches, args=(source, batch, q, stop), name="render-reader", daemon=True)
+    writer = open_video_writer(out, out_w, h, fps, rate=rate_text, audio_from=audio_from,
                                audio_codec=info.audio_codec, overwrite=overwrite)
+    # a decoded time past the last packet's is a timestamp jump, not a picture held that long
+    paced = Paced(writer, rate, end_s=times[-1] - times[0] + 1.0 if times is not None else None)
     bar = _Progress(info.expected_frames, enabled=progress)
     t0 = time.perf_counter()
     reader.start()
@@ -114,8 +125,9 @@ def _render(input_path: str | os.PathLike, output_path: str | os.PathLike, engin
                 break
             if isinstance(item, BaseException):
                 raise item
-            step(item, writer)
+            step(item, paced)
             bar.update(step.frames_done)
+        paced.finish()
         declared = info.expected_frames
         # a declared count is off by 1 at most; a count estimated from a duration only when the demuxer says so
         stopped_early = bool(declared) and 0 < step.frames_done < declared - 1 and (
@@ -132,9 +144,9 @@ def _render(input_path: str | os.PathLike, output_path: str | os.PathLike, engin
         raise
     finally:
         stop.set()
+        source.close()
         bar.close()
         reader.join(timeout=2.0)
-        cap.release()
     seconds = time.perf_counter() - t0
     frames_done = step.frames_done
     if frames_done == 0:
@@ -143,10 +155,11 @@ def _render(input_path: str | os.PathLike, output_path: str | os.PathLike, engin
         about = "about " if info.estimated else ""
         raise UserError(f"{src}: the input stopped at frame {frames_done} of its {about}{declared} (damaged or "
                         f"truncated); the {frames_done} frames rendered are in {written}")
-    return {"input": str(src), "output": str(written), "frames": frames_done, "fps": fps, "rate": info.rate,
+    return {"input": str(src), "output": str(written), "frames": frames_done, "fps": fps, "rate": rate_text,
+            "written": paced.written, "held": paced.held, "dropped": paced.dropped,
             "size": f"{out_w}x{h}", "audio": audio_from is not None, "seconds": round(seconds, 2),
             "render_fps": round(frames_done / seconds, 2) if seconds > 0 else 0.0,
-            "x_realtime": round(frames_done / fps / seconds, 3) if seconds > 0 else 0.0,
+            "x_realtime": round(paced.written / fps / seconds, 3) if seconds > 0 else 0.0,
             "faults": step.faults, "engine": engine.name, "writer": writer.backend}
 
 
@@ -191,11 +204,12 @@ class _BatchStep:
         self.frames_done = 0
         self.faults = 0
 
-    def __call__(self, item: list[np.ndarray], writer) -> None:
+    def __call__(self, item: list[Picture], writer) -> None:
         engine, n = self.engine, len(item)
-        small = np.stack([self.framing.apply(f, engine.width, engine.height) for f in item])
-        frame_params = [self.modulation.params(self.params, self.frames_done + j) for j in range(n)] \
-            if self.modulation is not None else [self.params] * n
+        framings = [self._framing(p, self.frames_done + j) for j, p in enumerate(item)]
+        small = np.stack([f.apply(p.rgb, engine.width, engine.height) for f, p in zip(framings, item, strict=True)])
+        frame_params = [self.modulation.params(self.params, self._time(p, self.frames_done + j))
+                        for j, p in enumerate(item)] if self.modulation is not None else [self.params] * n
         try:
             model_frames = encode_effects_decode(engine, self.fx, small, frame_params)
         except (EngineFault, RuntimeError, ValueError) as exc:
@@ -204,16 +218,28 @@ class _BatchStep:
                 self.log(f"warning: the model failed on frames {self.frames_done}-{self.frames_done + n - 1} "
                          f"({exc}); those frames show the input")
             model_frames = small
-        for src_frame, mframe, p in zip(item, model_frames, frame_params, strict=True):
-            def dry(width: int, height: int, src_frame=src_frame) -> np.ndarray:
-                return input_picture(src_frame, self.framing, engine.width / engine.height, width, height)
+        for pic, framing, mframe, p in zip(item, framings, model_frames, frame_params, strict=True):
+            def dry(width: int, height: int, src_frame=pic.rgb, framing=framing) -> np.ndarray:
+                return input_picture(src_frame, framing, engine.width / engine.height, width, height)
 
-            writer.write(compose(mframe, dry, p.mix, self.out_w, self.h, self.side_by_side))
+            writer.write(compose(mframe, dry, p.mix, self.out_w, self.h, self.side_by_side), pic.time_s)
         self.frames_done += n
+
+    def _framing(self, pic: Picture, index: int):
+        """The picture's framing; a size the film has not shown before is framed anew, in one line."""
+        h, w = pic.rgb.shape[:2]
+        framing, new = self.framing(w, h, pic.sar)
+        if new:
+            at = f" ({pic.time_s:.2f} s)" if pic.time_s is not None else ""
+            self.log(f"framing: from frame {index}{at} the picture changes size: {framing.describe()}")
+        return framing
+
+    def _time(self, pic: Picture, index: int) -> float:
+        return pic.time_s if pic.time_s is not None else index / self.modulation.fps
 
 
 class _Modulation:
-    """The film's soundtrack as signals, one set per video frame (frame i at i / fps seconds)."""
+    """The film's soundtrack as signals, one set per video frame, sampled at the frame's time."""
 
     def __init__(self, src: Path, fps: float, mods: Sequence[ModRoute]) -> None:
         live_only = sorted({r.signal for r in mods if not r.signal.startswith("audio.")})
@@ -225,8 +251,8 @@ class _Modulation:
         self.offset, self.fps = track.offset_s, fps
         self.matrix = ModMatrix(mods)
 
-    def params(self, base: Params, i: int) -> Params:
-        signals = signals_at(self.times, self.series, i / self.fps - self.offset)
+    def params(self, base: Params, time_s: float) -> Params:
+        signals = signals_at(self.times, self.series, time_s - self.offset)
         return self.matrix.apply(base, signals, 1.0 / self.fps)
 
 

@@ -78,5 +78,9 @@ def render(ctx: click.Context, input: str, output: Path, model: str | None, back
         engine.close()
     audio = "with audio" if s["audio"] else "no audio"
     faults = f", {s['faults']} frames passed through after model faults" if s["faults"] else ""
-    click.echo(f"wrote {s['output']}: {s['frames']} frames {s['size']} @ {s['rate']} fps, {audio}, "
+    # a variable-rate film: its frames, and the frames they fill at the constant rate (held to their times)
+    dropped = f", {s['dropped']} dropped" if s["dropped"] else ""
+    frames = f"{s['frames']} frames" if s["written"] == s["frames"] else \
+        f"{s['frames']} frames as {s['written']} (held to keep their times{dropped})"
+    click.echo(f"wrote {s['output']}: {frames} {s['size']} @ {s['rate']} fps, {audio}, "
                f"{s['render_fps']:.1f} frames/s ({s['x_realtime']:.2f}x real time){faults}")

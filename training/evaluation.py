@@ -135,6 +135,7 @@ class Footage:
     name: str
     frames: Iterator[np.ndarray]  # batches of uint8 N x H x W x 3 at the model's size, in order
     total: int | None
+    decoded: object = None  # a video's training.video.Decoded, once `frames` is read: where it stopped, why
 
 
 def open_footage(spec: str | os.PathLike, width: int, height: int, limit: int, batch: int) -> Footage:
@@ -164,8 +165,9 @@ def open_footage(spec: str | os.PathLike, width: int, height: int, limit: int, b
     info = probe(path, decoder)
     box = for_video(info, "auto", width, height, crop_limit=1.0, decoder=decoder).box  # as prepare frames it
 
+    state = video.Decoded()
+
     def decoded() -> Iterator[np.ndarray]:
-        state = video.Decoded()
         stream = video.frames(info, decoder, box, width, height, "auto", state)
         chunk: list[np.ndarray] = []
         taken = 0
@@ -184,7 +186,7 @@ def open_footage(spec: str | os.PathLike, width: int, height: int, limit: int, b
             yield np.stack(chunk)
 
     total = info.expected_frames if limit <= 0 else min(limit, info.expected_frames or limit)
-    return Footage(str(path), decoded(), total)
+    return Footage(str(path), decoded(), total, state)
 
 
 class _Tally:

@@ -237,4 +237,5 @@ def _run_source(info, decoder, box, size, crop, every, dedupe, max_frames, write
         "path": str(info.path), "fps": info.fps, "frames_decoded": state.frames, "frames_kept": kept,
         "frames_dropped_dedupe": dropped_dedupe, "duration_s": round(seconds, 3), "crop_box": list(box),
         "stopped_at": state.stopped_at, "error": state.error,
+        "reframed": state.reframed,  # where the picture changes size part-way, and how it was framed from there
     }

@@ -44,6 +44,9 @@ def prepare(videos, output, size, every, dedupe, crop, overwrite, max_frames) ->
         meta, s = work.prepare(videos, output, size=dims, every=every, dedupe=dedupe, crop=crop,
                                overwrite=overwrite, max_frames=max_frames, progress=progress)
     out = click.echo
+    for source in meta["sources"]:
+        for line in source.get("reframed") or []:
+            out(f"{source['path']}: the picture changes size {line}")
     out(f"{output}: {s.kept} frames {dims[0]}x{dims[1]} kept of {s.decoded} decoded "
         f"({s.dropped_every} skipped by --every, {s.dropped_dedupe} dropped as duplicates)")
     out(f"source {s.duration_s:.1f} s of video, frames.npy {s.bytes / 1e6:.1f} MB, "

@@ -8,6 +8,11 @@ BGR conversion of every full-size frame dominates. The OpenCV one needs nothing 
 
 A source that delivers fewer frames than its container declares (truncated or damaged mid-stream)
 ends with `Decoded.stopped_at` = frames delivered and `Decoded.error` = the decoder's last complaint.
+
+A film whose picture changes size part-way (a portrait segment after a landscape one, in a transport
+stream) cannot go through ffmpeg's fixed crop: its frames are decoded at their own sizes instead
+(autoencoded.media.decode) and each size is framed as it comes (framing.Reframer), said in
+`Decoded.reframed`.
 """
 
 from __future__ import annotations
@@ -23,8 +28,9 @@ import numpy as np
 
 from autoencoded import signals
 from autoencoded.errors import UserError
-from autoencoded.media.framing import fit_size, pad_to, resize
-from autoencoded.media.probe import VideoInfo
+from autoencoded.media.decode import Pictures
+from autoencoded.media.framing import Framing, Reframer, fit_size, pad_to, resize
+from autoencoded.media.probe import VideoInfo, picture_sizes
 from autoencoded.media.tools import error_line, file_arg, have_ffmpeg
 
 
@@ -37,6 +43,7 @@ class Decoded:
     error: str | None = None
     messages: list[str] = field(default_factory=list)
     last_time_s: float | None = None  # timestamp of the last frame delivered, where the decoder tells it
+    reframed: list[str] = field(default_factory=list)  # a line for each picture size after the first
 
 
 def decoder_name() -> str:
@@ -61,8 +68,11 @@ def frames(info: VideoInfo, decoder: str, box: tuple[int, int, int, int], width:
     The arrays yielded may be reused by the next iteration: copy what you keep.
     """
     inner = fit_size(box, info.sar, width, height) if mode == "fit" else (width, height)
-    gen = _frames_ffmpeg if decoder == "ffmpeg" else _frames_opencv
-    yield from gen(info, box, inner, (width, height), state)
+    if decoder == "ffmpeg" and len(picture_sizes(info.path)) > 1:
+        yield from _frames_reframed(info, box, mode, (width, height), state)
+    else:
+        gen = _frames_ffmpeg if decoder == "ffmpeg" else _frames_opencv
+        yield from gen(info, box, inner, (width, height), state)
     if state.stopped_at is None:
         why = _ended_early(info, state)
         if why:
@@ -106,6 +116,31 @@ def _frames_opencv(info, box, inner, size, state: Decoded) -> Iterator[np.ndarra
             yield pad_to(cv2.cvtColor(small, cv2.COLOR_BGR2RGB), *size)
     finally:
         cap.release()
+
+
+def _frames_reframed(info, box, mode: str, size, state: Decoded) -> Iterator[np.ndarray]:
+    """Every frame at its own size (ffmpeg, unscaled), the first size cropped to `box` as the fast path
+    crops it, any other framed in `mode` as `prepare` frames a film (the centre, whole)."""
+    action = {"fit": "fit", "none": "stretch"}.get(mode, "crop")
+    first = Framing((info.width, info.height), info.sar, size[0] / size[1], mode, action, box)
+    framings = Reframer(first, *size, crop_limit=1.0)
+    source = Pictures(info.path, "ffmpeg")
+    pictures = iter(source)
+    try:
+        for pic in pictures:
+            h, w = pic.rgb.shape[:2]
+            framing, new = framings(w, h, pic.sar)
+            if new:
+                at = f" ({pic.time_s:.2f} s)" if pic.time_s is not None else ""
+                state.reframed.append(f"from frame {state.frames}{at} {framing.describe()}")
+            state.frames += 1
+            state.last_time_s = pic.time_s
+            yield framing.apply(pic.rgb, *size)
+    finally:
+        pictures.close()  # stops the decoder when the caller stops early
+    if source.error:
+        state.stopped_at = state.frames
+        state.error = source.error
 
 
 def _frames_ffmpeg(info, box, inner, size, state: Decoded) -> Iterator[np.ndarray]:

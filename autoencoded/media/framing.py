@@ -264,3 +264,27 @@ def _pixel_ratio(sar: float) -> str:
     """A pixel's shape as a fraction: 128/117 -> '128:117'."""
     f = Fraction(sar).limit_denominator(1000)
     return f"{f.numerator}:{f.denominator}"
+
+
+class Reframer:
+    """The Framing of each picture size a stream shows, worked out when that size first appears: `first`
+    for the size the film was probed at (its black bars found on frames sampled across it), frame_for
+    without bars for any other, since a later segment's bars cannot be sampled before it comes. A stream
+    may change size part-way (a portrait segment after a landscape one): its frames are framed as they are,
+    never stretched to the first segment's shape."""
+
+    def __init__(self, first: Framing, target_w: int, target_h: int, crop_limit: float) -> None:
+        self.first, self.size, self.crop_limit = first, (target_w, target_h), crop_limit
+        self._known: dict[tuple[int, int, float], Framing] = {}
+
+    def __call__(self, width: int, height: int, sar: float | None = None) -> tuple[Framing, bool]:
+        """(the Framing of a width x height picture, whether this is the first picture of that shape)."""
+        if (width, height) == self.first.source:
+            return self.first, False
+        key = (width, height, round(sar or self.first.sar, 6))
+        known = self._known.get(key)
+        if known is not None:
+            return known, False
+        f = frame_for(width, height, sar or self.first.sar, self.first.mode, *self.size, None, self.crop_limit)
+        self._known[key] = f
+        return f, True

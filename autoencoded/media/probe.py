@@ -195,3 +195,26 @@ def _int(text) -> int | None:
     except (TypeError, ValueError):
         return None
     return value if value > 0 else None
+
+
+def picture_sizes(path: str | os.PathLike) -> list[tuple[int, int]]:
+    """The sizes (stored, before any rotation) of the first video stream's pictures, each once, in the order
+    they first appear; [] without ffprobe or when it cannot tell. Only keyframes are decoded (a fraction of
+    a second for a feature film): H.264, HEVC and the MPEG codecs change size only at one. (VP9 may change
+    it at any frame; such a change shows only at the next keyframe here.)"""
+    if not have_ffmpeg():
+        return []
+    cmd = [ffprobe_path() or "ffprobe", "-v", "error", "-skip_frame", "nokey", "-select_streams", "v:0",
+           "-show_entries", "frame=width,height", "-of", "csv=p=0", file_arg(path)]
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=600)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    sizes: list[tuple[int, int]] = []
+    for line in r.stdout.splitlines():
+        parts = line.strip().strip(",").split(",")
+        if len(parts) >= 2 and parts[0].isdigit() and parts[1].isdigit():
+            size = (int(parts[0]), int(parts[1]))
+            if size not in sizes:
+                sizes.append(size)
+    return sizes
