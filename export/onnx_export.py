@@ -20,6 +20,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+import onnx
 import torch
 
 from autoencoded.documents import parse_json
@@ -54,6 +55,12 @@ def export_onnx(module: torch.nn.Module, example: torch.Tensor, path: Path, inpu
     stray = path.with_name(path.name + ".data")
     if stray.exists():  # never leave weights outside the self-contained file
         raise RuntimeError(f"the ONNX exporter wrote external data {stray.name} despite external_data=False")
+    # the exporter falls back quietly when it specialises the batch axis: a pack that takes one frame only
+    # would fail at the first batch live or render sends
+    dims = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+    if not dims or not dims[0].dim_param:
+        raise RuntimeError(f"the ONNX exporter fixed the batch axis of {path.name} (a module whose shapes "
+                           "depend on the batch size)")
 
 
 def _training_summary(weights: Path, meta: dict) -> dict | None:
@@ -79,12 +86,14 @@ def write_pack(model: AutoEncoder, cfg: ModelConfig, out: Path, *, source: Path 
     model = model.eval().cpu()
     out.mkdir(parents=True, exist_ok=True)
     files = {"encoder": "encoder.onnx", "decoder": "decoder.onnx"}
+    # examples of batch 2: torch.export specialises a size-1 axis that a reshape reads (a spatial code's
+    # flatten) to the constant 1, and the batch axis must stay dynamic
     with torch.no_grad():
-        export_onnx(model.encoder, torch.zeros(1, 3, cfg.height, cfg.width), out / files["encoder"],
+        export_onnx(model.encoder, torch.zeros(2, 3, cfg.height, cfg.width), out / files["encoder"],
                     "image", ["mu", "log_sigma"])
         # the film's decoder as ONNX Runtime's blocked convolutions take it (Decoder.padded_for_inference)
         decoder = model.decoder.padded_for_inference() if isinstance(model.decoder, Decoder) else model.decoder
-        export_onnx(decoder, torch.zeros(1, cfg.latent_dim), out / files["decoder"], "z", ["image"])
+        export_onnx(decoder, torch.zeros(2, cfg.latent_dim), out / files["decoder"], "z", ["image"])
     from importlib.metadata import PackageNotFoundError, version
     try:
         tool_version = version("autoencoded")
@@ -96,6 +105,7 @@ def write_pack(model: AutoEncoder, cfg: ModelConfig, out: Path, *, source: Path 
         "batch": "dynamic", "opset": OPSET,
         "normalisation": dict(packfmt.NORMALISATION),
         "config": cfg.to_dict(),
+        "latent": cfg.plan.record(),  # which entries live noise plays, and at what scale
         "source_checkpoint": str(source.resolve()) if source else None,
         "source_sha256": source_sha256,
         "model_hash": packfmt.hash_files(out, files),

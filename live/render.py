@@ -105,7 +105,7 @@ def _render(input_path: str | os.PathLike, output_path: str | os.PathLike, engin
     out_w, h = size or ((2 if side_by_side else 1) * engine.width, engine.height)
     audio_from = _audio_source(src, info, log)
     params = params if params is not None else Params(noise=float(noise), noise_seed=int(seed))
-    step = _BatchStep(engine, LatentFX(engine.z_dim, seed=params.noise_seed), framing, params,
+    step = _BatchStep(engine, LatentFX(engine.z_dim, seed=params.noise_seed, plan=engine.latent_plan()), framing, params,
                       _Modulation(src, fps, mods) if mods else None, out_w, h, side_by_side, log)
     source = Pictures(src, "ffmpeg" if ffmpeg_path() else "opencv")
     q: queue.Queue = queue.Queue(maxsize=3)

@@ -57,6 +57,9 @@ class _TrainFields:
     noise_end: float | None = None
     noise_schedule: str = "cosine"
     noise_stages: int = 4  # number of plateaus of the "step" schedule
+    # fraction of each batch whose latent noise is the amount live plays, uniform from 0 to 1 of the model's
+    # noise_scale, instead of the schedule's prior std: the decoder learns what each amount of the knob means
+    dream_share: float | None = None
     sample_every: int = 0  # 0 = arch/size dependent default (set by resolve)
     checkpoint_every: int = 0
     log_every: int = 10
@@ -156,6 +159,8 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
                                                                archs.get(cfg.arch).model.get("layout_scale", 1)))
             elif f.name in defaults:
                 setattr(out, f.name, defaults[f.name])
+            elif f.name == "dream_share":  # an architecture that names none trains as before it existed
+                out.dream_share = 0.0
             elif f.name == "lr_dis":
                 out.lr_dis = defaults.get("lr_dis", out.lr)
             else:

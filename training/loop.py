@@ -28,6 +28,7 @@ from torch import nn
 
 from autoencoded import metrics, signals
 from autoencoded.errors import UserError, one_line
+from autoencoded.posterior import Posterior
 from autoencoded.training import distributed as dist_mod
 from autoencoded.training.augment import Augmentation
 from autoencoded.training.checkpoints import Checkpoints, optimizer_from_flat, restore_rng
@@ -38,7 +39,7 @@ from autoencoded.training.ema import WeightAverage
 from autoencoded.training.foreign import foreign_frames
 from autoencoded.training.guard import CollapseGuard
 from autoencoded.training.losses import DiscriminatorOutputs, VAEGANLoss, balance
-from autoencoded.training.model import ModelConfig, build, frames_to_input, output_to_frames
+from autoencoded.training.model import ModelConfig, build, encode, frames_to_input, output_to_frames
 from autoencoded.training.order import DataOrder, seed_hash
 from autoencoded.training.runlog import RunLog
 from autoencoded.training.samples import grid, write_png
@@ -49,8 +50,10 @@ EVAL_FRAMES = 64
 CALIBRATION_FRAMES = 1024  # frames that re-estimate BatchNorm statistics at each evaluation
 # structure_foreign and colourfulness_foreign: of the shipped foreign frames (training/foreign.py), so a run
 # shows whether footage it never saw keeps its composition while the film's PSNR climbs
+# dream_change_foreign: the mean |difference| (0..255) that live noise amount 1 makes to those frames, and
+# dream_sharpness_foreign their sharpness at amount 1 over the film's (above 1: static, not a picture)
 EVAL_KEYS = ("recon_mse", "diversity", "psnr", "ssim", "psnr_minus_thumb", "structure_foreign",
-             "colourfulness_foreign")
+             "colourfulness_foreign", "dream_change_foreign", "dream_sharpness_foreign")
 @contextlib.contextmanager
 def frozen_bn_stats(module: nn.Module):
     """Train-mode BatchNorm that does not update running statistics (for the prior-sample pass), so the
@@ -164,6 +167,8 @@ class Trainer:
         g = torch.Generator().manual_seed(seed_hash(self.cfg.seed, 7777))
         # fixed weights that mix the evaluation frames' latents into prior samples (see evaluate)
         self.fixed_mix = torch.randn(k, len(self.eval_idx), generator=g)
+        self.dream_eps = torch.randn(64, self.model_cfg.latent_dim, generator=g).to(self.device)
+        self.film_sharpness = metrics.sharpness(self.ds.batch(self.eval_idx))
 
     def _model_config(self) -> ModelConfig:
         c = self.cfg
@@ -257,14 +262,18 @@ class Trainer:
         enc, dec, dis = self.fns["encoder"], self.fns["decoder"], self.fns["discriminator"]
         b = x.shape[0]
         zdim = self.model_cfg.latent_dim
-        eps = torch.randn(b, zdim, generator=gen).to(self.device) * noise
+        eps = torch.randn(b, zdim, generator=gen)
         zp = torch.randn(b, zdim, generator=gen).to(self.device) * noise
+        # how much of the noise each sample plays, in live's amounts (autoencoded.posterior): the prior's
+        # std for most, and for the dream share the amounts a VJ plays, uniform from 0 to 1
+        amount = torch.full((b, 1), noise / self.model_cfg.noise_scale)
+        dreamt = round(self.cfg.dream_share * b)
+        if dreamt:
+            amount[:dreamt] = torch.rand(dreamt, 1, generator=gen)
         with self._autocast():
-            pre_mu, pre_log_sigma = enc(inp, raw=True)
-            # the KL and the saturation penalty are of the learned code; the layout joins it for the decoder
-            mu, log_sigma = self.nets["encoder"].bound(pre_mu, pre_log_sigma)
-            full_mu, full_log_sigma = self.nets["encoder"].latent(inp, mu, log_sigma)
-            z = full_mu + torch.exp(full_log_sigma) * eps
+            post = encode(enc, inp, self.model_cfg)
+            z = post.sample(eps.to(self.device), amount.to(self.device))
+            mu, log_sigma = post.learned()  # the KL and the saturation penalty are of the learned code
             xr = dec(z)
             seen = None
             if adversarial:
@@ -274,7 +283,7 @@ class Trainer:
                 l_real, l_rec, l_prior = logits.float().split(b)
                 seen = DiscriminatorOutputs(l_real, l_rec, l_prior, [f[:b] for f in feats],
                                             [f[b:2 * b] for f in feats])
-        obj = self.loss(x, xr, mu, log_sigma, noise, seen, decoder_gan=dec_gan, pre_mu=pre_mu)
+        obj = self.loss(x, xr, mu, log_sigma, noise, seen, decoder_gan=dec_gan, pre_mu=post.pre_mean)
         params = {k: [p for p in m.parameters() if p.requires_grad] for k, m in self.nets.items()}
         train_dis = train_dis and obj.discriminator is not None
         if obj.decoder_shares_encoder:  # the pixel-led phase: one backward pass instead of two
@@ -423,7 +432,10 @@ class Trainer:
                 mus = [self._encode_mean(self._to_input(scored[i:i + 32])) for i in range(0, len(scored), 32)]
                 recon = np.concatenate([output_to_frames(self._decode(mu).cpu()).numpy() for mu in mus])
                 foreign = foreign_frames(self.model_cfg.width, self.model_cfg.height)
-                foreign_out = output_to_frames(self._decode(self._encode_mean(self._to_input(foreign))).cpu()).numpy()
+                post = self._encode(self._to_input(foreign))
+                foreign_out = output_to_frames(self._decode(post.mode()).cpu()).numpy()
+                # the dream: the same frames at live noise amount 1, one fixed pattern from run to run
+                dreamt = output_to_frames(self._decode(post.sample(self.dream_eps[:len(foreign)])).cpu()).numpy()
                 # prior samples from the latent distribution of the film's frames: a Gaussian with the mean
                 # and the covariance of the evaluation frames' latents (mean + centred latents mixed by
                 # N(0, 1/(n-1)) weights), not N(0, noise^2): late in a run the noise is small next to the
@@ -444,11 +456,17 @@ class Trainer:
                 "psnr": model["psnr"], "ssim": model["ssim"], "psnr_minus_thumb": model["psnr"] - thumb["psnr"],
                 "structure_foreign": metrics.structure(foreign, foreign_out),
                 "colourfulness_foreign": metrics.colourfulness(foreign_out),
+                "dream_change_foreign": metrics.change(foreign_out, dreamt),
+                "dream_sharpness_foreign": metrics.sharpness(dreamt) / max(self.film_sharpness, 1e-6),
                 "recon": output_to_frames(xr.cpu()).numpy(), "prior": output_to_frames(xp.cpu()).numpy()}
 
     def _encode_mean(self, x: torch.Tensor) -> torch.Tensor:
+        return self._encode(x).mode()
+
+    def _encode(self, x: torch.Tensor):
         with self._autocast():
-            return self.nets["encoder"](x)[0].float()
+            post = encode(self.nets["encoder"], x, self.model_cfg)
+        return Posterior(post.mean.float(), post.log_sigma.float(), post.plan)
 
     def _decode(self, z: torch.Tensor) -> torch.Tensor:
         with self._autocast():
@@ -635,7 +653,9 @@ class Trainer:
             self.log.evaluation(self.step, {k: ev[k] for k in EVAL_KEYS})
             self.log.line(f"step {self.step}: eval PSNR {ev['psnr']:.2f} dB ({ev['psnr_minus_thumb']:+.2f} vs the "
                           f"16x9 thumbnail), SSIM {ev['ssim']:.3f}, diversity {ev['diversity']:.4f}, "
-                          f"structure on foreign frames {ev['structure_foreign']:.2f}")
+                          f"structure on foreign frames {ev['structure_foreign']:.2f}, their dream at noise 1 "
+                          f"changes {ev['dream_change_foreign']:.1f} grey levels at "
+                          f"{ev['dream_sharpness_foreign']:.2f}x the film's sharpness")
             if do_sample:
                 self.write_samples(ev)
         if do_ckpt:

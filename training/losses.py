@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from autoencoded.posterior import LatentPlan, Posterior
+
 SATURATION_KNEE = 1.5  # tanh(1.5) = 0.905: past it the gradient through the tanh is below 0.18
 
 
@@ -43,11 +45,8 @@ def saturation(pre_mu: torch.Tensor) -> torch.Tensor:
 
 
 def kl_divergence(mu: torch.Tensor, log_sigma: torch.Tensor, noise: float, noise_scaled: bool = False) -> torch.Tensor:
-    n2 = max(float(noise), 1e-4) ** 2
-    mu = mu.float()
-    log_sigma = log_sigma.float()
-    kl = (-log_sigma + 0.5 * (torch.exp(2 * log_sigma) - 1.0) + mu.pow(2) / (2 * n2)).mean()
-    return kl * n2 if noise_scaled else kl
+    """The KL of a learned code's (mu, log_sigma) to the prior of std `noise` (autoencoded.posterior)."""
+    return Posterior(mu, log_sigma, LatentPlan(mu.shape[-1])).kl(noise, noise_scaled)
 
 
 def _gaussian_taps(device, dtype) -> torch.Tensor:

@@ -36,6 +36,7 @@ from torch import nn
 from autoencoded import plugins
 from autoencoded.documents import check_fields
 from autoencoded.errors import UserError
+from autoencoded.posterior import LatentPlan, Posterior
 from autoencoded.training import archs
 
 CONFIG_VERSION = 1
@@ -71,6 +72,15 @@ class ModelConfig:
     # 128x72 at 256x144, whose finer pictures the decoder reads at its second, third and fourth layers too
     # (module docstring)
     layout_scale: int = 1
+    # a spatial learned code (the VAEs latent diffusion decodes with): this many channels over a grid
+    # `latent_scale` times finer than the bottom one, a mean and a sigma per cell and channel, from
+    # convolutions instead of the FC; 0 keeps the FC's vector code of z_dim entries. z_dim is then
+    # channels x rows x cols
+    latent_channels: int = 0
+    latent_scale: int = 1
+    # the std of live noise at amount 1 (noise/max 1), in units of the encoder's sigma: the top of what
+    # training samples (autoencoded.posterior), recorded in model.json for live
+    noise_scale: float = 1.0
     version: int = CONFIG_VERSION
     extra: dict = field(default_factory=dict)
 
@@ -108,6 +118,22 @@ class ModelConfig:
         return rows * cols if self.layout else 0
 
     @property
+    def latent_grid(self) -> tuple[int, int]:
+        """(rows, cols) of a spatial learned code: the bottom grid, latent_scale times finer."""
+        bh, bw = self.bottom
+        return bh * self.latent_scale, bw * self.latent_scale
+
+    @property
+    def spatial(self) -> bool:
+        return self.latent_channels > 0
+
+    @property
+    def plan(self) -> LatentPlan:
+        """Which latent entries are learned, at what scale live noise plays them, and their shape."""
+        shape = (self.latent_channels, *self.latent_grid) if self.spatial else None
+        return LatentPlan(self.z_dim, float(self.noise_scale), shape)
+
+    @property
     def latent_dim(self) -> int:
         """The latent's length as export, live and the memory bank see it: the learned code and the layout."""
         return self.z_dim + self.layout_cells
@@ -122,6 +148,18 @@ class ModelConfig:
         s = self.layout_scale
         if s < 1 or s & (s - 1) or s > f:
             raise ValueError(f"layout_scale {s}: a power of two from 1 to {f}")
+        if self.spatial:
+            ls = self.latent_scale
+            if ls < 1 or ls & (ls - 1) or ls >= f:
+                raise ValueError(f"latent_scale {ls}: a power of two from 1 to {f // 2}")
+            rows, cols = self.latent_grid
+            if self.z_dim != self.latent_channels * rows * cols:
+                raise ValueError(f"z_dim {self.z_dim}: a spatial code of {self.latent_channels} channels over "
+                                 f"{cols}x{rows} cells has {self.latent_channels * rows * cols} entries")
+            if self.layout:
+                raise ValueError("a spatial learned code carries the composition itself: it takes no layout")
+        if not 0 < self.noise_scale <= 100:
+            raise ValueError(f"noise_scale {self.noise_scale}: above 0, at most 100")
         if self.upsample not in UPSAMPLERS:
             raise ValueError(f"upsample {self.upsample!r}: choose from {', '.join(UPSAMPLERS)}")
         if self.dec_channels and len(self.dec_channels) != len(self.enc_channels):
@@ -266,12 +304,20 @@ def network(cfg: ModelConfig, role: str) -> nn.Module:
 # ---- the film's family ----------------------------------------------------------------------------------
 
 class Encoder(nn.Module):
-    """Image (N,3,H,W) in [-1,1] -> (mu, log_sigma), each (N, latent_dim): the learned code, then the layout."""
+    """Image (N,3,H,W) in [-1,1] -> (mu, log_sigma), each (N, latent_dim): the learned code, then the layout.
+    The code is a vector from an FC over the bottom grid, or with `latent_channels` a map from a 3x3
+    convolution over the features at its grid (the stages below it are not run)."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.convs = nn.Sequential(*_down_stages(cfg.enc_channels, cfg.enc_kernel))
+        stages = _down_stages(cfg.enc_channels, cfg.enc_kernel)
+        if cfg.spatial:
+            kept = cfg.stages - cfg.latent_scale.bit_length() + 1
+            self.convs = nn.Sequential(*stages[:kept])
+            self.head = nn.Conv2d(cfg.enc_channels[kept - 1], 2 * cfg.latent_channels, 3, padding=1)
+            return
+        self.convs = nn.Sequential(*stages)
         c = cfg.enc_channels[-1]
         if cfg.bottleneck_channels:
             self.squeeze: nn.Module = nn.Sequential(
@@ -286,14 +332,19 @@ class Encoder(nn.Module):
     def forward(self, x: torch.Tensor, raw: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """(mu, log_sigma) of the whole latent; with `raw`, the learned code alone before the bound (training
         penalises a saturated tanh and takes the KL of it, see losses, then completes it with `latent`)."""
-        h = self.squeeze(self.convs(x)).flatten(1)
-        mu, log_sigma = self.fc(h).chunk(2, dim=1)
+        if self.cfg.spatial:  # channel-major: entry c * rows * cols + r * cols + k
+            mu, log_sigma = self.head(self.convs(x)).chunk(2, dim=1)
+            mu, log_sigma = mu.flatten(1), log_sigma.flatten(1)
+        else:
+            h = self.squeeze(self.convs(x)).flatten(1)
+            mu, log_sigma = self.fc(h).chunk(2, dim=1)
         return (mu, log_sigma) if raw else self.latent(x, *self.bound(mu, log_sigma))
 
     def bound(self, mu: torch.Tensor, log_sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.cfg.bounded_latent:
             return torch.tanh(mu), 0.5 * torch.tanh(log_sigma)
-        return mu, log_sigma
+        # unbounded (a spatial code's mean, as latent diffusion's VAE): sigma kept from 0.0025 to 7.4
+        return mu, log_sigma.clamp(-6.0, 2.0)
 
     def latent(self, x: torch.Tensor, mu: torch.Tensor, log_sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The learned code's (mu, log_sigma) followed by the layout of `x` (sigma 1), when the model has one."""
@@ -301,6 +352,15 @@ class Encoder(nn.Module):
             return mu, log_sigma
         lay = layout_of(x, self.cfg.layout_grid).to(mu.dtype)
         return torch.cat([mu, lay], 1), torch.cat([log_sigma, torch.zeros_like(lay)], 1)
+
+
+def encode(encoder: nn.Module, x: torch.Tensor, cfg: ModelConfig) -> Posterior:
+    """The encoder's posterior over the latent of images `x`: the one encode training, export and eval read
+    (an architecture's encoder fills EncoderNetwork; this assembles its pieces)."""
+    pre_mu, pre_log_sigma = encoder(x, raw=True)
+    mu, log_sigma = encoder.bound(pre_mu, pre_log_sigma)
+    mean, full_log_sigma = encoder.latent(x, mu, log_sigma)
+    return Posterior(mean, full_log_sigma, cfg.plan, pre_mean=pre_mu)
 
 
 class Decoder(nn.Module):
@@ -314,6 +374,16 @@ class Decoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         widths = cfg.dec_channels or tuple(reversed(cfg.enc_channels))
+        self.picture_pad: dict[int, int] = {}  # zero channels after the layout picture (padded_for_inference)
+        self.pictured: set[int] = set()
+        if cfg.spatial:  # the code's map, widened by a 3x3 convolution, enters the layer of its resolution
+            chans = (*widths, 3)
+            self.first = cfg.latent_scale.bit_length() - 1
+            self.stem = nn.Sequential(nn.Conv2d(cfg.latent_channels, chans[self.first], 3, padding=1, bias=False),
+                                      nn.BatchNorm2d(chans[self.first]), nn.ReLU(inplace=True))
+            self.deconvs = nn.Sequential(*[_up(chans[i], chans[i + 1], cfg.dec_kernel, last=i == cfg.stages - 1,
+                                               upsample=cfg.upsample) for i in range(self.first, cfg.stages)])
+            return
         c = widths[0]
         bh, bw = cfg.bottom
         self.c0 = cfg.bottleneck_channels or c
@@ -335,7 +405,6 @@ class Decoder(nn.Module):
                   upsample=cfg.upsample)
               for i in range(cfg.stages)]
         )
-        self.picture_pad: dict[int, int] = {}  # zero channels after the layout picture (padded_for_inference)
 
     def padded_for_inference(self, multiple: int = 8) -> Decoder:
         """A copy whose layers that read the layout picture take it followed by zero channels, with zero
@@ -368,6 +437,8 @@ class Decoder(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         bh, bw = self.cfg.bottom
+        if self.cfg.spatial:
+            return self.deconvs(self.stem(z.unflatten(1, self.cfg.plan.shape)))
         if not self.cfg.layout:
             return self.deconvs(self.expand(self.fc(z).view(z.shape[0], self.c0, bh, bw)))
         scale = self.cfg.layout_scale

@@ -6,7 +6,6 @@ import dataclasses
 import math
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import click
@@ -245,7 +244,7 @@ def train(ctx: click.Context, dataset: Path, out: Path, size: tuple[int, int] | 
     if summary["interrupted"]:
         click.echo(f"interrupted at step {summary['step']}: checkpoint saved; continue with "
                    f"'autoencoded train {dataset} -o {out} --resume'", err=True)
-        sys.exit(130)
+        raise click.exceptions.Exit(130)  # the command line's own way out (a SystemExit is a plugin's fault)
 
 
 def check_options(opts: dict, given: set[str]) -> None:

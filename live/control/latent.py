@@ -4,8 +4,10 @@ Memory first: amount m blends the input's mean toward what the film remembers ne
 (autoencoded.live.control.memory), (1 - m) mu + m r; every effect after it plays on that latent, so noise
 dreams around the remembered frame, freeze holds it and a cue stores it.
 
-Noise amount 0 decodes the mean (the film's render mode); amount 1 adds `noise_max` x sigma x eps,
-where sigma is the encoder's own uncertainty for this frame and eps an evolving unit Gaussian pattern.
+Noise amount 0 decodes the mean (the film's render mode); amount 1 adds `noise_max` x the model's noise
+scale x sigma x eps to the learned entries (autoencoded.posterior: the scale training sampled at its top, so
+every amount is one the decoder learned), where sigma is the encoder's own uncertainty for this frame and
+eps an evolving unit Gaussian pattern. Entries computed from the input (a layout) are never noised.
 The pattern evolves as eps <- sqrt(1 - d^2) eps + d n, so its variance stays 1 for any drift d.
 """
 
@@ -18,6 +20,7 @@ import numpy as np
 
 from autoencoded.live.control.memory import Recall
 from autoencoded.live.control.params import N_CUES, Params
+from autoencoded.posterior import LatentPlan, Posterior
 
 
 @dataclass(frozen=True)
@@ -37,10 +40,12 @@ class LatentFX:
     """The latent effects of one stream, in EFFECTS order, with their state across frames (the remembered
     latent, the noise pattern, the previous and the frozen latent, the stored cues).
 
-    The memory effect recalls from the bank named by `use_memory` (none: it does nothing)."""
+    The memory effect recalls from the bank named by `use_memory` (none: it does nothing); the noise plays
+    the entries `plan` names as learned, at its scale (every entry at scale 1 without one)."""
 
-    def __init__(self, z_dim: int, seed: int = 0) -> None:
+    def __init__(self, z_dim: int, seed: int = 0, plan: LatentPlan | None = None) -> None:
         self.z_dim = z_dim
+        self.plan = plan if plan is not None and plan.learned <= z_dim else LatentPlan(z_dim)
         self.recall: Recall | None = None
         self._seed = seed
         self._rng = np.random.default_rng(seed)
@@ -123,7 +128,7 @@ def _memory(fx: LatentFX, z, frame_in, p: Params) -> np.ndarray:
 
 def _noise(fx: LatentFX, z, frame_in, p: Params) -> np.ndarray:
     mu, log_sigma, eps = frame_in
-    return z + np.float32(p.noise * p.noise_max) * np.exp(log_sigma) * eps
+    return Posterior(z, log_sigma, fx.plan).sample(eps, np.float32(p.noise * p.noise_max))
 
 
 def _smooth(fx: LatentFX, z, frame_in, p: Params) -> np.ndarray:

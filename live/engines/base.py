@@ -12,6 +12,8 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
+from autoencoded.posterior import LatentPlan
+
 
 class EngineFault(RuntimeError):
     """The model produced something unusable (NaN/Inf, wrong shape). The live loop bypasses that frame."""
@@ -36,6 +38,9 @@ class Engine(ABC):
     width: int
     height: int
     z_dim: int
+    #: which latent entries are learned and at what scale live noise plays them (autoencoded.posterior);
+    #: None: every entry at scale 1, as packs before the record
+    plan: LatentPlan | None = None
     #: the pack's memory bank (autoencoded.live.engines.memory_bank.MemoryBank), set by open_engine(memory=True)
     memory = None
 
@@ -46,6 +51,9 @@ class Engine(ABC):
     @abstractmethod
     def decode(self, z: np.ndarray) -> np.ndarray:
         """float32 (N, z_dim) -> uint8 (N,H,W,3) RGB."""
+
+    def latent_plan(self) -> LatentPlan:
+        return self.plan if self.plan is not None else LatentPlan(self.z_dim)
 
     def check_frames(self, frames: np.ndarray) -> np.ndarray:
         """Validate a frame or batch at the model size -> C-contiguous uint8 (N,H,W,3); ValueError otherwise."""

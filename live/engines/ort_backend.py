@@ -87,6 +87,7 @@ class OnnxRuntimeEngine(Engine):
                             f"({pip_install('gpu')} for onnxruntime-gpu, and a CUDA GPU)")
         self.pack = pack
         self.width, self.height, self.z_dim = pack.width, pack.height, pack.z_dim
+        self.plan = pack.plan
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL

@@ -31,6 +31,7 @@ from onnx import compose, external_data_helper
 
 from autoencoded.documents import parse_json
 from autoencoded.errors import UserError, one_line
+from autoencoded.posterior import LatentPlan
 from autoencoded.sizes import MAX_SIZE, MAX_Z_DIM
 
 FORMAT = "autoencoded-model"
@@ -59,6 +60,8 @@ class ModelPack:
     z_dim: int
     arch: str
     model_hash: str
+    #: which latent entries are learned and at what scale live noise plays them (autoencoded.posterior)
+    plan: LatentPlan = field(default_factory=lambda: LatentPlan(0))
     #: role -> ONNX model with any external data already loaded into it (validated, in memory)
     models: dict[str, onnx.ModelProto] = field(repr=False, default_factory=dict)
 
@@ -243,12 +246,16 @@ def read_pack(pack_dir: str | os.PathLike) -> ModelPack:
     for role in ROLES:
         _check_io(pack_dir / meta["files"][role], role, models[role], w, h, z)
     model_hash = digest.hexdigest()
+    try:
+        plan = LatentPlan.from_record(meta.get("latent"), z)
+    except ValueError as exc:
+        raise UserError(f"{pack_dir / META_FILE}: {exc} (refused)") from None
     recorded = meta.get("model_hash")
     if recorded is not None and recorded != model_hash:
         raise UserError(f"{pack_dir}: ONNX files do not match model_hash in {META_FILE} "
                         "(changed after export; export again)")
     return ModelPack(path=pack_dir, meta=meta, width=w, height=h, z_dim=z, arch=str(meta.get("arch", "?")),
-                     model_hash=model_hash, models=models)
+                     model_hash=model_hash, plan=plan, models=models)
 
 
 def hash_files(pack_dir: Path, files: dict[str, str]) -> str:

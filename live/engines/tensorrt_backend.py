@@ -164,6 +164,7 @@ class TensorRTEngine(Engine):
                  cuda_graphs: bool = True) -> None:
         self.pack, self.log = pack, log
         self.width, self.height, self.z_dim = pack.width, pack.height, pack.z_dim
+        self.plan = pack.plan
         self.max_batch = max_batch
         self.device = torch.device("cuda")
         self.stream = torch.cuda.Stream()

@@ -29,6 +29,7 @@ class TorchEngine(Engine):
         self.config = cfg
         self.metadata = meta
         self.width, self.height, self.z_dim = cfg.width, cfg.height, cfg.latent_dim
+        self.plan = cfg.plan
         threads = torch.get_num_threads() if self.device.type == "cpu" else 0
         self.name = f"torch {self.device.type}" + (f" ({threads} threads)" if threads else "")
 

@@ -77,7 +77,7 @@ class Pipeline:
         self.crop = crop
         self.threads = threads  # the engine's CPU threads, for models swapped in too
         self._framings: dict[tuple[int, int, int, int], Framing] = {}
-        self.fx = LatentFX(engine.z_dim)
+        self.fx = LatentFX(engine.z_dim, plan=engine.latent_plan())
         self._stats = LoopStats()
         self.in_box, self.out_box = LatestBox(), LatestBox()
         self.feed = Feed(source, self.in_box, fps=self.fps, stats=self._stats, log=log, prepare=self._prepare,
@@ -219,7 +219,7 @@ class Pipeline:
 
     def _install(self, engine: Engine) -> None:
         """Engine thread (ModelSwap.swap_in): `engine` plays from the next frame; raises for one it cannot."""
-        fx = LatentFX(engine.z_dim, seed=self.fx.seed)  # old cues and smoothing mean nothing here
+        fx = LatentFX(engine.z_dim, seed=self.fx.seed, plan=engine.latent_plan())  # old cues and smoothing mean nothing here
         old, self.engine, self.fx = self.engine, engine, fx
         if old is self._hung:
             self._hung = None  # still inside its inference, on the thread left behind: that thread drops it
