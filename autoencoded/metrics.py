@@ -273,3 +273,23 @@ def warp_error(inputs: np.ndarray, outputs: np.ndarray) -> float | None:
     w = WarpError()
     w.add(inputs, {"outputs": outputs})
     return w.mean("outputs")
+
+
+# the dream: what latent noise does to the picture. It must change it (change), stay a picture rather than
+# static (sharpness no higher than the film's own frames), keep the film's colours (the palette's W2) and
+# drift rather than boil (the warping error at noise beside that at noise 0)
+
+def sharpness_frames(frames: np.ndarray) -> np.ndarray:
+    """Per frame, the variance of the Laplacian of its BT.601 luma (0..255 scale): high for edges and
+    per-pixel static alike, low for a blur."""
+    return np.asarray([float(cv2.Laplacian(y, cv2.CV_32F).var()) for y in luma(frames)], np.float64)
+
+
+def sharpness(frames: np.ndarray) -> float:
+    """Median over frames of `sharpness_frames` (a cut to a flat frame does not move it)."""
+    return float(np.median(sharpness_frames(frames)))
+
+
+def change(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean absolute difference of two renders of the same frames, 0..255 over every pixel and channel."""
+    return float(np.abs(_frames(a).astype(np.float32) - _frames(b).astype(np.float32)).mean())

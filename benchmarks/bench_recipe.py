@@ -58,6 +58,7 @@ import numpy as np
 import torch
 
 from autoencoded import metrics
+from autoencoded.live.dream import DreamTally, learned_share
 from autoencoded.training.config import TrainConfig, resolve
 from autoencoded.training.data import open_dataset
 from autoencoded.training.evaluation import open_footage
@@ -84,6 +85,14 @@ RECIPES = {
     "layout-4": dict(model_overrides={"layout_scale": 4}),
     "ssim-1": dict(ssim_weight=1.0),
     "wide-tail": dict(model_overrides={"dec_channels": [192, 96, 64, 48]}),
+    # the dream levers (issue 32): every latent entry that live noise moves is learned, with its sigma and
+    # KL, and a share of each batch is decoded at the amounts live plays
+    "coarse-learned": dict(model_overrides={"layout_scale": 1}, dream_share=0.5),
+    **{name: dict(z_dim=z, layout=False, dream_share=1.0, noise_start=1.0, noise_end=1.0, kl_noise_scaled=False,
+                  saturation_weight=0.0, kl_weight=kl,
+                  model_overrides={"latent_channels": c, "latent_scale": s, "bounded_latent": False})
+       for name, z, c, s, kl in (("spatial", 2304, 16, 1, 1e-2), ("spatial-kl3", 2304, 16, 1, 1e-3),
+                                 ("spatial-kl1", 2304, 16, 1, 1e-1), ("spatial-32x18", 2304, 4, 2, 1e-2))},
 }
 FOREIGN = Path(__file__).resolve().parents[2] / "shared" / "footage" / "foreign"
 GREY_CLIP = "camera"  # the greyscale clip: its output's colourfulness says whether the film's colours come back
@@ -136,13 +145,40 @@ def score(trainer: Trainer, frames: np.ndarray, window: slice, clips: dict[str, 
         return np.concatenate([output_to_frames(ae(frames_to_input(torch.from_numpy(x[i:i + 32])))).numpy()
                                for i in range(0, len(x), 32)])
 
+    def encode(x: np.ndarray):
+        mu, log_sigma = ae.encoder(frames_to_input(torch.from_numpy(x)))
+        return mu.numpy(), log_sigma.numpy()
+
+    def decode(z: np.ndarray) -> np.ndarray:
+        return np.concatenate([output_to_frames(ae.decoder(torch.from_numpy(z[i:i + 32]))).numpy()
+                               for i in range(0, len(z), 32)])
+
+    def dream(name: str, clip: np.ndarray, still: np.ndarray) -> dict:
+        tally = DreamTally(encode, decode, trainer.model_cfg.plan, trainer.model_cfg.latent_dim, len(clip))
+        for i in range(0, len(clip), 32):
+            tally.add(clip[i:i + 32], still[i:i + 32])
+        d = tally.figures(film_sharpness, None)
+        return {f"change_05_{name}": d["change"]["0.5"], f"change_1_{name}": d["change"]["1.0"],
+                f"sharpness_1_{name}": d["sharpness_ratio"], f"w2_1_{name}": w2(tally.lab),
+                f"warp_0_{name}": d["warp_error_noise_0"], f"warp_05_{name}": d["warp_error_noise_05"],
+                f"learned_share_{name}": d["learned_share"]}
+
+    def w2(g: metrics.LabGaussian) -> float:
+        return metrics.w2_gaussian(g.mean, g.cov, *palette)
+
+    film_sharpness = metrics.sharpness(frames)
     recon = reconstruct(frames)
-    row = {}
+    row = {"film_sharpness": film_sharpness, "sharpness_0": metrics.sharpness(recon) / film_sharpness,
+           **dream("film", frames[window], recon[window])}
+    row["learned_share_film"] = learned_share(encode(frames[::max(1, len(frames) // 64)])[0], decode,
+                                              trainer.model_cfg.plan)
+    row["w2_0_film"] = metrics.w2_gaussian(*metrics.lab_gaussian(recon[window]), *palette)
     for key, part in (("", slice(None)), ("window_", window)):
         model = metrics.compare(frames[part], recon[part])
         row.update({f"{key}psnr": model["psnr"], f"{key}ssim": model["ssim"]})
     for name, clip in clips.items():
         out = reconstruct(clip)
+        row.update(dream(name, clip, out))
         row[f"structure_{name}"] = metrics.structure(clip, out)
         row[f"colourfulness_{name}"] = metrics.colourfulness(out)
         # motion follow, as eval reports it: the output's frame-to-frame change over the input's (the clip is
@@ -153,6 +189,11 @@ def score(trainer: Trainer, frames: np.ndarray, window: slice, clips: dict[str, 
     if clips:
         row["structure_min"] = min(row[f"structure_{n}"] for n in clips)
         row["structure_mean"] = float(np.mean([row[f"structure_{n}"] for n in clips]))
+    shown = ["film", *clips]  # the dream's bars hold on the film's window and on every foreign clip
+    row["change_05_min"] = min(row[f"change_05_{n}"] for n in shown)
+    row["change_1_min"] = min(row[f"change_1_{n}"] for n in shown)
+    row["sharpness_1_max"] = max(row[f"sharpness_1_{n}"] for n in shown)
+    row["warp_ratio_max"] = max(row[f"warp_05_{n}"] / max(row[f"warp_0_{n}"], 1e-6) for n in shown)
     return row
 
 
@@ -274,13 +315,15 @@ def main() -> None:
         rows = [row for name in names
                 for row in run(name, args.dataset, marks, args.threads, args.seed, args.keep, args.foreign)]
     print(f"\n{'recipe':10s} {'CPU min':>7s} {'wall':>5s} {'samples':>7s} {'PSNR':>6s} {'vs thumb':>8s} {'SSIM':>5s} "
-          f"{'window':>8s} {'structure min/mean':>18s} {'grey colour':>11s}")
+          f"{'window':>8s} {'structure min/mean':>18s} {'grey colour':>11s} {'change .5/1':>11s} {'sharp 0/1':>9s} "
+          f"{'warp':>5s} {'learned':>7s}")
     for r in rows:
         foreign = (f"{r['structure_min']:8.2f} /{r['structure_mean']:5.2f}    " if "structure_min" in r else " " * 18)
         grey = f"{r[f'colourfulness_{GREY_CLIP}']:11.1f}" if f"colourfulness_{GREY_CLIP}" in r else ""
         print(f"{r['recipe']:10s} {r['cpu_minutes']:7.1f} {r['wall_minutes']:5.1f} {r['samples']:7d} {r['psnr']:6.2f} "
               f"{r['psnr'] - r['thumb_psnr']:+8.2f} {r['ssim']:5.3f} {r['window_psnr'] - r['window_thumb_psnr']:+8.2f} "
-              f"{foreign}{grey}")
+              f"{foreign}{grey} {r['change_05_min']:5.1f}/{r['change_1_min']:5.1f} "
+              f"{r['sharpness_0']:4.2f}/{r['sharpness_1_max']:4.2f} {r['warp_ratio_max']:5.2f} {r['learned_share_film']:7.1f}")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
 

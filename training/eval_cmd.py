@@ -18,6 +18,22 @@ LEGEND = ("PSNR in dB; structure: luma correlation with the input at 32x18 (1 ke
           "(the input's own is what the flow's mistakes cost at full sharpness)")
 
 
+DREAM_LEGEND = ("dream: the footage rendered again at live noise 0.5 and 1 (default drift and noise/max); change: "
+                "mean |difference| from the noise-0 render, 0-255; sharpness: at noise 1, over the film's own frames' "
+                "median (above 1 is static, not a picture); palette at 1: its CIELAB W2 to the film's colours; "
+                "warp at 0.5 against noise 0's (above 2 boils); learned: how much swapping a frame's learned "
+                "latent entries for those of a frame half the footage away changes the output, 0-255")
+
+
+def _dream_line(r: dict) -> str:
+    d = r["dream"]
+    model = r["scores"]["model"]
+    return (f"dream: change {d['change']['0.5']:.1f} at noise 0.5, {d['change']['1.0']:.1f} at 1; sharpness at 1 "
+            f"{_figure(d['sharpness_ratio'], '.2f')}x the film's; palette at 1 {_figure(d['palette_w2_noise_1'], '.1f')} "
+            f"(at 0 {_figure(model['palette_w2'], '.1f')}); warp at 0.5 {_figure(d['warp_error_noise_05'], '.2f')} "
+            f"(at 0 {_figure(d['warp_error_noise_0'], '.2f')}); learned {_figure(d['learned_share'], '.1f')}")
+
+
 def _figure(v: float | None, fmt: str) -> str:
     return "n/a" if v is None else format(v, fmt)
 
@@ -56,14 +72,18 @@ def _table(r: dict, width: int, height: int):
 @click.option("--palette", "palette_spec", default=None, type=click.Path(path_type=str),
               help="Measure the palette against this footage's colours (the training film, as a video or a "
                    "prepared dataset) instead of those the model recorded.")
-def eval_(model, footage, json_path, limit, batch, backend, which, palette_spec) -> None:
+@click.option("--dream/--no-dream", default=True, show_default=True,
+              help="Also render at noise 0.5 and 1 and score what the noise does (about 3x the time).")
+def eval_(model, footage, json_path, limit, batch, backend, which, palette_spec, dream) -> None:
     """Reconstruct FOOTAGE (prepared datasets or videos) with MODEL (a pack, a run or a checkpoint),
     decoding the mean, and print beside the 16x9 thumbnail and a sigma-4 blur: PSNR, SSIM, structure (luma
     correlation with the input at 32x18), palette (CIELAB Gaussian W2 to the training frames),
-    colourfulness, motion follow and the temporal warping error."""
+    colourfulness, motion follow and the temporal warping error; and the dream: what live noise 0.5 and 1
+    change, whether it stays a picture in the film's colours, and how much the learned latent carries."""
     from rich.console import Console
     from rich.markup import escape
 
+    from autoencoded.live.dream import DreamTally
     from autoencoded.live.engines import open_engine, resolve_model
     from autoencoded.training import evaluation
 
@@ -80,7 +100,9 @@ def eval_(model, footage, json_path, limit, batch, backend, which, palette_spec)
             palette, missing = evaluation.model_palette(kind, path)
         for spec in footage:
             fo = evaluation.open_footage(spec, engine.width, engine.height, limit, batch)
-            results.append(evaluation.evaluate(engine, fo, palette, missing))
+            tally = (DreamTally(engine.encode, engine.decode, engine.latent_plan(), engine.z_dim, fo.total or 0)
+                     if dream else None)
+            results.append(evaluation.evaluate(engine, fo, palette, missing, dream=tally))
     finally:
         engine.close()
     for r in results:
@@ -92,8 +114,12 @@ def eval_(model, footage, json_path, limit, batch, backend, which, palette_spec)
         else:
             console.print(f"palette (CIELAB W2 to {escape(p['reference'])}): inputs {p['inputs_w2']:.1f} -> outputs "
                           f"{p['outputs_w2']:.1f}: {'closer to' if p['transfer'] else 'further from'} the film's colours")
+        if r["dream"] is not None:
+            console.print(_dream_line(r))
     if results:
         console.print(LEGEND)
+        if dream:
+            console.print(DREAM_LEGEND)
     if json_path:
         from autoencoded.fileio import atomic_write_bytes
 

@@ -44,6 +44,7 @@ class Colours:
     mean: np.ndarray
     cov: np.ndarray
     source: str
+    sharpness: float | None = None  # the frames' median variance of the Laplacian (the dream's bar)
 
     def w2(self, g: metrics.LabGaussian) -> float:
         return metrics.w2_gaussian(g.mean, g.cov, self.mean, self.cov)
@@ -59,11 +60,18 @@ def dataset_colours(ds) -> metrics.LabGaussian:
     return g
 
 
+SHARPNESS_SAMPLE = 256  # frames sampled from a dataset for its sharpness
+
+
 def palette_record(ds) -> dict:
     g = dataset_colours(ds)
+    n = len(ds)
+    idx = np.unique(np.linspace(0, n - 1, min(n, SHARPNESS_SAMPLE)).round().astype(np.int64))
+    sharp = np.concatenate([metrics.sharpness_frames(ds.batch(idx[i:i + 64])) for i in range(0, len(idx), 64)])
     return {"lab_mean": [round(float(v), 6) for v in g.mean],
             "lab_cov": [[round(float(v), 6) for v in row] for row in g.cov],
-            "pixel_stride": metrics.LAB_STRIDE, "pixels": g.n, "frames": len(ds)}
+            "pixel_stride": metrics.LAB_STRIDE, "pixels": g.n, "frames": len(ds),
+            "sharpness": round(float(np.median(sharp)), 4)}
 
 
 def read_palette(record: object, source: str) -> tuple[Colours | None, str]:
@@ -83,7 +91,9 @@ def read_palette(record: object, source: str) -> tuple[Colours | None, str]:
              and np.allclose(cov, cov.T, atol=1e-3) and np.linalg.eigvalsh((cov + cov.T) / 2).min() > -1e-3)
     if not sound:
         return None, f"{source}: its training colours are malformed (not a Lab mean and covariance)"
-    return Colours(mean, cov, source), ""
+    sharp = record.get("sharpness")
+    sharp = float(sharp) if isinstance(sharp, (int, float)) and not isinstance(sharp, bool) and sharp > 0 else None
+    return Colours(mean, cov, source, sharp if sharp is not None and np.isfinite(sharp) else None), ""
 
 
 def run_folder(path: Path) -> Path:
@@ -123,11 +133,13 @@ def footage_palette(spec: str, width: int, height: int, batch: int) -> Colours:
     """The colours of every frame of a footage (--palette: a film to compare with instead of the record)."""
     fo = open_footage(spec, width, height, 0, batch)
     g = metrics.LabGaussian()
+    sharp = []
     for frames in fo.frames:
         g.add(frames)
+        sharp.append(metrics.sharpness_frames(frames))
     if g.n == 0:
         raise UserError(f"--palette {spec}: no frames")
-    return Colours(g.mean, g.cov, str(spec))
+    return Colours(g.mean, g.cov, str(spec), float(np.median(np.concatenate(sharp))))
 
 
 @dataclass
@@ -230,8 +242,10 @@ class _Tally:
 
 
 def evaluate(engine, footage: Footage, palette: Colours | None, palette_missing: str = "",
-             progress=None) -> dict:
-    """Score `engine` (decode the mean) and the baselines on every frame of `footage`."""
+             progress=None, dream=None) -> dict:
+    """Score `engine` (decode the mean) and the baselines on every frame of `footage`. `dream`, when given
+    (autoencoded.live.dream.DreamTally), sees each batch and its noise-0 render too, and its figures join
+    the result as "dream"."""
     tally = _Tally(palette)
     for frames in footage.frames:
         done = tally.done
@@ -241,6 +255,8 @@ def evaluate(engine, footage: Footage, palette: Colours | None, palette_missing:
             raise UserError(f"{footage.name}: the model failed on frames {done}-{done + len(frames) - 1} "
                             f"({one_line(exc, typed=True)})") from None
         tally.add(frames, recon)
+        if dream is not None:
+            dream.add(frames, recon)
         if progress:
             progress(tally.done, footage.total)
     done, scores, lab, warp = tally.done, tally.scores, tally.lab, tally.warp
@@ -270,4 +286,6 @@ def evaluate(engine, footage: Footage, palette: Colours | None, palette_missing:
             "reference": palette.source, "inputs_w2": w2("inputs"), "outputs_w2": w2("model"),
             "transfer": w2("model") < w2("inputs")},
         "palette_missing": palette_missing if palette is None else None,
+        "dream": None if dream is None else dream.figures(palette.sharpness if palette is not None else None,
+                                                          palette),
     }
