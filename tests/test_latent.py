@@ -104,7 +104,7 @@ def test_cue_store_and_recall_with_mix():
     _, ls = latents()
     a = np.full((1, Z), 2.0, np.float32)
     b = np.full((1, Z), -2.0, np.float32)
-    assert store.store_cue(5)
+    assert store.press("cue/store", 5)
     fx(a, ls, store.snapshot())  # stores a into cue 5
     fx(b, ls, store.snapshot())  # drained: cue 5 stays a
     store.update({"cue/recall": 5, "cue/mix": 1.0})

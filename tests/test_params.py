@@ -109,9 +109,9 @@ def test_changed_at_stamps_accepted_writes_only():
 
 def test_cue_store_is_drained_by_one_snapshot_and_bounded():
     store = ParamStore()
-    assert store.store_cue(3) and store.store_cue(3.0) and store.store_cue(7)
+    assert store.press("cue/store", 3) and store.press("cue/store", 3.0) and store.press("cue/store", 7)
     for _ in range(10_000):  # a flood of the same request holds one entry, not ten thousand
-        store.store_cue(3)
+        store.press("cue/store", 3)
     assert store.snapshot().cue_store == (3, 7)
     assert store.snapshot().cue_store == ()
 
@@ -119,7 +119,7 @@ def test_cue_store_is_drained_by_one_snapshot_and_bounded():
 @pytest.mark.parametrize("slot", [-1, N_CUES, 2.5, math.nan, math.inf, "3", None, True])
 def test_bad_cue_slots_are_refused(slot):
     store = ParamStore()
-    assert not store.store_cue(slot)
+    assert not store.press("cue/store", slot)
     assert store.rejected == 1 and store.snapshot().cue_store == ()
 
 
@@ -197,19 +197,3 @@ def test_apply_is_all_or_nothing_with_osc_validation():
     assert changed == {"noise": 1.0, "mix": 0.25, "cue/recall": 3, "noise/seed": 1}
     assert p.version == before.version + 1  # one step: no snapshot saw half of it
 
-
-def test_subscribers_hear_every_change_once_with_its_source():
-    store = ParamStore()
-    heard: list[tuple[dict, str | None]] = []
-    unsubscribe = store.subscribe(lambda changed, source: heard.append((changed, source)))
-    store.subscribe(lambda changed, source: 1 / 0)  # a broken controller must not reach the writer
-    store.set("noise", 0.5, source="osc")
-    store.set("noise", 0.5, source="osc")  # no change: nothing to push
-    store.press("freeze/toggle", source="midi")
-    store.apply({"mix": 0.0, "smooth": 0.2}, source="web")
-    store.store_cue(4)  # stores a latent, changes no value
-    assert heard == [({"noise": 0.5}, "osc"), ({"freeze": 1}, "midi"), ({"mix": 0.0, "smooth": 0.2}, "web")]
-    assert store.subscriber_errors == 3
-    unsubscribe()
-    store.set("noise", 0.1)
-    assert len(heard) == 3

@@ -67,9 +67,9 @@ class MidiMapper:
             return False
         key, slot = target
         if key in SPECS:
-            ok = self.store.set(key, cc_to_value(key, msg.value), source="midi")
+            ok = self.store.set(key, cc_to_value(key, msg.value))
         elif msg.value >= 64 > previous:  # a button fires on the press edge only
-            ok = self.store.press(target_name(key, slot), source="midi")
+            ok = self.store.press(target_name(key, slot))
         else:
             return False
         self.counters["applied"] += ok

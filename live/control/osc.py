@@ -269,7 +269,7 @@ def _number(args: list) -> bool:
 def on_value(server: OscServer, route: Route, args: list, client: tuple) -> None:
     if not _number(args):
         server.counters["bad_args"] += 1
-    elif server.store.set(route.key, args[0], source="osc"):
+    elif server.store.set(route.key, args[0]):
         server.counters["applied"] += 1
     else:
         server.counters["refused"] += 1
@@ -282,7 +282,7 @@ def on_button(server: OscServer, route: Route, args: list, client: tuple) -> Non
         return
     if args and not args[0] > 0.5:  # a release (0.0) or NaN: nothing to do
         return
-    server.store.press(target_name(route.key, route.slot), source="osc")
+    server.store.press(target_name(route.key, route.slot))
     server.counters["applied"] += 1
 
 
@@ -290,7 +290,7 @@ def on_row(server: OscServer, route: Route, args: list, client: tuple) -> None:
     """A row of buttons addressed by its name, the slot as the argument: /cue/store 3."""
     if not _number(args):
         server.counters["bad_args"] += 1
-    elif server.store.press(route.key[:-len(ROW)], args[0], source="osc"):
+    elif server.store.press(route.key[:-len(ROW)], args[0]):
         server.counters["applied"] += 1
     else:
         server.counters["refused"] += 1

@@ -10,8 +10,8 @@ follow. A new control is one entry here.
 
 Writers (OSC and MIDI threads, the web remote, preset loads) call `set`, `update`, `apply` or `press`; the
 engine thread calls `snapshot()` once per frame and gets an immutable Params. Values are clamped to their
-range; NaN and wrong types are refused (counted), never applied. The latest value wins. `subscribe` hears
-every change, so a change from one controller can be pushed to all the others.
+range; NaN and wrong types are refused (counted), never applied. The latest value wins. A reader that shows
+the values (the web remote) polls `peek().version`, which every accepted write moves on.
 """
 
 from __future__ import annotations
@@ -261,10 +261,6 @@ class ControlRefused(ValueError):
         self.name = name
 
 
-# a subscriber hears (the values that changed by name, who changed them: "osc", "midi", "web", "preset"...)
-Subscriber = Callable[[dict[str, object], str | None], object]
-
-
 class ParamStore:
     """Thread-safe holder of the current Params. `snapshot()` never blocks for long (one lock, no I/O)."""
 
@@ -274,18 +270,16 @@ class ParamStore:
         self._pending_cues: list[int] = []
         # name -> time.perf_counter() of its last accepted write (for latency measurements)
         self._stamps: dict[str, float] = {}
-        self._subscribers: tuple[Subscriber, ...] = ()
         self.rejected = 0
-        self.subscriber_errors = 0
         for k, v in initial.items():  # by name or by field: ParamStore(noise_drift=0.2)
             self.set(control_name(k) or k, v)
 
     # -- writing -----------------------------------------------------------------------------------
-    def set(self, name: str, value: object, source: str | None = None) -> bool:
+    def set(self, name: str, value: object) -> bool:
         """Set one value by OSC name. Returns False (and counts) when the value is refused."""
-        return self.update({name: value}, source) == 0
+        return self.update({name: value}) == 0
 
-    def update(self, values: Mapping[str, object], source: str | None = None) -> int:
+    def update(self, values: Mapping[str, object]) -> int:
         """Set several values atomically (one snapshot sees all or none); refused entries are skipped and
         counted. Returns how many were refused."""
         changes: dict[str, object] = {}
@@ -299,10 +293,10 @@ class ParamStore:
             with self._lock:
                 self.rejected += refused
         if changes:
-            self._commit(changes, (), source)
+            self._commit(changes, ())
         return refused
 
-    def press(self, target: str, slot: object = None, source: str | None = None) -> bool:
+    def press(self, target: str, slot: object = None) -> bool:
         """Fire a button: 'noise/reseed', 'cue/recall/3', or a row with its slot ('cue/store', 3).
         Returns False (and counts) when refused (an unknown button, a slot out of range)."""
         try:
@@ -315,10 +309,10 @@ class ParamStore:
             with self._lock:
                 self.rejected += 1
             return False
-        self._commit({}, ((key, at),), source)
+        self._commit({}, ((key, at),))
         return True
 
-    def apply(self, values: Mapping[str, object], source: str | None = None) -> dict[str, object]:
+    def apply(self, values: Mapping[str, object]) -> dict[str, object]:
         """Set values and press buttons by name in one step, all or nothing: the web remote's POST.
 
         Values are validated and clamped as OSC's are; a button takes true/false (or a number: > 0.5
@@ -348,13 +342,9 @@ class ParamStore:
             raise
         if not changes and not presses:
             return {}
-        return self._commit(changes, presses, source)
+        return self._commit(changes, presses)
 
-    def store_cue(self, slot: object, source: str | None = None) -> bool:
-        """Store the next frame's latent into cue `slot` (0..15). Out-of-range slots are refused, not clamped."""
-        return self.press("cue/store", slot, source)
-
-    def _commit(self, changes: dict[str, object], presses, source: str | None) -> dict[str, object]:
+    def _commit(self, changes: dict[str, object], presses) -> dict[str, object]:
         """Apply coerced values, then presses (each sees the values before it), as one new Params."""
         now = time.perf_counter()
         with self._lock:
@@ -376,34 +366,7 @@ class ParamStore:
             for slot in cues:
                 if slot not in self._pending_cues:  # bounded: at most N_CUES pending, whatever the flood
                     self._pending_cues.append(slot)
-            changed = {k: self._p.value(k) for k in values if self._p.value(k) != old.value(k)}
-            subscribers = self._subscribers
-        if changed and subscribers:
-            self._notify(subscribers, changed, source)
-        return changed
-
-    # -- listening ---------------------------------------------------------------------------------
-    def subscribe(self, fn: Subscriber) -> Callable[[], None]:
-        """Call `fn(changed, source)` after every write that changed a value; returns the unsubscribe.
-
-        It runs on the writer's thread (OSC, MIDI, web) right after the write, so it must be quick (hand the
-        change to a queue or an event loop) and must not write to the store. Its errors are counted, never
-        raised into the writer."""
-        with self._lock:
-            self._subscribers = (*self._subscribers, fn)
-
-        def unsubscribe() -> None:
-            with self._lock:
-                self._subscribers = tuple(s for s in self._subscribers if s is not fn)
-
-        return unsubscribe
-
-    def _notify(self, subscribers, changed: dict[str, object], source: str | None) -> None:
-        for fn in subscribers:
-            try:
-                fn(dict(changed), source)
-            except Exception:  # noqa: BLE001 - a controller's bug must not reach the writer (an OSC thread)
-                self.subscriber_errors += 1
+            return {k: self._p.value(k) for k in values if self._p.value(k) != old.value(k)}
 
     # -- reading -----------------------------------------------------------------------------------
     def describe(self) -> dict[str, dict[str, object]]:

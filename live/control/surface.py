@@ -128,7 +128,7 @@ class ControlSurface(Service):
 
         def apply() -> None:
             with self._lock:
-                self.store.update(preset.params, source="preset")
+                self.store.update(preset.params)
                 if preset.osc_aliases is not None and self.osc is not None:
                     self.osc.set_aliases(preset.osc_aliases)
                 if preset.midi_cc is not None:

@@ -40,7 +40,6 @@ class LatestBox:
         self._item: object | None = None
         self._closed = False
         self.dropped = 0  # items replaced before anyone took them
-        self.puts = 0
 
     def put(self, item: object) -> bool:
         """Store `item`; returns True when it replaced an item nobody had taken (a dropped frame)."""
@@ -51,7 +50,6 @@ class LatestBox:
             if replaced:
                 self.dropped += 1
             self._item = item
-            self.puts += 1
             self._cond.notify_all()
             return replaced
 
@@ -66,10 +64,6 @@ class LatestBox:
                 self._cond.wait(remaining)
             item, self._item = self._item, None
             return item
-
-    def peek(self) -> object | None:
-        with self._cond:
-            return self._item
 
     def close(self) -> None:
         """Wake every waiting reader; later gets return what is left, then None."""

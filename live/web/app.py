@@ -107,7 +107,7 @@ class Remote:
         if not isinstance(body, dict) or not body:
             raise RequestRefused(400, 'expected a JSON object {"control": value, ...}')
         try:
-            self.store.apply(body, source="web")
+            self.store.apply(body)
         except ControlRefused as exc:
             raise RequestRefused(422, str(exc)) from None  # names known controls; an unknown one as repr()
         self.counters["applied"] += 1
