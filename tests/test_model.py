@@ -1,5 +1,7 @@
 """autoencoded.training.model: shapes, budgets and the config round trip, on real tiny and full-size networks."""
 
+import json
+
 import pytest
 import torch
 
@@ -66,11 +68,11 @@ def test_bad_size_is_refused():
 
 def test_config_round_trip_and_rebuild():
     cfg = ModelConfig.preset("lite", width=96, height=64, z_dim=32)
-    assert ModelConfig.from_json(cfg.to_json()) == cfg
+    assert ModelConfig.from_dict(json.loads(cfg.to_json())) == cfg
     with pytest.raises(ValueError, match="unknown model config keys"):
         ModelConfig.from_dict({**cfg.to_dict(), "bogus": 1})
     full = build(cfg)
-    ae = autoencoder_from_state(ModelConfig.from_json(cfg.to_json()), full.state_dict())
+    ae = autoencoder_from_state(ModelConfig.from_dict(json.loads(cfg.to_json())), full.state_dict())
     x = torch.rand(1, 3, 64, 96) * 2 - 1
     full.eval()
     with torch.no_grad():

@@ -192,10 +192,6 @@ class ModelConfig:
         check_fields(cls, d, "model config")
         return cls(**d)
 
-    @classmethod
-    def from_json(cls, s: str) -> ModelConfig:
-        return cls.from_dict(json.loads(s))
-
 
 def _pad(kernel: int) -> int:
     # k4 s2 p1 and k5 s2 p2 both halve even sizes exactly
