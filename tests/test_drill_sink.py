@@ -149,12 +149,11 @@ def test_a_plugin_backend_that_makes_no_engine_is_one_line_naming_it_and_exit_2(
 
 def test_every_extra_a_registry_names_is_one_pyproject_declares():
     """The install lines are built from the registries' extras: each must be one pip can install."""
-    import tomllib
-
+    from autoencoded.documents import parse_toml  # the package's reader: tomllib, or tomli on Python 3.10
     from autoencoded.live.engines import BACKENDS
     from autoencoded.live.io.sinks import SINKS
 
-    declared = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"][
+    declared = parse_toml((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"][
         "optional-dependencies"]
     named = {e.extra for e in [*SINKS.values(), *BACKENDS.values()] if e.extra}
     assert named and named <= set(declared), named - set(declared)

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
+from autoencoded.documents import parse_toml
 from autoencoded.errors import UserError
 from autoencoded.live.control import presets as P
 from autoencoded.live.control.params import SPECS, ParamStore
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 SHIPPED = ("default", "noise-sweep", "nanokontrol2", "touchosc")
 
@@ -169,8 +164,7 @@ def test_save_preset_round_trips(tmp_path):
     loaded = P.load_preset(str(path))
     assert loaded.params == store.peek().values()
     assert loaded.osc_aliases == base.osc_aliases and loaded.description == base.description
-    with open(path, "rb") as f:
-        saved = tomllib.load(f)["params"]
+    saved = parse_toml(path.read_text())["params"]
     assert saved["noise/seed"] == 42 and saved["memory"] == 0.4
 
 
