@@ -23,6 +23,7 @@ import click
 from autoencoded import signals, stderr
 from autoencoded.errors import UserError
 from autoencoded.fileio import check_file_name
+from autoencoded.live.control.options import ControlsCommand
 from autoencoded.live.engines import backend_choices, backend_help
 from autoencoded.live.io.sinks import sink_help, sink_list
 from autoencoded.media.framing import CROP_MODES
@@ -156,7 +157,7 @@ def write_stats_json(path: Path, report: dict, probe: list[dict] | None = None) 
         raise write_failed(f"--stats-json {path}", exc, "the stats") from None
 
 
-@click.command("live")
+@click.command("live", cls=ControlsCommand, controls=("noise", "memory", "mix"), after="fps")
 @click.option("--model", default=None, metavar="MODEL",
               help="Model pack folder, .safetensors checkpoint, run folder, or demo: the bundled demo model (the "
                    "default; a folder named demo is ./demo).")
@@ -174,11 +175,6 @@ def write_stats_json(path: Path, report: dict, probe: list[dict] | None = None) 
                    f"{sink_help()}.")
 @click.option("--size", default="1280x720", show_default=True, type=VIDEO_SIZE, help="Output size.")
 @click.option("--fps", default=30.0, show_default=True, type=Finite(1.0, 240.0), help="Target frame rate.")
-@click.option("--noise", default=0.0, show_default=True, type=Finite(0.0, 1.0), help="Latent noise amount.")
-@click.option("--memory", default=0.0, show_default=True, type=Finite(0.0, 1.0),
-              help="What the film remembers: 0 what the model sees, 1 the film's frames nearest to it.")
-@click.option("--mix", default=1.0, show_default=True, type=Finite(0.0, 1.0),
-              help="Dry/wet: 0 the input, 1 the model's output.")
 @click.option("--overlay", is_flag=True, help="Draw the status line onto the output.")
 @click.option("--duration", default=None, type=Finite(0.0, min_open=True), metavar="S",
               help="Stop after S seconds.")
@@ -219,7 +215,7 @@ def write_stats_json(path: Path, report: dict, probe: list[dict] | None = None) 
 @click.option("--overwrite", is_flag=True, help="Replace an --output file that exists.")
 @click.pass_context
 def live(ctx: click.Context, model: str | None, backend: str, threads: int | None, input_spec: str | None, outputs: tuple[str, ...],
-         size: tuple[int, int], fps: float, noise: float, memory: float, mix: float, overlay: bool, duration: float | None,
+         size: tuple[int, int], fps: float, controls: dict[str, float | int], overlay: bool, duration: float | None,
          max_frames: int | None, preset: str | None, osc_host: str, osc_port: int, osc_allow: tuple[str, ...],
          osc_feedback: str | None, midi: str | None, midi_learn: str | None, stats_json: str | None,
          ndi_localhost: bool, web: str, audio: str | None, mods: tuple[str, ...], tempo: str | None,
@@ -246,13 +242,12 @@ def live(ctx: click.Context, model: str | None, backend: str, threads: int | Non
     the_preset = load_preset(preset) if preset else None
     if the_preset is not None:
         model, input_spec, outputs = preset_defaults(the_preset, model, input_spec, outputs)
-    explicit = {k: v for k, v in (("noise", noise), ("memory", memory), ("mix", mix))
-                if ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
+    explicit = dict(controls)  # the control options given on the command line (the rest are the defaults)
     check_not_the_input(outputs, input_spec)
     stats_path = check_file_name(stats_json, "--stats-json", special=True) if stats_json else None
     if ndi_localhost:
         ndi_on_localhost(console)
-    params = ParamStore(noise=noise, memory=memory, mix=mix)
+    params = ParamStore(**explicit)
     stage = Stage(params, web=web, audio=audio, mods=[mod_option(m) for m in mods], tempo=tempo, quantize=quantize,
                   log=console.event, web_required=ctx.get_parameter_source("web") == click.core.ParameterSource.COMMANDLINE)
     engine = sinks = None
@@ -277,7 +272,7 @@ def live(ctx: click.Context, model: str | None, backend: str, threads: int | Non
                                   osc_port=osc_port or None, osc_allow=osc_allow, osc_feedback=feedback, midi=midi,
                                   midi_learn=midi_learn, osc_required=ctx.get_parameter_source("osc_port")
                                   == click.core.ParameterSource.COMMANDLINE)
-        params.update(explicit)  # --noise / --memory / --mix given on the command line win over the preset
+        params.update(explicit)  # the control options given on the command line win over the preset
         try:
             final = pipeline.run(duration=duration, max_frames=max_frames, status=console.status)
         finally:

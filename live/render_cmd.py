@@ -7,25 +7,20 @@ from pathlib import Path
 import click
 
 from autoencoded.errors import UserError
+from autoencoded.live.control.options import ControlsCommand
 from autoencoded.live.engines import backend_choices, backend_help
 from autoencoded.media.framing import CROP_MODES
-from autoencoded.numbers import Finite
 from autoencoded.sizes import VIDEO_SIZE
 
 
-@click.command("render")
+@click.command("render", cls=ControlsCommand, controls=("noise", "memory", "noise/seed"), flags={"noise/seed": "--seed"},
+               after="backend")
 @click.argument("input", metavar="INPUT")
 @click.argument("output", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--model", "model", default=None, metavar="MODEL",
               help="Model pack folder, .safetensors checkpoint or run folder (default: the bundled demo model).")
 @click.option("--backend", default="auto", show_default=True,
               type=click.Choice(backend_choices()), help=backend_help())
-@click.option("--noise", default=0.0, show_default=True, type=Finite(0.0, 1.0),
-              help="Latent noise amount: 0 decodes the mean (the film's render), 1 the strongest dream.")
-@click.option("--memory", default=0.0, show_default=True, type=Finite(0.0, 1.0),
-              help="What the film remembers: 0 what the model sees, 1 the film's frames nearest to it "
-                   "(the model pack's memory bank).")
-@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**31 - 1), help="Noise seed.")
 @click.option("--batch", default=8, show_default=True, type=click.IntRange(1, 256), help="Frames per engine call.")
 @click.option("--side-by-side", is_flag=True, help="Put the input on the left, the model's frame on the right.")
 @click.option("--size", "--upscale", "size", default=None, type=VIDEO_SIZE, metavar="WxH",
@@ -40,11 +35,9 @@ from autoencoded.sizes import VIDEO_SIZE
 @click.option("--preset", default=None, metavar="NAME|FILE", help="A preset's [params] and [[mod]] routes.")
 @click.option("--mod", "mods", multiple=True, metavar="SIGNAL:CONTROL:AMOUNT[:ATTACK[:RELEASE]]",
               help="Modulate a control from the film's soundtrack, e.g. audio.onset:noise:1; repeatable.")
-@click.pass_context
-def render(ctx: click.Context, input: str, output: Path, model: str | None, backend: str, noise: float,
-           memory: float, seed: int,
-           batch: int, side_by_side: bool, size: tuple[int, int] | None, crop: str, overwrite: bool,
-           preset: str | None, mods: tuple[str, ...]) -> None:
+def render(input: str, output: Path, model: str | None, backend: str, controls: dict[str, float | int], batch: int,
+           side_by_side: bool, size: tuple[int, int] | None, crop: str, overwrite: bool, preset: str | None,
+           mods: tuple[str, ...]) -> None:
     """Reconstruct every frame of INPUT (a video file, or 'demo') through the model into OUTPUT
     (.mp4, .mkv, .mov or .avi), keeping its frame rate, frame count and audio."""
     from autoencoded.live.control.modulation import mod_option
@@ -56,12 +49,10 @@ def render(ctx: click.Context, input: str, output: Path, model: str | None, back
 
     the_preset = load_preset(preset) if preset else None
     routes = [*((the_preset.mods or []) if the_preset else []), *(mod_option(m) for m in mods)]
-    store = ParamStore(noise=noise, noise_seed=seed, memory=memory)
-    if the_preset is not None:  # the preset's values, then what the command line says explicitly
+    store = ParamStore()
+    if the_preset is not None:  # the preset's values, then the control options given on the command line
         store.update(the_preset.params)
-        store.update({name: value for name, option, value in (("noise", "noise", noise), ("noise/seed", "seed", seed),
-                                                               ("memory", "memory", memory))
-                      if ctx.get_parameter_source(option) == click.core.ParameterSource.COMMANDLINE})
+    store.update(controls)
     if input != "demo" and not Path(input).is_file():
         raise UserError(f"{input}: no such video file")
     check_output_path(output)  # a folder that is not there, a name too long: said before the model loads

@@ -1,45 +1,52 @@
-"""Drill: a newcomer adds a control the way README says, one entry in CONTROLS (live/control/params.py),
-and it is there end to end: a field of every frame's Params, an OSC address (a real UDP datagram to a real
-server sets it), the web API (real HTTP to the real app lists it and sets it), the web page (a real Chromium
-draws it, and a keyboard and a click play it), presets (saved, loaded and applied back), a MIDI map and a
-modulation target. Nothing else is edited."""
+"""Drill: a newcomer adds a control as a plugin does, one `register_control` call (live/control/params.py),
+and it is there end to end: a field of every frame's Params, an option of `live` and `render` (the real
+command line), an OSC address (a real UDP datagram to a real server sets it), the web API (real HTTP to the
+real app lists it and sets it), the web page (a real Chromium draws it, and a keyboard and a click play it),
+presets (saved, loaded and applied back), a MIDI map and a modulation target; with its effect (one entry in
+EFFECTS, live/control/latent.py) it changes the frame a real engine makes, live and in a render. Nothing
+else is edited."""
 
 from __future__ import annotations
 
 import httpx
+import numpy as np
 import pytest
 
+from autoencoded.live.control import latent
 from autoencoded.live.control.midi import MidiMapper
 from autoencoded.live.control.modulation import ModMatrix, make_route
 from autoencoded.live.control.osc import OscServer
-from autoencoded.live.control.params import CONTROLS, ParamStore, Spec
+from autoencoded.live.control.params import CONTROLS, ParamStore, Spec, register_control
 from autoencoded.live.control.presets import load_preset, save_preset
 from autoencoded.live.control.surface import ControlSurface
 from autoencoded.live.web.app import Remote
 from autoencoded.live.web.server import WebServer
 
-from helpers import cc, msg, sender, settle, wait_for
+from helpers import cc, cli, msg, read_video, sender, settle, tiny_checkpoint, wait_for
 
-# the newcomer's change: a fader and a toggle, as they would be written into the table
+# the newcomer's change: a fader and a toggle, registered as a plugin registers them
 NEW_CONTROLS = {
-    "grain": Spec(float, 0.0, 2.0, 0.5, "film grain over the model's picture"),
-    "grain/mono": Spec(int, 0, 1, 0, "grain without colour"),
+    "grain": Spec(float, 0.0, 2.0, 0.5, "grain stirred into the latent"),
+    "grain/mono": Spec(int, 0, 1, 0, "the same grain for every frame"),
 }
+# and the fader's effect, as its line in EFFECTS would be: the noise pattern, added to the latent
+GRAIN = latent.Effect("grain", lambda p: p.grain > 0, lambda fx, z, frame_in, p: z + np.float32(p.grain) * frame_in[2])
 
 
 @pytest.fixture(autouse=True)
 def new_controls(tmp_path, monkeypatch):
-    """The entries appended to CONTROLS for one test (as a line in params.py would be), taken out after."""
+    """The controls registered for one test and its effect added; taken out after (the table is the process's)."""
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.delenv("AUTOENCODED_PRESETS", raising=False)
     monkeypatch.delenv("AUTOENCODED_WEB_TOKEN", raising=False)
-    assert not set(NEW_CONTROLS) & set(CONTROLS)
-    CONTROLS.update(NEW_CONTROLS)
+    monkeypatch.setattr(latent, "EFFECTS", (*latent.EFFECTS, GRAIN))
     try:
+        for name, spec in NEW_CONTROLS.items():
+            register_control(name, spec)
         yield
     finally:
         for name in NEW_CONTROLS:
-            del CONTROLS[name]
+            CONTROLS.pop(name, None)
 
 
 def test_params_hold_the_new_controls_at_their_defaults():
@@ -73,7 +80,7 @@ def test_the_web_api_lists_and_sets_the_new_controls():
         base = f"http://127.0.0.1:{server.port}/api/v1/params"
         listed = http.get(base).json()["controls"]
         assert listed["grain"] == {"type": "float", "value": 0.5, "min": 0.0, "max": 2.0, "default": 0.5,
-                                   "help": "film grain over the model's picture"}
+                                   "help": "grain stirred into the latent"}
         assert listed["grain/mono"]["type"] == "toggle"
         r = http.post(base, json={"grain": 0.75, "grain/mono": True})
         assert r.status_code == 200, r.text
@@ -130,3 +137,56 @@ def test_the_web_page_draws_the_new_controls_and_a_hand_plays_them():
             wait_for(lambda: page.locator('button[data-name="grain/mono"].on').count() == 1, "the lit toggle")
         finally:
             browser.close()
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    """A real (tiny, untrained) model whose decoder answers its latent (helpers.tiny_checkpoint)."""
+    return tiny_checkpoint(tmp_path_factory.mktemp("model") / "tiny.safetensors", he_init=True)
+
+
+def test_the_new_control_changes_the_frame_a_real_engine_makes(model, make_video):
+    from autoencoded.live.engines import open_engine
+    from autoencoded.live.io.sinks import NullSink
+    from autoencoded.live.io.sources import VideoFileSource
+    from autoencoded.live.loop.pipeline import Pipeline
+
+    clip = make_video(n_frames=2, width=64, height=48)
+    store = ParamStore(grain=0)
+    pipeline = Pipeline(VideoFileSource(clip), open_engine(str(model), backend="torch", log=lambda m: None),
+                        [NullSink()], params=store, size=(64, 48), log=lambda m: None)
+    frame = read_video(clip)[0]
+    try:
+        plain = pipeline.process(frame)
+        store.set("grain", 2.0)
+        grainy = pipeline.process(frame)
+    finally:
+        pipeline.stop()
+    assert np.abs(grainy.astype(np.int16) - plain).mean() > 1.0
+
+
+def test_the_commands_take_the_new_controls_as_options(model, make_video, tmp_path, capsys):
+    for command in ("live", "render"):
+        assert cli(command, "--help") == 0
+        text = " ".join(capsys.readouterr().out.split())  # as read, not as wrapped
+        assert "--grain FLOAT Grain stirred into the latent. [default: 0.5; 0.0<=x<=2.0]" in text, command
+        assert "--grain-mono INTEGER RANGE The same grain for every frame. [default: 0; 0<=x<=1]" in text
+    assert cli("live", "--grain", "9") == 2
+    assert capsys.readouterr().err.strip() == "error: --grain 9: must be between 0 and 2"
+    clip = make_video(n_frames=3, width=64, height=48)
+    for grain in ("0", "2"):
+        assert cli("render", clip, tmp_path / f"grain{grain}.mkv", "--model", model, "--backend", "torch",
+                   "--grain", grain) == 0
+    plain, grainy = (np.stack(read_video(tmp_path / f"grain{g}.mkv")).astype(np.int16) for g in ("0", "2"))
+    assert plain.shape == grainy.shape and np.abs(grainy - plain).mean() > 1.0
+
+
+def test_a_control_named_like_a_command_option_is_one_line_from_that_command(capsys):
+    register_control("fps", Spec(float, 1.0, 60.0, 30.0, "a plugin's frame rate"))
+    try:
+        assert cli("live", "--help") == 2
+        assert capsys.readouterr().err.strip() == ("error: control fps: --fps is an option of `live` already; "
+                                                   "register the control under another name")
+        assert cli("render", "--help") == 0  # render has no --fps: there it is the plugin's option
+    finally:
+        del CONTROLS["fps"]

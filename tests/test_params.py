@@ -1,4 +1,5 @@
-"""ParamStore: clamping, refusal of NaN and wrong types, atomic updates, cues, per-frame snapshots."""
+"""ParamStore: clamping, refusal of NaN and wrong types, atomic updates, cues, per-frame snapshots; the checks
+register_control makes on a new control."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ from autoencoded.live.control.params import (
     ControlRefused,
     Params,
     ParamStore,
+    Spec,
     coerce,
     parse_target,
+    register_control,
     target_name,
 )
 
@@ -197,3 +200,35 @@ def test_apply_is_all_or_nothing_with_osc_validation():
     assert changed == {"noise": 1.0, "mix": 0.25, "cue/recall": 3, "noise/seed": 1}
     assert p.version == before.version + 1  # one step: no snapshot saw half of it
 
+
+
+GOOD = Spec(float, 0.0, 1.0, 0.5, "a new fader")
+
+
+@pytest.mark.parametrize("name, spec, says", [
+    ("Grain", GOOD, "lower-case words"), ("grain/", GOOD, "lower-case words"), ("cue/recall/3", GOOD, "lower-case"),
+    ("", GOOD, "lower-case"), (7, GOOD, "lower-case"),
+    ("noise", GOOD, "taken"), ("noise_max", GOOD, "taken"), ("cue/store", GOOD, "taken"), ("values", GOOD, "taken"),
+    ("version", GOOD, "taken"), ("status", GOOD, "OSC command"),
+    ("grain", (float, 0.0, 1.0, 0.5, "a tuple"), "expected a Spec"), ("grain", Spec(str, 0, 1, 0, "x"), "float or int"),
+    ("grain", Spec(float, None, 1.0, 0.5, "x"), "finite numbers"), ("grain", Spec(float, 0.0, math.inf, 0.5, "x"), "finite"),
+    ("grain", Spec(float, 0.0, 1.0, math.nan, "x"), "finite"), ("grain", Spec(float, 0.0, 1.0, True, "x"), "finite"),
+    ("grain", Spec(int, 0, 10, 2.5, "x"), "whole numbers"), ("grain", Spec(float, 1.0, 1.0, 1.0, "x"), "empty"),
+    ("grain", Spec(float, 0.0, 1.0, 2.0, "x"), "outside its range"), ("grain", Spec(float, 0.0, 1.0, 0.5, ""), "help"),
+    ("grain", Spec(float, 0.0, 1.0, 0.5, "two\nlines"), "help"), ("grain", Spec(float, 0.0, 1.0, 0.5, None), "help"),
+])
+def test_a_bad_new_control_is_refused_naming_it_and_the_table_is_untouched(name, spec, says):
+    before = dict(CONTROLS)
+    with pytest.raises(ValueError, match=f"control {name!r}: .*{says}"):
+        register_control(name, spec)
+    assert CONTROLS == before
+
+
+def test_a_good_new_control_is_a_field_of_every_frame():
+    register_control("grain/size", Spec(int, 1, 8, 2, "grain size in pixels"))
+    try:
+        assert ParamStore(grain_size=99).snapshot().grain_size == 8  # clamped to its range like every control
+        with pytest.raises(ValueError, match="taken"):
+            register_control("grain/size", Spec(int, 1, 8, 2, "again"))
+    finally:
+        del CONTROLS["grain/size"]

@@ -34,7 +34,15 @@ from pythonosc.osc_message import OscMessage
 
 from autoencoded.errors import UserError
 from autoencoded.live.control.oscmatch import AddressTree, PatternRefused, is_pattern
-from autoencoded.live.control.params import CONTROLS, ROW, ParamStore, Spec, parse_target, target_name
+from autoencoded.live.control.params import (
+    CONTROLS,
+    OSC_COMMANDS,
+    ROW,
+    ParamStore,
+    Spec,
+    parse_target,
+    target_name,
+)
 from autoencoded.service import ThreadService
 from autoencoded.text import printable
 
@@ -105,7 +113,7 @@ def base_routes() -> dict[str, Route]:
                 routes[f"/{head}/{n}"] = route_for(key, n)
         else:
             routes[f"/{key}"] = route_for(key, None)
-    for command in ("preset", "model", "status"):
+    for command in OSC_COMMANDS:
         routes[f"/{command}"] = Route(command)
     return routes
 

@@ -5,8 +5,9 @@ the engine.
 (`Spec`: a type, a range, a default) and buttons (`Trigger`: what a press sets). A row of buttons is one
 entry whose name ends in /N (`cue/store/N`: cue/store/0 .. cue/store/15). Everything else derives from this
 table, read when it is used: `SPECS` and `TRIGGERS` are views of it, `Params` (one frame's values) holds a
-field for each Spec, and OSC addresses, MIDI maps, the web remote's list, presets and modulation targets
-follow. A new control is one entry here.
+field for each Spec, and OSC addresses, MIDI maps, the web remote's list, presets, modulation targets and
+the commands' options (live/control/options.py) follow. A new control is one entry here, or, from a plugin
+or a drill, one `register_control` call, which checks it first.
 
 Writers (OSC and MIDI threads, the web remote, preset loads) call `set`, `update`, `apply` or `press`; the
 engine thread calls `snapshot()` once per frame and gets an immutable Params. Values are clamped to their
@@ -17,6 +18,7 @@ the values (the web remote) polls `peek().version`, which every accepted write m
 from __future__ import annotations
 
 import math
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -100,6 +102,11 @@ class _Entries(Mapping):
 
 SPECS: Mapping[str, Spec] = _Entries(Spec)
 TRIGGERS: Mapping[str, Trigger] = _Entries(Trigger)
+BUILT_IN = frozenset(CONTROLS)  # the table as shipped; register_control adds the rest
+# what OSC answers itself at /preset, /model and /status (live/control/osc.py): never a control's name
+OSC_COMMANDS = ("preset", "model", "status")
+# words joined by '/': each control is an OSC address, a Params field and a --option named after it
+_NAME = re.compile(r"[a-z][a-z0-9_]*(/[a-z][a-z0-9_]*)*")
 
 
 def field_name(name: str) -> str:
@@ -112,6 +119,42 @@ def control_name(key: str) -> str | None:
     if key in SPECS:
         return key
     return next((name for name in SPECS if field_name(name) == key), None)
+
+
+def register_control(name: str, spec: Spec) -> None:
+    """Add a value control to CONTROLS, as a plugin (imported before the command: autoencoded.plugins) or
+    a drill does. A bad one is a ValueError naming it, before it can break every controller that lists
+    the table; a good one is a control everywhere, the commands' options included."""
+    why = _refusal(name, spec)
+    if why is not None:
+        raise ValueError(f"control {name!r}: {why}")
+    CONTROLS[name] = spec
+
+
+def _refusal(name: object, spec: object) -> str | None:
+    """What is wrong with a new control (its name, range, default, help); None when nothing."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        return "a name is lower-case words joined by '/' (grain, noise/drift)"
+    field = field_name(name)
+    if name in CONTROLS or name + ROW in CONTROLS or control_name(field) or hasattr(Params, field) \
+            or name in OSC_COMMANDS:
+        return f"the name (or its field {field}) is taken by a control, a Params attribute or an OSC command"
+    if not isinstance(spec, Spec):
+        return f"expected a Spec, got {type(spec).__name__}"
+    if spec.kind not in (float, int):
+        return f"its kind is float or int, not {getattr(spec.kind, '__name__', spec.kind)!r}"
+    numbers = (spec.lo, spec.hi, spec.default)
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in numbers):
+        return f"its range and default are finite numbers, got {spec.lo!r}..{spec.hi!r} and {spec.default!r}"
+    if spec.kind is int and not all(isinstance(v, int) for v in numbers):
+        return f"an int control's range and default are whole numbers, got {spec.lo}..{spec.hi} and {spec.default}"
+    if not spec.lo < spec.hi:
+        return f"its range {spec.lo}..{spec.hi} is empty"
+    if not spec.lo <= spec.default <= spec.hi:
+        return f"its default {spec.default} lies outside its range {spec.lo}..{spec.hi}"
+    if not isinstance(spec.help, str) or not spec.help.strip() or not spec.help.isprintable():
+        return "its help is one line of text"
+    return None
 
 
 def parse_target(target: object) -> tuple[str, int | None]:

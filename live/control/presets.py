@@ -45,6 +45,7 @@ from autoencoded.documents import parse_toml
 from autoencoded.errors import UserError
 from autoencoded.live.control.modulation import ModRoute, make_route
 from autoencoded.live.control.params import (
+    OSC_COMMANDS,
     ROW,
     SPECS,
     TRIGGERS,
@@ -61,8 +62,6 @@ SHIPPED_DIR = Path(str(importlib.resources.files("autoencoded.presets")))
 TOP_KEYS = ("description", "params", "osc", "midi", "mod", "live")
 MOD_KEYS = ("signal", "target", "amount", "attack", "release")
 LIVE_KEYS = ("model", "input", "output")
-# OSC addresses the server answers itself; an alias may not take them over
-RESERVED_ADDRESSES = ("/preset", "/model", "/status")
 
 
 @dataclass
@@ -192,7 +191,7 @@ def _osc(data: dict, path) -> dict[str, str] | None:
         where = f"osc.aliases.{address!r}"
         if not address.startswith("/") or len(address) < 2 or any(c in address for c in " #*?[]{},"):
             raise _fail(path, where, "an OSC address starts with '/' and has no spaces or #*?[]{},")
-        if address in RESERVED_ADDRESSES or control_name(address[1:]) == address[1:]:
+        if address[1:] in OSC_COMMANDS or control_name(address[1:]) == address[1:]:
             raise _fail(path, where, "takes over a built-in address")
         aliases[address] = _target(target, path, where)
     return aliases
