@@ -31,7 +31,7 @@ from autoencoded.live.control.modulation import ModMatrix, ModRoute
 from autoencoded.live.control.params import Params
 from autoencoded.live.engines.base import Engine, EngineFault
 from autoencoded.live.io.sources import demo_clip
-from autoencoded.live.loop.compose import compose, input_picture
+from autoencoded.live.loop.compose import compose, dry_size, input_picture
 from autoencoded.live.loop.model_pass import encode_effects_decode
 from autoencoded.media.audio import read_soundtrack
 from autoencoded.media.decode import Picture, Pictures
@@ -219,9 +219,8 @@ class _BatchStep:
                          f"({exc}); those frames show the input")
             model_frames = small
         for pic, framing, mframe, p in zip(item, framings, model_frames, frame_params, strict=True):
-            def dry(width: int, height: int, src_frame=pic.rgb, framing=framing) -> np.ndarray:
-                return input_picture(src_frame, framing, engine.width / engine.height, width, height)
-
+            size = dry_size(p.mix, self.out_w, self.h, self.side_by_side)
+            dry = input_picture(pic.rgb, framing, *size) if size else None
             writer.write(compose(mframe, dry, p.mix, self.out_w, self.h, self.side_by_side), pic.time_s)
         self.frames_done += n
 

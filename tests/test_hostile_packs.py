@@ -23,6 +23,8 @@ from autoencoded.live.engines import open_engine
 from autoencoded.live.engines.pack import MAX_PACK_BYTES, META_FILE, hash_files, read_pack
 from autoencoded.live.io.sinks import NullSink
 from autoencoded.live.io.sources import VideoFileSource
+from autoencoded.live.loop import pipeline
+from autoencoded.live.loop.framer import Framer
 from autoencoded.live.loop.pipeline import Pipeline
 from autoencoded.sizes import MAX_SIZE, MAX_Z_DIM
 
@@ -149,36 +151,42 @@ def test_a_hot_swap_to_a_bad_pack_is_refused_and_the_show_plays_on(pack, tmp_pat
     assert sum("could not load" in m and "still playing" in m for m in logs) == 2, logs
 
 
-class BrittlePipeline(Pipeline):
-    """The real pipeline whose framing raises MemoryError on calls `first`..`first + count - 1`: framing runs
-    on the source thread (fitting to the model), the engine thread (after a swap) and the sink thread (the
-    dry picture), so the failure reaches each of them."""
+class BrittleFramer(Framer):
+    """The real framer whose calls `first`..`first + count - 1` raise MemoryError: it fits each frame on the
+    source thread; a frame that came unfitted is framed afresh on the engine thread, and one that failed
+    there too on the sink thread (the input's picture), so the failure reaches each of them."""
 
-    def __init__(self, *a, first: int, count: int, **kw) -> None:
+    first, count = 20, 30
+
+    def __init__(self, *a, **kw) -> None:
         super().__init__(*a, **kw)
-        self.calls, self.first, self.count = 0, first, count
+        self.calls = 0
 
-    def framing(self, frame, width, height):
+    def _call(self) -> None:
         self.calls += 1
         if self.first <= self.calls < self.first + self.count:
             raise MemoryError("Unable to allocate 27.9 TiB for an array")
+
+    def fit(self, frame):
+        self._call()
+        return super().fit(frame)
+
+    def framing(self, frame, width, height):
+        self._call()
         return super().framing(frame, width, height)
 
-    def _compose(self, pkt):  # the sink thread frames the dry picture on every frame (mix 0.5 below)
-        self.framing(pkt.frame, *self.size)
-        return super()._compose(pkt)
 
-
-def test_an_exception_in_any_loop_thread_is_caught_counted_and_recovered_from(pack, make_video):
+def test_an_exception_in_any_loop_thread_is_caught_counted_and_recovered_from(pack, make_video, monkeypatch):
     logs: list[str] = []
     sink = NullSink()
-    p = BrittlePipeline(VideoFileSource(make_video("in.mp4", n_frames=30, width=160, height=96)),
-                        open_engine(pack, backend="onnxruntime", log=lambda m: None, threads=1), [sink], fps=30,
-                        size=OUT, log=logs.append, threads=1, first=20, count=30)
+    monkeypatch.setattr(pipeline, "Framer", BrittleFramer)
+    p = Pipeline(VideoFileSource(make_video("in.mp4", n_frames=30, width=160, height=96)),
+                 open_engine(pack, backend="onnxruntime", log=lambda m: None, threads=1), [sink], fps=30,
+                 size=OUT, log=logs.append, threads=1)
     p.params.set("mix", 0.5)
     p.start()
     try:
-        wait_for(lambda: p.calls >= 60, "the failures and after", timeout=60, poll_s=0.02)
+        wait_for(lambda: p.framer.calls >= 60, "the failures and after", timeout=60, poll_s=0.02)
         _frames_flow(sink, 20, "frames after the failures")
         st = p.stats()
         # an engine that cannot be swapped in (a latent it cannot even set up) is refused in the engine thread

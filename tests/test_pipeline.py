@@ -23,6 +23,8 @@ from autoencoded.live.engines.frames import fit, upscale
 from autoencoded.live.engines.torch_backend import TorchEngine
 from autoencoded.live.io.sinks import NullSink, RecorderSink
 from autoencoded.live.io.sources import VideoFileReader, VideoFileSource
+from autoencoded.live.loop import pipeline
+from autoencoded.live.loop.framer import Framer
 from autoencoded.live.loop.pipeline import Pipeline
 
 from helpers import read_video, tiny_checkpoint
@@ -191,6 +193,35 @@ def test_mix_and_noise_controls(models, clip):
     params.set("mix", 0.5)
     half = p.process(f).astype(np.int16)
     assert np.abs(half - fit(f, *OUT)).mean() > 0.5
+
+
+def test_only_the_source_thread_frames_and_the_framing_rides_down_with_the_frame(models, clip, monkeypatch):
+    """The feed fits each frame with the framer and hands it down with its Framing: the engine and sink
+    threads never ask the framer again (the input's picture under mix 0.5 included), so its cache is the
+    source thread's alone and no lock guards it."""
+    asked: set[tuple[str, str]] = set()
+
+    class WatchedFramer(Framer):
+        def fit(self, frame):
+            asked.add(("fit", threading.current_thread().name))
+            return super().fit(frame)
+
+        def framing(self, frame, width, height):
+            asked.add(("framing", threading.current_thread().name))
+            return super().framing(frame, width, height)
+
+    monkeypatch.setattr(pipeline, "Framer", WatchedFramer)
+    collect = CollectSink()
+    p = Pipeline(VideoFileSource(clip), open_engine(models["torch"], backend="torch", log=lambda m: None),
+                 [collect], params=ParamStore(mix=0.5), size=OUT, crop="center", log=lambda m: None)
+    p.run(max_frames=12)
+    assert len(collect.log) >= 12 and p.stats()["loop_errors"] == 0
+    assert asked == {("fit", "source"), ("framing", "source")}  # framing: the one shape, worked out in fit
+    frames = read_video(clip)
+    engine = open_engine(models["torch"], backend="torch", log=lambda m: None)
+    halves = [np.rint(fit(f, *OUT) * np.float32(0.5) + wet * np.float32(0.5)).astype(np.uint8)
+              for f, wet in zip(frames, expected_outputs(engine, frames), strict=True)]
+    assert all(matches_one_of(frame, halves, tol=2) for _, frame in collect.log)  # half of it the input's picture
 
 
 class StoppingFileSource(VideoFileSource):

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from autoencoded.media.framing import Framing
+
 
 @dataclass
 class Packet:
@@ -22,14 +24,16 @@ class Packet:
     index: int = 0  # running number of the source frame
     held: bool = False  # True when it is the last good frame repeated during a source outage
     model_input: np.ndarray | None = None  # source thread: `frame` fitted to the model's size (None: not done)
+    framing: Framing | None = None  # how `frame` became the model's; the sink frames the input's picture with it
     model_output: np.ndarray | None = None  # engine thread: the model's picture at its size (None: a fault)
     mix: float = 1.0  # engine thread: this frame's dry/wet, as it was played
     shown: np.ndarray | None = None  # sink thread: the output frame, composed at the output size
 
-    def after_engine(self, model_output: np.ndarray | None, mix: float) -> Packet:
-        """The packet the engine thread hands on: this source frame with the model's picture and its mix."""
+    def after_engine(self, model_output: np.ndarray | None, mix: float, framing: Framing | None = None) -> Packet:
+        """The packet the engine thread hands on: this source frame with the model's picture, its mix and the
+        framing it was fitted with (`framing`, else the source thread's)."""
         return Packet(frame=self.frame, t_capture=self.t_capture, index=self.index, held=self.held,
-                      model_output=model_output, mix=mix)
+                      model_output=model_output, mix=mix, framing=framing or self.framing)
 
 
 class LatestBox:

@@ -17,8 +17,10 @@ import numpy as np
 from autoencoded.errors import close_quietly, one_line
 from autoencoded.live.io.sources import Source, check_frame
 from autoencoded.live.loop.boxes import LatestBox, Packet
+from autoencoded.live.loop.framer import Framer
 from autoencoded.live.loop.guard import ThreadGuard
 from autoencoded.live.loop.stats import LoopStats, RateLimiter
+from autoencoded.media.framing import Framing
 
 
 @dataclass
@@ -31,7 +33,7 @@ class _Watch:
     backoff: float  # the wait before the next reopen, doubled each time
     opened: bool = False
     last_good: np.ndarray | None = None
-    last_input: np.ndarray | None = None  # prepare(last_good), reused while it is held
+    last_fit: tuple[np.ndarray, Framing] | None = None  # the framer's fit of last_good, reused while it is held
     last_sig: np.ndarray | None = None  # a sparse sample of the last frame, to see it repeat
     next_reopen: float | None = None
     next_hold: float = 0.0
@@ -53,11 +55,9 @@ class Feed:
     def __init__(self, source: Source, box: LatestBox, fps: float = 30.0, stats: LoopStats | None = None,
                  log: Callable[[str], None] = print, open_timeout: float = 5.0, stall_timeout: float = 1.0,
                  repeat_timeout: float | None = None, min_backoff: float = 0.25, max_backoff: float = 5.0,
-                 prepare: Callable[[np.ndarray], np.ndarray | None] | None = None, guard: ThreadGuard | None = None) -> None:
+                 framer: Framer | None = None, guard: ThreadGuard | None = None) -> None:
         self.source, self.box, self.fps = source, box, float(fps)
-        # per-frame work done here, in parallel with the engine: the pipeline fits frames to the model
-        # (Packet.model_input)
-        self.prepare = prepare
+        self.framer = framer  # fits each frame to the model here, in parallel with the engine (Packet.model_input)
         self.stats = stats or LoopStats()
         self.log = log
         self.guard = guard or ThreadGuard("source", self.stats, log)
@@ -138,14 +138,26 @@ class Feed:
     def in_outage(self) -> bool:
         return bool(self.outages) and self.outages[-1]["end"] is None
 
-    def _publish(self, frame: np.ndarray, t: float, held: bool,
-                 model_input: np.ndarray | None = None) -> np.ndarray | None:
-        """Hand `frame` to the engine; returns its model input (prepared here unless given) to reuse."""
-        if model_input is None and self.prepare is not None:
-            model_input = self.prepare(frame)
+    def packet(self, frame: np.ndarray, t: float, held: bool = False,
+               fit: tuple[np.ndarray, Framing] | None = None) -> Packet:
+        """`frame` as the engine thread takes it: fitted to the model here (`fit`: a held frame's, reused),
+        unless that fails; the engine thread then fits it itself, and counts the fault if it fails there too."""
+        if fit is None and self.framer is not None:
+            try:
+                fit = self.framer.fit(frame)
+            except Exception:  # noqa: BLE001 - an optimisation only
+                fit = None
+        model_input, framing = fit or (None, None)
         self._index += 1
-        self.box.put(Packet(frame=frame, t_capture=t, index=self._index, held=held, model_input=model_input))
-        return model_input
+        return Packet(frame=frame, t_capture=t, index=self._index, held=held, model_input=model_input,
+                      framing=framing)
+
+    def _publish(self, frame: np.ndarray, t: float, held: bool,
+                 fit: tuple[np.ndarray, Framing] | None = None) -> tuple[np.ndarray, Framing] | None:
+        """Hand `frame` to the engine; returns its fit to reuse while it is held."""
+        pkt = self.packet(frame, t, held, fit)
+        self.box.put(pkt)
+        return (pkt.model_input, pkt.framing) if pkt.model_input is not None else None
 
     def _run(self) -> None:
         interval = 1.0 / self.fps
@@ -212,13 +224,13 @@ class Feed:
             self._recovered(now)
         w.backoff, w.next_reopen = self.min_backoff, None
         self.stats.source_state = "ok"
-        w.last_good, w.last_input, w.last_fresh = frame, None, now
+        w.last_good, w.last_fit, w.last_fresh = frame, None, now
         self.stats.frames_in += 1
         if self.stats.first_frame is None:
             self.stats.first_frame = now
         self.stats.fps_in.tick(now)
         if limiter.allow(now):
-            w.last_input = self._publish(frame, t, held=False)
+            w.last_fit = self._publish(frame, t, held=False)
         else:
             self.stats.frames_skipped += 1
 
@@ -244,7 +256,7 @@ class Feed:
     def _hold_and_reopen(self, w: _Watch, now: float, interval: float) -> None:
         """During an outage: the last good frame again at the target rate, and a reopen when it is due."""
         if w.last_good is not None and now >= w.next_hold:
-            w.last_input = self._publish(w.last_good, now, held=True, model_input=w.last_input)
+            w.last_fit = self._publish(w.last_good, now, held=True, fit=w.last_fit)
             self.stats.frames_held += 1
             w.next_hold = max(w.next_hold + interval, now - interval)
         if w.next_reopen is not None and now >= w.next_reopen:

@@ -3,6 +3,8 @@
     Feed (source thread: read, watchdog, fit to the model size) --LatestBox--> engine thread: encode ->
     latent effects -> decode --LatestBox--> sink thread: upscale, dry/wet, overlay -> every sink
 
+- The frame goes one way: each thread hands a Packet down, and what a later thread needs of an earlier
+  one's work rides in it (the Framing the frame was fitted with, for the input's picture under the mix).
 - Stale frames are dropped, never queued, so latency stays constant; the source is limited to the
   target fps and the sink re-sends the last frame when nothing new came for 1.5 frame intervals, so a
   virtual camera never starves.
@@ -43,15 +45,15 @@ from autoencoded.live.engines.frames import upscale
 from autoencoded.live.io.sinks import Sink, open_output
 from autoencoded.live.io.sources import Source
 from autoencoded.live.loop.boxes import LatestBox, Packet
-from autoencoded.live.loop.compose import compose, input_picture
+from autoencoded.live.loop.compose import compose, dry_size, input_picture
 from autoencoded.live.loop.feed import Feed
+from autoencoded.live.loop.framer import Framer
 from autoencoded.live.loop.guard import ThreadGuard
 from autoencoded.live.loop.model_pass import encode_effects_decode
 from autoencoded.live.loop.model_swap import ModelSwap
 from autoencoded.live.loop.outputs import Fault, Outputs, sink_name, sink_note, wants_stop
 from autoencoded.live.loop.overlay import draw_overlay
 from autoencoded.live.loop.stats import LoopStats, stats_report, status_line
-from autoencoded.media.framing import AUTO_CROP_LIMIT, Framing, frame_for
 from autoencoded.shutdown import native_thread
 
 HANG_S = 5.0  # one inference this long is hung (the slowest model here takes ~0.1 s a frame on a CPU)
@@ -74,13 +76,12 @@ class Pipeline:
         self.modulate = modulate
         self.fps, self.size = float(fps), (int(size[0]), int(size[1]))
         self.overlay, self.on_fault, self.backend, self.log = overlay, on_fault, backend, log
-        self.crop = crop
         self.threads = threads  # the engine's CPU threads, for models swapped in too
-        self._framings: dict[tuple[int, int, int, int], Framing] = {}
+        self.framer = Framer(source, crop, (engine.width, engine.height), log)
         self.fx = LatentFX(engine.z_dim, plan=engine.latent_plan())
         self._stats = LoopStats()
         self.in_box, self.out_box = LatestBox(), LatestBox()
-        self.feed = Feed(source, self.in_box, fps=self.fps, stats=self._stats, log=log, prepare=self._prepare,
+        self.feed = Feed(source, self.in_box, fps=self.fps, stats=self._stats, log=log, framer=self.framer,
                          guard=ThreadGuard("source", self._stats, log), **(feed_options or {}))
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -221,46 +222,13 @@ class Pipeline:
         """Engine thread (ModelSwap.swap_in): `engine` plays from the next frame; raises for one it cannot."""
         fx = LatentFX(engine.z_dim, seed=self.fx.seed, plan=engine.latent_plan())  # old cues and smoothing mean nothing here
         old, self.engine, self.fx = self.engine, engine, fx
+        self.framer.size = (engine.width, engine.height)  # the source thread fits its next frames to it
         if old is self._hung:
             self._hung = None  # still inside its inference, on the thread left behind: that thread drops it
         else:
             threading.Thread(target=close_quietly, args=(old,), name="model-close", daemon=True).start()
 
     # ------------------------------------------------------------------------------------- threads
-    def framing(self, frame: np.ndarray, width: int, height: int) -> Framing:
-        """How frames of this source, at this frame's size, become width x height ones (--crop; the source's
-        pixel aspect and black bars). Worked out once per shape; the model's is announced in one line."""
-        h, w = frame.shape[:2]
-        key = (w, h, width, height)
-        f = self._framings.get(key)
-        if f is None:
-            bars = getattr(self.source, "bars", None)
-            if bars is not None and (bars[0] + bars[2] > w or bars[1] + bars[3] > h):
-                bars = None  # found on a picture of another size
-            f = frame_for(w, h, getattr(self.source, "sar", 1.0), self.crop, width, height, bars, AUTO_CROP_LIMIT)
-            self._framings[key] = f
-            engine = self.engine
-            if (width, height) == (engine.width, engine.height):
-                self.log(f"framing: {self.source.name} {f.describe()}")
-        return f
-
-    def _model_input(self, frame: np.ndarray, engine: Engine) -> np.ndarray:
-        return self.framing(frame, engine.width, engine.height).apply(frame, engine.width, engine.height)
-
-    def _dry(self, frame: np.ndarray, width: int, height: int) -> np.ndarray:
-        """The input framed as the model sees it, at the size the model's picture has in width x height."""
-        engine = self.engine
-        return input_picture(frame, self.framing(frame, engine.width, engine.height), engine.width / engine.height,
-                             width, height)
-
-    def _prepare(self, frame: np.ndarray) -> np.ndarray | None:
-        """Source thread: frame the picture for the current model (in parallel with the engine). When that
-        fails (None) the engine thread frames it itself (and counts the fault if it fails there too)."""
-        try:
-            return self._model_input(frame, self.engine)
-        except Exception:  # noqa: BLE001 - an optimisation only
-            return None
-
     def _start_engine_thread(self) -> None:
         """A new engine thread; one before it (hung in an inference) stops when it ever comes back."""
         self._engine_generation += 1
@@ -311,10 +279,12 @@ class Pipeline:
         if engine is self._hung:  # passthrough until a swap
             return pkt.after_engine(None, p.mix)
         busy = self._busy = (engine, t0)
+        framing = None
         try:
-            small = pkt.model_input
-            if small is None or small.shape[:2] != (engine.height, engine.width):
-                small = self._model_input(pkt.frame, engine)  # just swapped to another size
+            small, framing = pkt.model_input, pkt.framing
+            if small is None or small.shape[:2] != (engine.height, engine.width):  # unfitted, or before a swap
+                framing = self.framer.framing(pkt.frame, engine.width, engine.height)
+                small = framing.apply(pkt.frame, engine.width, engine.height)
             fused = LatentFX.is_identity(p)
             if fused and not self._was_fused:
                 self.fx.reset()
@@ -334,26 +304,30 @@ class Pipeline:
                 self._busy = None
         self._stats.engine_ms.add((time.perf_counter() - t0) * 1000.0)
         self._stats.frames_processed += 1
-        return pkt.after_engine(model, p.mix)
+        return pkt.after_engine(model, p.mix, framing)
 
     def _compose(self, pkt: Packet) -> np.ndarray:
         """Sink thread: the output frame (compose.py), falling back after a fault to the last good frame
-        (--on-fault last) or the input."""
+        (--on-fault last) or the input; the input's picture is made first, with the frame's own framing."""
         w, h = self.size
         if pkt.model_output is not None:
             wet = self._last_good = upscale(pkt.model_output, w, h)
         elif self.on_fault == "last" and self._last_good is not None:
             wet = self._last_good
-        else:  # passthrough: the input is the wet and the dry picture
-            wet = self._dry(pkt.frame, w, h)
-            return compose(wet, lambda width, height: wet, pkt.mix, w, h)
-        return compose(wet, lambda width, height: self._dry(pkt.frame, width, height), pkt.mix, w, h)
+        else:  # passthrough: the input is the picture
+            return self._input_picture(pkt, w, h)
+        size = dry_size(pkt.mix, w, h)
+        return compose(wet, self._input_picture(pkt, *size) if size else None, pkt.mix, w, h)
+
+    def _input_picture(self, pkt: Packet, width: int, height: int) -> np.ndarray:
+        # a frame that reached no fit (the fit failed on both threads before it) is framed here afresh
+        framing = pkt.framing or self.framer.framing(pkt.frame, *self.framer.size)
+        return input_picture(pkt.frame, framing, width, height)
 
     def process(self, frame: np.ndarray) -> np.ndarray:
         """One input frame (any size) -> one output frame, synchronously, through the same three stages as
         the running loop (which must not be running). Never raises for engine faults."""
-        pkt = Packet(frame=frame, t_capture=time.perf_counter(), model_input=self._prepare(frame))
-        return self._compose(self._run_engine(pkt))
+        return self._compose(self._run_engine(self.feed.packet(frame, time.perf_counter())))
 
     def _sink_loop(self) -> None:
         guard = ThreadGuard("sink", self._stats, self.log)
