@@ -1,4 +1,5 @@
-"""README's examples run from the repository root write only where .gitignore keeps them out of git."""
+"""README's and docs/'s examples run from the repository root write only where .gitignore keeps them out of
+git, and README names what CI installs."""
 
 from __future__ import annotations
 
@@ -11,6 +12,11 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def pages() -> str:
+    """README and the pages it sends a reader on to (docs/*.md), where its examples now live too."""
+    return "\n".join(p.read_text() for p in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))])
 
 
 def written_paths(readme: str) -> list[str]:
@@ -37,14 +43,14 @@ def written_paths(readme: str) -> list[str]:
 def test_readme_examples_write_only_ignored_paths():
     if shutil.which("git") is None or not (REPO / ".git").exists():
         pytest.skip("not a git checkout")
-    paths = written_paths((REPO / "README.md").read_text())
+    paths = written_paths(pages())
     assert {"ds", "dataset", "runs/bbb", "models/bbb", "out.mp4", "demo.mp4", "eval.json", "stats.json"} <= \
         set(paths), paths
     # a name without an extension is a folder (a dataset, run or model): git matches `/ds/` only to one
     as_git_sees = [p if Path(p).suffix else p + "/" for p in paths]
     kept = [p for p in as_git_sees
             if subprocess.run(["git", "check-ignore", "-q", "--no-index", p], cwd=REPO).returncode]
-    assert kept == [], f"README's examples would leave these in the repository: {kept}"
+    assert kept == [], f"README's or docs/'s examples would leave these in the repository: {kept}"
 
 
 def test_readme_names_the_apt_packages_ci_installs():

@@ -94,9 +94,9 @@ def test_train_command_writes_checkpoints_samples_logs_and_summary(tmp_path, cap
 
 
 def test_readmes_flags_for_the_pure_larsen_broad_objective_give_it(tmp_path, capsys):
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    start = readme.index("`--pixel-weight 0")
-    flags = readme[start + 1:readme.index("`", start + 1)].split()
+    page = (Path(__file__).resolve().parent.parent / "docs" / "commands.md").read_text()
+    start = page.index("`--pixel-weight 0")
+    flags = page[start + 1:page.index("`", start + 1)].split()
     rc = cli("train", make_dataset(tmp_path / "ds", n=8), "-o", tmp_path / "run", "--steps", 1, "--batch", 4,
              "--no-progress", *flags)
     assert rc == 0, capsys.readouterr().err

@@ -1,16 +1,21 @@
 """The web remote's ASGI app (Starlette): the page, the REST API, the WebSocket and the MJPEG preview.
 
     GET  /                       the remote (static files from the package: no CDN, venues are offline)
-    GET  /api/v1/params          every control: type, value, range, help (buttons as type "trigger")
-    POST /api/v1/params          {"noise": 0.5, "cue/recall/3": true, ...}: validated like OSC, applied at once
-    GET  /api/v1/status          the live loop's stats (the same dict the console and OSC /status show)
+    GET  /api/v1/params          every control: type (float, int, toggle, trigger), value, min, max,
+                                 default, help
+    POST /api/v1/params          {"noise": 0.5, "cue/recall/3": true, ...}: validated and clamped as OSC
+                                 is, applied in one step, all or nothing
+    GET  /api/v1/status          the live loop's stats (the dict --stats-json writes and OSC /status sends),
+                                 the preset, the signals, the remote's counters
     GET  /api/v1/presets         {"presets": [...], "current": name}; POST {"name": ...} switches
     POST /api/v1/model           {"model": spec}: load in the background, swap between two frames
-    POST /api/v1/midi-learn      {"target": "noise/drift"}: bind the next moved MIDI control to it
-    GET  /preview.mjpg           the output, latest frame only (multipart JPEG)
-    WS   /api/v1/ws              pushes every change of the controls (from OSC, MIDI, this or another
-                                 browser), the stats each second and the modulation signals; takes
-                                 {"set": {...}} like POST /api/v1/params
+    POST /api/v1/midi-learn      {"target": "noise/drift"}: bind the next moved MIDI control to it and save
+                                 it to the preset
+    GET  /preview.mjpg           the output, latest frame only (multipart JPEG, at most MAX_FPS frames a
+                                 second, MAX_WIDTH pixels wide: live/web/preview.py)
+    WS   /api/v1/ws              pushes {"type": "params", ...} on every change of the controls (from OSC,
+                                 MIDI, this or another browser), "status" every STATUS_S s and "signals"
+                                 every SIGNALS_S s; takes {"set": {...}} like POST /api/v1/params
 
 Every request and WebSocket passes Guard first: with a token (required off loopback) it must come as
 ?token= (which also sets a SameSite=Strict cookie for what the page loads next), an `Authorization: Bearer`
