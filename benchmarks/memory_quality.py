@@ -12,7 +12,7 @@ frame, at the model's size:
 - colours: the CIELAB Gaussian 2-Wasserstein distance of all those frames to the film's (metrics.w2_gaussian);
 - colourfulness (Hasler-Suesstrunk): a haze is grey.
 Also checks that memory 0 is bit-identical to the same render without a bank (the whole effect skipped) and prints a markdown
-table. --strip draws one foreign frame as input | memory 0 | 0.5 | 1 (the README's picture).
+table. --strip draws one foreign frame as input | memory 0 | 0.5 | 1 (docs/performing.md's picture).
 """
 
 from __future__ import annotations

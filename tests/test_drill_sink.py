@@ -1,4 +1,4 @@
-"""Drills: a newcomer adds an output kind, and an inference backend, the way README says, in one plugin
+"""Drills: a newcomer adds an output kind, and an inference backend, the way docs/architecture.md says, in one plugin
 module each, written here into a temporary folder and named by AUTOENCODED_PLUGINS (autoencoded.plugins).
 The real command then lists the new piece in its --help and a real short show uses it."""
 

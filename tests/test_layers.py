@@ -1,4 +1,4 @@
-"""The house: one import root, and imports that run one way only (README, Development)."""
+"""The house: one import root, and imports that run one way only (docs/architecture.md)."""
 
 from __future__ import annotations
 

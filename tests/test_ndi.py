@@ -82,7 +82,7 @@ def test_ndi_input_holds_the_last_frame_through_a_stall_and_reconnects(ndi_confi
 
 @needs_ns
 def test_live_demo_to_ndi_is_received_by_another_process(ndi_config):
-    """README's NDI example: `autoencoded live --input demo --output ndi:autoencoded` seen and received."""
+    """The NDI example of docs/performing.md: `autoencoded live --input demo --output ndi:autoencoded` seen and received."""
     r = in_namespace(ndi_config, "live_cli", "8", "--input", "demo", "--output", "ndi:autoencoded",
                      "--size", "640x360")
     assert r["rc"] == 0, r["stderr"]

@@ -178,7 +178,7 @@ def test_the_token_is_enforced_off_loopback(show, browser):
 
 
 def test_screenshot_for_the_readme(show, browser, tmp_path):
-    """The picture in README's web remote section; written to docs/img/ when AUTOENCODED_UPDATE_DOCS=1."""
+    """The picture in docs/performing.md's web remote section; written to docs/img/ when AUTOENCODED_UPDATE_DOCS=1."""
     stage, store, null = show(source=VideoFileSource(demo_clip()))
     store.update({"noise": 0.6, "noise/drift": 0.3})
     page = browser.new_page(viewport={"width": 1280, "height": 860})

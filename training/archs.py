@@ -7,7 +7,8 @@ fields that the architecture sets when the user leaves them unset (None); a loss
 name takes the term's default (training/losses.py). `stages` says how many times its networks halve the
 picture, so a size must divide by 2 ** stages. Click's --arch choices, ModelConfig.preset and the training
 config all read this table, so an unknown name is an error everywhere, never another entry's defaults.
-This module imports nothing of the project: model.py (torch only) and config.py both read it.
+Of the project it imports only autoencoded.plugins (to record which plugin registered an entry), so
+model.py (torch and the core only) and config.py can both read it.
 """
 
 from __future__ import annotations

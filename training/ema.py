@@ -1,8 +1,7 @@
 """An exponential moving average of network weights (Polyak averaging), for evaluation and export.
 
 A pixel-led autoencoder trained with a high learning rate on a CPU budget jitters from step to step; the
-average of its recent weights reconstructs better than any single step's (measured in the README's recipe
-table). Training itself always continues from the live weights; checkpoints carry both, the average under
+average of its recent weights reconstructs better than any single step's. Training itself always continues from the live weights; checkpoints carry both, the average under
 the `ema.` prefix, and `autoencoder_from_state` prefers it.
 """
 

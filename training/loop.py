@@ -393,8 +393,8 @@ class Trainer:
 
         Training normalises with batch statistics of noisy latents, so an exponential average of those
         does not describe noise-free decoding. Running statistics never enter the training losses, so this
-        changes nothing in the optimisation (resume stays exact). Measured on the demo run's last
-        checkpoint, PSNR over all 1323 frames: 64 frames 24.36 dB, 256 frames 24.48, 1024 frames 24.50."""
+        changes nothing in the optimisation (resume stays exact). How many frames are enough:
+        docs/models.md, "Figures behind the code's choices"."""
         mods = [m for k in ("encoder", "decoder") for m in self.nets[k].modules()
                 if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         saved = [m.momentum for m in mods]

@@ -14,8 +14,8 @@
   networks").
 - saturation: the mean square of the encoder's pre-tanh mean beyond +-SATURATION_KNEE. The noise of the
   early training makes the encoder push its tanh to +-1 (a bit survives any noise), where its gradient
-  vanishes: measured on the trailer, 97% of mu's were past 0.95 with |pre-tanh| ~12 after 8 CPU minutes,
-  a 128-bit code that no later step can refine and that flips instead of moving when the input moves.
+  vanishes: the latent freezes into bits that no later step can refine and that flip instead of moving
+  when the input moves (what was measured: docs/models.md, "Figures behind the code's choices").
 - KL scaled by noise^2 (`kl_noise_scaled`): the film's KL pulls mu toward 0 as 1/noise^2 while the noise
   is lowered, so at noise 0.05 it weighs 400x what it did at 1 and squeezes the latent. Times noise^2 its
   pull on mu stays mu^2 / 2 whatever the noise, and lowering the noise only sharpens the posterior, which

@@ -407,8 +407,7 @@ class Decoder(nn.Module):
         weights for them, so those layers' inputs have a multiple of `multiple` channels. The picture is the
         same (the zeros add nothing; the weights as trained are untouched), but ONNX Runtime on the CPU runs a
         convolution in its blocked NCHWc layout only when the channels divide by 8: the layout's one extra
-        channel sent those layers to its plain path (the lite decoder's third layer, 49 channels: 4.2 ms a
-        frame against 2.5 for the same layer at 48). Export writes this copy."""
+        channel sent those layers to its plain path (what it cost: docs/speed.md). Export writes this copy."""
         padded = copy.deepcopy(self)
         for i in sorted(self.pictured):
             layer = padded.deconvs[i]

@@ -146,8 +146,8 @@ class VideoWriter(ABC):
 
 
 # Frames go down the pipe as 4:2:0 (BT.601 video range, what ffmpeg itself makes of RGB) where the codec takes
-# that: OpenCV converts a 1080p frame in 1.3 ms where ffmpeg's swscale takes 8 (rgb24 has no fast path in it),
-# and the pipe carries half the bytes. A live 1080p recording costs 14 ms of CPU a frame instead of 24.
+# that: OpenCV converts faster than ffmpeg's swscale (rgb24 has no fast path in it), and the pipe carries half
+# the bytes (the CPU a 1080p frame costs each way: docs/speed.md).
 PIPE_I420 = True
 
 
@@ -276,9 +276,8 @@ def check_output_path(path: str | os.PathLike) -> Path:
     return check_file_name(p)
 
 
-# x264 preset of live recordings: x264 at 1080p30 takes 1.7 cores at veryfast (render's preset), 1 at
-# superfast, 0.6 at ultrafast (measured here on upscaled model output); a live show has 2 cores to share
-# with the model, so it records fast and big (CRF 18 either way) and render takes its time
+# x264 preset of live recordings: a live show shares 2 cores with the model, so it records fast and big
+# (CRF 18 either way) and render takes its time (veryfast); the cores each preset costs: docs/speed.md
 LIVE_PRESET = "ultrafast"
 
 

@@ -10,14 +10,12 @@ scale of "the input moved" for the memory's hysteresis (autoencoded.live.control
 
 Nearness is by direction from the film's centre (the bank's mean latent): cosine similarity of the centred
 latents, searched as Euclidean distance between unit vectors (2 - 2 cos). Footage the model never saw
-encodes weaker than its film (nearer the centre: 5.5-6.3 against 7.1 for the demo model), and by plain
-distance it is then nearest to the film's weakest frames, the fades and hazes every input is near (on the
-demo model the remembered frames of five foreign clips had a Lab W2 of 16.3 to the trailer's colours; by
-direction 13.9, at the same 30.6-30.9 dB to the nearest trailer frame). safetensors holds
-plain arrays (never pickle). A pack keeps its bank within the pack budget of MAX_PACK_BYTES (export reduces
-it to fit); a reader refuses, with one line, a file over MAX_BANK_BYTES, an empty bank, rows with NaN/Inf,
-a latent size other than the model's, and a file that does not match model.json. A pack without a bank
-(made before banks existed) is not an error: `read_bank` gives None.
+encodes weaker than its film (nearer the centre), and by plain distance it is then nearest to the film's
+weakest frames, the fades and hazes every input is near (what was measured: docs/models.md).
+safetensors holds plain arrays (never pickle). A pack keeps its bank within the pack budget of
+MAX_PACK_BYTES (export reduces it to fit); a reader refuses, with one line, a file over MAX_BANK_BYTES, an
+empty bank, rows with NaN/Inf, a latent size other than the model's, and a file that does not match
+model.json. A pack without a bank (made before banks existed) is not an error: `read_bank` gives None.
 """
 
 from __future__ import annotations

@@ -2,10 +2,10 @@
 
 CPU sessions use one intra-op thread per physical core but one (leaving that core to the rest of the live
 loop: decoding, upscaling, the encoder, and to OBS on the same machine), never spin (ONNX Runtime's default
-keeps idle workers busy-waiting, which steals the CPU from those very threads: measured here, 2 spinning
-threads gave 44 fps next to other work, 2 resting ones 68, 1 thread 71), full graph optimisation and
-sequential execution (the fastest for these small conv nets on 2-8 cores). reconstruct() runs one fused graph
-(encoder and decoder merged in memory, mu wired to z), so a live frame costs a single session call.
+keeps idle workers busy-waiting, which steals the CPU from those very threads: docs/speed.md), full graph
+optimisation and sequential execution (the fastest for these small conv nets on 2-8 cores). reconstruct()
+runs one fused graph (encoder and decoder merged in memory, mu wired to z), so a live frame costs a single
+session call.
 A CUDA provider that fails to load (missing cuDNN, driver mismatch) raises, naming the CUDA the wheel is
 built for (ONNX Runtime's own "Require cuDNN 9.* and CUDA 13.*" line is silenced with its other red lines);
 `open_engine` then runs the CPU provider and says why in one line, never silently. The CUDA provider runs
