@@ -55,9 +55,10 @@ BATCH = 512  # datagrams drained per wake-up (bounds the memory a flood can hold
 # (handling capacity stays ~80k msg/s, far above any controller)
 FLOOD_PAUSE = 0.005
 MAX_BUNDLE_DEPTH = 8
-MAX_BUNDLE_ITEMS = 64  # messages in one bundle: 64 cost under a millisecond here; controllers send a few
+MAX_BUNDLE_ITEMS = 64  # messages in one bundle: 64 cost under a millisecond; controllers send a few
 # address patterns matched per datagram (a bundle may carry hundreds): each costs up to ~0.3 ms, so a
-# datagram costs at most about a millisecond; further patterns are refused and counted
+# datagram costs at most about a millisecond; further patterns are refused and counted (both costs:
+# python benchmarks/bench_osc.py)
 PATTERNS_PER_DATAGRAM = 3
 PATTERN_CACHE = 512  # distinct patterns remembered (TouchOSC-style senders repeat theirs)
 STATUS_INTERVAL = 0.02  # at most one /status reply per destination per 20 ms
