@@ -93,6 +93,13 @@ RECIPES = {
                   model_overrides={"latent_channels": c, "latent_scale": s, "bounded_latent": False})
        for name, z, c, s, kl in (("spatial", 2304, 16, 1, 1e-2), ("spatial-kl3", 2304, 16, 1, 1e-3),
                                  ("spatial-kl1", 2304, 16, 1, 1e-1), ("spatial-32x18", 2304, 4, 2, 1e-2))},
+    # the spatial code at 32x18 with the film's bound (mu in tanh's range, sigma at least 0.61), so the KL
+    # cannot shrink sigma to nothing: the noise's reach is the model's noise_scale, played on a share of
+    # each batch; the rest decodes near the mean (prior std 0.05, the lite default's end)
+    **{name: dict(z_dim=2304, layout=False, dream_share=share, noise_start=0.05, noise_end=0.05,
+                  model_overrides={"latent_channels": 4, "latent_scale": 2, "bounded_latent": True,
+                                   "noise_scale": scale})
+       for name, scale, share in (("dream-s05", 0.5, 0.5), ("dream-s1", 1.0, 0.5), ("dream-s1-all", 1.0, 1.0))},
 }
 FOREIGN = Path(__file__).resolve().parents[2] / "shared" / "footage" / "foreign"
 GREY_CLIP = "camera"  # the greyscale clip: its output's colourfulness says whether the film's colours come back

@@ -8,7 +8,10 @@
    `autoencoded render`; inputs on top, the model's output below (the black column shows the haze);
 3. live.png: a still of `autoencoded live --input demo --noise 0.6 --overlay`;
 4. foreign.png: footage the model never saw (../shared/footage/foreign: the portrait and the cameraman,
-   public domain and CC0), three frames of each through `autoencoded render`, inputs on top.
+   public domain and CC0), three frames of each through `autoencoded render`, inputs on top;
+5. dream.png: the contact sheet of the two knobs, a foreign clip (the portrait) and the trailer (2 s from
+   second 20) through `autoencoded render --crop none` at noise 0 / 0.25 / 0.5 / 1 and memory 0.5 / 1,
+   the same frame of each, the input first.
 """
 
 from __future__ import annotations
@@ -29,6 +32,10 @@ from autoencoded.live.assets import DEMO_CLIP
 ROOT = Path(__file__).resolve().parents[1]
 FOREIGN = ROOT.parent / "shared" / "footage" / "foreign"
 FOREIGN_CLIPS = ("astronaut_handheld.mp4", "camera_handheld.mp4")
+TRAILER = ROOT.parent / "shared" / "footage" / "bbb_trailer.mp4"
+# the contact sheet's columns: (label, render options)
+KNOBS = (("noise 0", []), ("noise 0.25", ["--noise", "0.25"]), ("noise 0.5", ["--noise", "0.5"]),
+         ("noise 1", ["--noise", "1"]), ("memory 0.5", ["--memory", "0.5"]), ("memory 1", ["--memory", "1"]))
 
 
 def read_frames(path: Path) -> list[np.ndarray]:
@@ -80,13 +87,53 @@ def foreign_strip(tmp: Path, out: Path) -> Path | None:
     return out / "foreign.png"
 
 
+def labelled(frame: np.ndarray, text: str) -> np.ndarray:
+    out = frame.copy()
+    cv2.putText(out, text, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 3, cv2.LINE_AA)
+    cv2.putText(out, text, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+    return out
+
+
+def contact_sheet(tmp: Path, out: Path, model: str) -> Path | None:
+    """One row a clip: its input frame, then the same frame rendered at each of KNOBS."""
+    portrait = FOREIGN / FOREIGN_CLIPS[0]
+    if not (portrait.is_file() and TRAILER.is_file()):
+        print(f"dream.png skipped: {FOREIGN} or {TRAILER} not present", file=sys.stderr)
+        return None
+    excerpt = tmp / "trailer_20s.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-ss", "20", "-t", "2", "-i", str(TRAILER), "-an", str(excerpt)],
+                   check=True)
+    rows = []
+    for clip in (portrait, excerpt):
+        originals = read_frames(clip)
+        at = len(originals) // 2
+        row = []
+        for label, options in KNOBS:
+            rendered = tmp / f"{clip.stem}-{label.replace(' ', '_')}.mp4"
+            autoencoded("render", str(clip), str(rendered), "--model", model, "--crop", "none", *options)
+            frame = read_frames(rendered)[at]
+            if not row:
+                rh, rw = frame.shape[:2]
+                row.append(labelled(cv2.resize(originals[at], (rw, rh), interpolation=cv2.INTER_AREA), "input"))
+            row.append(labelled(frame, label))
+        rows.append(np.hstack(row))
+    cv2.imwrite(str(out / "dream.png"), np.vstack(rows))
+    return out / "dream.png"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", default=str(ROOT / "build/demo/run"))
     ap.add_argument("--out", default=str(ROOT / "docs/img"))
+    ap.add_argument("--model", default="demo", help="The pack the contact sheet renders with.")
+    ap.add_argument("--only", choices=["dream"], default=None, help="Make only this picture.")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.only == "dream":
+        with tempfile.TemporaryDirectory() as tmp:
+            print(contact_sheet(Path(tmp), out, args.model))
+        return
 
     shutil.copyfile(sample_grid(Path(args.run)), out / "samples.png")
 
@@ -115,7 +162,8 @@ def main() -> None:
                     "--overlay", "--max-frames", "75", "--size", "854x480", "--osc-port", "0")
         cv2.imwrite(str(out / "live.png"), read_frames(tmp / "live.mp4")[-1])
         foreign_strip(tmp, out)
-    for name in ("samples.png", "before_after.png", "live.png", "foreign.png"):
+        contact_sheet(tmp, out, args.model)
+    for name in ("samples.png", "before_after.png", "live.png", "foreign.png", "dream.png"):
         if (out / name).is_file():
             print(out / name)
 

@@ -47,6 +47,7 @@ class DreamTally:
         self.params = {a: Params(noise=a, noise_seed=seed) for a in AMOUNTS}
         self.changed = dict.fromkeys(AMOUNTS, 0.0)
         self.sharp: list[np.ndarray] = []
+        self.sharp_still: list[np.ndarray] = []
         self.lab = metrics.LabGaussian()
         self.warp = metrics.WarpError()
         self.every = max(1, expected // SWAP_FRAMES)
@@ -61,6 +62,7 @@ class DreamTally:
         for a, out in renders.items():
             self.changed[a] += metrics.change(still, out) * len(frames)
         self.sharp.append(metrics.sharpness_frames(renders[1.0]))
+        self.sharp_still.append(metrics.sharpness_frames(still))
         self.lab.add(renders[1.0])
         self.warp.add(frames, {"still": still, "noise 0.5": renders[0.5]})
         at = np.arange(self.done, self.done + len(frames))
@@ -73,7 +75,10 @@ class DreamTally:
     def figures(self, film_sharpness: float | None, palette=None) -> dict:
         done = max(self.done, 1)
         sharp = float(np.median(np.concatenate(self.sharp))) if self.sharp else 0.0
+        still = float(np.median(np.concatenate(self.sharp_still))) if self.sharp_still else 0.0
         return {
+            "sharpness_noise_0": still,
+            "sharpness_ratio_noise_0": still / film_sharpness if film_sharpness else None,
             "change": {str(a): v / done for a, v in self.changed.items()},
             "sharpness_noise_1": sharp,
             "film_sharpness": film_sharpness,

@@ -28,8 +28,12 @@ DREAM_LEGEND = ("dream: the footage rendered again at live noise 0.5 and 1 (defa
 def _dream_line(r: dict) -> str:
     d = r["dream"]
     model = r["scores"]["model"]
+    sharp = (f"{d['sharpness_ratio']:.2f}x the film's (at 0 {d['sharpness_ratio_noise_0']:.2f}x)"
+             if d["sharpness_ratio"] is not None
+             else f"{d['sharpness_noise_1']:.0f} (at 0 {d['sharpness_noise_0']:.0f}; the film's is not recorded: "
+                  "--palette FILM)")
     return (f"dream: change {d['change']['0.5']:.1f} at noise 0.5, {d['change']['1.0']:.1f} at 1; sharpness at 1 "
-            f"{_figure(d['sharpness_ratio'], '.2f')}x the film's; palette at 1 {_figure(d['palette_w2_noise_1'], '.1f')} "
+            f"{sharp}; palette at 1 {_figure(d['palette_w2_noise_1'], '.1f')} "
             f"(at 0 {_figure(model['palette_w2'], '.1f')}); warp at 0.5 {_figure(d['warp_error_noise_05'], '.2f')} "
             f"(at 0 {_figure(d['warp_error_noise_0'], '.2f')}); learned {_figure(d['learned_share'], '.1f')}")
 

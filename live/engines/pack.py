@@ -235,6 +235,15 @@ def read_meta(pack_dir: str | os.PathLike) -> dict:
     return meta
 
 
+def _layout_record(meta: dict) -> dict | None:
+    """The "latent" record of a pack exported before it had one: a model with a layout learned its first
+    config.z_dim entries and computed the rest, which noise must not move (they are the input's luma)."""
+    config = meta.get("config")
+    if isinstance(config, dict) and config.get("layout") is True and isinstance(config.get("z_dim"), int):
+        return {"learned": config["z_dim"]}
+    return None
+
+
 def read_pack(pack_dir: str | os.PathLike) -> ModelPack:
     """Validate a model pack folder and load its graphs. Every problem is one UserError line."""
     pack_dir = Path(pack_dir)
@@ -247,7 +256,7 @@ def read_pack(pack_dir: str | os.PathLike) -> ModelPack:
         _check_io(pack_dir / meta["files"][role], role, models[role], w, h, z)
     model_hash = digest.hexdigest()
     try:
-        plan = LatentPlan.from_record(meta.get("latent"), z)
+        plan = LatentPlan.from_record(meta.get("latent", _layout_record(meta)), z)
     except ValueError as exc:
         raise UserError(f"{pack_dir / META_FILE}: {exc} (refused)") from None
     recorded = meta.get("model_hash")
