@@ -23,24 +23,22 @@ calibration of the recipe's pixel-led and adversarial steps on this machine.
 two recipes get a core each. --keep DIR keeps each run's folder (DIR/NAME), a normal training run that
 `autoencoded export` reads.
 
-The recipes (RECIPES): each is the lite defaults (training/archs.py) with the levers it names changed.
-- old: the release before last (lite with transposed convolutions, batch 8, Adam 5e-4 beta1 0.5, the full
-  VAE-GAN from the first step, pixel L1 1, similarity 0.1, KL 0.02, GAN 0.02, noise 1.0 -> 0.3);
-- film: the frames as they are (no augmentation): the recipe of the demo model before the one that sees;
-- new: the lite defaults as they stand;
-- the levers of issue 21: geometry only, degraded inputs, how much of each batch stays plain, how often the
-  encoder sees colour (grey inputs), where capacity goes (a wider latent), and the GAN phase kept or dropped;
-- no-layout: the lite defaults without the input's luma grid in the latent (training/model.py), the recipe
-  of the demo model before the one that keeps the composition;
-- coarse-layout: the layout at the decoder's 16x9 bottom grid (`layout_scale` 1) instead of the lite default
-  128x72 read by the decoder's second, third and fourth layers too: the recipe of the demo model that kept
-  the composition but did not move;
-- layout-2 and layout-4: the layout at 32x18 (`layout_scale` 2, read by the decoder's second layer too) and
-  at 64x36 (`layout_scale` 4, its second and third), the recipes of the two demo models before this one
-  (576 and 2304 entries against the default's 9216);
-- the levers for local texture (SSIM, the one bar the 64x36 demo model missed): ssim-1, the SSIM term weighed
-  as the L1 term (1.0 against 0.5); wide-tail, the decoder's last two layers 64 and 48 channels wide
-  (against 48 and 24).
+The recipes (RECIPES): `new` is the lite defaults as they stand (training/archs.py: the spatial code the demo
+model plays); the others are deltas from LAYOUT_LITE, lite as it was before the dream (layout-8: a 256-entry FC
+code beside the input's luma at 128x72), so that each means what it meant when it was measured.
+- old: the release before last (transposed convolutions, batch 8, Adam 5e-4 beta1 0.5, the full VAE-GAN from
+  the first step, pixel L1 1, similarity 0.1, KL 0.02, GAN 0.02, noise 1.0 -> 0.3);
+- film: the frames as they are (no augmentation);
+- the levers of issue 21: geometry only, degraded inputs, how much of each batch stays plain, and the GAN
+  phase kept or dropped;
+- no-layout, coarse-layout, layout-2, layout-4: no luma grid, or one at 16x9, 32x18 or 64x36 (the recipes of
+  earlier demo models);
+- ssim-1 and wide-tail: the SSIM term weighed as the L1 term; the decoder's last two layers 64 and 48 wide;
+- the dream levers (issue 32), scored on both axes (the dream's columns: live/dream.py): coarse-learned, the
+  16x9 layout with noise on the learned entries only and half of each batch at live's amounts; spatial,
+  spatial-kl1, spatial-kl3 and spatial-32x18, a spatial code with no raw input beside it (16 channels over
+  16x9, or 4 over 32x18), unbounded under the plain KL at three weights; dream-s05, dream-s1 and
+  dream-s1-all, the 32x18 code bounded as the film's, its noise scale 0.5 or 1, on half or all of each batch.
 """
 
 from __future__ import annotations
@@ -65,40 +63,53 @@ from autoencoded.training.evaluation import open_footage
 from autoencoded.training.loop import Trainer
 from autoencoded.training.model import autoencoder_from_state, frames_to_input, output_to_frames
 
+
+def on(base: dict, **delta) -> dict:
+    """`base` with `delta`'s settings, their model_overrides merged."""
+    return {**base, **delta, "model_overrides": {**base.get("model_overrides", {}), **delta.get("model_overrides", {})}}
+
+
+# lite as it was before the dream (the 128x72-layout demo model): a 256-entry FC code beside the input's luma at
+# 128x72, noise 0.3 -> 0.05 on every entry; the recipes measured against it are deltas from it, so that they
+# mean what they meant when they were measured
+LAYOUT_LITE = dict(z_dim=256, layout=True, layout_scale=8, noise_start=0.3, noise_end=0.05, dream_share=0.0,
+                   model_overrides={"latent_channels": 0, "latent_scale": 1, "noise_scale": 1.0})
 RECIPES = {
-    "old": dict(batch=8, lr=5e-4, lr_dis=5e-4, beta1=0.5, lr_schedule="constant", pixel_weight=1.0, ssim_weight=0.0,
-                sim_weight=0.1, gamma=0.1, kl_weight=0.02, kl_noise_scaled=False, gan_weight=0.02,
-                adversarial_start=0.0, ema=0.0, noise_start=1.0, noise_end=0.3,
-                model_overrides={"upsample": "deconv", "dec_channels": []}),
-    "film": dict(augment=False),
+    "old": on(LAYOUT_LITE, batch=8, lr=5e-4, lr_dis=5e-4, beta1=0.5, lr_schedule="constant", pixel_weight=1.0,
+              ssim_weight=0.0, sim_weight=0.1, gamma=0.1, kl_weight=0.02, kl_noise_scaled=False, gan_weight=0.02,
+              adversarial_start=0.0, ema=0.0, noise_start=1.0, noise_end=0.3,
+              model_overrides={"upsample": "deconv", "dec_channels": []}),
     "new": {},
-    "augment": dict(augment=True),
-    "geometry": dict(augment=True, augment_degrade=0.0),
-    "mix50": dict(augment=True, augment_plain=0.5),
-    "mix10": dict(augment=True, augment_plain=0.1),
-    "degrade80": dict(augment=True, augment_degrade=0.8),
-    "z256": dict(augment=True, z_dim=256),
-    "no-gan": dict(augment=True, adversarial_start=1.0),
-    "no-layout": dict(layout=False),
-    "coarse-layout": dict(model_overrides={"layout_scale": 1}),
-    "layout-2": dict(model_overrides={"layout_scale": 2}),
-    "layout-4": dict(model_overrides={"layout_scale": 4}),
-    "ssim-1": dict(ssim_weight=1.0),
-    "wide-tail": dict(model_overrides={"dec_channels": [192, 96, 64, 48]}),
+    "layout-8": LAYOUT_LITE,
+    "film": on(LAYOUT_LITE, augment=False),
+    "augment": on(LAYOUT_LITE, augment=True),
+    "geometry": on(LAYOUT_LITE, augment=True, augment_degrade=0.0),
+    "mix50": on(LAYOUT_LITE, augment=True, augment_plain=0.5),
+    "mix10": on(LAYOUT_LITE, augment=True, augment_plain=0.1),
+    "degrade80": on(LAYOUT_LITE, augment=True, augment_degrade=0.8),
+    "no-gan": on(LAYOUT_LITE, augment=True, adversarial_start=1.0),
+    "no-layout": on(LAYOUT_LITE, layout=False),
+    "coarse-layout": on(LAYOUT_LITE, layout_scale=1),
+    "layout-2": on(LAYOUT_LITE, layout_scale=2),
+    "layout-4": on(LAYOUT_LITE, layout_scale=4),
+    "ssim-1": on(LAYOUT_LITE, ssim_weight=1.0),
+    "wide-tail": on(LAYOUT_LITE, model_overrides={"dec_channels": [192, 96, 64, 48]}),
     # the dream levers (issue 32): every latent entry that live noise moves is learned, with its sigma and
     # KL, and a share of each batch is decoded at the amounts live plays
-    "coarse-learned": dict(model_overrides={"layout_scale": 1}, dream_share=0.5),
-    **{name: dict(z_dim=z, layout=False, dream_share=1.0, noise_start=1.0, noise_end=1.0, kl_noise_scaled=False,
-                  saturation_weight=0.0, kl_weight=kl,
-                  model_overrides={"latent_channels": c, "latent_scale": s, "bounded_latent": False})
+    "coarse-learned": on(LAYOUT_LITE, layout_scale=1, dream_share=0.5),
+    # a spatial code (no raw input beside it), unbounded, the plain KL to N(0, 1), all of each batch at the live
+    # amounts: the KL weight sets sigma, and so the noise's reach
+    **{name: on(LAYOUT_LITE, z_dim=z, layout=False, dream_share=1.0, noise_start=1.0, noise_end=1.0,
+                kl_noise_scaled=False, saturation_weight=0.0, kl_weight=kl,
+                model_overrides={"latent_channels": c, "latent_scale": s, "bounded_latent": False})
        for name, z, c, s, kl in (("spatial", 2304, 16, 1, 1e-2), ("spatial-kl3", 2304, 16, 1, 1e-3),
                                  ("spatial-kl1", 2304, 16, 1, 1e-1), ("spatial-32x18", 2304, 4, 2, 1e-2))},
     # the spatial code at 32x18 with the film's bound (mu in tanh's range, sigma at least 0.61), so the KL
     # cannot shrink sigma to nothing: the noise's reach is the model's noise_scale, played on a share of
-    # each batch; the rest decodes near the mean (prior std 0.05, the lite default's end)
-    **{name: dict(z_dim=2304, layout=False, dream_share=share, noise_start=0.05, noise_end=0.05,
-                  model_overrides={"latent_channels": 4, "latent_scale": 2, "bounded_latent": True,
-                                   "noise_scale": scale})
+    # each batch; the rest decodes near the mean (prior std 0.05)
+    **{name: on(LAYOUT_LITE, z_dim=2304, layout=False, dream_share=share, noise_start=0.05, noise_end=0.05,
+                model_overrides={"latent_channels": 4, "latent_scale": 2, "bounded_latent": True,
+                                 "noise_scale": scale})
        for name, scale, share in (("dream-s05", 0.5, 0.5), ("dream-s1", 1.0, 0.5), ("dream-s1-all", 1.0, 1.0))},
 }
 FOREIGN = Path(__file__).resolve().parents[2] / "shared" / "footage" / "foreign"

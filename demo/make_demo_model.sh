@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 footage=${1:-../shared/footage/bbb_trailer.mp4}
-steps=${2:-4600}
+steps=${2:-5200}
 work=${DEMO_WORK:-build/demo}
 out=${DEMO_OUT:-live/assets/demo_model}
 mkdir -p "$work"

@@ -63,27 +63,22 @@ ARCHS: dict[str, Arch] = {
     ),
     "lite": Arch(
         "lite",
-        "the same family for a laptop CPU: 4x4 stride-2 convs 32-64-128-256, a 1x1 squeeze to 32 channels "
-        "before the FC to z=256, a resize-convolution decoder 192-96-48-24 (no checkerboard); ~1.1 GFLOPs",
-        model=dict(z_dim=256, enc_channels=(32, 64, 128, 256), enc_kernel=4, dec_kernel=4, upsample="resize",
+        "the same family for a laptop CPU: 4x4 stride-2 convs 32-64-128 to a spatial code of 8 channels over "
+        "32x18 cells (a mean and a sigma each, no FC), a resize-convolution decoder 96-48-24 (no checkerboard); "
+        "~0.8 GFLOPs",
+        # the learned code carries the whole picture (no raw input bypasses it), bounded as the film's (mu in
+        # tanh's range, sigma at least 0.61) so that the noise's reach is noise_scale and not what the KL
+        # leaves of sigma; docs/models.md has the levers measured side by side (benchmarks/bench_recipe.py)
+        model=dict(z_dim=0, enc_channels=(32, 64, 128, 256), enc_kernel=4, dec_kernel=4, upsample="resize",
                    dec_channels=(192, 96, 48, 24), bottleneck_channels=32, disc_channels=(32, 64, 128, 256),
-                   disc_kernel=4, disc_fc=0, sim_layers=(0, 1, 2, 3), bounded_latent=True, layout=True,
-                   # the layout at 128x72, eight times the bottom grid, read by the decoder's second, third
-                   # and fourth layers too: measured side by side (bench_recipe.py, layout-4 against new, one
-                   # core each), at 6 CPU minutes the 8 s window's SSIM 0.651 against 0.571 at 64x36 and the
-                   # trailer +1.83 dB over the thumbnail against +1.08 (in 232 steps against 263); 64x36 had
-                   # beaten 32x18 the same way (+1.76 dB against +0.80, the window's SSIM 0.567 against
-                   # 0.506), and 32x18 the 16x9 grid (structure 0.90 / 0.93 against 0.76 / 0.86, the output
-                   # moving with its input on every foreign clip)
-                   layout_scale=8),
-        # the CPU recipe (README, "Training recipe"): a pixel-led autoencoder, an EMA of the weights is what
-        # is evaluated. The discriminator does not join: measured side by side at 12 CPU minutes
-        # (benchmarks/bench_recipe.py, new against no-gan), its last tenth bought no texture (output detail
-        # 0.094 of the film's against 0.097 without it) and cost PSNR (+0.40 against +0.62 dB over the
-        # thumbnail), structure and colour; --adversarial-start 0.9 brings it back
-        train=dict(batch=16, lr=2e-3, lr_dis=2e-4, beta1=0.9, lr_schedule="cosine", noise_start=0.3,
-                   noise_end=0.05, pixel_weight=1.0, ssim_weight=0.5, kl_noise_scaled=True, saturation_weight=0.1,
-                   sim_weight=0.1, gamma=0.1, kl_weight=1e-3, gan_weight=0.01,
+                   disc_kernel=4, disc_fc=0, sim_layers=(0, 1, 2, 3), bounded_latent=True, layout=False,
+                   layout_scale=1, latent_channels=8, latent_scale=2, noise_scale=2.5),
+        # the CPU recipe: a pixel-led autoencoder whose averaged weights (EMA) are evaluated and exported, the
+        # discriminator left out (--adversarial-start 0.9 brings it back), and half of each batch decoded at
+        # the noise amounts live plays, the other half near the mean (prior std 0.05)
+        train=dict(batch=16, lr=2e-3, lr_dis=2e-4, beta1=0.9, lr_schedule="cosine", noise_start=0.05,
+                   noise_end=0.05, dream_share=0.5, pixel_weight=1.0, ssim_weight=0.5, kl_noise_scaled=True,
+                   saturation_weight=0.1, sim_weight=0.1, gamma=0.1, kl_weight=1e-3, gan_weight=0.01,
                    adversarial_start=1.0, ema=0.999, augment=True, augment_plain=0.5, augment_degrade=0.5),
     ),
 }

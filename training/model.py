@@ -75,7 +75,7 @@ class ModelConfig:
     # a spatial learned code (the VAEs latent diffusion decodes with): this many channels over a grid
     # `latent_scale` times finer than the bottom one, a mean and a sigma per cell and channel, from
     # convolutions instead of the FC; 0 keeps the FC's vector code of z_dim entries. z_dim is then
-    # channels x rows x cols
+    # channels x rows x cols (0 derives it)
     latent_channels: int = 0
     latent_scale: int = 1
     # the std of live noise at amount 1 (noise/max 1), in units of the encoder's sigma: the top of what
@@ -89,6 +89,9 @@ class ModelConfig:
         self.disc_channels = tuple(int(c) for c in self.disc_channels)
         self.dec_channels = tuple(int(c) for c in self.dec_channels)
         self.sim_layers = tuple(int(i) for i in self.sim_layers)
+        if self.latent_channels > 0 and self.z_dim == 0:  # a spatial code's size follows from the frame's
+            rows, cols = self.latent_grid
+            self.z_dim = self.latent_channels * rows * cols
         self.validate()
 
     @property
