@@ -153,7 +153,12 @@ def write_wav(path: Path, samples: np.ndarray, rate: int) -> Path:
 # ------------------------------------------------------------------------------------ models and runs
 
 # a lite network small enough to train a few steps in seconds on the 2-core CPU
-TINY = {"enc_channels": [8, 16, 16, 32], "disc_channels": [8, 16, 16, 32], "bottleneck_channels": 8, "z_dim": 16}
+# (the FC code beside the 128x72-style layout: the machinery the training tests exercise; TINY_SPATIAL is
+# lite's own spatial code at the same widths)
+TINY = {"enc_channels": [8, 16, 16, 32], "disc_channels": [8, 16, 16, 32], "bottleneck_channels": 8, "z_dim": 16,
+        "latent_channels": 0, "layout": True, "layout_scale": 8, "noise_scale": 1.0}
+TINY_SPATIAL = {"enc_channels": [8, 16, 16, 32], "disc_channels": [8, 16, 16, 32], "dec_channels": [32, 16, 16, 8],
+                "latent_channels": 2}
 
 
 def tiny_checkpoint(path: Path, width: int = 64, height: int = 48, seed: int = 0, he_init: bool = False) -> Path:

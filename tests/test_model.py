@@ -67,7 +67,8 @@ def test_bad_size_is_refused():
 
 
 def test_config_round_trip_and_rebuild():
-    cfg = ModelConfig.preset("lite", width=96, height=64, z_dim=32)
+    cfg = ModelConfig.preset("lite", width=96, height=64, latent_channels=4)
+    assert cfg.z_dim == 4 * 8 * 12  # a spatial code's size follows from its grid
     assert ModelConfig.from_dict(json.loads(cfg.to_json())) == cfg
     with pytest.raises(ValueError, match="unknown model config keys"):
         ModelConfig.from_dict({**cfg.to_dict(), "bogus": 1})
@@ -102,7 +103,7 @@ def _block_luma(x: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
 
 
 def test_the_latent_ends_with_the_inputs_luma_at_the_bottom_grid():
-    cfg = ModelConfig.preset("lite", width=64, height=48, **TINY, layout_scale=1)
+    cfg = ModelConfig.preset("lite", width=64, height=48, **{**TINY, "layout_scale": 1})
     assert cfg.layout and cfg.bottom == (3, 4) and cfg.latent_dim == cfg.z_dim + 12
     enc = build(cfg).encoder.eval()
     x = torch.rand(2, 3, 48, 64) * 2 - 1
@@ -128,7 +129,7 @@ def test_the_decoder_paints_what_the_layout_says():
 def test_a_finer_layout_is_the_luma_at_its_grid_and_its_detail_reaches_the_picture():
     """layout_scale 2: the latent carries the 6x8 grid (twice the bottom's 3x4), and two layouts with the same
     3x4 averages (what the FC and the first picture see) still paint differently: the second layer reads it."""
-    cfg = ModelConfig.preset("lite", width=64, height=48, **TINY, layout_scale=2)
+    cfg = ModelConfig.preset("lite", width=64, height=48, **{**TINY, "layout_scale": 2})
     assert cfg.layout_grid == (6, 8) and cfg.latent_dim == cfg.z_dim + 48
     m = build(cfg).eval()
     x = torch.rand(2, 3, 48, 64) * 2 - 1
@@ -144,7 +145,7 @@ def test_a_finer_layout_is_the_luma_at_its_grid_and_its_detail_reaches_the_pictu
     assert (y[0] - y[1]).abs().mean() > 1e-3
     for bad in (3, 32):
         with pytest.raises(ValueError, match="layout_scale"):
-            ModelConfig.preset("lite", width=64, height=48, **TINY, layout_scale=bad)
+            ModelConfig.preset("lite", width=64, height=48, **{**TINY, "layout_scale": bad})
 
 
 @pytest.mark.parametrize("upsample", ["resize", "deconv"])
@@ -175,3 +176,33 @@ def test_without_the_layout_the_latent_is_the_code_alone():
         assert m.decoder(mu).shape == (1, 3, 48, 64)
     assert mu.shape == (1, cfg.z_dim)
     assert not ModelConfig.preset("broad2016").layout  # the film's model as it was
+
+
+# ---- the spatial code: lite's latent, a mean and a sigma per cell and channel, nothing beside it ----------
+
+def test_lites_code_is_a_map_of_8_channels_over_32x18_and_nothing_bypasses_it():
+    cfg = ModelConfig.preset("lite")
+    assert cfg.spatial and not cfg.layout and cfg.latent_grid == (18, 32)
+    assert cfg.z_dim == cfg.latent_dim == 8 * 18 * 32
+    assert cfg.plan.learned == cfg.latent_dim and cfg.plan.shape == (8, 18, 32) and cfg.plan.scale == 2.5
+    torch.manual_seed(0)
+    ae = AutoEncoder(cfg).eval()
+    x = torch.rand(2, 3, 144, 256) * 2 - 1
+    with torch.no_grad():
+        mu, log_sigma = ae.encoder(x)
+        assert mu.shape == log_sigma.shape == (2, cfg.latent_dim)
+        assert float(mu.abs().max()) <= 1 and float(log_sigma.exp().min()) >= 0.6  # the film's bound
+        # each cell answers for its own place: changing the code of one corner cell moves that corner most
+        z = mu.clone()
+        z[:, 0] += 3.0  # channel 0, row 0, col 0
+        diff = (ae.decoder(z) - ae.decoder(mu)).abs().mean(dim=(0, 1))
+        assert float(diff[:16, :16].mean()) > 5 * float(diff[-16:, -16:].mean())
+
+
+def test_a_spatial_code_refuses_a_size_it_cannot_have_and_a_layout_beside_it():
+    with pytest.raises(ValueError, match="spatial code"):
+        ModelConfig.preset("lite", width=64, height=48, z_dim=16)
+    with pytest.raises(ValueError, match="takes no layout"):
+        ModelConfig.preset("lite", width=64, height=48, layout=True)
+    with pytest.raises(ValueError, match="latent_scale"):
+        ModelConfig.preset("lite", width=64, height=48, latent_scale=3)
