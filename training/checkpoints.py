@@ -8,6 +8,10 @@
 
 Every file is written atomically (temp + fsync + rename), state first, index last: a crash or a full disk
 at any moment leaves the previous checkpoint complete and named by index.json.
+
+Below the files, a trainer's side of them (save_trainer, resume_trainer, roll_back_trainer): what of the
+run goes into a checkpoint and comes back from one. They read and set the Trainer's fields (training/
+loop.py), which hands itself in; this module never imports the loop.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from pathlib import Path
 
 import torch
@@ -24,7 +29,10 @@ from safetensors.torch import save as st_save
 from autoencoded.documents import parse_json
 from autoencoded.errors import UserError, one_line
 from autoencoded.fileio import LOCK_INSIDE, Claim
+from autoencoded.training import distributed as dist_mod
+from autoencoded.training.ema import WeightAverage
 from autoencoded.training.model import ModelConfig
+from autoencoded.training.run_evaluation import EVAL_KEYS
 from autoencoded.training.weights import STEP_RE, atomic_write_bytes, load_weights, save_weights
 
 STATE_FORMAT = "autoencoded-train-state"
@@ -209,6 +217,12 @@ class Checkpoints:
                 return p
         return None
 
+    def agreed_latest(self, dist) -> Path | None:
+        """The newest complete checkpoint, as rank 0 sees it, on every rank (one choice for all)."""
+        latest = self.latest() if dist.main else None
+        name = dist_mod.decide(latest.name if latest else None, dist)
+        return self.dir / name if name else None
+
     def load(self, path: Path, device: torch.device | str = "cpu"
              ) -> tuple[ModelConfig, dict[str, torch.Tensor], dict[str, torch.Tensor], dict]:
         """(model config, weights, state tensors, state dict) of a checkpoint. Only safetensors are read."""
@@ -228,3 +242,109 @@ class Checkpoints:
         except (SafetensorError, OSError, ValueError, KeyError) as exc:
             raise UserError(f"{state_path}: corrupt training state ({one_line(exc)})") from None
         return cfg, weights, tensors, state
+
+
+# ---- a trainer's state in and out of its checkpoints -------------------------------------------------------
+
+def trainer_state(t) -> dict:
+    """The schedule a checkpoint carries beside the weights and optimizers: what a resume needs to repeat
+    the uninterrupted run, and where in the data it was."""
+    return {"step": t.step, "epoch": t.step / t.steps_per_epoch, "lr_scale": t.lr_scale,
+            "rollbacks": t.rollbacks, "skips": t.skips, "last_bce": list(t.last_bce),
+            "guard": t.guard.state(), "total_steps": t.total, "seed": t.cfg.seed,
+            "first_eval": t.first_eval,
+            "data_position": {"epoch": t.step // t.steps_per_epoch, "batch": t.step % t.steps_per_epoch}}
+
+
+def save_trainer(t, ev: dict | None = None) -> Path | None:
+    """A checkpoint of trainer `t` at its step, scored by its evaluation `ev` (made now when not given),
+    written by rank 0 while the others wait. -> its weights file (None on the other ranks)."""
+    path = None
+    if t.dist.main:
+        ev = ev or t.evaluate()
+        side = {"epoch": t.step / t.steps_per_epoch, "noise": t.noise,
+                "losses": {k: v for k, v in t.last_losses.items() if math.isfinite(v)},
+                "eval": {k: ev[k] for k in EVAL_KEYS},
+                "lr_scale": t.lr_scale, "rollbacks": t.rollbacks, "time": time.time()}
+        try:
+            path = t.ckpt.save(t.step, t.model_cfg, {**t.model.state_dict(), **ev["averaged"]},
+                               t.opts, trainer_state(t), side, score=-ev["psnr"])
+        except OSError as exc:
+            raise UserError(f"could not write checkpoint at step {t.step} in {t.ckpt.dir} "
+                            f"({exc.strerror or exc}); the previous checkpoint is intact") from None
+    dist_mod.barrier(t.dist)
+    t.saved_step = t.step
+    return path
+
+
+def resume_trainer(t) -> None:
+    """Trainer `t` where its newest checkpoint left it, schedule and random state included; a checkpoint of
+    another model (its ModelConfig differs) is refused."""
+    path = t.ckpt.agreed_latest(t.dist)
+    if path is None:
+        raise UserError(f"{t.out}: no checkpoint to resume from")
+    cfg, _, _, _ = t.ckpt.load(path)
+    mine = t.model_cfg.to_dict()
+    theirs = cfg.to_dict()
+    diff = [k for k in mine if k != "extra" and mine[k] != theirs.get(k)]
+    if diff:
+        desc = ", ".join(f"{k}: checkpoint {theirs.get(k)} vs now {mine[k]}" for k in diff[:3])
+        raise UserError(f"--resume: checkpoint {path.name} is incompatible ({desc})")
+    restore_trainer(t, path, schedule=True)
+
+
+def restore_trainer(t, path: Path, schedule: bool) -> dict:
+    """Checkpoint `path`'s weights (averaged ones too), optimizers and step into trainer `t`; with `schedule`
+    also its random state, lr scale, rollbacks, balance skips and guard (a resume; a rollback keeps its
+    own). -> the checkpoint's state dict."""
+    _, weights, tensors, state = t.ckpt.load(path, device=t.device)
+    averaged = {k: v for k, v in weights.items() if k.startswith(WeightAverage.PREFIX)}
+    weights = {k: v for k, v in weights.items() if not k.startswith(WeightAverage.PREFIX)}
+    if t.ema is not None:
+        t.ema.load(averaged, t.nets)
+    try:
+        t.model.load_state_dict(weights, strict=True)
+    except RuntimeError as exc:
+        raise UserError(f"{path}: weights do not fit this model ({one_line(exc)})") from None
+    for k, opt in t.opts.items():
+        optimizer_from_flat(k, opt, tensors, state["optimizers"][k], t.device)
+    t.step = int(state["step"])
+    t.saved_step = t.step
+    t.last_bce = tuple(state["last_bce"])
+    if schedule:
+        restore_rng(tensors)
+        t.lr_scale = float(state["lr_scale"])
+        t.rollbacks = int(state["rollbacks"])
+        t.skips = dict(state["skips"])
+        t.guard.load_state(state["guard"])
+        t.first_eval = state.get("first_eval")
+    return state
+
+
+def roll_back_trainer(t, reason: str) -> None:
+    """Trainer `t` back at its last good checkpoint after a collapse (`reason`), its lr lowered; past
+    --max-rollbacks, or with no checkpoint yet, the run stops with one line instead."""
+    t.rollbacks += 1
+    at = t.step
+    path = t.ckpt.agreed_latest(t.dist)
+    if t.rollbacks > t.cfg.max_rollbacks:  # stop: the last good checkpoint stays as it is
+        kept = f"; the last good checkpoint {path.name} is kept" if path else ""
+        raise UserError(f"training stopped: it collapsed {t.rollbacks} times, more than the "
+                        f"{t.cfg.max_rollbacks} rollbacks allowed (last: {reason} at step {at}){kept}; "
+                        "continue it with --resume and a lower --lr or a smaller --noise-end")
+    if path is None:
+        raise UserError(f"training collapsed ({reason}) before any checkpoint was written")
+    rollbacks, current = t.rollbacks, t.lr_scale
+    state = restore_trainer(t, path, schedule=False)
+    # the lr that was good at the checkpoint (or the current one, if already lower), times the factor
+    t.rollbacks = rollbacks
+    t.lr_scale = min(current, float(state["lr_scale"])) * t.cfg.rollback_lr_factor
+    t.guard.reset_after_rollback()
+    t.order.forget_read_ahead()
+    event = {"event": "rollback", "reason": reason, "at_step": at, "to_step": t.step,
+             "checkpoint": path.name, "lr_scale": t.lr_scale, "rollbacks": t.rollbacks}
+    t.events.append(event)
+    if t.dist.main:
+        t.log.line(f"[yellow]collapse at step {at}: {reason}; rolled back to {path.name}, "
+                   f"lr x{t.lr_scale:g}[/]")
+        t.log.event(event, at, t.rollbacks)

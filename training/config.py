@@ -15,6 +15,7 @@ from pathlib import Path
 from autoencoded.documents import check_fields
 from autoencoded.errors import UserError
 from autoencoded.training import losses
+from autoencoded.training.model import ModelConfig
 
 NOISE_SCHEDULES = ("linear", "cosine", "step")
 LR_SCHEDULES = ("constant", "cosine")
@@ -132,6 +133,20 @@ class TrainConfig(_TrainFields):
         if "augment" not in d and "lr" in d:
             d = {**d, "augment": False, "augment_plain": 0.25, "augment_degrade": 0.5}
         return cls(**d)
+
+    def model_config(self) -> ModelConfig:
+        """The run's networks: its architecture's at its size, with the model fields it sets."""
+        over = dict(self.model_overrides)
+        if self.z_dim:
+            over["z_dim"] = self.z_dim
+        if self.layout is not None:
+            over["layout"] = self.layout
+        if self.layout_scale is not None:
+            over["layout_scale"] = self.layout_scale
+        try:
+            return ModelConfig.preset(self.arch, width=self.width, height=self.height, **over)
+        except (ValueError, TypeError) as exc:
+            raise UserError(f"model configuration: {exc}") from None
 
     def save(self, path: str | Path) -> None:
         from autoencoded.training.weights import atomic_write_bytes

@@ -31,6 +31,7 @@ import numpy as np
 
 from autoencoded import metrics
 from autoencoded.errors import UserError, one_line
+from autoencoded.fileio import atomic_write_bytes
 from autoencoded.training.data import META_FILE as DATASET_META
 
 PALETTE_FILE = "dataset_palette.json"  # in a run folder, written by the trainer; copied into model.json
@@ -110,6 +111,14 @@ def run_palette_record(path: Path) -> dict | None:
     except (OSError, ValueError, RecursionError):
         return None
     return data if read_palette(data, PALETTE_FILE)[0] is not None else None
+
+
+def write_run_palette(run: Path, ds) -> None:
+    """The training frames' colours in RUN/dataset_palette.json, which export copies into the model pack so
+    that `autoencoded eval` can measure palette transfer without the dataset. A record from an older
+    version (an RGB histogram) is written anew; a current one is kept."""
+    if run_palette_record(run) is None:
+        atomic_write_bytes(Path(run) / PALETTE_FILE, (json.dumps(palette_record(ds)) + "\n").encode())
 
 
 def model_palette(kind: str, path: Path) -> tuple[Colours | None, str]:

@@ -10,63 +10,41 @@ The equilibrium/margin decision for step s uses the discriminator costs measured
 micro-batch and process knows it before computing gradients); that state is in the checkpoint too.
 
 The parts beside it: the data order is training/order.py, the reports (metrics.jsonl, TensorBoard, the
-console) training/runlog.py, the objective training/losses.py, checkpoints training/checkpoints.py, the
-collapse guard training/guard.py.
+console) training/runlog.py, the objective training/losses.py, the evaluation at each checkpoint
+training/run_evaluation.py, saving, resuming and rolling back training/checkpoints.py, the collapse guard
+training/guard.py.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
-from autoencoded import metrics, signals
-from autoencoded.errors import UserError, one_line
-from autoencoded.posterior import Posterior
+from autoencoded import signals
+from autoencoded.errors import UserError
 from autoencoded.training import distributed as dist_mod
 from autoencoded.training.augment import Augmentation
-from autoencoded.training.checkpoints import Checkpoints, optimizer_from_flat, restore_rng
+from autoencoded.training.batchnorm import bn_momentum
+from autoencoded.training.checkpoints import Checkpoints, resume_trainer, roll_back_trainer, save_trainer
 from autoencoded.training.compiled import compile_networks
 from autoencoded.training.config import TrainConfig
 from autoencoded.training.device import autocast_dtype, pick_device
 from autoencoded.training.ema import WeightAverage
-from autoencoded.training.foreign import foreign_frames
+from autoencoded.training.evaluation import write_run_palette
 from autoencoded.training.guard import CollapseGuard
 from autoencoded.training.losses import DiscriminatorOutputs, VAEGANLoss, balance
-from autoencoded.training.model import ModelConfig, build, encode, frames_to_input, output_to_frames
+from autoencoded.training.model import build, encode, frames_to_input
 from autoencoded.training.order import DataOrder, seed_hash
+from autoencoded.training.run_evaluation import EVAL_KEYS, RunEvaluation, write_samples
 from autoencoded.training.runlog import RunLog
-from autoencoded.training.samples import grid, write_png
 from autoencoded.training.schedules import lr_at, noise_at
 
 NETS = ("encoder", "decoder", "discriminator")
-EVAL_FRAMES = 64
-CALIBRATION_FRAMES = 1024  # frames that re-estimate BatchNorm statistics at each evaluation
-# structure_foreign and colourfulness_foreign: of the shipped foreign frames (training/foreign.py), so a run
-# shows whether footage it never saw keeps its composition while the film's PSNR climbs
-# dream_change_foreign: the mean |difference| (0..255) that live noise amount 1 makes to those frames, and
-# dream_sharpness_foreign their sharpness at amount 1 over the film's (above 1: static, not a picture)
-EVAL_KEYS = ("recon_mse", "diversity", "psnr", "ssim", "psnr_minus_thumb", "structure_foreign",
-             "colourfulness_foreign", "dream_change_foreign", "dream_sharpness_foreign")
-@contextlib.contextmanager
-def frozen_bn_stats(module: nn.Module):
-    """Train-mode BatchNorm that does not update running statistics (for the prior-sample pass), so the
-    decoder's eval-mode statistics describe reconstructions only: what export and live decode."""
-    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [m.momentum for m in bns]
-    for m in bns:
-        m.momentum = 0.0
-    try:
-        yield
-    finally:
-        for m, mom in zip(bns, saved, strict=True):
-            m.momentum = mom
 
 
 class Collapse(Exception):
@@ -93,7 +71,7 @@ class Trainer:
         n = len(dataset)
         self._size_the_run(n)
         self.order = DataOrder(dataset, cfg.batch, cfg.seed, self.dist.rank, self.dist.world, self.total)
-        self.model_cfg = self._model_config()
+        self.model_cfg = cfg.model_config()
         amp_note = self._build_networks()
         self.loss = VAEGANLoss(self.model_cfg.sim_layers, **cfg.loss_settings())
         # the film through other cameras (training/augment.py): off, the frames are the input and the target
@@ -114,14 +92,15 @@ class Trainer:
         self.last_losses: dict = {}
         self.loss_names: list[str] = []
         self.events: list[dict] = []
-        self._pick_evaluation_frames(n)
+        self.evaluation = RunEvaluation(self.model, self.model_cfg, dataset, self.ema, cfg.seed, cfg.sample_count,
+                                        self.micro, self._to_input, self._autocast, self.device)
         self._stop = False
         self.log = RunLog(self.out, console, self.dist.main)
         self.saved_step: int | None = None  # the step of the checkpoint on disk that matches the weights
         if amp_note and self.dist.main:
             self.log.line(amp_note)
         if resume:
-            self._resume()
+            resume_trainer(self)
 
     # ---- setup ---------------------------------------------------------------------------------------
 
@@ -158,74 +137,6 @@ class Trainer:
         self.opts = {k: torch.optim.Adam(m.parameters(), lr=self.base_lr[k], betas=(cfg.beta1, cfg.beta2))
                      for k, m in self.nets.items()}
         return amp_note
-
-    def _pick_evaluation_frames(self, n: int) -> None:
-        k = min(self.cfg.sample_count, n)
-        self.fixed_idx = np.linspace(0, n - 1, k).round().astype(np.int64)
-        # the frames scored at every evaluation (PSNR/SSIM against the 16x9 thumbnail): spread over the film
-        self.eval_idx = np.unique(np.linspace(0, n - 1, min(n, EVAL_FRAMES)).round().astype(np.int64))
-        g = torch.Generator().manual_seed(seed_hash(self.cfg.seed, 7777))
-        # fixed weights that mix the evaluation frames' latents into prior samples (see evaluate)
-        self.fixed_mix = torch.randn(k, len(self.eval_idx), generator=g)
-        self.dream_eps = torch.randn(64, self.model_cfg.latent_dim, generator=g).to(self.device)
-        self.film_sharpness = metrics.sharpness(self.ds.batch(self.eval_idx))
-
-    def _model_config(self) -> ModelConfig:
-        c = self.cfg
-        over = dict(c.model_overrides)
-        if c.z_dim:
-            over["z_dim"] = c.z_dim
-        if c.layout is not None:
-            over["layout"] = c.layout
-        if c.layout_scale is not None:
-            over["layout_scale"] = c.layout_scale
-        try:
-            return ModelConfig.preset(c.arch, width=c.width, height=c.height, **over)
-        except (ValueError, TypeError) as exc:
-            raise UserError(f"model configuration: {exc}") from None
-
-    def _agreed_latest(self) -> Path | None:
-        """The newest complete checkpoint, as rank 0 sees it, on every rank (one choice for all)."""
-        latest = self.ckpt.latest() if self.dist.main else None
-        name = dist_mod.decide(latest.name if latest else None, self.dist)
-        return self.ckpt.dir / name if name else None
-
-    def _resume(self) -> None:
-        path = self._agreed_latest()
-        if path is None:
-            raise UserError(f"{self.out}: no checkpoint to resume from")
-        cfg, _, _, _ = self.ckpt.load(path)
-        mine = self.model_cfg.to_dict()
-        theirs = cfg.to_dict()
-        diff = [k for k in mine if k != "extra" and mine[k] != theirs.get(k)]
-        if diff:
-            desc = ", ".join(f"{k}: checkpoint {theirs.get(k)} vs now {mine[k]}" for k in diff[:3])
-            raise UserError(f"--resume: checkpoint {path.name} is incompatible ({desc})")
-        self._load(path, restore_schedule=True)
-
-    def _load(self, path: Path, restore_schedule: bool) -> dict:
-        _, weights, tensors, state = self.ckpt.load(path, device=self.device)
-        averaged = {k: v for k, v in weights.items() if k.startswith(WeightAverage.PREFIX)}
-        weights = {k: v for k, v in weights.items() if not k.startswith(WeightAverage.PREFIX)}
-        if self.ema is not None:
-            self.ema.load(averaged, self.nets)
-        try:
-            self.model.load_state_dict(weights, strict=True)
-        except RuntimeError as exc:
-            raise UserError(f"{path}: weights do not fit this model ({one_line(exc)})") from None
-        for k, opt in self.opts.items():
-            optimizer_from_flat(k, opt, tensors, state["optimizers"][k], self.device)
-        self.step = int(state["step"])
-        self.saved_step = self.step
-        self.last_bce = tuple(state["last_bce"])
-        if restore_schedule:
-            restore_rng(tensors)
-            self.lr_scale = float(state["lr_scale"])
-            self.rollbacks = int(state["rollbacks"])
-            self.skips = dict(state["skips"])
-            self.guard.load_state(state["guard"])
-            self.first_eval = state.get("first_eval")
-        return state
 
     # ---- data ----------------------------------------------------------------------------------------
 
@@ -277,7 +188,9 @@ class Trainer:
             xr = dec(z)
             seen = None
             if adversarial:
-                with frozen_bn_stats(self.nets["decoder"]):
+                # the prior samples leave the running statistics alone, so the decoder's eval-mode ones
+                # describe reconstructions only: what export and live decode
+                with bn_momentum([self.nets["decoder"]], 0.0):
                     xp = dec(zp)
                 logits, feats = dis(torch.cat([x, xr, xp]))
                 l_real, l_rec, l_prior = logits.float().split(b)
@@ -296,11 +209,17 @@ class Trainer:
             grads["discriminator"] = torch.autograd.grad(obj.discriminator, params["discriminator"])
         return {k: float(v.detach()) for k, v in obj.terms.items()}, grads
 
+    @property
+    def noise(self) -> float:
+        """The prior's std at the current step: what the step trains with and its checkpoint records."""
+        c = self.cfg
+        return noise_at(self.step, self.total, c.noise_start, c.noise_end, c.noise_schedule, c.noise_stages)
+
     def train_step(self) -> dict[str, float]:
         """One optimisation step (all micro-batches). Raises Collapse before applying a bad update."""
         c = self.cfg
         step = self.step
-        noise = noise_at(step, self.total, c.noise_start, c.noise_end, c.noise_schedule, c.noise_stages)
+        noise = self.noise
         for key, opt in self.opts.items():
             for g in opt.param_groups:
                 g["lr"] = lr_at(self.base_lr[key], self.lr_scale, step, self.total, c.lr_schedule, c.lr_min_factor)
@@ -383,167 +302,22 @@ class Trainer:
             self.ema.update({k: self.nets[k] for k in ("encoder", "decoder")}, self.step)
         return norms
 
-    # ---- evaluation, samples, checkpoints -------------------------------------------------------------
+    # ---- evaluation and checkpoints --------------------------------------------------------------------
 
-    @torch.no_grad()
-    def recalibrate_bn(self, frames: int = CALIBRATION_FRAMES) -> None:
-        """Re-estimate the encoder's and decoder's BatchNorm running statistics on decode-the-mean passes
-        (what export and live run: z = mu, no noise) as a plain average over up to `frames` frames spread
-        over the whole film, in batches of the training batch's size, each batch itself spread over the film.
-
-        Training normalises with batch statistics of noisy latents, so an exponential average of those
-        does not describe noise-free decoding. Running statistics never enter the training losses, so this
-        changes nothing in the optimisation (resume stays exact). How many frames are enough:
-        docs/models.md, "Figures behind the code's choices"."""
-        mods = [m for k in ("encoder", "decoder") for m in self.nets[k].modules()
-                if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        saved = [m.momentum for m in mods]
-        for m in mods:
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average
-        n = len(self.ds)
-        b = min(max(self.micro, 2), n)
-        batches = max(1, min(n, frames) // b)
-        picks = np.linspace(0, n - 1, batches * b).round().astype(int)
-        try:
-            for i in range(batches):
-                x = self._to_input(self.ds.batch(picks[i::batches]))  # sorted, as picks is
-                with self._autocast():
-                    mu, _ = self.nets["encoder"](x)
-                    self.nets["decoder"](mu)
-        finally:
-            for m, mom in zip(mods, saved, strict=True):
-                m.momentum = mom
-
-    @torch.no_grad()
     def evaluate(self) -> dict:
-        """Decode-the-mean reconstructions (eval mode, the averaged weights when --ema is on) of the fixed
-        batch, prior samples, and PSNR/SSIM on the evaluation frames beside the 16x9 thumbnail."""
-        coder = {k: self.nets[k] for k in ("encoder", "decoder")}
-        swap = self.ema.swapped_in(coder) if self.ema is not None else contextlib.nullcontext()
-        with swap:
-            self.recalibrate_bn()
-            self.model.eval()
-            try:
-                frames = self.ds.batch(self.fixed_idx)
-                x = self._to_input(frames)
-                xr = self._decode(self._encode_mean(x))
-                scored = self.ds.batch(self.eval_idx)
-                mus = [self._encode_mean(self._to_input(scored[i:i + 32])) for i in range(0, len(scored), 32)]
-                recon = np.concatenate([output_to_frames(self._decode(mu).cpu()).numpy() for mu in mus])
-                foreign = foreign_frames(self.model_cfg.width, self.model_cfg.height)
-                post = self._encode(self._to_input(foreign))
-                foreign_out = output_to_frames(self._decode(post.mode()).cpu()).numpy()
-                # the dream: the same frames at live noise amount 1, one fixed pattern from run to run
-                dreamt = output_to_frames(self._decode(post.sample(self.dream_eps[:len(foreign)])).cpu()).numpy()
-                # prior samples from the latent distribution of the film's frames: a Gaussian with the mean
-                # and the covariance of the evaluation frames' latents (mean + centred latents mixed by
-                # N(0, 1/(n-1)) weights), not N(0, noise^2): late in a run the noise is small next to the
-                # spread of the latents, and z ~ N(0, noise^2) decodes to one average haze however the model
-                # is doing; the covariance keeps the dimensions' correlations, i.e. scenes rather than patches
-                mu = torch.cat(mus)
-                centred = mu - mu.mean(dim=0)
-                mix = self.fixed_mix.to(self.device) / max(mu.shape[0] - 1, 1) ** 0.5
-                xp = self._decode(mu.mean(dim=0) + mix @ centred)
-                averaged = WeightAverage.tensors(coder) if self.ema is not None else {}
-            finally:
-                self.model.train()
-        mse = float(((xr - x.float()) ** 2).mean())
-        diversity = float(xr.std(dim=0).mean()) if xr.shape[0] > 1 else 1.0
-        model = metrics.compare(scored, recon)
-        thumb = metrics.compare(scored, metrics.baselines(scored)["thumbnail 16x9"])
-        return {"recon_mse": mse, "diversity": diversity, "frames": frames, "averaged": averaged,
-                "psnr": model["psnr"], "ssim": model["ssim"], "psnr_minus_thumb": model["psnr"] - thumb["psnr"],
-                "structure_foreign": metrics.structure(foreign, foreign_out),
-                "colourfulness_foreign": metrics.colourfulness(foreign_out),
-                "dream_change_foreign": metrics.change(foreign_out, dreamt),
-                "dream_sharpness_foreign": metrics.sharpness(dreamt) / max(self.film_sharpness, 1e-6),
-                "recon": output_to_frames(xr.cpu()).numpy(), "prior": output_to_frames(xp.cpu()).numpy()}
-
-    def _encode_mean(self, x: torch.Tensor) -> torch.Tensor:
-        return self._encode(x).mode()
-
-    def _encode(self, x: torch.Tensor):
-        with self._autocast():
-            post = encode(self.nets["encoder"], x, self.model_cfg)
-        return Posterior(post.mean.float(), post.log_sigma.float(), post.plan)
-
-    def _decode(self, z: torch.Tensor) -> torch.Tensor:
-        with self._autocast():
-            return self.nets["decoder"](z).float()
-
-    def _state(self) -> dict:
-        return {"step": self.step, "epoch": self.step / self.steps_per_epoch, "lr_scale": self.lr_scale,
-                "rollbacks": self.rollbacks, "skips": self.skips, "last_bce": list(self.last_bce),
-                "guard": self.guard.state(), "total_steps": self.total, "seed": self.cfg.seed,
-                "first_eval": self.first_eval,
-                "data_position": {"epoch": self.step // self.steps_per_epoch,
-                                  "batch": self.step % self.steps_per_epoch}}
+        """The current weights' evaluation (training/run_evaluation.py): what a checkpoint records."""
+        return self.evaluation.evaluate()
 
     def save(self, ev: dict | None = None) -> Path | None:
-        path = None
-        if self.dist.main:
-            ev = ev or self.evaluate()
-            noise = noise_at(self.step, self.total, self.cfg.noise_start, self.cfg.noise_end,
-                             self.cfg.noise_schedule, self.cfg.noise_stages)
-            side = {"epoch": self.step / self.steps_per_epoch, "noise": noise,
-                    "losses": {k: v for k, v in self.last_losses.items() if math.isfinite(v)},
-                    "eval": {k: ev[k] for k in EVAL_KEYS},
-                    "lr_scale": self.lr_scale, "rollbacks": self.rollbacks, "time": time.time()}
-            try:
-                path = self.ckpt.save(self.step, self.model_cfg, {**self.model.state_dict(), **ev["averaged"]},
-                                      self.opts, self._state(), side, score=-ev["psnr"])
-            except OSError as exc:
-                raise UserError(f"could not write checkpoint at step {self.step} in {self.ckpt.dir} "
-                                f"({exc.strerror or exc}); the previous checkpoint is intact") from None
-        dist_mod.barrier(self.dist)
-        self.saved_step = self.step
-        return path
+        """A checkpoint at this step (training/checkpoints.py), scored by `ev` or by an evaluation made now."""
+        return save_trainer(self, ev)
 
     def write_samples(self, ev: dict) -> None:
-        if not self.dist.main:
-            return
-        img = grid([ev["frames"], ev["recon"], ev["prior"]])
-        write_png(self.out / "samples" / f"step-{self.step:07d}.png", img)
-
-    def rollback(self, reason: str) -> None:
-        self.rollbacks += 1
-        at = self.step
-        path = self._agreed_latest()
-        if self.rollbacks > self.cfg.max_rollbacks:  # stop: the last good checkpoint stays as it is
-            kept = f"; the last good checkpoint {path.name} is kept" if path else ""
-            raise UserError(f"training stopped: it collapsed {self.rollbacks} times, more than the "
-                            f"{self.cfg.max_rollbacks} rollbacks allowed (last: {reason} at step {at}){kept}; "
-                            "continue it with --resume and a lower --lr or a smaller --noise-end")
-        if path is None:
-            raise UserError(f"training collapsed ({reason}) before any checkpoint was written")
-        rollbacks, current = self.rollbacks, self.lr_scale
-        state = self._load(path, restore_schedule=False)
-        # the lr that was good at the checkpoint (or the current one, if already lower), times the factor
-        self.rollbacks = rollbacks
-        self.lr_scale = min(current, float(state["lr_scale"])) * self.cfg.rollback_lr_factor
-        self.guard.reset_after_rollback()
-        self.order.forget_read_ahead()
-        event = {"event": "rollback", "reason": reason, "at_step": at, "to_step": self.step,
-                 "checkpoint": path.name, "lr_scale": self.lr_scale, "rollbacks": self.rollbacks}
-        self.events.append(event)
+        """The evaluation's sample grid, from rank 0."""
         if self.dist.main:
-            self.log.line(f"[yellow]collapse at step {at}: {reason}; rolled back to {path.name}, "
-                          f"lr x{self.lr_scale:g}[/]")
-            self.log.event(event, at, self.rollbacks)
+            write_samples(self.out, self.step, ev)
 
     # ---- the run -------------------------------------------------------------------------------------
-
-    def _write_palette(self) -> None:
-        """The training frames' colours (CIELAB mean and covariance), which export copies into the model
-        pack so that `autoencoded eval` can measure palette transfer without the dataset. A record from an
-        older version (an RGB histogram) is written anew."""
-        from autoencoded.fileio import atomic_write_bytes
-        from autoencoded.training.evaluation import PALETTE_FILE, palette_record, run_palette_record
-
-        path = self.out / PALETTE_FILE
-        if run_palette_record(self.out) is None:
-            atomic_write_bytes(path, (json.dumps(palette_record(self.ds)) + "\n").encode())
 
     @staticmethod
     def _dis_text(losses: dict) -> str:
@@ -574,7 +348,7 @@ class Trainer:
                 try:
                     losses = self.train_step()
                 except Collapse as exc:
-                    self.rollback(str(exc))
+                    roll_back_trainer(self, str(exc))
                     if progress:
                         progress.update(task, completed=self.step)
                     continue
@@ -609,7 +383,7 @@ class Trainer:
         self.log.open()
         if self.dist.main:
             self.ckpt.clean_temps()
-            self._write_palette()
+            write_run_palette(self.out, self.ds)
         if self.saved_step is None:  # a new run (same answer on every rank: no process asks the disk)
             ev = self.evaluate()
             self.first_eval = ev["recon_mse"]
@@ -646,7 +420,7 @@ class Trainer:
                       or self.guard.check_error(ev["recon_mse"], self.first_eval))
         collapsed = dist_mod.broadcast_flag(reason is not None, self.dist, self.device)
         if collapsed:
-            self.rollback(reason or "reconstruction diversity collapsed")
+            roll_back_trainer(self, reason or "reconstruction diversity collapsed")
             return True
         if ev is not None:
             self.last_eval = {"step": self.step, **{k: ev[k] for k in EVAL_KEYS}}

@@ -320,7 +320,7 @@ def _write_run_folder(out: Path, cfg, overwrite: bool) -> None:
 
 
 def _print_summary(s: dict, out: Path) -> None:
-    from autoencoded.training.loop import EVAL_FRAMES
+    from autoencoded.training.run_evaluation import EVAL_FRAMES
 
     ev = s["last_eval"] or {}
     first = s["first_recon_mse"]
