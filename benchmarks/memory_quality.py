@@ -41,13 +41,13 @@ BATCH = 8
 
 
 def nearest_psnr(frames: np.ndarray, film) -> np.ndarray:
-    """Per frame, the PSNR to its nearest film frame: |a - b|^2 = |a|^2 + |b|^2 - 2 a.b, exact over every
-    frame of the film (read in chunks)."""
+    """Per frame, the PSNR to its nearest film frame (`film` a dataset): |a - b|^2 = |a|^2 + |b|^2 - 2 a.b,
+    exact over every frame of the film (read in chunks)."""
     a = frames.reshape(len(frames), -1).astype(np.float32)
     a_sq = (a.astype(np.float64) ** 2).sum(1)
     best = np.full(len(a), np.inf)
     for start in range(0, len(film), 128):
-        b = np.asarray(film[start:start + 128]).reshape(-1, a.shape[1]).astype(np.float32)
+        b = film.batch(np.arange(start, min(start + 128, len(film)))).reshape(-1, a.shape[1]).astype(np.float32)
         d2 = a_sq[:, None] + (b.astype(np.float64) ** 2).sum(1)[None, :] - 2.0 * (a @ b.T).astype(np.float64)
         best = np.minimum(best, d2.min(axis=1))
     return np.array([metrics.psnr(m) for m in np.maximum(best, 0.0) / a.shape[1]])
@@ -55,8 +55,8 @@ def nearest_psnr(frames: np.ndarray, film) -> np.ndarray:
 
 def render_clip(engine, path: Path, every: int) -> dict[str, np.ndarray]:
     """The clip's frames and their renders at each memory amount (every `every`-th frame kept)."""
-    fxs = {m: LatentFX(engine.z_dim) for m in AMOUNTS}
-    plain = LatentFX(engine.z_dim)
+    fxs = {m: LatentFX(engine.z_dim, plan=engine.latent_plan()) for m in AMOUNTS}
+    plain = LatentFX(engine.z_dim, plan=engine.latent_plan())
     out: dict[str, list[np.ndarray]] = {"input": [], "no memory": [], **{f"memory {m:g}": [] for m in AMOUNTS}}
     i = 0
     for frames in open_footage(path, engine.width, engine.height, limit=0, batch=BATCH).frames:
@@ -99,7 +99,7 @@ def main() -> int:
         identical = bool(np.array_equal(r["memory 0"], r["no memory"]))
         row = {"frames": len(r["input"]), "memory0_bit_identical": identical}
         for n in names:
-            psnrs = nearest_psnr(r[n], ds.frames)
+            psnrs = nearest_psnr(r[n], ds)
             g = metrics.lab_gaussian(r[n])
             row[n] = {"nearest_film_psnr_db": float(np.mean(psnrs)), "nearest_film_psnr_min_db": float(psnrs.min()),
                       "lab_w2_to_film": metrics.w2_gaussian(g[0], g[1], *film_lab),

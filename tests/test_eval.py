@@ -18,7 +18,8 @@ from autoencoded.export.onnx_export import random_pack, write_pack
 from autoencoded.training.model import AutoEncoder, ModelConfig
 
 SMALL = dict(width=64, height=48, enc_channels=(8, 16, 16, 32), dec_channels=(32, 16, 16, 8),
-             disc_channels=(8, 16, 16, 32), bottleneck_channels=8, z_dim=16)
+             disc_channels=(8, 16, 16, 32), bottleneck_channels=8, z_dim=16, latent_channels=0, layout=True,
+             layout_scale=8, noise_scale=1.0)  # the FC code beside the layout (lite before its spatial code)
 
 
 def cli(*args) -> int:

@@ -73,12 +73,14 @@ def test_export_verify_on_real_frames(run_dir, make_video, tmp_path, capsys):
 def test_a_bottom_grid_layout_exports_and_onnx_runtime_decodes_it_as_torch_does(tmp_path, make_video):
     """layout_scale 1 (the layout at the decoder's 4x3 bottom grid, the packs before the finer default): the
     pack's z_dim is the code and that grid, and verify holds on real frames."""
-    run = train_tiny_run(tmp_path, layout_scale=1)
+    run = train_tiny_run(tmp_path, layout_scale=1, layout=True, latent_channels=0, z_dim=256)
     video = make_video("clip.mp4", n_frames=12, width=160, height=90)
     assert main(["export", str(run), "-o", str(tmp_path / "model"), "--verify", "--frames", str(video)]) == 0
     meta = json.loads((tmp_path / "model" / "model.json").read_text())
     assert meta["z_dim"] == 256 + (W // 16) * (H // 16) and meta["config"]["layout_scale"] == 1
     assert meta["verify"]["ok"] and meta["verify"]["image"]["psnr_db"] >= 60
+    # live noise plays the learned code only, never the layout's cells
+    assert meta["latent"] == {"learned": 256, "noise_scale": 2.5, "shape": None}
 
 
 def test_export_refuses_existing_then_overwrites(run_dir, tmp_path, capsys):
