@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from autoencoded.errors import UserError
-from autoencoded.training.archs import ARCHS, VAEGAN_OBJECTIVE
+from autoencoded.training.archs import TRAINING, VAEGAN_OBJECTIVE
 from autoencoded.training.checkpoints import Checkpoints
 from autoencoded.training.config import TrainConfig, resolve
 from autoencoded.training.data import open_dataset
@@ -56,8 +56,8 @@ def test_train_command_writes_checkpoints_samples_logs_and_summary(tmp_path, cap
     out = capsys.readouterr()
     assert "trained 6 steps" in out.out and "reconstruction mse" in out.out and "thumbnail" in out.out
     cfg = json.loads((run / "config.json").read_text())
-    assert cfg["arch"] == "lite" and cfg["lr"] == ARCHS["lite"].train["lr"] and cfg["noise_schedule"] == "linear"
-    assert cfg["adversarial_start"] == 0.5 and cfg["gamma"] == ARCHS["lite"].train["gamma"]
+    assert cfg["arch"] == "lite" and cfg["lr"] == TRAINING["lr"] and cfg["noise_schedule"] == "linear"
+    assert cfg["adversarial_start"] == 0.5 and cfg["gamma"] == TRAINING["gamma"]
     # checkpoints in the shared format, readable by export/live's loader; last K=1 kept plus the best
     index = json.loads((run / "checkpoints" / "index.json").read_text())
     assert index["latest"] == "step-0000006.safetensors"

@@ -1,8 +1,8 @@
 """TrainConfig: every knob of a training run, resolved once and saved to RUN/config.json.
 
-A field left at None takes its architecture's default (training/archs.py), so 0 is a value like any other
-(`--gamma 0` turns the decoder's similarity off); a loss term's knob that its architecture does not name
-takes the term's own default (training/losses.py). `resolve` fills them; an unknown architecture is an error.
+A field left at None takes its architecture's default (training/archs.py: TRAINING with what the entry
+changes), so 0 is a value like any other (`--gamma 0` turns the decoder's similarity off); a loss term's
+knob that neither names takes the term's own default (training/losses.py). `resolve` fills them; an unknown architecture is an error.
 """
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ from pathlib import Path
 
 from autoencoded.documents import check_fields
 from autoencoded.errors import UserError
-from autoencoded.training import losses
+from autoencoded.training import archs, losses
 from autoencoded.training.model import ModelConfig
 
 NOISE_SCHEDULES = ("linear", "cosine", "step")
 LR_SCHEDULES = ("constant", "cosine")
+MODEL_FIELDS = {"z_dim": int, "layout": bool, "layout_scale": int}  # run settings that are ModelConfig fields
 
 
 @dataclass
@@ -156,30 +157,21 @@ class TrainConfig(_TrainFields):
 
 def resolve(cfg: TrainConfig) -> TrainConfig:
     """Fill the fields left at None with the architecture's defaults, and the derived intervals."""
-    from autoencoded.training import archs
-
     try:
-        defaults = archs.get(cfg.arch).train
+        defaults = archs.get(cfg.arch).training()
     except ValueError as exc:
         raise UserError(f"--arch: {exc}") from None
+    model = ModelConfig.fields_of(cfg.arch)
     out = dataclasses.replace(cfg)
     for f in dataclasses.fields(out):
-        if getattr(out, f.name) is None:
-            if f.name == "z_dim":
-                out.z_dim = int(out.model_overrides.get("z_dim", archs.get(cfg.arch).model["z_dim"]))
-            elif f.name == "layout":
-                out.layout = bool(out.model_overrides.get("layout", archs.get(cfg.arch).model.get("layout", False)))
-            elif f.name == "layout_scale":
-                out.layout_scale = int(out.model_overrides.get("layout_scale",
-                                                               archs.get(cfg.arch).model.get("layout_scale", 1)))
-            elif f.name in defaults:
-                setattr(out, f.name, defaults[f.name])
-            elif f.name == "dream_share":  # an architecture that names none trains as before it existed
-                out.dream_share = 0.0
-            elif f.name == "lr_dis":
-                out.lr_dis = defaults.get("lr_dis", out.lr)
-            else:
-                raise UserError(f"training config: {f.name} has no default for --arch {cfg.arch}")
+        if getattr(out, f.name) is not None:
+            continue
+        if f.name in MODEL_FIELDS:  # the networks' own: what the run's model config will hold
+            setattr(out, f.name, MODEL_FIELDS[f.name](out.model_overrides.get(f.name, model[f.name])))
+        elif f.name in defaults:
+            setattr(out, f.name, defaults[f.name])
+        else:
+            raise UserError(f"training config: {f.name} has no default for --arch {cfg.arch}")
     for name, knob in losses.knobs().items():
         if out.loss.get(name) is None:
             out.loss[name] = defaults.get(name, knob.default)

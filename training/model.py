@@ -40,23 +40,29 @@ from autoencoded.posterior import LatentPlan, Posterior
 from autoencoded.training import archs
 
 CONFIG_VERSION = 1
+# the fields that came after the first checkpoints, at the value a stored config that lacks one meant
+# (the defaults before they became lite's): an old checkpoint or pack rebuilds the network it was
+STORED_BEFORE = {"upsample": "deconv", "dec_channels": (), "layout": False, "layout_scale": 1, "latent_channels": 0,
+                 "latent_scale": 1, "noise_scale": 1.0}
 
 
 @dataclass
 class ModelConfig:
-    """Everything needed to rebuild the three networks. Stored as JSON in every checkpoint."""
+    """Everything needed to rebuild the three networks. Stored as JSON in every checkpoint.
+
+    The defaults are lite's (training/archs.py): an architecture entry names only what it changes."""
 
     arch: str = "lite"
     width: int = 256
     height: int = 144
-    z_dim: int = 128
+    z_dim: int = 0  # the learned code's size; 0 derives a spatial code's from its grid (see latent_channels)
     enc_channels: tuple[int, ...] = (32, 64, 128, 256)
     enc_kernel: int = 4
     dec_kernel: int = 4
     # decoder upsampling: "deconv" (transposed conv k4 s2 p1, the film's) or "resize" (nearest 2x then a
     # 3x3 conv: no checkerboard, since every output pixel sees the same number of kernel taps)
-    upsample: str = "deconv"
-    dec_channels: tuple[int, ...] = ()  # decoder widths, widest first; () = the encoder's, mirrored
+    upsample: str = "resize"
+    dec_channels: tuple[int, ...] = (192, 96, 48, 24)  # decoder widths, widest first; () = the encoder's, mirrored
     # channels of the 1x1 "squeeze" before the FC bottleneck (0 = none): keeps the FC small
     bottleneck_channels: int = 32
     disc_channels: tuple[int, ...] = (32, 64, 128, 256)
@@ -64,7 +70,9 @@ class ModelConfig:
     disc_fc: int = 0  # hidden units of the discriminator head (0 = linear head)
     # indices of discriminator conv layers whose features define the learned similarity
     sim_layers: tuple[int, ...] = (0, 1, 2, 3)
-    # bounded latent as in the film's model: mu = tanh, log_sigma = 0.5 * tanh
+    # bounded latent as in the film's model: mu = tanh, log_sigma = 0.5 * tanh. lite's learned code carries the
+    # whole picture (no raw input bypasses it), bounded so that the noise's reach is noise_scale and not what
+    # the KL leaves of sigma; docs/models.md has the levers measured side by side (benchmarks/bench_recipe.py)
     bounded_latent: bool = True
     # the input's luma at the bottom grid, carried in the latent and read by the decoder (module docstring)
     layout: bool = False
@@ -76,11 +84,11 @@ class ModelConfig:
     # `latent_scale` times finer than the bottom one, a mean and a sigma per cell and channel, from
     # convolutions instead of the FC; 0 keeps the FC's vector code of z_dim entries. z_dim is then
     # channels x rows x cols (0 derives it)
-    latent_channels: int = 0
-    latent_scale: int = 1
+    latent_channels: int = 8
+    latent_scale: int = 2
     # the std of live noise at amount 1 (noise/max 1), in units of the encoder's sigma: the top of what
     # training samples (autoencoded.posterior), recorded in model.json for live
-    noise_scale: float = 1.0
+    noise_scale: float = 2.5
     version: int = CONFIG_VERSION
     extra: dict = field(default_factory=dict)
 
@@ -158,7 +166,8 @@ class ModelConfig:
             rows, cols = self.latent_grid
             if self.z_dim != self.latent_channels * rows * cols:
                 raise ValueError(f"z_dim {self.z_dim}: a spatial code of {self.latent_channels} channels over "
-                                 f"{cols}x{rows} cells has {self.latent_channels * rows * cols} entries")
+                                 f"{cols}x{rows} cells has {self.latent_channels * rows * cols} entries "
+                                 "(latent_channels 0 makes the code a vector of z_dim entries)")
             if self.layout:
                 raise ValueError("a spatial learned code carries the composition itself: it takes no layout")
         if not 0 < self.noise_scale <= 100:
@@ -176,10 +185,21 @@ class ModelConfig:
 
     @classmethod
     def preset(cls, arch: str, width: int = 256, height: int = 144, **overrides) -> ModelConfig:
-        """The registered architecture `arch` (training/archs.py) at width x height, with overrides."""
-        base = dict(archs.get(arch).model, arch=arch, width=width, height=height)
-        base.update(overrides)
-        return cls(**base)
+        """The registered architecture `arch` (training/archs.py) at width x height, with overrides: the
+        defaults, with what its entry changes, with what `overrides` change."""
+        return cls(**{**archs.get(arch).model, "arch": arch, "width": width, "height": height, **overrides})
+
+    @classmethod
+    def fields_of(cls, arch: str) -> dict:
+        """Every field of architecture `arch`'s config, before a size derives anything (a spatial code's
+        z_dim stays 0): what its options' help and the training config's defaults read."""
+        defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+        return {**defaults, **archs.get(arch).model, "arch": arch}
+
+    @classmethod
+    def size_multiple(cls, arch: str) -> int:
+        """What both sides of a frame must divide by for architecture `arch` (its stages halve them)."""
+        return 2 ** archs.get(arch).stages(cls.fields_of(arch))
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -192,8 +212,9 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
+        """A stored config (a checkpoint's, a pack's); one written before a field existed meant its value then."""
         check_fields(cls, d, "model config")
-        return cls(**d)
+        return cls(**{**STORED_BEFORE, **d})
 
 
 def _pad(kernel: int) -> int:

@@ -17,6 +17,7 @@ from autoencoded.numbers import FINITE, Finite
 from autoencoded.sizes import MAX_Z_DIM, MODEL_SIZE  # MAX_Z_DIM: model packs are held to it too
 from autoencoded.training import archs
 from autoencoded.training.config import LR_SCHEDULES
+from autoencoded.training.model import ModelConfig
 
 RUN_ITEMS = ("checkpoints", "samples", "logs", "metrics.jsonl", "config.json", "dataset_palette.json")
 # each option's name is its TrainConfig field's (dashes for underscores)
@@ -25,13 +26,13 @@ RUN_ITEMS = ("checkpoints", "samples", "logs", "metrics.jsonl", "config.json", "
 def _defaults(field: str, fallback: object = None) -> str:
     """'lite 2e-3, broad2016 2e-4': an option's per-architecture defaults, for its help; an architecture that
     names no value shows `fallback` (a loss knob's own default), or is left out when there is none."""
-    values = [(name, a.train.get(field, fallback)) for name, a in archs.ARCHS.items()]
+    values = [(name, a.training().get(field, fallback)) for name, a in archs.ARCHS.items()]
     return ", ".join(f"{name} {v:g}" if isinstance(v, float) else f"{name} {v}" for name, v in values if v is not None)
 
 
-def _model_defaults(field: str, absent: object = False) -> str:
-    """'lite 256, broad2016 200': a network field's per-architecture defaults, for an option's help."""
-    return ", ".join(f"{name} {a.model.get(field, absent)}" for name, a in archs.ARCHS.items())
+def _model_defaults(field: str) -> str:
+    """'lite 0, broad2016 200': a network field's per-architecture defaults, for an option's help."""
+    return ", ".join(f"{name} {ModelConfig.fields_of(name)[field]}" for name in archs.ARCHS)
 
 
 # changing these on --resume would change the model: refused
@@ -186,7 +187,7 @@ def _resolved_model_value(key: str, saved, value):
 @click.option("--layout-scale", type=int, default=None,
               help="How many times finer than that bottom grid the layout is: 8 carries 128x72 at 256x144, read "
                    "by the decoder's second, third and fourth layers too, so more of the input's shape and "
-                   "motion comes through (a power of two; " + _model_defaults("layout_scale", 1) + ").")
+                   "motion comes through (a power of two; " + _model_defaults("layout_scale") + ").")
 @click.option("--size", "size", default=None, type=MODEL_SIZE, help="Expected WIDTHxHEIGHT (must match the dataset).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True,
@@ -271,7 +272,7 @@ def _open_dataset(dataset: Path, size: tuple[int, int] | None, opts: dict, conso
     if not ds.complete:
         console.print(f"[yellow]warning: {dataset} is partial (a source stopped early); training on its "
                       f"{len(ds)} frames[/]")
-    multiple = archs.get(opts["arch"]).size_multiple()
+    multiple = ModelConfig.size_multiple(opts["arch"])
     if ds.width % multiple or ds.height % multiple:
         raise UserError(f"{dataset}: frames are {ds.width}x{ds.height}; both sides must divide by {multiple} "
                         "(prepare it again with --size, e.g. 256x144)")
