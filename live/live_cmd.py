@@ -157,6 +157,7 @@ def write_stats_json(path: Path, report: dict, probe: list[dict] | None = None) 
         raise write_failed(f"--stats-json {path}", exc, "the stats") from None
 
 
+# long: the command's lifetime in order (checks, outputs, engine, pipeline, controls, reports); half is its signature
 @click.command("live", cls=ControlsCommand, controls=("noise", "memory", "mix"), after="fps")
 @click.option("--model", default=None, metavar="MODEL",
               help="Model pack folder, .safetensors checkpoint, run folder, or demo: the bundled demo model (the "

@@ -77,6 +77,7 @@ def render(input_path: str | os.PathLike, output_path: str | os.PathLike, engine
         return _render(input_path, output_path, engine, **options)
 
 
+# long: one reader thread's and one writer's lifetime, and every way out of it stops, aborts or closes them
 def _render(input_path: str | os.PathLike, output_path: str | os.PathLike, engine: Engine, *, noise: float = 0.0,
             seed: int = 0, batch: int = 8, side_by_side: bool = False, size: tuple[int, int] | None = None,
             crop: str = "auto", overwrite: bool = False, progress: bool = True, log: Callable[[str], object] = print,

@@ -112,6 +112,7 @@ def prepare_output(out: Path, overwrite: bool) -> None:
         raise UserError(f"{out}: cannot write there ({exc.strerror or exc})") from None
 
 
+# long: one FramesWriter's lifetime, and every way out of it (done, no frames, a failed write, Ctrl-C) finishes or aborts it
 def prepare(videos: Sequence[str | os.PathLike], out: str | os.PathLike, size: tuple[int, int] = (256, 144),
             every: int = 1, dedupe: float | None = None, crop: str = "auto", overwrite: bool = False,
             max_frames: int | None = None,
