@@ -30,7 +30,7 @@ autoencoded prepare "$footage" -o "$work/dataset" --overwrite
 #    of the weights as the model (the discriminator does not join: at equal CPU time it bought no texture).
 #    Two threads: on the 2-core CPU one run on both cores makes 1.8x the steps of each of two one-thread runs
 #    side by side (14.7 against 8.3 samples/s; torch reads OMP_NUM_THREADS)
-OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} autoencoded train "$work/dataset" -o "$work/run" --arch lite --steps "$steps" \
+OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} autoencoded train "$work/dataset" -o "$work/run" --arch dream --steps "$steps" \
   --checkpoint-every $((steps / 8)) --seed 0 --overwrite --no-progress
 
 # 3. the model pack (the checkpoint with the best PSNR on the evaluation frames), verified against torch on

@@ -180,8 +180,8 @@ def test_without_the_layout_the_latent_is_the_code_alone():
 
 # ---- the spatial code: lite's latent, a mean and a sigma per cell and channel, nothing beside it ----------
 
-def test_lites_code_is_a_map_of_8_channels_over_32x18_and_nothing_bypasses_it():
-    cfg = ModelConfig.preset("lite")
+def test_the_dream_code_is_a_map_of_8_channels_over_32x18_and_nothing_bypasses_it():
+    cfg = ModelConfig.preset("dream")
     assert cfg.spatial and not cfg.layout and cfg.latent_grid == (18, 32)
     assert cfg.z_dim == cfg.latent_dim == 8 * 18 * 32
     assert cfg.plan.learned == cfg.latent_dim and cfg.plan.shape == (8, 18, 32) and cfg.plan.scale == 2.5
@@ -201,8 +201,8 @@ def test_lites_code_is_a_map_of_8_channels_over_32x18_and_nothing_bypasses_it():
 
 def test_a_spatial_code_refuses_a_size_it_cannot_have_and_a_layout_beside_it():
     with pytest.raises(ValueError, match="spatial code"):
-        ModelConfig.preset("lite", width=64, height=48, z_dim=16)
+        ModelConfig.preset("dream", width=64, height=48, z_dim=16)
     with pytest.raises(ValueError, match="takes no layout"):
-        ModelConfig.preset("lite", width=64, height=48, layout=True)
+        ModelConfig.preset("dream", width=64, height=48, layout=True)
     with pytest.raises(ValueError, match="latent_scale"):
-        ModelConfig.preset("lite", width=64, height=48, latent_scale=3)
+        ModelConfig.preset("dream", width=64, height=48, latent_scale=3)
