@@ -1,14 +1,17 @@
-"""The architecture registry: a new architecture is one entry here, its networks and its training defaults.
+"""The architecture registry: a new architecture is one entry here, what its networks and its training
+change from the defaults, which are the dream recipe's (the demo model's).
 
 `networks` names the classes of its encoder, decoder and discriminator by their dotted names (stylegan3's
 `class_name`, diffusers' `_class_name`); each is built from the ModelConfig and keeps its role's protocol in
-training/model.py (EncoderNetwork, ...). `model` holds ModelConfig fields (the networks' sizes), `train` holds TrainConfig
-fields that the architecture sets when the user leaves them unset (None); a loss term's knob it does not
-name takes the term's default (training/losses.py). `stages` says how many times its networks halve the
-picture, so a size must divide by 2 ** stages. Click's --arch choices, ModelConfig.preset and the training
-config all read this table, so an unknown name is an error everywhere, never another entry's defaults.
-Of the project it imports only autoencoded.plugins (to record which plugin registered an entry), so
-model.py (torch and the core only) and config.py can both read it.
+training/model.py (EncoderNetwork, ...). `model` holds the ModelConfig fields (the networks' sizes) it
+changes from ModelConfig's defaults, `train` the TrainConfig fields and loss-term knobs it changes from
+TRAINING, both applied when the user leaves a field unset (None); an entry that sets nothing is the dream recipe's
+networks and recipe, and an entry with complete dicts (every field named) means what it says. A loss
+term's knob that neither names takes the term's default (training/losses.py). `stages` says how many
+times its networks halve the picture, so a size must divide by 2 ** stages. Click's --arch choices,
+ModelConfig.preset and the training config all read this table, so an unknown name is an error
+everywhere, never another entry's defaults. Of the project it imports only autoencoded.plugins (to record
+which plugin registered an entry), so model.py (torch and the core only) and config.py can both read it.
 """
 
 from __future__ import annotations
@@ -28,19 +31,28 @@ def halvings(model: Mapping) -> int:
     return len(model["enc_channels"])
 
 
+# The training defaults, lite's CPU recipe: a pixel-led autoencoder whose averaged weights (EMA) are evaluated
+# and exported, the discriminator left out (--adversarial-start 0.9 brings it back), and half of each batch
+# decoded at the noise amounts live plays, the other half near the mean (prior std 0.05)
+TRAINING = dict(batch=16, lr=2e-3, lr_dis=2e-4, beta1=0.9, lr_schedule="cosine", noise_start=0.05, noise_end=0.05,
+                dream_share=0.5, pixel_weight=1.0, ssim_weight=0.5, kl_noise_scaled=True, saturation_weight=0.1,
+                sim_weight=0.1, gamma=0.1, kl_weight=1e-3, gan_weight=0.01, adversarial_start=1.0, ema=0.999,
+                augment=True, augment_plain=0.5, augment_degrade=0.5)
+
+
 @dataclass(frozen=True)
 class Arch:
     name: str
     description: str
-    model: dict = field(default_factory=dict)
-    train: dict = field(default_factory=dict)
+    model: dict = field(default_factory=dict)  # the ModelConfig fields it changes (training/model.py)
+    train: dict = field(default_factory=dict)  # the training defaults it changes (TRAINING)
     networks: Mapping[str, str] = field(default_factory=lambda: dict(FAMILY))
-    stages: Callable[[Mapping], int] = halvings  # of the ModelConfig's fields
+    stages: Callable[[Mapping], int] = halvings  # of the ModelConfig's fields (ModelConfig.fields_of)
     origin: str | None = None  # the plugin that registered it (autoencoded.plugins), None for a built-in
 
-    def size_multiple(self, model: Mapping | None = None) -> int:
-        """What both sides of a frame must divide by, for these ModelConfig fields (default: the entry's)."""
-        return 2 ** self.stages({**self.model, **(model or {})})
+    def training(self) -> dict:
+        """Its training defaults: TRAINING with what the entry changes."""
+        return {**TRAINING, **self.train}
 
 
 # The film's objective (Larsen et al. / Broad 2016): no pixel term, similarity on all discriminator layers,
@@ -55,42 +67,29 @@ ARCHS: dict[str, Arch] = {
         "broad2016",
         "the film's model: 5x5 stride-2 convs 80-160-320-640 at 256x144, FC to z=200, mirrored decoder "
         "(transposed convs), a discriminator that mirrors the encoder; Adam 2e-4, beta1 0.5, batch 12",
-        model=dict(z_dim=200, enc_channels=(80, 160, 320, 640), enc_kernel=5, dec_kernel=4, upsample="deconv",
-                   dec_channels=(), bottleneck_channels=0, disc_channels=(80, 160, 320, 640), disc_kernel=5,
-                   disc_fc=0, sim_layers=(0, 1, 2, 3), bounded_latent=True, layout=False),
-        train=dict(batch=12, lr=2e-4, lr_dis=2e-4, beta1=0.5, lr_schedule="constant", noise_start=1.0,
-                   noise_end=0.1, augment=False, augment_plain=0.25, augment_degrade=0.5, **VAEGAN_OBJECTIVE),
+        model=dict(z_dim=200, latent_channels=0, latent_scale=1, noise_scale=1.0, enc_channels=(80, 160, 320, 640),
+                   enc_kernel=5, upsample="deconv", dec_channels=(), bottleneck_channels=0,
+                   disc_channels=(80, 160, 320, 640), disc_kernel=5),
+        # the film trained every sample at the schedule's noise, without the dream share
+        train=dict(batch=12, lr=2e-4, beta1=0.5, lr_schedule="constant", noise_start=1.0, noise_end=0.1,
+                   dream_share=0.0, augment=False, augment_plain=0.25, **VAEGAN_OBJECTIVE),
     ),
+    # the defaults themselves (ModelConfig's, TRAINING): the demo model's recipe
+    "dream": Arch(
+        "dream",
+        "lite's family and CPU recipe with a spatial code: 4x4 stride-2 convs 32-64-128 to 8 channels over "
+        "32x18 cells (a mean and a sigma each, no FC, nothing of the input beside it), a resize-convolution "
+        "decoder 96-48-24, half of each batch decoded at the noise amounts live plays; ~0.8 GFLOPs",
+    ),
+    # the recipe before the dream: a 256-entry FC code beside the input's luma at 128x72, noise 0.3 -> 0.05
+    # on the schedule alone (the suite's small models exercise this code)
     "lite": Arch(
         "lite",
         "the same family for a laptop CPU: 4x4 stride-2 convs 32-64-128-256, a 1x1 squeeze to 32 channels "
-        "before the FC to z=256, a resize-convolution decoder 192-96-48-24 (no checkerboard); ~1.1 GFLOPs",
-        model=dict(z_dim=256, enc_channels=(32, 64, 128, 256), enc_kernel=4, dec_kernel=4, upsample="resize",
-                   dec_channels=(192, 96, 48, 24), bottleneck_channels=32, disc_channels=(32, 64, 128, 256),
-                   disc_kernel=4, disc_fc=0, sim_layers=(0, 1, 2, 3), bounded_latent=True, layout=True,
-                   # the layout at 128x72, eight times the bottom grid, read by the decoder's second, third
-                   # and fourth layers too: measured side by side (bench_recipe.py, layout-4 against new, one
-                   # core each), at 6 CPU minutes the 8 s window's SSIM 0.651 against 0.571 at 64x36 and the
-                   # trailer +1.83 dB over the thumbnail against +1.08 (in 232 steps against 263); 64x36 had
-                   # beaten 32x18 the same way (+1.76 dB against +0.80, the window's SSIM 0.567 against
-                   # 0.506), and 32x18 the 16x9 grid (structure 0.90 / 0.93 against 0.76 / 0.86, the output
-                   # moving with its input on every foreign clip)
-                   layout_scale=8),
-        # the CPU recipe (README, "Training recipe"): a pixel-led autoencoder, an EMA of the weights is what
-        # is evaluated. The discriminator does not join: measured side by side at 12 CPU minutes
-        # (benchmarks/bench_recipe.py, new against no-gan), its last tenth bought no texture (output detail
-        # 0.094 of the film's against 0.097 without it) and cost PSNR (+0.40 against +0.62 dB over the
-        # thumbnail), structure and colour; --adversarial-start 0.9 brings it back
-        train=dict(batch=16, lr=2e-3, lr_dis=2e-4, beta1=0.9, lr_schedule="cosine", noise_start=0.3,
-                   noise_end=0.05, pixel_weight=1.0, ssim_weight=0.5, kl_noise_scaled=True, saturation_weight=0.1,
-                   sim_weight=0.1, gamma=0.1, kl_weight=1e-3, gan_weight=0.01,
-                   adversarial_start=1.0, ema=0.999, augment=True, augment_plain=0.5, augment_degrade=0.5),
-    ),
-    "dream": Arch(
-        "dream",
-        "lite's family and CPU recipe, dreaming (the demo model's): 4x4 stride-2 convs 32-64-128 to a spatial code of 8 channels over "
-        "32x18 cells (a mean and a sigma each, no FC), a resize-convolution decoder 96-48-24 (no checkerboard); "
-        "~0.8 GFLOPs",
+        "before the FC to z=256, beside the input's luma at 128x72, a resize-convolution decoder 192-96-48-24 "
+        "(no checkerboard); ~1.1 GFLOPs",
+        model=dict(z_dim=256, latent_channels=0, latent_scale=1, noise_scale=1.0, layout=True, layout_scale=8),
+        train=dict(noise_start=0.3, dream_share=0.0),
     ),
 }
 
