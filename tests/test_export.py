@@ -80,7 +80,7 @@ def test_a_bottom_grid_layout_exports_and_onnx_runtime_decodes_it_as_torch_does(
     assert meta["z_dim"] == 256 + (W // 16) * (H // 16) and meta["config"]["layout_scale"] == 1
     assert meta["verify"]["ok"] and meta["verify"]["image"]["psnr_db"] >= 60
     # live noise plays the learned code only, never the layout's cells
-    assert meta["latent"] == {"learned": 256, "noise_scale": 2.5, "shape": None}
+    assert meta["latent"] == {"learned": 256, "noise_scale": 1.0, "shape": None}
 
 
 def test_export_refuses_existing_then_overwrites(run_dir, tmp_path, capsys):

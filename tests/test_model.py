@@ -67,7 +67,7 @@ def test_bad_size_is_refused():
 
 
 def test_config_round_trip_and_rebuild():
-    cfg = ModelConfig.preset("lite", width=96, height=64, latent_channels=4)
+    cfg = ModelConfig.preset("dream", width=96, height=64, latent_channels=4)
     assert cfg.z_dim == 4 * 8 * 12  # a spatial code's size follows from its grid
     assert ModelConfig.from_dict(json.loads(cfg.to_json())) == cfg
     with pytest.raises(ValueError, match="unknown model config keys"):

@@ -31,7 +31,7 @@ def halvings(model: Mapping) -> int:
     return len(model["enc_channels"])
 
 
-# The training defaults, lite's CPU recipe: a pixel-led autoencoder whose averaged weights (EMA) are evaluated
+# The training defaults, the dream recipe's (the demo model's), lite's CPU recipe with the dream share: a pixel-led autoencoder whose averaged weights (EMA) are evaluated
 # and exported, the discriminator left out (--adversarial-start 0.9 brings it back), and half of each batch
 # decoded at the noise amounts live plays, the other half near the mean (prior std 0.05)
 TRAINING = dict(batch=16, lr=2e-3, lr_dis=2e-4, beta1=0.9, lr_schedule="cosine", noise_start=0.05, noise_end=0.05,
