@@ -380,7 +380,7 @@ def test_compiled_training_crosses_the_adversarial_switch_on_the_cpu(tmp_path, c
     assert all(np.isfinite(compiled[s][k]) for s in (3, 4) for k in LOSS_KEYS)
     # the compiled graphs compute the eager step (inductor fuses, so to rounding)
     assert compiled[1]["rec"] == pytest.approx(eager[1]["rec"], rel=1e-3)
-    assert compiled[3]["dis"] == pytest.approx(eager[3]["dis"], rel=1e-2)
+    assert compiled[3]["dis"] == pytest.approx(eager[3]["dis"], rel=2e-2)  # inductor's float order, 3 steps on
 
 
 def test_compile_without_a_compiler_is_one_line(tmp_path, capsys, monkeypatch):
@@ -595,6 +595,7 @@ def test_the_pixel_led_step_takes_one_backward_pass_with_the_two_passes_gradient
     assert len(calls) == 1
     # the reference: the encoder's and the decoder's objectives each differentiated on their own
     eps = torch.randn(4, tr.model_cfg.latent_dim, generator=torch.Generator().manual_seed(0)) * 0.3
+    eps[:, tr.model_cfg.z_dim:] = 0  # the layout's entries are computed from the input, never noised
     enc_net = tr.nets["encoder"]
     mu, log_sigma = enc_net.bound(*enc_net(x, raw=True))  # the KL is of the learned code, the layout joins it
     full_mu, full_log_sigma = enc_net.latent(x, mu, log_sigma)
