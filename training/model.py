@@ -50,7 +50,7 @@ STORED_BEFORE = {"upsample": "deconv", "dec_channels": (), "layout": False, "lay
 class ModelConfig:
     """Everything needed to rebuild the three networks. Stored as JSON in every checkpoint.
 
-    The defaults are lite's (training/archs.py): an architecture entry names only what it changes."""
+    The defaults are the dream recipe's, the demo model's (training/archs.py): an architecture entry names only what it changes."""
 
     arch: str = "lite"
     width: int = 256
