@@ -23,9 +23,10 @@ calibration of the recipe's pixel-led and adversarial steps on this machine.
 two recipes get a core each. --keep DIR keeps each run's folder (DIR/NAME), a normal training run that
 `autoencoded export` reads.
 
-The recipes (RECIPES): `new` is the lite defaults as they stand (training/archs.py: the spatial code the demo
-model plays); the others are deltas from LAYOUT_LITE, lite as it was before the dream (layout-8: a 256-entry FC
-code beside the input's luma at 128x72), so that each means what it meant when it was measured.
+The recipes (RECIPES): `new` is lite's defaults as they stand (training/archs.py: the layout recipe; the demo
+model's spatial code is `--arch dream`, trained by demo/make_demo_model.sh); the others are deltas from
+LAYOUT_LITE, lite as the dream levers were measured against (layout-8: a 256-entry FC code beside the input's
+luma at 128x72), so that each means what it meant when it was measured.
 - old: the release before last (transposed convolutions, batch 8, Adam 5e-4 beta1 0.5, the full VAE-GAN from
   the first step, pixel L1 1, similarity 0.1, KL 0.02, GAN 0.02, noise 1.0 -> 0.3);
 - film: the frames as they are (no augmentation);
