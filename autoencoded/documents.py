@@ -12,11 +12,7 @@ import dataclasses
 import json
 import math
 import sys
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
+import tomllib
 
 
 class DocumentError(ValueError):

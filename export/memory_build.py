@@ -62,7 +62,7 @@ def build_bank(pack_dir: Path, footage: str | Path, log: Callable[[str], object]
     src = {"footage": str(Path(footage).resolve()), "frames": len(mu)}
     record = memory_bank.write_bank(pack_dir, mu[keep], keep, pack.z_dim, step=step, source=src,
                                     reduction=reduction,
-                                    created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+                                    created=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
     log(f"memory: {len(keep)} of {len(mu)} frames kept (dedupe at {threshold:.3g}, "
         f"{reduction['threshold_steps']:.2f} film steps), {(pack_dir / memory_bank.MEMORY_FILE).stat().st_size} bytes")
     return record

@@ -113,7 +113,7 @@ def write_pack(model: AutoEncoder, cfg: ModelConfig, out: Path, *, source: Path 
         "palette": palette,  # the training frames' CIELAB mean and covariance, for `autoencoded eval`
         "files": files,
         "verify": None,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "tool_version": tool_version,
     }
     write_meta(out, meta)

@@ -149,7 +149,7 @@ def test_a_plugin_backend_that_makes_no_engine_is_one_line_naming_it_and_exit_2(
 
 def test_every_extra_a_registry_names_is_one_pyproject_declares():
     """The install lines are built from the registries' extras: each must be one pip can install."""
-    from autoencoded.documents import parse_toml  # the package's reader: tomllib, or tomli on Python 3.10
+    from autoencoded.documents import parse_toml  # the package's reader
     from autoencoded.live.engines import BACKENDS
     from autoencoded.live.io.sinks import SINKS
 

@@ -172,7 +172,7 @@ def prepare(videos: Sequence[str | os.PathLike], out: str | os.PathLike, size: t
         "format": FORMAT, "version": VERSION, "complete": not summary.partial,
         "frames": summary.kept, "width": width, "height": height, "every": every, "dedupe": dedupe,
         "crop": crop, "sources": sources,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "tool_version": __version__,
     }
     _write_meta(out, meta)
