@@ -32,6 +32,32 @@ def headless_env() -> dict:
     return env
 
 
+# a plugin sink that counts the frames it gets into the file its ARG names (the drill's, the isolation tests')
+COUNTING_SINK = '''
+"""A sink that counts the frames it gets and writes the count to the file named by its ARG when closed."""
+from pathlib import Path
+
+from autoencoded.live.io.sinks import Sink, register_sink
+
+
+class CountingSink(Sink):
+    name = "counter"
+
+    def __init__(self, path):
+        self.path, self.frames = Path(path), 0
+
+    def write(self, frame):
+        self.frames += 1
+
+    def close(self):
+        self.path.write_text(str(self.frames))
+
+
+register_sink("counter", lambda options: CountingSink(options.arg), "counts frames into the file ARG names",
+              arg="FILE")
+'''
+
+
 def plugin_env(folder: Path, name: str, source: str) -> dict:
     """The environment of a command that loads the plugin module `name` (autoencoded.plugins), its `source`
     written into `folder`."""

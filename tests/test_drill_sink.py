@@ -8,34 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from helpers import COUNTING_SINK, read_video
 from helpers import plugin_env as plugin
-from helpers import read_video
 
 LIVE = [sys.executable, "-m", "autoencoded", "live", "--osc-port", "0", "--web", "0"]
 
-COUNTING_SINK = '''
-"""A sink that counts the frames it gets and writes the count to the file named by its ARG when closed."""
-from pathlib import Path
-
-from autoencoded.live.io.sinks import Sink, register_sink
-
-
-class CountingSink(Sink):
-    name = "counter"
-
-    def __init__(self, path):
-        self.path, self.frames = Path(path), 0
-
-    def write(self, frame):
-        self.frames += 1
-
-    def close(self):
-        self.path.write_text(str(self.frames))
-
-
-register_sink("counter", lambda options: CountingSink(options.arg), "counts frames into the file ARG names",
-              arg="FILE")
-'''
 
 MEAN_BACKEND = '''
 """A backend without a network: it encodes a frame to its mean colour, and decodes that colour back."""

@@ -13,7 +13,7 @@ import pytest
 
 from autoencoded.media.tools import have_ffmpeg
 
-from helpers import plugin_env, streams, wait_for
+from helpers import COUNTING_SINK, plugin_env, streams, wait_for
 
 pytestmark = pytest.mark.skipif(not have_ffmpeg(), reason="ffprobe reads the recordings back")
 LIVE = [sys.executable, "-m", "autoencoded", "live", "--osc-port", "0", "--web", "0", "--size", "160x90",
@@ -53,22 +53,8 @@ class Misbehaving(Sink):
             threading.Event().wait()
 
 
-class Counter(Sink):
-    name = "counter"
-
-    def __init__(self, path):
-        self.path, self.frames = Path(path), 0
-
-    def write(self, frame):
-        self.frames += 1
-
-    def close(self):
-        self.path.write_text(str(self.frames))
-
-
 register_sink("misbehave", lambda o: Misbehaving(o.arg), "a sink that blocks or raises", arg="HOW")
-register_sink("counter", lambda o: Counter(o.arg), "counts frames into the file ARG names", arg="FILE")
-'''
+''' + COUNTING_SINK.split("from autoencoded.live.io.sinks import Sink, register_sink", 1)[1]  # counter:FILE
 
 
 def recorded_seconds(path) -> float:
