@@ -74,6 +74,21 @@ def test_degradations_include_grey_inputs_and_stay_in_range():
     assert 0.2 < share < 0.5  # P_GREY of the degraded samples, within sampling error
 
 
+@pytest.mark.parametrize("grey, low, high", [(0.0, 0.0, 0.0), (0.35, 0.2, 0.5), (1.0, 0.6, 0.9)])
+def test_the_grey_share_is_a_knob(grey, low, high):
+    out = degrade(_batch(256), torch.Generator().manual_seed(3), grey)
+    spread = (out[:, 0] - out[:, 1]).abs().amax(dim=(1, 2)) + (out[:, 1] - out[:, 2]).abs().amax(dim=(1, 2))
+    # sensor noise (P_NOISE of them) is per channel, so it colours a grey input again
+    assert low <= float((spread < 1e-5).float().mean()) <= high
+
+
+def test_a_run_saved_before_the_grey_knob_keeps_its_grey_share():
+    saved = json.loads(resolve(TrainConfig(arch="dream", augment_grey=0.7)).to_json())
+    assert saved["augment_grey"] == 0.7
+    saved.pop("augment_grey")
+    assert TrainConfig.from_dict(saved).augment_grey == 0.35
+
+
 def test_rotation_keeps_a_round_spot_round_on_a_wide_frame():
     # a plain rotation matrix in affine_grid's per-axis coordinates would shear a 16:9 frame
     h, w = 72, 128

@@ -37,7 +37,7 @@ def halvings(model: Mapping) -> int:
 TRAINING = dict(batch=16, lr=2e-3, lr_dis=2e-4, beta1=0.9, lr_schedule="cosine", noise_start=0.05, noise_end=0.05,
                 dream_share=0.5, pixel_weight=1.0, ssim_weight=0.5, kl_noise_scaled=True, saturation_weight=0.1,
                 sim_weight=0.1, gamma=0.1, kl_weight=1e-3, gan_weight=0.01, adversarial_start=1.0, ema=0.999,
-                augment=True, augment_plain=0.5, augment_degrade=0.5)
+                augment=True, augment_plain=0.5, augment_degrade=0.5, augment_grey=0.35)
 
 
 @dataclass(frozen=True)

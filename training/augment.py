@@ -32,7 +32,8 @@ import torch.nn.functional as F
 CROP_AREA = (0.25, 1.0)
 CROP_ASPECT = (3 / 4, 4 / 3)
 ROTATION_DEG = 10.0
-# the input's degradations and their probabilities, for a sample whose input is degraded at all
+# the input's degradations and their probabilities, for a sample whose input is degraded at all (grey's
+# is the Augmentation's `grey`, a training knob: a greyscale camera in the film's colours is learned from it)
 P_GREY, P_HUE, P_SWAP, P_BLUR, P_EXPOSURE, P_NOISE = 0.35, 0.3, 0.15, 0.3, 0.5, 0.25
 BLUR_FACTORS = (2, 3, 4)  # down by this factor (area), back up bilinearly
 GAMMA = (0.6, 1.6)
@@ -49,9 +50,10 @@ class Augmentation:
 
     plain: float = 0.25
     degrade: float = 0.5
+    grey: float = P_GREY  # of the degraded samples, the share whose input is grey
 
     def __post_init__(self) -> None:
-        for name in ("plain", "degrade"):
+        for name in ("plain", "degrade", "grey"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and 0.0 <= v <= 1.0):
                 raise ValueError(f"augmentation {name} {v!r}: must be between 0 and 1")
@@ -69,7 +71,7 @@ class Augmentation:
         if not bool(degraded.any()):
             return target, target
         pick = degraded.nonzero().view(-1).to(x.device)
-        inp = target.index_copy(0, pick, degrade(target.index_select(0, pick), gen))
+        inp = target.index_copy(0, pick, degrade(target.index_select(0, pick), gen, self.grey))
         return inp, target
 
 
@@ -105,8 +107,9 @@ def recompose(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
-def degrade(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Every sample with each degradation applied at its probability, in the order a camera would."""
+def degrade(x: torch.Tensor, gen: torch.Generator, grey: float = P_GREY) -> torch.Tensor:
+    """Every sample with each degradation applied at its probability (grey's is `grey`), in the order a
+    camera would."""
     n = x.shape[0]
     dev = x.device
     p = (x + 1) * 0.5  # 0..1
@@ -132,8 +135,8 @@ def degrade(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     swapped = torch.gather(p, 1, which.view(n, 3, 1, 1).expand_as(p))
     p = torch.where(pick(P_SWAP), swapped, p)
     # grey: luma in all three channels (a black-and-white film, a greyscale camera)
-    grey = (p * luma_w).sum(dim=1, keepdim=True).expand_as(p)
-    p = torch.where(pick(P_GREY), grey, p)
+    luma = (p * luma_w).sum(dim=1, keepdim=True).expand_as(p)
+    p = torch.where(pick(grey), luma, p)
     # blur: an out-of-focus or low-resolution camera (one factor for the batch: a resize is per shape)
     factor = BLUR_FACTORS[int(torch.randint(0, len(BLUR_FACTORS), (1,), generator=gen))]
     h, w = p.shape[-2:]

@@ -50,6 +50,7 @@ class _TrainFields:
     augment: bool | None = None
     augment_plain: float | None = None  # fraction of each batch left as the film's frames are
     augment_degrade: float | None = None  # fraction of the recomposed samples whose input is also degraded
+    augment_grey: float | None = None  # fraction of the degraded samples whose input is grey
     ema: float | None = None  # decay of the weights' moving average used for evaluation and export; 0 = off
     equilibrium: float = 0.68
     margin: float = 0.35
@@ -133,6 +134,8 @@ class TrainConfig(_TrainFields):
             d = {**d, "layout_scale": 1}
         if "augment" not in d and "lr" in d:
             d = {**d, "augment": False, "augment_plain": 0.25, "augment_degrade": 0.5}
+        if "augment_grey" not in d and "lr" in d:  # from before the grey share was a knob
+            d = {**d, "augment_grey": 0.35}
         return cls(**d)
 
     def model_config(self) -> ModelConfig:

@@ -75,7 +75,7 @@ class Trainer:
         amp_note = self._build_networks()
         self.loss = VAEGANLoss(self.model_cfg.sim_layers, **cfg.loss_settings())
         # the film through other cameras (training/augment.py): off, the frames are the input and the target
-        self.augmentation = Augmentation(cfg.augment_plain, cfg.augment_degrade) if cfg.augment else None
+        self.augmentation = Augmentation(cfg.augment_plain, cfg.augment_degrade, cfg.augment_grey) if cfg.augment else None
         # the moving average of the encoder's and decoder's weights: what evaluation and export use
         self.ema = WeightAverage({k: self.nets[k] for k in ("encoder", "decoder")}, cfg.ema) if cfg.ema else None
         self.adversarial_from = round(cfg.adversarial_start * self.total)

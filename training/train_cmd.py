@@ -166,6 +166,9 @@ def _resolved_model_value(key: str, saved, value):
               help=f"Fraction of each batch kept as the film's frames are ({_defaults('augment_plain')}).")
 @click.option("--augment-degrade", type=Finite(0, 1), default=None,
               help=f"Fraction of the recomposed frames whose input is also degraded ({_defaults('augment_degrade')}).")
+@click.option("--augment-grey", type=Finite(0, 1), default=None,
+              help="Fraction of the degraded inputs made grey, so a greyscale camera comes out in the film's colours "
+                   f"({_defaults('augment_grey')}).")
 @click.option("--clip-grad", type=FINITE, default=0.0, help="Max gradient norm per network (0 = off).")
 @click.option("--noise-start", type=FINITE, default=None, help=f"Prior std at the start ({_defaults('noise_start')}).")
 @click.option("--noise-end", type=FINITE, default=None, help=f"Prior std at the end ({_defaults('noise_end')}).")
